@@ -1,0 +1,92 @@
+//! One error type for every route, mapped to a status code and a JSON body
+//! `{"status":"error","message":...}`. Internal causes are logged, not sent: a message that
+//! leaves the service never carries a token, a signature or a database path.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::objects::ObjectError;
+use crate::store::events::EnqueueError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// An integration that is not configured; the message names the variables to set.
+    #[error("{0}")]
+    NotConfigured(String),
+    /// Temporarily unable (queue full, store down): the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A platform (Shopify, Meta) answered with an error.
+    #[error("{0}")]
+    Upstream(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NotConfigured(_) | AppError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AppError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> AppError {
+        AppError::Internal(e.into())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let AppError::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "request failed");
+        } else if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let body = json!({"status": "error", "message": self.to_string()});
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
+impl From<ObjectError> for AppError {
+    fn from(e: ObjectError) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
+impl From<EnqueueError> for AppError {
+    fn from(e: EnqueueError) -> Self {
+        match e {
+            EnqueueError::Busy => AppError::Unavailable(e.to_string()),
+            EnqueueError::Store(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! salesbot-sync: keeps merchants' Shopify and Facebook data fresh in S3-compatible storage.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library so that the integration tests
+//! can start the real server in-process.
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod jobs;
+pub mod oauth_state;
+pub mod objects;
+pub mod routes;
+pub mod shopify;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+

@@ -1,0 +1,221 @@
+//! OAuth `state` tokens (SPEC §8): HMAC-SHA256 signed, expiring after 10 minutes, single use.
+//!
+//! Form: `base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))`. The signature
+//! rejects forgeries without touching the database; the nonce, recorded at issue time and
+//! deleted at use, makes each state single use.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::crypto::{hmac_sha256, verify_hmac_sha256};
+use crate::store::{now_secs, SessionStore, StoreError};
+
+pub const STATE_TTL_SECS: i64 = 600;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateClaims {
+    /// `shopify` or `facebook`.
+    #[serde(rename = "p")]
+    pub provider: String,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<Uuid>,
+    /// The shop the flow was started for (Shopify), so a state cannot be used for another.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub shop: Option<String>,
+    #[serde(rename = "i")]
+    pub issued_at: i64,
+    #[serde(rename = "e")]
+    pub expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    #[error("invalid OAuth state")]
+    Malformed,
+    #[error("invalid OAuth state signature")]
+    BadSignature,
+    #[error("OAuth state expired; start the connection again")]
+    Expired,
+    #[error("OAuth state was issued for another flow")]
+    WrongProvider,
+    #[error("OAuth state already used; start the connection again")]
+    Replayed,
+    #[error("OAuth state could not be checked")]
+    Store,
+}
+
+impl From<StoreError> for StateError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "state store failed");
+        StateError::Store
+    }
+}
+
+#[derive(Clone)]
+pub struct StateSigner {
+    secret: SecretString,
+    sessions: SessionStore,
+}
+
+impl StateSigner {
+    pub fn new(secret: SecretString, sessions: SessionStore) -> Self {
+        StateSigner { secret, sessions }
+    }
+
+    fn key(&self) -> &[u8] {
+        self.secret.expose_secret().as_bytes()
+    }
+
+    pub fn sign(&self, claims: &StateClaims) -> String {
+        let body = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(claims).expect("claims serialise to JSON"));
+        let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(self.key(), body.as_bytes()));
+        format!("{body}.{sig}")
+    }
+
+    /// Checks signature, provider and expiry at `now`, without consuming.
+    pub fn verify_at(
+        &self,
+        token: &str,
+        provider: &str,
+        now: i64,
+    ) -> Result<StateClaims, StateError> {
+        let (body, sig) = token.split_once('.').ok_or(StateError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| StateError::Malformed)?;
+        if !verify_hmac_sha256(self.key(), body.as_bytes(), &sig) {
+            return Err(StateError::BadSignature);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| StateError::Malformed)?;
+        let claims: StateClaims =
+            serde_json::from_slice(&raw).map_err(|_| StateError::Malformed)?;
+        if claims.provider != provider {
+            return Err(StateError::WrongProvider);
+        }
+        if now >= claims.expires_at {
+            return Err(StateError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Issues a state and records its nonce.
+    pub async fn issue(
+        &self,
+        provider: &str,
+        merchant: Option<Uuid>,
+        shop: Option<String>,
+    ) -> Result<String, StateError> {
+        let now = now_secs();
+        let claims = StateClaims {
+            provider: provider.to_string(),
+            nonce: crate::config::random_token(16),
+            merchant,
+            shop,
+            issued_at: now,
+            expires_at: now + STATE_TTL_SECS,
+        };
+        self.sessions
+            .record_state(&claims.nonce, provider, claims.expires_at)
+            .await?;
+        Ok(self.sign(&claims))
+    }
+
+    /// Verifies and consumes a state: succeeds once per issued state.
+    pub async fn consume(&self, token: &str, provider: &str) -> Result<StateClaims, StateError> {
+        let claims = self.verify_at(token, provider, now_secs())?;
+        if !self.sessions.consume_state(&claims.nonce, provider).await? {
+            return Err(StateError::Replayed);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Db, DbKind};
+
+    fn signer(dir: &std::path::Path) -> StateSigner {
+        let db = Db::open(&dir.join("s.db"), DbKind::Sessions).unwrap();
+        StateSigner::new(
+            SecretString::from("k".repeat(32)),
+            SessionStore::new(db),
+        )
+    }
+
+    #[tokio::test]
+    async fn round_trip_carries_the_merchant_and_is_single_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer(dir.path());
+        let m = Uuid::new_v4();
+        let t = s.issue("facebook", Some(m), None).await.unwrap();
+        let c = s.consume(&t, "facebook").await.unwrap();
+        assert_eq!(c.merchant, Some(m));
+        assert_eq!(s.consume(&t, "facebook").await, Err(StateError::Replayed));
+    }
+
+    #[tokio::test]
+    async fn tampering_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer(dir.path());
+        let t = s.issue("shopify", None, Some("a.myshopify.com".into())).await.unwrap();
+        let (body, sig) = t.split_once('.').unwrap();
+        // Swap the claims for forged ones but keep the old signature.
+        let mut claims: StateClaims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
+        claims.shop = Some("evil.myshopify.com".into());
+        let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        assert_eq!(
+            s.consume(&format!("{forged_body}.{sig}"), "shopify").await,
+            Err(StateError::BadSignature)
+        );
+        // A state signed with another key.
+        let other = StateSigner::new(SecretString::from("x".repeat(32)), s.sessions.clone());
+        assert_eq!(
+            s.consume(&other.sign(&claims), "shopify").await,
+            Err(StateError::BadSignature)
+        );
+        assert_eq!(s.consume("garbage", "shopify").await, Err(StateError::Malformed));
+        assert_eq!(
+            s.consume(&t, "facebook").await,
+            Err(StateError::WrongProvider)
+        );
+        // The untouched state still works once.
+        assert!(s.consume(&t, "shopify").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn expired_states_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer(dir.path());
+        let t = s.issue("shopify", None, None).await.unwrap();
+        let now = now_secs();
+        assert!(s.verify_at(&t, "shopify", now + STATE_TTL_SECS - 5).is_ok());
+        assert_eq!(
+            s.verify_at(&t, "shopify", now + STATE_TTL_SECS + 1),
+            Err(StateError::Expired)
+        );
+        // Signed but already past its expiry.
+        let claims = StateClaims {
+            provider: "shopify".into(),
+            nonce: "n".into(),
+            merchant: None,
+            shop: None,
+            issued_at: now - 700,
+            expires_at: now - 100,
+        };
+        s.sessions.record_state("n", "shopify", now + 600).await.unwrap();
+        assert_eq!(
+            s.consume(&s.sign(&claims), "shopify").await,
+            Err(StateError::Expired)
+        );
+    }
+}

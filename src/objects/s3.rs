@@ -1,0 +1,189 @@
+//! S3-compatible backend (DigitalOcean Spaces, AWS S3, MinIO, s3s) through aws-sdk-s3.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ObjectCannedAcl;
+use aws_sdk_s3::Client;
+use secrecy::ExposeSecret;
+
+use super::{ObjectError, ObjectKey, SHA256_META};
+use crate::config::SpacesSettings;
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+fn io_err(key: &str, e: impl std::fmt::Display) -> ObjectError {
+    ObjectError::Io {
+        key: key.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The SDK's `Display` for errors is terse ("service error"); the debug chain names the cause
+/// (status, code). Neither contains credentials: signing data is not part of errors.
+fn describe<E: std::error::Error>(e: &E) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+impl S3Store {
+    pub fn new(s: &SpacesSettings) -> S3Store {
+        let creds = Credentials::new(
+            s.key.clone(),
+            s.secret.expose_secret().to_string(),
+            None,
+            None,
+            "salesbot-sync-config",
+        );
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()))
+            .endpoint_url(s.endpoint.as_str().trim_end_matches('/'))
+            .credentials_provider(creds)
+            // Spaces, MinIO and s3s all serve path-style; virtual hosts need DNS per bucket.
+            .force_path_style(true)
+            // Newer SDKs send CRC checksums by default, which Spaces and others reject.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .operation_timeout(Duration::from_secs(180))
+                    .build(),
+            )
+            .build();
+        S3Store {
+            client: Client::from_conf(config),
+            bucket: s.bucket.clone(),
+        }
+    }
+
+    pub async fn head_sha256(&self, key: &ObjectKey) -> Result<Option<String>, ObjectError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.metadata()
+                    .and_then(|m| m.get(SHA256_META))
+                    .cloned()
+                    // An object written by something else has no hash: treat as different.
+                    .unwrap_or_default(),
+            )),
+            Err(e)
+                if e.as_service_error().map(|s| s.is_not_found()) == Some(true)
+                    || e.raw_response().map(|r| r.status().as_u16()) == Some(404) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(io_err(key.as_str(), describe(&e))),
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &ObjectKey,
+        bytes: Vec<u8>,
+        sha256: &str,
+        content_type: &str,
+    ) -> Result<(), ObjectError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .body(ByteStream::from(bytes))
+            .content_type(content_type)
+            .acl(ObjectCannedAcl::Private)
+            .metadata(SHA256_META, sha256)
+            .send()
+            .await
+            .map_err(|e| io_err(key.as_str(), describe(&e)))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ObjectError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let data = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| io_err(key.as_str(), e))?;
+                Ok(Some(data.into_bytes().to_vec()))
+            }
+            Err(e)
+                if e.as_service_error().map(|s| s.is_no_such_key()) == Some(true)
+                    || e.raw_response().map(|r| r.status().as_u16()) == Some(404) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(io_err(key.as_str(), describe(&e))),
+        }
+    }
+
+    pub async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| io_err(key.as_str(), describe(&e)))?;
+        Ok(())
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| io_err(prefix, describe(&e)))?;
+            out.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        Ok(out)
+    }
+
+    pub async fn check_ready(&self) -> Result<(), ObjectError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| ObjectError::Unreachable(describe(&e)))?;
+        Ok(())
+    }
+}

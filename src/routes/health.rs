@@ -1,0 +1,85 @@
+//! `/`, `/healthz`, `/readyz`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::config::AppEnv;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::tokens::AccountSummary;
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when every database answers and the object store is reachable.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let mut checks = serde_json::Map::new();
+    let mut ready = true;
+    let mut record = |name: &str, r: Result<(), String>| {
+        checks.insert(
+            name.to_string(),
+            match r {
+                Ok(()) => json!("ok"),
+                Err(e) => {
+                    ready = false;
+                    tracing::warn!(check = name, error = %e, "readiness check failed");
+                    json!("failed")
+                }
+            },
+        );
+    };
+    record("tokens_db", state.tokens.db().ping().await.map_err(|e| e.to_string()));
+    record("sessions_db", state.sessions.db().ping().await.map_err(|e| e.to_string()));
+    record("events_db", state.events.db().ping().await.map_err(|e| e.to_string()));
+    record("object_store", state.objects.check_ready().await.map_err(|e| e.to_string()));
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),
+    )
+}
+
+fn account_report(list: &[AccountSummary]) -> Value {
+    let count = |s: &str| list.iter().filter(|a| a.status == s).count();
+    let needs: Vec<Value> = list
+        .iter()
+        .filter(|a| a.status == "needs_reauth")
+        .map(|a| json!({"id": a.id, "reason": a.reason}))
+        .collect();
+    json!({
+        "active": count("active"),
+        "uninstalled": count("uninstalled"),
+        "needs_reauth": needs,
+    })
+}
+
+/// What is configured and how things stand, without secrets or merchant identities.
+pub async fn index(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let cfg = &state.config;
+    let shops = state.tokens.shop_summaries().await?;
+    let pages = state.tokens.page_summaries().await?;
+    let queue = state.events.stats().await?;
+    Ok(Json(json!({
+        "service": "salesbot-sync",
+        "version": env!("CARGO_PKG_VERSION"),
+        "environment": if cfg.app_env == AppEnv::Production { "production" } else { "development" },
+        "storage": cfg.storage.backend_name(),
+        "integrations": {
+            "shopify": {
+                "configured": cfg.shopify.is_some(),
+                "login": "/shopify/{shop}/login",
+                "shops": account_report(&shops),
+            },
+            "facebook": {
+                "configured": cfg.facebook.is_some(),
+                "login": "/facebook/login",
+                "pages": account_report(&pages),
+            },
+        },
+        "queue": queue,
+    })))
+}

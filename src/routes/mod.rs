@@ -1,0 +1,35 @@
+//! The HTTP surface (SPEC §4). Each integration owns its routes; this module puts them together
+//! with the operational ones and the shared layers.
+
+mod health;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    let router = Router::new()
+        .route("/", get(health::index))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/shopify/webhook", post(crate::shopify::webhook::receive));
+    #[cfg(feature = "testkit")]
+    let router = router.route(
+        "/_testkit/webhook",
+        post(crate::jobs::testkit::receive),
+    );
+    router
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            // Log the path only: OAuth callbacks carry codes and signatures in the query.
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,19 @@
+//! Shopify: OAuth connect, signed webhooks, catalogue sync and polling.
+
+pub mod signature;
+pub mod webhook;
+
+use crate::config::ShopifySettings;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Event kind of Shopify webhook deliveries in the queue.
+pub const EVENT_KIND: &str = "shopify";
+
+pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
+    state.config.shopify.as_ref().ok_or_else(|| {
+        AppError::NotConfigured(
+            "Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET".into(),
+        )
+    })
+}

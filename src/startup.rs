@@ -1,0 +1,182 @@
+//! Building and running the service: `Application::build` → `port()` → `run_until_stopped()`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::jobs::{self, Registry, WorkerConfig};
+use crate::state::AppState;
+
+/// How long shutdown waits for running jobs before leaving them to the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    shutdown: CancellationToken,
+    worker_config: WorkerConfig,
+}
+
+/// Every event kind the service processes. Integrations add their handler here; the queue
+/// itself stays unaware of them.
+pub fn registry(state: &AppState) -> Registry {
+    #[allow(unused_mut)]
+    let mut reg = Registry::default();
+    let _ = state;
+    #[cfg(feature = "testkit")]
+    reg.register(
+        jobs::testkit::EVENT_KIND,
+        Arc::new(jobs::testkit::TestkitHandler {
+            objects: state.objects.clone(),
+            log: std::env::var_os("TESTKIT_LOG").map(Into::into),
+        }),
+    );
+    reg
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(settings, WorkerConfig::default()).await
+    }
+
+    pub async fn build_with(
+        settings: Settings,
+        worker_config: WorkerConfig,
+    ) -> anyhow::Result<Application> {
+        log_startup_warnings(&settings);
+        let addr = settings.bind_addr;
+        let state = AppState::build(settings)?;
+        let recovered = state.events.recover_orphans().await?;
+        if recovered > 0 {
+            tracing::warn!(
+                events = recovered,
+                "re-queued events left running by a previous process"
+            );
+        }
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let port = listener.local_addr()?.port();
+        Ok(Application {
+            listener,
+            port,
+            state,
+            shutdown: CancellationToken::new(),
+            worker_config,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancelling this token stops the service as SIGTERM would.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM (or the shutdown token): stops accepting, lets in-flight
+    /// requests finish, then lets workers finish their current batch.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            port,
+            state,
+            shutdown,
+            worker_config,
+        } = self;
+        let registry = Arc::new(registry(&state));
+        tracing::info!(
+            port,
+            storage = state.objects.backend_name(),
+            kinds = ?registry.kinds(),
+            "salesbot-sync listening"
+        );
+        let worker_stop = CancellationToken::new();
+        let mut workers: JoinSet<()> = jobs::spawn_workers(
+            state.events.clone(),
+            registry,
+            worker_config,
+            worker_stop.clone(),
+        );
+        let pruner = jobs::spawn_pruner(state.events.clone(), worker_stop.clone());
+
+        let router = crate::routes::router(state);
+        let stop = shutdown.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = stop.cancelled() => {}
+                }
+                tracing::info!("shutting down: finishing in-flight requests");
+            })
+            .await;
+
+        worker_stop.cancel();
+        let _ = pruner.await;
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("jobs still running after the grace period; they resume at next start");
+            workers.abort_all();
+        }
+        tracing::info!("stopped");
+        served.map_err(Into::into)
+    }
+}
+
+fn log_startup_warnings(settings: &Settings) {
+    for name in &settings.generated_secrets {
+        tracing::warn!(
+            variable = name,
+            "{name} is not set: using a throw-away value for this run only (development). \
+             Tokens stored now cannot be decrypted after a restart; set it in .env"
+        );
+    }
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    if settings.shopify.is_none() {
+        tracing::info!("Shopify is off: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET to enable it");
+    }
+    if settings.facebook.is_none() {
+        tracing::info!(
+            "Facebook is off: set FACEBOOK_APP_ID, FACEBOOK_APP_SECRET and FACEBOOK_VERIFY_TOKEN to enable it"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,49 @@
+//! `AppState`: configuration and every client a route or job needs, built once at start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::crypto::TokenCipher;
+use crate::oauth_state::StateSigner;
+use crate::objects::ObjectStore;
+use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Settings>,
+    pub tokens: TokenStore,
+    pub sessions: SessionStore,
+    pub events: EventStore,
+    pub objects: ObjectStore,
+    pub states: StateSigner,
+    /// Shared HTTP client for Shopify and Meta; redirects are never followed so a platform
+    /// answer cannot send our credentials elsewhere.
+    pub http: reqwest::Client,
+}
+
+impl AppState {
+    pub fn build(config: Settings) -> anyhow::Result<AppState> {
+        let cipher = TokenCipher::new(config.token_key_bytes());
+        let tokens = TokenStore::new(Db::open(&config.token_db_path, DbKind::Tokens)?, cipher);
+        let sessions = SessionStore::new(Db::open(&config.session_db_path, DbKind::Sessions)?);
+        let events = EventStore::open(&config.events_db_path)?;
+        let objects = ObjectStore::from_settings(&config.storage)?;
+        let states = StateSigner::new(config.state_token_secret.clone(), sessions.clone());
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("salesbot-sync/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(AppState {
+            config: Arc::new(config),
+            tokens,
+            sessions,
+            events,
+            objects,
+            states,
+            http,
+        })
+    }
+}
