@@ -29,13 +29,15 @@ pub fn registry(state: &AppState) -> Registry {
     let mut reg = Registry::default();
     let _ = state;
     #[cfg(feature = "testkit")]
-    reg.register(
-        jobs::testkit::EVENT_KIND,
-        Arc::new(jobs::testkit::TestkitHandler {
-            objects: state.objects.clone(),
-            log: std::env::var_os("TESTKIT_LOG").map(Into::into),
-        }),
-    );
+    {
+        reg.register(
+            jobs::testkit::EVENT_KIND,
+            Arc::new(jobs::testkit::TestkitHandler {
+                objects: state.objects.clone(),
+            }),
+        );
+        reg.register(jobs::testkit::EFFECT_KIND, Arc::new(jobs::testkit::EffectHandler));
+    }
     reg
 }
 

@@ -2,10 +2,11 @@
 //!
 //! `POST /_testkit/webhook` takes the same path as a platform webhook: HMAC-SHA256 check of the
 //! raw body (base64 in `X-Testkit-Hmac-Sha256`, keyed with `STATE_TOKEN_SECRET`), durable
-//! insert, 200. The handler sleeps `delay_ms`, writes `_testkit/<id>.json` and, when
-//! `TESTKIT_LOG` is set, appends `<id>` to that file: one line per processing.
+//! insert, 200. The handler sleeps `delay_ms`, writes `_testkit/<id>.json` (idempotent) and
+//! records its effect as a follow-up event of kind `testkit_effect` with a unique dedupe key.
+//! The follow-up commits in the same transaction that marks the delivery done, so counting
+//! effect rows counts completed processings exactly: a run cut off by a crash leaves none.
 
-use std::io::Write;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -24,6 +25,7 @@ use crate::state::AppState;
 use crate::store::events::{Event, NewEvent};
 
 pub const EVENT_KIND: &str = "testkit";
+pub const EFFECT_KIND: &str = "testkit_effect";
 
 #[derive(Deserialize)]
 struct Delivery {
@@ -65,12 +67,22 @@ pub async fn receive(
 
 pub struct TestkitHandler {
     pub objects: ObjectStore,
-    pub log: Option<std::path::PathBuf>,
+}
+
+/// Effect rows need no processing; this handler just completes them.
+pub struct EffectHandler;
+
+#[async_trait::async_trait]
+impl Handler for EffectHandler {
+    async fn handle(&self, _events: Vec<Event>) -> Result<Vec<NewEvent>, JobError> {
+        Ok(vec![])
+    }
 }
 
 #[async_trait::async_trait]
 impl Handler for TestkitHandler {
     async fn handle(&self, events: Vec<Event>) -> Result<Vec<NewEvent>, JobError> {
+        let mut effects = Vec::with_capacity(events.len());
         for ev in events {
             let d: Delivery = serde_json::from_slice(&ev.payload)
                 .map_err(|e| JobError::Permanent(e.to_string()))?;
@@ -80,15 +92,13 @@ impl Handler for TestkitHandler {
                 .put_json_if_changed(&testkit_key(&id), &json!({"id": id.as_str()}))
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?;
-            if let Some(path) = &self.log {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| JobError::Retry(e.to_string()))?;
-                writeln!(f, "{id}").map_err(|e| JobError::Retry(e.to_string()))?;
-            }
+            effects.push(NewEvent::new(
+                EFFECT_KIND,
+                format!("{EFFECT_KIND}:{id}:{}", crate::config::random_token(12)),
+                EFFECT_KIND,
+                id.as_str().as_bytes().to_vec(),
+            ));
         }
-        Ok(vec![])
+        Ok(effects)
     }
 }

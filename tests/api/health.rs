@@ -1,0 +1,142 @@
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_readyz_and_index_answer() {
+    let app = spawn_app(&[]).await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["object_store"], "ok");
+
+    let r = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["storage"], "local");
+    assert_eq!(body["integrations"]["shopify"]["configured"], false);
+    assert_eq!(body["integrations"]["facebook"]["configured"], false);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn index_reports_configuration_without_secrets() {
+    let s3 = start_s3().await;
+    let mut extra = s3.vars();
+    extra.extend(vars(&[
+        ("SHOPIFY_API_KEY", "shopify-key"),
+        ("SHOPIFY_API_SECRET", "shopify-secret-do-not-leak"),
+    ]));
+    let app = spawn_app(&extra).await;
+    let text = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["storage"], "s3");
+    assert_eq!(body["integrations"]["shopify"]["configured"], true);
+    for secret in ["shopify-secret-do-not-leak", S3_SECRET, STATE_SECRET, ENCRYPTION_KEY_B64] {
+        assert!(!text.contains(secret), "secret in / answer");
+    }
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_fails_when_the_object_store_is_unreachable() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let extra = vars(&[
+        ("SPACES_KEY", "k"),
+        ("SPACES_SECRET", "s"),
+        ("SPACES_BUCKET", "bucket"),
+        ("SPACES_ENDPOINT", &format!("http://{addr}")),
+    ]);
+    let app = spawn_app(&extra).await;
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["checks"]["object_store"], "failed");
+    assert_eq!(body["checks"]["tokens_db"], "ok");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn unconfigured_integration_answers_503_naming_the_variables() {
+    let app = spawn_app(&[]).await;
+    let r = app
+        .client
+        .post(app.url("/shopify/webhook"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let msg = body["message"].as_str().unwrap();
+    assert!(msg.contains("SHOPIFY_API_KEY") && msg.contains("SHOPIFY_API_SECRET"), "{msg}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let extra = vars(&[
+        ("SHOPIFY_API_KEY", "k"),
+        ("SHOPIFY_API_SECRET", "s"),
+        ("MAX_BODY_BYTES", "1024"),
+    ]);
+    let app = spawn_app(&extra).await;
+    let r = app
+        .client
+        .post(app.url("/shopify/webhook"))
+        .header("X-Shopify-Hmac-Sha256", "x")
+        .body(vec![b'a'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let app = spawn_app(&vars(&[("SHOPIFY_API_KEY", "k"), ("SHOPIFY_API_SECRET", "s")])).await;
+    // Start a slow upload (body trickles in), then ask the server to stop: the request
+    // already being served must still get its answer.
+    let url = app.url("/shopify/webhook");
+    let client = app.client.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let req = tokio::spawn(async move {
+        client
+            .post(url)
+            .header("X-Shopify-Hmac-Sha256", "AAAA")
+            .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+            .send()
+            .await
+    });
+    tx.send(Ok(b"{".to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app.shutdown.cancel();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tx.send(Ok(b"}".to_vec())).await.unwrap();
+    drop(tx);
+    let r = req.await.unwrap().expect("in-flight request answered");
+    assert_eq!(r.status(), 401, "answered (bad signature), not dropped");
+    app.handle.await.unwrap().unwrap();
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

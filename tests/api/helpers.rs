@@ -1,0 +1,325 @@
+//! Shared test scaffolding: the real server on a random port (`spawn_app`), an S3 server
+//! embedded in the test process (s3s + s3s-fs over real HTTP), and signing helpers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use salesbot_sync::config::Settings;
+use salesbot_sync::jobs::{RetryPolicy, WorkerConfig};
+use salesbot_sync::startup::Application;
+use salesbot_sync::state::AppState;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub const S3_KEY: &str = "test-access-key";
+pub const S3_SECRET: &str = "test-secret-key-for-s3s";
+pub const S3_BUCKET: &str = "salesbot-test";
+pub const STATE_SECRET: &str = "test-state-secret-0123456789abcdef0123456789";
+pub const ENCRYPTION_KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Requests the embedded S3 server saw, by HTTP method.
+#[derive(Default)]
+pub struct S3Counters {
+    pub put: AtomicUsize,
+    pub head: AtomicUsize,
+    pub get: AtomicUsize,
+    pub delete: AtomicUsize,
+}
+
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: TempDir,
+    pub counters: Arc<S3Counters>,
+    stop: CancellationToken,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl S3Server {
+    pub fn puts(&self) -> usize {
+        self.counters.put.load(Ordering::SeqCst)
+    }
+    pub fn gets(&self) -> usize {
+        self.counters.get.load(Ordering::SeqCst)
+    }
+    /// Path of an object's body in the s3s-fs folder.
+    pub fn object_path(&self, key: &str) -> std::path::PathBuf {
+        self.root.path().join(S3_BUCKET).join(key)
+    }
+    pub fn vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("SPACES_KEY".into(), S3_KEY.into()),
+            ("SPACES_SECRET".into(), S3_SECRET.into()),
+            ("SPACES_BUCKET".into(), S3_BUCKET.into()),
+            ("SPACES_REGION".into(), "us-east-1".into()),
+            ("SPACES_ENDPOINT".into(), self.endpoint.clone()),
+        ]
+    }
+}
+
+/// Starts s3s-fs on a loopback port with one bucket and signature checking on.
+pub async fn start_s3() -> S3Server {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join(S3_BUCKET)).unwrap();
+    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let counters = Arc::new(S3Counters::default());
+    let stop = CancellationToken::new();
+    let (c, s) = (counters.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            let socket = tokio::select! {
+                r = listener.accept() => match r { Ok((sock, _)) => sock, Err(_) => continue },
+                _ = s.cancelled() => break,
+            };
+            let svc = service.clone();
+            let c = c.clone();
+            let handler = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let counter = match *req.method() {
+                    hyper::Method::PUT => Some(&c.put),
+                    hyper::Method::HEAD => Some(&c.head),
+                    hyper::Method::GET => Some(&c.get),
+                    hyper::Method::DELETE => Some(&c.delete),
+                    _ => None,
+                };
+                if let Some(n) = counter {
+                    n.fetch_add(1, Ordering::SeqCst);
+                }
+                let svc = svc.clone();
+                async move { hyper::service::Service::call(&svc, req).await }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), handler)
+                    .await;
+            });
+        }
+    });
+    S3Server {
+        endpoint: format!("http://{addr}"),
+        root,
+        counters,
+        stop,
+    }
+}
+
+#[allow(dead_code)]
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub state: AppState,
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+    pub shutdown: CancellationToken,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Stops the server the way SIGTERM would and waits for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await.unwrap()
+    }
+}
+
+/// Settings for a test: temp paths, random port, fixed secrets, then `extra` on top.
+pub fn test_vars(dir: &std::path::Path, extra: &[(String, String)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = [
+        ("BIND_ADDR", "127.0.0.1:0".to_string()),
+        ("STATE_TOKEN_SECRET", STATE_SECRET.to_string()),
+        ("TOKEN_ENCRYPTION_KEY", ENCRYPTION_KEY_B64.to_string()),
+        ("TOKEN_DB_PATH", dir.join("tokens.db").display().to_string()),
+        ("SESSION_DB_PATH", dir.join("sessions.db").display().to_string()),
+        ("EVENTS_DB_PATH", dir.join("events.db").display().to_string()),
+        ("STORAGE_DIR", dir.join("objects").display().to_string()),
+        ("BACKUP_DIR", dir.join("backups").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.clone(), v.clone());
+    }
+    vars
+}
+
+pub fn fast_workers() -> WorkerConfig {
+    WorkerConfig {
+        workers: 4,
+        lease: Duration::from_secs(30),
+        max_batch: 500,
+        retry: RetryPolicy {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            max_attempts: 5,
+        },
+        idle_poll: Duration::from_millis(50),
+    }
+}
+
+pub async fn spawn_app(extra: &[(String, String)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(dir, extra).await
+}
+
+pub async fn spawn_app_in(dir: TempDir, extra: &[(String, String)]) -> TestApp {
+    let settings = Settings::from_vars(&test_vars(dir.path(), extra)).expect("test settings");
+    let app = Application::build_with(settings, fast_workers())
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let state = app.state().clone();
+    let shutdown = app.shutdown_token();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        state,
+        dir,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        shutdown,
+        handle,
+    }
+}
+
+pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Polls `f` until it returns true or 10 s pass.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..400 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// The published vectors in shared/test-vectors/vectors.json.
+pub fn test_vectors() -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/test-vectors/vectors.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The real binary as a child process (for crash, signal and exit-code tests).
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub stderr: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ChildServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        unsafe_kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        // Give the reader thread a moment to drain the pipe.
+        std::thread::sleep(Duration::from_millis(100));
+        let logs = self.logs();
+        (status, logs)
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn binary_command(dir: &std::path::Path, env: &HashMap<String, String>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_salesbot-sync"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Starts `salesbot-sync serve` and waits until it logs its port.
+pub fn start_binary(dir: &std::path::Path, extra: &[(String, String)]) -> ChildServer {
+    use std::io::BufRead;
+    let mut env = test_vars(dir, extra);
+    env.insert("LOG_FORMAT".into(), "json".into());
+    env.entry("RUST_LOG".into()).or_insert("info".into());
+    let mut child = binary_command(dir, &env)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "salesbot-sync listening" {
+                    let _ = tx.send(v["port"].as_u64().unwrap() as u16);
+                }
+            }
+            l.lock().unwrap().push(line);
+        }
+    });
+    let port = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("server did not start: {}", lines.lock().unwrap().join("\n")));
+    ChildServer {
+        child,
+        port,
+        stderr: lines,
+    }
+}
+
+pub fn sign_b64(secret: &[u8], body: &[u8]) -> String {
+    salesbot_sync::shopify::signature::sign_webhook(secret, body)
+}
