@@ -16,5 +16,8 @@ CREATE TABLE events (
     finished_at  INTEGER,
     last_error   TEXT
 );
-CREATE INDEX events_ready ON events(status, run_at) WHERE status IN ('pending', 'running');
-CREATE INDEX events_by_group ON events(group_key, status);
+-- Partial indexes keep the hot queries off the (much larger) set of finished rows.
+CREATE INDEX events_pending ON events(run_at, id) WHERE status = 'pending';
+CREATE INDEX events_pending_by_group ON events(group_key, kind, id) WHERE status = 'pending';
+CREATE INDEX events_running ON events(group_key, locked_until) WHERE status = 'running';
+CREATE INDEX events_finished ON events(finished_at) WHERE status = 'done';

@@ -155,7 +155,11 @@ impl Worker {
                 .claim_group(&self.id, self.config.lease, self.config.max_batch)
                 .await
             {
-                Ok(Some(batch)) if !batch.is_empty() => self.run_batch(batch).await,
+                Ok(Some(batch)) if !batch.is_empty() => {
+                    // There may be more ready groups: pass the wake-up on to another worker.
+                    notify.notify_one();
+                    self.run_batch(batch).await
+                }
                 Ok(_) => {
                     tokio::select! {
                         _ = &mut notified => {}
@@ -242,12 +246,21 @@ impl Worker {
     }
 }
 
-/// Deletes finished events after a week, so the inbox does not grow without bound.
+/// Housekeeping: returns events with expired leases to the queue every 30 s and deletes
+/// finished events after a week, so the inbox does not grow without bound.
 pub fn spawn_pruner(events: EventStore, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut reap = tokio::time::interval(Duration::from_secs(30));
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tokio::select! {
+                _ = reap.tick() => {
+                    match events.reclaim_expired().await {
+                        Ok(n) if n > 0 => tracing::warn!(events = n, "re-queued events whose lease expired"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "re-queuing expired events failed"),
+                    }
+                }
                 _ = tick.tick() => {
                     match events.prune_finished(Duration::from_secs(7 * 24 * 3600)).await {
                         Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned finished events"),

@@ -1,16 +1,17 @@
 //! The durable event queue: webhook deliveries and background jobs as rows.
 //!
-//! Inserts go through one writer thread that commits whatever has queued up in a single
-//! transaction (group commit), so thousands of deliveries per second each get a committed row
-//! before their 200 without one fsync apiece. Claims, completions and retries use a second
-//! connection.
+//! One writer thread owns the only connection that writes. Inserts that queue up while it is
+//! busy are committed together in one transaction (group commit), so thousands of deliveries
+//! per second each get a committed row before their 200 without one fsync apiece, and claims,
+//! completions and retries run on the same thread, so writers never wait on SQLite's busy
+//! handler. Reads (stats, listings) use a second connection; WAL lets them run alongside.
 
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, Notify};
 
 use super::{now_millis, open_connection, Db, DbKind, StoreError};
@@ -89,6 +90,13 @@ struct InsertReq {
     reply: oneshot::Sender<Result<Enqueued, StoreError>>,
 }
 
+type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Cmd {
+    Insert(InsertReq),
+    Write(WriteFn),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
     #[error("the event queue is full; retry later")]
@@ -100,7 +108,7 @@ pub enum EnqueueError {
 #[derive(Clone)]
 pub struct EventStore {
     db: Db,
-    writer: std_mpsc::SyncSender<InsertReq>,
+    writer: std_mpsc::SyncSender<Cmd>,
     notify: Arc<Notify>,
 }
 
@@ -134,7 +142,7 @@ impl EventStore {
     pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, EnqueueError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .try_send(InsertReq { event, reply })
+            .try_send(Cmd::Insert(InsertReq { event, reply }))
             .map_err(|e| match e {
                 std_mpsc::TrySendError::Full(_) => EnqueueError::Busy,
                 std_mpsc::TrySendError::Disconnected(_) => EnqueueError::Store(StoreError::Closed),
@@ -142,11 +150,31 @@ impl EventStore {
         Ok(rx.await.map_err(|_| StoreError::Closed)??)
     }
 
+    /// Runs `f` on the writer thread and returns its result.
+    async fn write<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: WriteFn = Box::new(move |c| {
+            let _ = reply.send(f(c));
+        });
+        // A full channel means thousands of inserts are waiting; block briefly rather than
+        // fail a completion (the inserts drain fast).
+        let tx = self.writer.clone();
+        tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job)))
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Puts events left `running` by a process that died back to `pending`. Called once at
     /// start-up, before any worker runs: one server owns a queue file.
     pub async fn recover_orphans(&self) -> Result<usize, StoreError> {
-        self.db
-            .call(|c| {
+        self
+            .write(|c| {
                 Ok(c.execute(
                     "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL WHERE status = 'running'",
                     [],
@@ -166,60 +194,66 @@ impl EventStore {
     ) -> Result<Option<Vec<Event>>, StoreError> {
         let worker = worker.to_string();
         let lease_ms = lease.as_millis() as i64;
-        self.db
-            .call(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let now = now_millis();
-                let head: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT e.group_key, e.kind FROM events e
-                         WHERE ((e.status = 'pending' AND e.run_at <= ?1)
-                                OR (e.status = 'running' AND e.locked_until < ?1))
-                           AND NOT EXISTS (SELECT 1 FROM events r
-                                           WHERE r.group_key = e.group_key AND r.status = 'running'
-                                             AND r.locked_until >= ?1)
-                         ORDER BY e.run_at, e.id LIMIT 1",
-                        [now],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                let Some((group, kind)) = head else {
-                    return Ok(None);
-                };
-                let events = {
-                    let mut st = tx.prepare(
-                        "UPDATE events SET status = 'running', attempts = attempts + 1,
-                                locked_by = ?4, locked_until = ?5
-                         WHERE id IN (SELECT id FROM events
-                                      WHERE group_key = ?1 AND kind = ?2
-                                        AND ((status = 'pending' AND run_at <= ?3)
-                                             OR (status = 'running' AND locked_until < ?3))
-                                      ORDER BY id LIMIT ?6)
-                         RETURNING id, kind, dedupe_key, group_key, payload, attempts, received_at",
-                    )?;
-                    let mut v = st
-                        .query_map(
-                            params![group, kind, now, worker, now + lease_ms, max as i64],
-                            |r| {
-                                Ok(Event {
-                                    id: r.get(0)?,
-                                    kind: r.get(1)?,
-                                    dedupe_key: r.get(2)?,
-                                    group_key: r.get(3)?,
-                                    payload: r.get(4)?,
-                                    attempts: r.get(5)?,
-                                    received_at: r.get(6)?,
-                                })
-                            },
-                        )?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    v.sort_by_key(|e| e.id);
-                    v
-                };
-                tx.commit()?;
-                Ok(Some(events))
-            })
-            .await
+        self.write(move |c| {
+            // Deferred: a look that finds nothing commits without writing (no fsync).
+            let tx = c.transaction()?;
+            let now = now_millis();
+            let head: Option<(String, String)> = tx
+                .prepare_cached(
+                    "SELECT e.group_key, e.kind FROM events e
+                     WHERE e.status = 'pending' AND e.run_at <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM events r
+                                       WHERE r.status = 'running' AND r.group_key = e.group_key)
+                     ORDER BY e.run_at, e.id LIMIT 1",
+                )?
+                .query_row([now], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((group, kind)) = head else {
+                return Ok(None);
+            };
+            let events = tx
+                .prepare_cached(
+                    "UPDATE events SET status = 'running', attempts = attempts + 1,
+                            locked_by = ?4, locked_until = ?5
+                     WHERE id IN (SELECT id FROM events
+                                  WHERE status = 'pending' AND group_key = ?1 AND kind = ?2
+                                    AND run_at <= ?3
+                                  ORDER BY id LIMIT ?6)
+                     RETURNING id, kind, dedupe_key, group_key, payload, attempts, received_at",
+                )?
+                .query_map(
+                    params![group, kind, now, worker, now + lease_ms, max as i64],
+                    |r| {
+                        Ok(Event {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            dedupe_key: r.get(2)?,
+                            group_key: r.get(3)?,
+                            payload: r.get(4)?,
+                            attempts: r.get(5)?,
+                            received_at: r.get(6)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            let mut events = events;
+            events.sort_by_key(|e| e.id);
+            Ok(Some(events))
+        })
+        .await
+    }
+
+    /// Returns events whose lease ran out (a handler stuck past its heartbeat) to `pending`.
+    pub async fn reclaim_expired(&self) -> Result<usize, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL
+                 WHERE status = 'running' AND locked_until < ?1",
+                [now_millis()],
+            )?)
+        })
+        .await
     }
 
     /// Keeps a long-running claim alive.
@@ -230,8 +264,8 @@ impl EventStore {
         lease: Duration,
     ) -> Result<(), StoreError> {
         let worker = worker.to_string();
-        self.db
-            .call(move |c| {
+        self
+            .write(move |c| {
                 let until = now_millis() + lease.as_millis() as i64;
                 let tx = c.transaction()?;
                 for id in ids {
@@ -254,8 +288,8 @@ impl EventStore {
         follow_ups: Vec<NewEvent>,
     ) -> Result<(), StoreError> {
         let inserted = !follow_ups.is_empty();
-        self.db
-            .call(move |c| {
+        self
+            .write(move |c| {
                 let tx = c.transaction()?;
                 let now = now_millis();
                 for id in ids {
@@ -274,7 +308,7 @@ impl EventStore {
             })
             .await?;
         if inserted {
-            self.notify.notify_waiters();
+            self.notify.notify_one();
         }
         Ok(())
     }
@@ -287,8 +321,8 @@ impl EventStore {
         reason: String,
         run_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        self.db
-            .call(move |c| {
+        self
+            .write(move |c| {
                 let tx = c.transaction()?;
                 let now = now_millis();
                 for id in ids {
@@ -342,8 +376,8 @@ impl EventStore {
     /// exceed the platforms' redelivery window (Shopify retries for 48 hours).
     pub async fn prune_finished(&self, age: Duration) -> Result<usize, StoreError> {
         let cutoff = now_millis() - age.as_millis() as i64;
-        self.db
-            .call(move |c| {
+        self
+            .write(move |c| {
                 Ok(c.execute(
                     "DELETE FROM events WHERE status = 'done' AND finished_at < ?1",
                     [cutoff],
@@ -399,46 +433,70 @@ fn insert_event(conn: &Connection, ev: &NewEvent, now: i64) -> Result<Enqueued, 
     })
 }
 
-fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<InsertReq>, notify: Arc<Notify>) {
-    while let Ok(first) = rx.recv() {
+fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Cmd>, notify: Arc<Notify>) {
+    let mut pending: Option<Cmd> = None;
+    loop {
+        let first = match pending.take() {
+            Some(c) => c,
+            None => match rx.recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Cmd::Write(f) => {
+                f(&mut conn);
+                continue;
+            }
+            Cmd::Insert(r) => r,
+        };
+        // Gather every insert already waiting; stop at the first other command, which runs
+        // after this batch commits.
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP_COMMIT {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(Cmd::Insert(r)) => batch.push(r),
+                Ok(other) => {
+                    pending = Some(other);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        let result = (|| -> Result<Vec<Enqueued>, rusqlite::Error> {
-            let tx = conn.transaction()?;
-            let now = now_millis();
-            let out = batch
-                .iter()
-                .map(|r| insert_event(&tx, &r.event, now))
-                .collect::<Result<Vec<_>, _>>()?;
-            tx.commit()?;
-            Ok(out)
-        })();
-        match result {
-            Ok(outcomes) => {
-                let any_new = outcomes.iter().any(|o| matches!(o, Enqueued::Inserted(_)));
-                for (req, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = req.reply.send(Ok(outcome));
-                }
-                if any_new {
-                    notify.notify_waiters();
-                }
+        commit_inserts(&mut conn, batch, &notify);
+    }
+}
+
+fn commit_inserts(conn: &mut Connection, batch: Vec<InsertReq>, notify: &Notify) {
+    let result = (|| -> Result<Vec<Enqueued>, rusqlite::Error> {
+        let tx = conn.transaction()?;
+        let now = now_millis();
+        let out = batch
+            .iter()
+            .map(|r| insert_event(&tx, &r.event, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit()?;
+        Ok(out)
+    })();
+    match result {
+        Ok(outcomes) => {
+            let any_new = outcomes.iter().any(|o| matches!(o, Enqueued::Inserted(_)));
+            for (req, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = req.reply.send(Ok(outcome));
             }
-            Err(e) => {
-                tracing::error!(error = %e, size = batch.len(), "event insert batch failed");
-                let msg = e.to_string();
-                for req in batch {
-                    let _ = req.reply.send(Err(StoreError::Sqlite(
-                        rusqlite::Error::SqliteFailure(
-                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                            Some(msg.clone()),
-                        ),
-                    )));
-                }
+            if any_new {
+                // One worker wakes; a worker that claims work wakes the next (see jobs).
+                notify.notify_one();
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, size = batch.len(), "event insert batch failed");
+            let msg = e.to_string();
+            for req in batch {
+                let _ = req.reply.send(Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some(msg.clone()),
+                ))));
             }
         }
     }
@@ -507,6 +565,20 @@ mod tests {
         assert_eq!(q.recover_orphans().await.unwrap(), 1);
         let again = q.claim_group("w", lease, 1).await.unwrap().unwrap();
         assert_eq!(again[0].attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_reclaimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = EventStore::open(&dir.path().join("e.db")).unwrap();
+        q.enqueue(ev("a", "g")).await.unwrap();
+        let c = q.claim_group("w", Duration::ZERO, 1).await.unwrap().unwrap();
+        assert!(q.claim_group("w2", Duration::ZERO, 1).await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(q.reclaim_expired().await.unwrap(), 1);
+        let again = q.claim_group("w2", Duration::from_secs(60), 1).await.unwrap().unwrap();
+        assert_eq!(again[0].id, c[0].id);
+        assert_eq!(q.reclaim_expired().await.unwrap(), 0, "a live lease is kept");
     }
 
     #[tokio::test]

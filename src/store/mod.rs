@@ -88,6 +88,8 @@ pub fn configure(conn: &Connection) -> Result<(), StoreError> {
     // FULL: a committed transaction survives power loss, which is what "acknowledged" promises.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 32 MiB page cache: the queue's hot pages stay in memory instead of being re-read.
+    conn.pragma_update(None, "cache_size", -32_000)?;
     Ok(())
 }
 
