@@ -65,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
         }
         let permit = sem.clone().acquire_owned().await?;
         let body = format!(r#"{{"id":{i},"title":"Product {i}","body_html":"{filler}"}}"#);
-        let sig = salesbot_sync::shopify::signature::sign_webhook(args.secret.as_bytes(), body.as_bytes());
+        let sig = salesbot_sync::shopify::signature::sign_webhook(
+            args.secret.as_bytes(),
+            body.as_bytes(),
+        );
         let shop = format!("load-shop-{}.myshopify.com", i % args.shops.max(1));
         let req = client
             .post(&args.url)
@@ -101,11 +104,20 @@ async fn main() -> anyhow::Result<()> {
         latencies[idx]
     };
     let ok = latencies.len();
-    println!("deliveries: {} (concurrency {}, rate {})", args.count, args.concurrency,
-        args.rate.map(|r| format!("{r}/s")).unwrap_or_else(|| "unlimited".into()));
+    println!(
+        "deliveries: {} (concurrency {}, rate {})",
+        args.count,
+        args.concurrency,
+        args.rate
+            .map(|r| format!("{r}/s"))
+            .unwrap_or_else(|| "unlimited".into())
+    );
     println!("statuses:   {statuses:?} (0 = connection error)");
     println!("elapsed:    {:.3} s", elapsed.as_secs_f64());
-    println!("throughput: {:.0} acknowledged deliveries/s", ok as f64 / elapsed.as_secs_f64());
+    println!(
+        "throughput: {:.0} acknowledged deliveries/s",
+        ok as f64 / elapsed.as_secs_f64()
+    );
     println!(
         "ack latency: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
         pct(0.50).as_secs_f64() * 1e3,
@@ -113,7 +125,10 @@ async fn main() -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     if ok != args.count {
-        anyhow::bail!("{} deliveries were not acknowledged with 200", args.count - ok);
+        anyhow::bail!(
+            "{} deliveries were not acknowledged with 200",
+            args.count - ok
+        );
     }
     Ok(())
 }

@@ -43,7 +43,9 @@ pub fn main() -> ExitCode {
         Command::CheckConfig => {
             print!("{}", settings.describe());
             for name in &settings.generated_secrets {
-                println!("warning: {name} is not set; a throw-away value is used (development only)");
+                println!(
+                    "warning: {name} is not set; a throw-away value is used (development only)"
+                );
             }
             for w in &settings.warnings {
                 println!("warning: {w}");

@@ -154,20 +154,25 @@ impl<'a> Reader<'a> {
         match raw.parse::<T>() {
             Ok(v) => Some(v),
             Err(_) => {
-                self.problems
-                    .push(format!("{name} is malformed (expected {what}, got {raw:?})"));
+                self.problems.push(format!(
+                    "{name} is malformed (expected {what}, got {raw:?})"
+                ));
                 None
             }
         }
     }
 
     fn url(&mut self, name: &str, default: &str) -> Option<Url> {
-        let raw = self.get(name).map(str::to_string).unwrap_or(default.to_string());
+        let raw = self
+            .get(name)
+            .map(str::to_string)
+            .unwrap_or(default.to_string());
         match Url::parse(&raw) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
             _ => {
-                self.problems
-                    .push(format!("{name} is malformed (expected an http(s) URL, got {raw:?})"));
+                self.problems.push(format!(
+                    "{name} is malformed (expected an http(s) URL, got {raw:?})"
+                ));
                 None
             }
         }
@@ -178,8 +183,9 @@ impl<'a> Reader<'a> {
         match self.get(name) {
             Some(v) if v.len() >= min_len => SecretString::from(v.to_string()),
             Some(_) => {
-                self.problems
-                    .push(format!("{name} is malformed (must be at least {min_len} characters)"));
+                self.problems.push(format!(
+                    "{name} is malformed (must be at least {min_len} characters)"
+                ));
                 SecretString::from(String::new())
             }
             None if self.env == AppEnv::Production => {
@@ -331,7 +337,11 @@ impl Settings {
             Some(n) => n,
             None => 7,
         };
-        let log_format = match r.string_or("LOG_FORMAT", "text").to_ascii_lowercase().as_str() {
+        let log_format = match r
+            .string_or("LOG_FORMAT", "text")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
@@ -463,8 +473,9 @@ fn read_facebook(r: &mut Reader<'_>, base: &Url) -> Option<FacebookSettings> {
     let verify_token = match r.get("FACEBOOK_VERIFY_TOKEN") {
         Some(v) => SecretString::from(v.to_string()),
         None => {
-            r.problems
-                .push("FACEBOOK_VERIFY_TOKEN is missing (required when Facebook is configured)".into());
+            r.problems.push(
+                "FACEBOOK_VERIFY_TOKEN is missing (required when Facebook is configured)".into(),
+            );
             return None;
         }
     };
@@ -541,8 +552,7 @@ fn read_storage(r: &mut Reader<'_>) -> StorageSettings {
 
 fn valid_bucket_name(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b
-            .bytes()
+        && b.bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
 }
 
@@ -559,7 +569,10 @@ impl Settings {
     pub fn describe(&self) -> String {
         let gen = |n: &str| self.generated_secrets.contains(&n);
         let mut lines: Vec<(String, String)> = vec![
-            ("APP_ENV".into(), format!("{:?}", self.app_env).to_lowercase()),
+            (
+                "APP_ENV".into(),
+                format!("{:?}", self.app_env).to_lowercase(),
+            ),
             ("BIND_ADDR".into(), self.bind_addr.to_string()),
             ("PUBLIC_BASE_URL".into(), self.public_base_url.to_string()),
         ];
@@ -568,10 +581,16 @@ impl Settings {
                 lines.push(("SHOPIFY_API_KEY".into(), s.api_key.clone()));
                 lines.push(("SHOPIFY_API_SECRET".into(), mask(true, false).into()));
                 lines.push(("SHOPIFY_REDIRECT_URI".into(), s.redirect_uri.to_string()));
-                lines.push(("SHOPIFY_WEBHOOK_ADDRESS".into(), s.webhook_address.to_string()));
+                lines.push((
+                    "SHOPIFY_WEBHOOK_ADDRESS".into(),
+                    s.webhook_address.to_string(),
+                ));
                 lines.push(("SHOPIFY_SCOPES".into(), s.scopes.clone()));
                 lines.push(("SHOPIFY_API_VERSION".into(), s.api_version.clone()));
-                lines.push(("SHOPIFY_SHOP_URL_TEMPLATE".into(), s.shop_url_template.clone()));
+                lines.push((
+                    "SHOPIFY_SHOP_URL_TEMPLATE".into(),
+                    s.shop_url_template.clone(),
+                ));
             }
             None => lines.push((
                 "SHOPIFY_*".into(),
@@ -603,9 +622,18 @@ impl Settings {
             "TOKEN_ENCRYPTION_KEY".into(),
             mask(true, gen("TOKEN_ENCRYPTION_KEY")).into(),
         ));
-        lines.push(("TOKEN_DB_PATH".into(), self.token_db_path.display().to_string()));
-        lines.push(("SESSION_DB_PATH".into(), self.session_db_path.display().to_string()));
-        lines.push(("EVENTS_DB_PATH".into(), self.events_db_path.display().to_string()));
+        lines.push((
+            "TOKEN_DB_PATH".into(),
+            self.token_db_path.display().to_string(),
+        ));
+        lines.push((
+            "SESSION_DB_PATH".into(),
+            self.session_db_path.display().to_string(),
+        ));
+        lines.push((
+            "EVENTS_DB_PATH".into(),
+            self.events_db_path.display().to_string(),
+        ));
         match &self.storage {
             StorageSettings::Spaces(s) => {
                 lines.push(("storage backend".into(), "s3 (Spaces)".into()));
@@ -743,8 +771,14 @@ mod tests {
         ]))
         .unwrap();
         let sh = s.shopify.as_ref().unwrap();
-        assert_eq!(sh.redirect_uri.as_str(), "https://sync.example.com/shopify/callback");
-        assert_eq!(sh.webhook_address.as_str(), "https://sync.example.com/shopify/webhook");
+        assert_eq!(
+            sh.redirect_uri.as_str(),
+            "https://sync.example.com/shopify/callback"
+        );
+        assert_eq!(
+            sh.webhook_address.as_str(),
+            "https://sync.example.com/shopify/webhook"
+        );
         assert!(s.secure_cookies());
     }
 
@@ -753,7 +787,10 @@ mod tests {
         let s = Settings::from_vars(&vars(&[
             ("SHOPIFY_API_KEY", "key123"),
             ("SHOPIFY_API_SECRET", "very-secret-shopify"),
-            ("STATE_TOKEN_SECRET", "state-secret-state-secret-state-secret"),
+            (
+                "STATE_TOKEN_SECRET",
+                "state-secret-state-secret-state-secret",
+            ),
         ]))
         .unwrap();
         let d = s.describe();

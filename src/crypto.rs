@@ -90,7 +90,8 @@ pub fn verify_hmac_sha256(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
 
 /// Constant-time check of an HMAC-SHA1 tag (Meta's legacy `X-Hub-Signature`).
 pub fn verify_hmac_sha1(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
-    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(msg);
     mac.verify_slice(tag).is_ok()
 }
@@ -110,7 +111,9 @@ mod tests {
         let b = c.encrypt("shpat_secret", b"acme.myshopify.com");
         assert_ne!(a, b, "nonce must differ per value");
         assert_eq!(
-            c.decrypt(&a, b"acme.myshopify.com").unwrap().expose_secret(),
+            c.decrypt(&a, b"acme.myshopify.com")
+                .unwrap()
+                .expose_secret(),
             "shpat_secret"
         );
     }

@@ -16,4 +16,3 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
-

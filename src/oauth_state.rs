@@ -72,8 +72,8 @@ impl StateSigner {
     }
 
     pub fn sign(&self, claims: &StateClaims) -> String {
-        let body = URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(claims).expect("claims serialise to JSON"));
+        let body =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise to JSON"));
         let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(self.key(), body.as_bytes()));
         format!("{body}.{sig}")
     }
@@ -145,10 +145,7 @@ mod tests {
 
     fn signer(dir: &std::path::Path) -> StateSigner {
         let db = Db::open(&dir.join("s.db"), DbKind::Sessions).unwrap();
-        StateSigner::new(
-            SecretString::from("k".repeat(32)),
-            SessionStore::new(db),
-        )
+        StateSigner::new(SecretString::from("k".repeat(32)), SessionStore::new(db))
     }
 
     #[tokio::test]
@@ -166,7 +163,10 @@ mod tests {
     async fn tampering_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
-        let t = s.issue("shopify", None, Some("a.myshopify.com".into())).await.unwrap();
+        let t = s
+            .issue("shopify", None, Some("a.myshopify.com".into()))
+            .await
+            .unwrap();
         let (body, sig) = t.split_once('.').unwrap();
         // Swap the claims for forged ones but keep the old signature.
         let mut claims: StateClaims =
@@ -183,7 +183,10 @@ mod tests {
             s.consume(&other.sign(&claims), "shopify").await,
             Err(StateError::BadSignature)
         );
-        assert_eq!(s.consume("garbage", "shopify").await, Err(StateError::Malformed));
+        assert_eq!(
+            s.consume("garbage", "shopify").await,
+            Err(StateError::Malformed)
+        );
         assert_eq!(
             s.consume(&t, "facebook").await,
             Err(StateError::WrongProvider)
@@ -212,7 +215,10 @@ mod tests {
             issued_at: now - 700,
             expires_at: now - 100,
         };
-        s.sessions.record_state("n", "shopify", now + 600).await.unwrap();
+        s.sessions
+            .record_state("n", "shopify", now + 600)
+            .await
+            .unwrap();
         assert_eq!(
             s.consume(&s.sign(&claims), "shopify").await,
             Err(StateError::Expired)

@@ -36,7 +36,10 @@ pub fn registry(state: &AppState) -> Registry {
                 objects: state.objects.clone(),
             }),
         );
-        reg.register(jobs::testkit::EFFECT_KIND, Arc::new(jobs::testkit::EffectHandler));
+        reg.register(
+            jobs::testkit::EFFECT_KIND,
+            Arc::new(jobs::testkit::EffectHandler),
+        );
     }
     reg
 }

@@ -189,7 +189,9 @@ impl Worker {
         drop(_enter);
 
         let result = match self.registry.handlers.get(&kind) {
-            None => Err(JobError::Permanent(format!("no handler for event kind {kind:?}"))),
+            None => Err(JobError::Permanent(format!(
+                "no handler for event kind {kind:?}"
+            ))),
             Some(h) => {
                 let heartbeat = self.heartbeat(ids.clone());
                 let r = h.handle(batch).await;
@@ -216,8 +218,12 @@ impl Worker {
                 metrics::counter!("events_processed_total", "kind" => kind.clone(), "result" => result)
                     .increment(ids.len() as u64);
                 match delay {
-                    Some(d) => tracing::warn!(parent: &span, error = %e, retry_in_ms = d.as_millis() as u64, "event processing failed; will retry"),
-                    None => tracing::error!(parent: &span, error = %e, permanent, "event processing failed for good"),
+                    Some(d) => {
+                        tracing::warn!(parent: &span, error = %e, retry_in_ms = d.as_millis() as u64, "event processing failed; will retry")
+                    }
+                    None => {
+                        tracing::error!(parent: &span, error = %e, permanent, "event processing failed for good")
+                    }
                 }
                 let run_at = delay.map(|d| now_millis() + d.as_millis() as i64);
                 self.events.fail(ids, e.to_string(), run_at).await
@@ -248,7 +254,10 @@ impl Worker {
 
 /// Housekeeping: returns events with expired leases to the queue every 30 s and deletes
 /// finished events after a week, so the inbox does not grow without bound.
-pub fn spawn_pruner(events: EventStore, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn spawn_pruner(
+    events: EventStore,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut reap = tokio::time::interval(Duration::from_secs(30));
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -359,10 +368,20 @@ mod tests {
         reg.register("broken", Arc::new(Broken));
         let stop = CancellationToken::new();
         let mut set = spawn_workers(q.clone(), Arc::new(reg), fast(), stop.clone());
-        q.enqueue(NewEvent::new("flaky", "f1", "g1", vec![])).await.unwrap();
-        q.enqueue(NewEvent::new("broken", "b1", "g2", vec![])).await.unwrap();
-        q.enqueue(NewEvent::new("nobody", "n1", "g3", vec![])).await.unwrap();
-        wait_until(&q, |rows| rows.iter().all(|r| r.status == "done" || r.status == "failed")).await;
+        q.enqueue(NewEvent::new("flaky", "f1", "g1", vec![]))
+            .await
+            .unwrap();
+        q.enqueue(NewEvent::new("broken", "b1", "g2", vec![]))
+            .await
+            .unwrap();
+        q.enqueue(NewEvent::new("nobody", "n1", "g3", vec![]))
+            .await
+            .unwrap();
+        wait_until(&q, |rows| {
+            rows.iter()
+                .all(|r| r.status == "done" || r.status == "failed")
+        })
+        .await;
         stop.cancel();
         while set.join_next().await.is_some() {}
         let rows = q.rows().await.unwrap();
@@ -371,7 +390,11 @@ mod tests {
         assert_eq!(rows[1].status, "failed");
         assert_eq!(rows[1].last_error.as_deref(), Some("unknown page 42"));
         assert_eq!(rows[1].attempts, 1, "permanent failures are not retried");
-        assert!(rows[2].last_error.as_deref().unwrap().contains("no handler"));
+        assert!(rows[2]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no handler"));
     }
 
     #[tokio::test]
@@ -387,7 +410,9 @@ mod tests {
         reg.register("flaky", flaky.clone());
         let stop = CancellationToken::new();
         let mut set = spawn_workers(q.clone(), Arc::new(reg), fast(), stop.clone());
-        q.enqueue(NewEvent::new("flaky", "f1", "g1", vec![])).await.unwrap();
+        q.enqueue(NewEvent::new("flaky", "f1", "g1", vec![]))
+            .await
+            .unwrap();
         wait_until(&q, |rows| rows[0].status == "failed").await;
         stop.cancel();
         while set.join_next().await.is_some() {}

@@ -135,7 +135,11 @@ pub fn shop_products(merchant: &Uuid, shop: &ShopDomain) -> ObjectKey {
 }
 
 pub fn page_prefix(merchant: &Uuid, page: &PageId) -> ObjectKey {
-    ObjectKey(format!("users/{}/facebook/{}/", merchant.hyphenated(), page))
+    ObjectKey(format!(
+        "users/{}/facebook/{}/",
+        merchant.hyphenated(),
+        page
+    ))
 }
 
 pub fn page_metadata(merchant: &Uuid, page: &PageId) -> ObjectKey {
@@ -180,7 +184,9 @@ mod tests {
             "acme.myshopify.com"
         );
         assert_eq!(
-            ShopDomain::normalize("ACME-2.myshopify.com").unwrap().as_str(),
+            ShopDomain::normalize("ACME-2.myshopify.com")
+                .unwrap()
+                .as_str(),
             "acme-2.myshopify.com"
         );
         for bad in [

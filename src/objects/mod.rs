@@ -203,12 +203,14 @@ impl ObjectStore {
         };
         let _guard = lock.lock().await;
         let current = match self.get(key).await? {
-            Some(b) => Some(
-                serde_json::from_slice::<Value>(&b).map_err(|e| ObjectError::BadJson {
-                    key: key.to_string(),
-                    reason: e.to_string(),
-                })?,
-            ),
+            Some(b) => {
+                Some(
+                    serde_json::from_slice::<Value>(&b).map_err(|e| ObjectError::BadJson {
+                        key: key.to_string(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
         let next = f(current);
@@ -222,8 +224,10 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[{"d":1,"c":2}],"x":null}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[{"c":2,"d":1}]},"b":1}"#).unwrap();
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[{"d":1,"c":2}],"x":null}}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"x":null,"y":[{"c":2,"d":1}]},"b":1}"#).unwrap();
         assert_eq!(canonical_json(&a).unwrap(), canonical_json(&b).unwrap());
         assert_eq!(
             String::from_utf8(canonical_json(&a).unwrap()).unwrap(),

@@ -32,11 +32,27 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             },
         );
     };
-    record("tokens_db", state.tokens.db().ping().await.map_err(|e| e.to_string()));
-    record("sessions_db", state.sessions.db().ping().await.map_err(|e| e.to_string()));
-    record("events_db", state.events.db().ping().await.map_err(|e| e.to_string()));
-    record("object_store", state.objects.check_ready().await.map_err(|e| e.to_string()));
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    record(
+        "tokens_db",
+        state.tokens.db().ping().await.map_err(|e| e.to_string()),
+    );
+    record(
+        "sessions_db",
+        state.sessions.db().ping().await.map_err(|e| e.to_string()),
+    );
+    record(
+        "events_db",
+        state.events.db().ping().await.map_err(|e| e.to_string()),
+    );
+    record(
+        "object_store",
+        state.objects.check_ready().await.map_err(|e| e.to_string()),
+    );
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),

@@ -19,10 +19,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/shopify/webhook", post(crate::shopify::webhook::receive));
     #[cfg(feature = "testkit")]
-    let router = router.route(
-        "/_testkit/webhook",
-        post(crate::jobs::testkit::receive),
-    );
+    let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));
     router
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(

@@ -64,8 +64,16 @@ mod tests {
             body,
             "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g="
         ));
-        assert!(!verify_webhook(secret, br#"{"foo":"bar"}"#, "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g="));
-        assert!(!verify_webhook(b"other", body, "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g="));
+        assert!(!verify_webhook(
+            secret,
+            br#"{"foo":"bar"}"#,
+            "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g="
+        ));
+        assert!(!verify_webhook(
+            b"other",
+            body,
+            "B23tXN681gZ0qIWNRrgtzBE9XSDo5yaUu6wfmhu3a7g="
+        ));
         assert!(!verify_webhook(secret, body, "not base64!"));
     }
 
@@ -73,7 +81,10 @@ mod tests {
     fn shopify_oauth_vector() {
         let mut params = vec![
             ("shop".to_string(), "some-shop.myshopify.com".to_string()),
-            ("code".to_string(), "a94a110d86d2452eb3e2af4cfb8a3828".to_string()),
+            (
+                "code".to_string(),
+                "a94a110d86d2452eb3e2af4cfb8a3828".to_string(),
+            ),
             ("timestamp".to_string(), "1337178173".to_string()),
         ];
         assert_eq!(

@@ -62,7 +62,9 @@ pub async fn receive(
     // 2. Required headers.
     let Some(topic) = header(&headers, "x-shopify-topic") else {
         reject("missing_topic");
-        return Err(AppError::BadRequest("missing X-Shopify-Topic header".into()));
+        return Err(AppError::BadRequest(
+            "missing X-Shopify-Topic header".into(),
+        ));
     };
     let Some(shop_raw) = header(&headers, "x-shopify-shop-domain") else {
         reject("missing_shop");
@@ -76,7 +78,9 @@ pub async fn receive(
     })?;
     if topic.len() > 100 || !topic.bytes().all(|b| b.is_ascii_graphic()) {
         reject("invalid_topic");
-        return Err(AppError::BadRequest("invalid X-Shopify-Topic header".into()));
+        return Err(AppError::BadRequest(
+            "invalid X-Shopify-Topic header".into(),
+        ));
     }
 
     // 3. Durable insert, deduplicated by Shopify's event id (one per event, the same across
@@ -88,7 +92,16 @@ pub async fn receive(
         (None, Some(w)) => format!("shopify:webhook:{w}"),
         (None, None) => format!(
             "shopify:sha256:{}",
-            sha256_hex(&[topic.as_bytes(), b"\n", shop.as_str().as_bytes(), b"\n", &body].concat())
+            sha256_hex(
+                &[
+                    topic.as_bytes(),
+                    b"\n",
+                    shop.as_str().as_bytes(),
+                    b"\n",
+                    &body
+                ]
+                .concat()
+            )
         ),
     };
     let delivery = ShopifyDelivery {

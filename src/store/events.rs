@@ -126,7 +126,11 @@ impl EventStore {
                 path: path.to_path_buf(),
                 reason: format!("could not start writer thread: {e}"),
             })?;
-        Ok(EventStore { db, writer: tx, notify })
+        Ok(EventStore {
+            db,
+            writer: tx,
+            notify,
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -288,25 +292,24 @@ impl EventStore {
         follow_ups: Vec<NewEvent>,
     ) -> Result<(), StoreError> {
         let inserted = !follow_ups.is_empty();
-        self
-            .write(move |c| {
-                let tx = c.transaction()?;
-                let now = now_millis();
-                for id in ids {
-                    tx.execute(
-                        "UPDATE events SET status = 'done', finished_at = ?1, locked_by = NULL,
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let now = now_millis();
+            for id in ids {
+                tx.execute(
+                    "UPDATE events SET status = 'done', finished_at = ?1, locked_by = NULL,
                                 locked_until = NULL, last_error = NULL
                          WHERE id = ?2",
-                        params![now, id],
-                    )?;
-                }
-                for ev in &follow_ups {
-                    insert_event(&tx, ev, now)?;
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
+                    params![now, id],
+                )?;
+            }
+            for ev in &follow_ups {
+                insert_event(&tx, ev, now)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
         if inserted {
             self.notify.notify_one();
         }
@@ -321,28 +324,27 @@ impl EventStore {
         reason: String,
         run_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        self
-            .write(move |c| {
-                let tx = c.transaction()?;
-                let now = now_millis();
-                for id in ids {
-                    match run_at {
-                        Some(at) => tx.execute(
-                            "UPDATE events SET status = 'pending', run_at = ?1, last_error = ?2,
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let now = now_millis();
+            for id in ids {
+                match run_at {
+                    Some(at) => tx.execute(
+                        "UPDATE events SET status = 'pending', run_at = ?1, last_error = ?2,
                                     locked_by = NULL, locked_until = NULL WHERE id = ?3",
-                            params![at, reason, id],
-                        )?,
-                        None => tx.execute(
-                            "UPDATE events SET status = 'failed', finished_at = ?1, last_error = ?2,
+                        params![at, reason, id],
+                    )?,
+                    None => tx.execute(
+                        "UPDATE events SET status = 'failed', finished_at = ?1, last_error = ?2,
                                     locked_by = NULL, locked_until = NULL WHERE id = ?3",
-                            params![now, reason, id],
-                        )?,
-                    };
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await
+                        params![now, reason, id],
+                    )?,
+                };
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn stats(&self) -> Result<QueueStats, StoreError> {
@@ -350,7 +352,8 @@ impl EventStore {
             .call(|c| {
                 let mut s = QueueStats::default();
                 let mut st = c.prepare("SELECT status, COUNT(*) FROM events GROUP BY status")?;
-                let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                let rows =
+                    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
                 for row in rows {
                     let (status, n) = row?;
                     match status.as_str() {
@@ -376,14 +379,13 @@ impl EventStore {
     /// exceed the platforms' redelivery window (Shopify retries for 48 hours).
     pub async fn prune_finished(&self, age: Duration) -> Result<usize, StoreError> {
         let cutoff = now_millis() - age.as_millis() as i64;
-        self
-            .write(move |c| {
-                Ok(c.execute(
-                    "DELETE FROM events WHERE status = 'done' AND finished_at < ?1",
-                    [cutoff],
-                )?)
-            })
-            .await
+        self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM events WHERE status = 'done' AND finished_at < ?1",
+                [cutoff],
+            )?)
+        })
+        .await
     }
 
     /// Every event row, for tests and diagnostics.
@@ -493,10 +495,12 @@ fn commit_inserts(conn: &mut Connection, batch: Vec<InsertReq>, notify: &Notify)
             tracing::error!(error = %e, size = batch.len(), "event insert batch failed");
             let msg = e.to_string();
             for req in batch {
-                let _ = req.reply.send(Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                    Some(msg.clone()),
-                ))));
+                let _ = req
+                    .reply
+                    .send(Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                        Some(msg.clone()),
+                    ))));
             }
         }
     }
@@ -514,7 +518,10 @@ mod tests {
     async fn duplicate_insert_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let q = EventStore::open(&dir.path().join("e.db")).unwrap();
-        assert!(matches!(q.enqueue(ev("a", "g")).await.unwrap(), Enqueued::Inserted(_)));
+        assert!(matches!(
+            q.enqueue(ev("a", "g")).await.unwrap(),
+            Enqueued::Inserted(_)
+        ));
         assert_eq!(q.enqueue(ev("a", "g")).await.unwrap(), Enqueued::Duplicate);
         assert_eq!(q.rows().await.unwrap().len(), 1);
     }
@@ -529,7 +536,11 @@ mod tests {
         q.enqueue(ev("b", "g2")).await.unwrap();
         let lease = Duration::from_secs(60);
         let first = q.claim_group("w1", lease, 10).await.unwrap().unwrap();
-        assert_eq!(first.len(), 3, "all ready events of the group come together");
+        assert_eq!(
+            first.len(),
+            3,
+            "all ready events of the group come together"
+        );
         q.enqueue(ev("a3", "g1")).await.unwrap();
         let second = q.claim_group("w2", lease, 10).await.unwrap().unwrap();
         assert_eq!(second.len(), 1);
@@ -553,8 +564,13 @@ mod tests {
         q.fail(vec![c[0].id], "boom".into(), Some(now_millis() + 60_000))
             .await
             .unwrap();
-        assert!(q.claim_group("w", lease, 1).await.unwrap().is_none(), "backoff respected");
-        q.fail(vec![c[0].id], "boom again".into(), None).await.unwrap();
+        assert!(
+            q.claim_group("w", lease, 1).await.unwrap().is_none(),
+            "backoff respected"
+        );
+        q.fail(vec![c[0].id], "boom again".into(), None)
+            .await
+            .unwrap();
         let rows = q.rows().await.unwrap();
         assert_eq!(rows[0].status, "failed");
         assert_eq!(rows[0].last_error.as_deref(), Some("boom again"));
@@ -572,13 +588,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = EventStore::open(&dir.path().join("e.db")).unwrap();
         q.enqueue(ev("a", "g")).await.unwrap();
-        let c = q.claim_group("w", Duration::ZERO, 1).await.unwrap().unwrap();
-        assert!(q.claim_group("w2", Duration::ZERO, 1).await.unwrap().is_none());
+        let c = q
+            .claim_group("w", Duration::ZERO, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(q
+            .claim_group("w2", Duration::ZERO, 1)
+            .await
+            .unwrap()
+            .is_none());
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(q.reclaim_expired().await.unwrap(), 1);
-        let again = q.claim_group("w2", Duration::from_secs(60), 1).await.unwrap().unwrap();
+        let again = q
+            .claim_group("w2", Duration::from_secs(60), 1)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(again[0].id, c[0].id);
-        assert_eq!(q.reclaim_expired().await.unwrap(), 0, "a live lease is kept");
+        assert_eq!(
+            q.reclaim_expired().await.unwrap(),
+            0,
+            "a live lease is kept"
+        );
     }
 
     #[tokio::test]

@@ -120,11 +120,15 @@ mod tests {
     async fn states_are_single_use_and_expire() {
         let dir = tempfile::tempdir().unwrap();
         let s = SessionStore::new(Db::open(&dir.path().join("s.db"), DbKind::Sessions).unwrap());
-        s.record_state("n1", "shopify", now_secs() + 600).await.unwrap();
+        s.record_state("n1", "shopify", now_secs() + 600)
+            .await
+            .unwrap();
         assert!(!s.consume_state("n1", "facebook").await.unwrap());
         assert!(s.consume_state("n1", "shopify").await.unwrap());
         assert!(!s.consume_state("n1", "shopify").await.unwrap());
-        s.record_state("n2", "shopify", now_secs() - 1).await.unwrap();
+        s.record_state("n2", "shopify", now_secs() - 1)
+            .await
+            .unwrap();
         assert!(!s.consume_state("n2", "shopify").await.unwrap());
     }
 }

@@ -287,8 +287,10 @@ impl TokenStore {
     }
 
     pub async fn shop_summaries(&self) -> Result<Vec<AccountSummary>, StoreError> {
-        self.summaries("SELECT domain, merchant_uuid, status, status_reason FROM shops ORDER BY domain")
-            .await
+        self.summaries(
+            "SELECT domain, merchant_uuid, status, status_reason FROM shops ORDER BY domain",
+        )
+        .await
     }
 
     pub async fn page_summaries(&self) -> Result<Vec<AccountSummary>, StoreError> {
@@ -504,8 +506,9 @@ impl TokenStore {
         let rows: Vec<String> = self
             .db
             .call(move |c| {
-                let mut st =
-                    c.prepare("SELECT page_id FROM pages WHERE merchant_uuid = ?1 ORDER BY page_id")?;
+                let mut st = c.prepare(
+                    "SELECT page_id FROM pages WHERE merchant_uuid = ?1 ORDER BY page_id",
+                )?;
                 let v = st
                     .query_map([merchant.to_string()], |r| r.get(0))?
                     .collect::<Result<Vec<String>, _>>()?;
@@ -655,9 +658,13 @@ mod tests {
         let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
         let m1 = s.save_shop_grant(&shop, grant("t1"), None).await.unwrap();
         assert_eq!(m1.get_version_num(), 4);
-        s.set_shop_status(&shop, AccountStatus::Uninstalled, Some("app/uninstalled".into()))
-            .await
-            .unwrap();
+        s.set_shop_status(
+            &shop,
+            AccountStatus::Uninstalled,
+            Some("app/uninstalled".into()),
+        )
+        .await
+        .unwrap();
         let rec = s.shop(&shop).await.unwrap().unwrap();
         assert!(rec.access_token.is_none());
         assert_eq!(rec.status, AccountStatus::Uninstalled);
@@ -674,6 +681,9 @@ mod tests {
         let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
         s.save_shop_grant(&shop, grant("t1"), None).await.unwrap();
         let other = TokenStore::new(s.db().clone(), TokenCipher::new(&[1u8; 32]));
-        assert!(matches!(other.shop(&shop).await, Err(StoreError::Cipher(_))));
+        assert!(matches!(
+            other.shop(&shop).await,
+            Err(StoreError::Cipher(_))
+        ));
     }
 }

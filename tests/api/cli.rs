@@ -8,7 +8,10 @@ use crate::helpers::*;
 fn production_without_secrets_exits_nonzero_naming_every_variable() {
     let dir = tempfile::tempdir().unwrap();
     let env: HashMap<String, String> = [("APP_ENV".to_string(), "production".to_string())].into();
-    let out = binary_command(dir.path(), &env).arg("serve").output().unwrap();
+    let out = binary_command(dir.path(), &env)
+        .arg("serve")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "one message: {err}");
@@ -36,7 +39,10 @@ fn production_with_malformed_key_names_it() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let out = binary_command(dir.path(), &env).arg("check-config").output().unwrap();
+    let out = binary_command(dir.path(), &env)
+        .arg("check-config")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TOKEN_ENCRYPTION_KEY is malformed"), "{err}");
@@ -52,12 +58,20 @@ fn check_config_masks_secrets() {
     env.insert("SPACES_API_KEY".into(), "alias-key".into());
     env.insert("SPACES_API_SECRET".into(), "hidden-spaces-secret".into());
     env.insert("SPACES_BUCKET".into(), "bucket".into());
-    let out = binary_command(dir.path(), &env).arg("check-config").output().unwrap();
+    let out = binary_command(dir.path(), &env)
+        .arg("check-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("visible-key"), "{text}");
     assert!(text.contains("SPACES_BUCKET"), "{text}");
-    for secret in ["hidden-shopify-secret", "hidden-spaces-secret", STATE_SECRET, ENCRYPTION_KEY_B64] {
+    for secret in [
+        "hidden-shopify-secret",
+        "hidden-spaces-secret",
+        STATE_SECRET,
+        ENCRYPTION_KEY_B64,
+    ] {
         assert!(!text.contains(secret), "secret printed: {text}");
     }
 }
@@ -65,10 +79,16 @@ fn check_config_masks_secrets() {
 #[test]
 fn help_is_available() {
     let dir = tempfile::tempdir().unwrap();
-    let out = binary_command(dir.path(), &HashMap::new()).arg("--help").output().unwrap();
+    let out = binary_command(dir.path(), &HashMap::new())
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("serve") && text.contains("check-config"), "{text}");
+    assert!(
+        text.contains("serve") && text.contains("check-config"),
+        "{text}"
+    );
 }
 
 /// No configuration at all: the service starts on the embedded defaults (local store under
@@ -93,7 +113,10 @@ async fn starts_with_no_configuration() {
         let (tx, rx) = std::sync::mpsc::channel();
         let l = lines.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if let Some(p) = v["port"].as_u64() {
                         let _ = tx.send(p as u16);
@@ -103,7 +126,11 @@ async fn starts_with_no_configuration() {
             }
         });
         let port = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
-        ChildServer { child, port, stderr: lines }
+        ChildServer {
+            child,
+            port,
+            stderr: lines,
+        }
     };
     let r = reqwest::get(server.url("/healthz")).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -111,5 +138,8 @@ async fn starts_with_no_configuration() {
     assert!(dir.path().join("data/objects").is_dir());
     let (status, logs) = server.terminate();
     assert!(status.success(), "{logs}");
-    assert!(logs.contains("TOKEN_ENCRYPTION_KEY is not set"), "loud warning expected: {logs}");
+    assert!(
+        logs.contains("TOKEN_ENCRYPTION_KEY is not set"),
+        "loud warning expected: {logs}"
+    );
 }

@@ -42,7 +42,12 @@ async fn index_reports_configuration_without_secrets() {
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["storage"], "s3");
     assert_eq!(body["integrations"]["shopify"]["configured"], true);
-    for secret in ["shopify-secret-do-not-leak", S3_SECRET, STATE_SECRET, ENCRYPTION_KEY_B64] {
+    for secret in [
+        "shopify-secret-do-not-leak",
+        S3_SECRET,
+        STATE_SECRET,
+        ENCRYPTION_KEY_B64,
+    ] {
         assert!(!text.contains(secret), "secret in / answer");
     }
     let r = app.client.get(app.url("/readyz")).send().await.unwrap();
@@ -84,7 +89,10 @@ async fn unconfigured_integration_answers_503_naming_the_variables() {
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains("SHOPIFY_API_KEY") && msg.contains("SHOPIFY_API_SECRET"), "{msg}");
+    assert!(
+        msg.contains("SHOPIFY_API_KEY") && msg.contains("SHOPIFY_API_SECRET"),
+        "{msg}"
+    );
     app.stop().await.unwrap();
 }
 
@@ -110,7 +118,11 @@ async fn oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests() {
-    let app = spawn_app(&vars(&[("SHOPIFY_API_KEY", "k"), ("SHOPIFY_API_SECRET", "s")])).await;
+    let app = spawn_app(&vars(&[
+        ("SHOPIFY_API_KEY", "k"),
+        ("SHOPIFY_API_SECRET", "s"),
+    ]))
+    .await;
     // Start a slow upload (body trickles in), then ask the server to stop: the request
     // already being served must still get its answer.
     let url = app.url("/shopify/webhook");

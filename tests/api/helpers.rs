@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use salesbot_sync::config::Settings;
 use salesbot_sync::jobs::{RetryPolicy, WorkerConfig};
@@ -87,20 +86,21 @@ pub async fn start_s3() -> S3Server {
             };
             let svc = service.clone();
             let c = c.clone();
-            let handler = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let counter = match *req.method() {
-                    hyper::Method::PUT => Some(&c.put),
-                    hyper::Method::HEAD => Some(&c.head),
-                    hyper::Method::GET => Some(&c.get),
-                    hyper::Method::DELETE => Some(&c.delete),
-                    _ => None,
-                };
-                if let Some(n) = counter {
-                    n.fetch_add(1, Ordering::SeqCst);
-                }
-                let svc = svc.clone();
-                async move { hyper::service::Service::call(&svc, req).await }
-            });
+            let handler =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let counter = match *req.method() {
+                        hyper::Method::PUT => Some(&c.put),
+                        hyper::Method::HEAD => Some(&c.head),
+                        hyper::Method::GET => Some(&c.get),
+                        hyper::Method::DELETE => Some(&c.delete),
+                        _ => None,
+                    };
+                    if let Some(n) = counter {
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let svc = svc.clone();
+                    async move { hyper::service::Service::call(&svc, req).await }
+                });
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(socket), handler)
@@ -146,8 +146,14 @@ pub fn test_vars(dir: &std::path::Path, extra: &[(String, String)]) -> HashMap<S
         ("STATE_TOKEN_SECRET", STATE_SECRET.to_string()),
         ("TOKEN_ENCRYPTION_KEY", ENCRYPTION_KEY_B64.to_string()),
         ("TOKEN_DB_PATH", dir.join("tokens.db").display().to_string()),
-        ("SESSION_DB_PATH", dir.join("sessions.db").display().to_string()),
-        ("EVENTS_DB_PATH", dir.join("events.db").display().to_string()),
+        (
+            "SESSION_DB_PATH",
+            dir.join("sessions.db").display().to_string(),
+        ),
+        (
+            "EVENTS_DB_PATH",
+            dir.join("events.db").display().to_string(),
+        ),
         ("STORAGE_DIR", dir.join("objects").display().to_string()),
         ("BACKUP_DIR", dir.join("backups").display().to_string()),
     ]
@@ -274,7 +280,10 @@ fn unsafe_kill(pid: u32, signal: &str) {
         .status();
 }
 
-pub fn binary_command(dir: &std::path::Path, env: &HashMap<String, String>) -> std::process::Command {
+pub fn binary_command(
+    dir: &std::path::Path,
+    env: &HashMap<String, String>,
+) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_salesbot-sync"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -301,7 +310,10 @@ pub fn start_binary(dir: &std::path::Path, extra: &[(String, String)]) -> ChildS
     let (tx, rx) = std::sync::mpsc::channel();
     let l = lines.clone();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 if v["message"] == "salesbot-sync listening" {
                     let _ = tx.send(v["port"].as_u64().unwrap() as u16);

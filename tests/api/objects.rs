@@ -31,11 +31,17 @@ async fn common_cases(store: &ObjectStore) {
 
     assert_eq!(store.head_sha256(&key).await.unwrap(), None);
     let v1 = json!({"products": [{"id": 1, "title": "Mug", "price": "9.00"}]});
-    assert_eq!(store.put_json_if_changed(&key, &v1).await.unwrap(), PutOutcome::Written);
+    assert_eq!(
+        store.put_json_if_changed(&key, &v1).await.unwrap(),
+        PutOutcome::Written
+    );
     // Same data with keys in another order: canonical bytes are equal, nothing written.
     let v1_reordered = json!({"products": [{"price": "9.00", "title": "Mug", "id": 1}]});
     assert_eq!(
-        store.put_json_if_changed(&key, &v1_reordered).await.unwrap(),
+        store
+            .put_json_if_changed(&key, &v1_reordered)
+            .await
+            .unwrap(),
         PutOutcome::Unchanged
     );
     let stored = store.get(&key).await.unwrap().unwrap();
@@ -44,8 +50,12 @@ async fn common_cases(store: &ObjectStore) {
         Some(sha256_hex(&stored).as_str())
     );
     let v2 = json!({"products": [{"id": 1, "title": "Mug", "price": "10.00"}]});
-    assert_eq!(store.put_json_if_changed(&key, &v2).await.unwrap(), PutOutcome::Written);
-    let back: serde_json::Value = serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        store.put_json_if_changed(&key, &v2).await.unwrap(),
+        PutOutcome::Written
+    );
+    let back: serde_json::Value =
+        serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
     assert_eq!(back, v2);
 
     // Listing and deleting a prefix touches only that prefix.
@@ -61,10 +71,24 @@ async fn common_cases(store: &ObjectStore) {
         .unwrap();
     let listed = store.list(&keys::merchant_prefix(&m)).await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
-    assert_eq!(store.delete_prefix(&keys::shop_prefix(&m, &shop)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_prefix(&keys::shop_prefix(&m, &shop))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.get(&key).await.unwrap(), None);
-    assert!(store.get(&keys::page_metadata(&m, &page)).await.unwrap().is_some());
-    assert!(store.get(&keys::shop_metadata(&other, &shop)).await.unwrap().is_some());
+    assert!(store
+        .get(&keys::page_metadata(&m, &page))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .get(&keys::shop_metadata(&other, &shop))
+        .await
+        .unwrap()
+        .is_some());
 
     // Concurrent read-modify-writes of one object lose nothing.
     let conv = keys::conversation(&m, &page, &GraphId::parse("5").unwrap());
@@ -86,7 +110,8 @@ async fn common_cases(store: &ObjectStore) {
     while let Some(r) = set.join_next().await {
         r.unwrap();
     }
-    let items: Vec<i64> = serde_json::from_slice(&store.get(&conv).await.unwrap().unwrap()).unwrap();
+    let items: Vec<i64> =
+        serde_json::from_slice(&store.get(&conv).await.unwrap().unwrap()).unwrap();
     let mut sorted = items.clone();
     sorted.sort();
     assert_eq!(sorted, (0..40).collect::<Vec<_>>());
@@ -123,9 +148,16 @@ async fn s3_change_detection_uses_head_not_get_and_sets_object_attributes() {
     store.put_json_if_changed(&key, &v).await.unwrap();
     let (gets, puts) = (s3.gets(), s3.puts());
     for _ in 0..5 {
-        assert_eq!(store.put_json_if_changed(&key, &v).await.unwrap(), PutOutcome::Unchanged);
+        assert_eq!(
+            store.put_json_if_changed(&key, &v).await.unwrap(),
+            PutOutcome::Unchanged
+        );
     }
-    assert_eq!(s3.gets(), gets, "change detection must not download the body");
+    assert_eq!(
+        s3.gets(),
+        gets,
+        "change detection must not download the body"
+    );
     assert_eq!(s3.puts(), puts, "unchanged data must not be uploaded");
     assert!(s3.counters.head.load(Ordering::SeqCst) >= 5);
 
@@ -134,7 +166,9 @@ async fn s3_change_detection_uses_head_not_get_and_sets_object_attributes() {
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(&s3.endpoint)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(S3_KEY, S3_SECRET, None, None, "t"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            S3_KEY, S3_SECRET, None, None, "t",
+        ))
         .force_path_style(true)
         .build();
     let client = aws_sdk_s3::Client::from_conf(conf);
@@ -160,7 +194,10 @@ async fn s3_change_detection_uses_head_not_get_and_sets_object_attributes() {
         .send()
         .await
         .unwrap();
-    assert_eq!(store.put_json_if_changed(&key, &v).await.unwrap(), PutOutcome::Written);
+    assert_eq!(
+        store.put_json_if_changed(&key, &v).await.unwrap(),
+        PutOutcome::Written
+    );
 }
 
 #[tokio::test]

@@ -9,10 +9,14 @@ use salesbot_sync::store::EventStore;
 use crate::helpers::*;
 
 async fn post_delivery(client: &reqwest::Client, url: &str, id: usize, delay_ms: u64) -> u16 {
-    let body = serde_json::to_vec(&serde_json::json!({"id": id.to_string(), "delay_ms": delay_ms})).unwrap();
+    let body = serde_json::to_vec(&serde_json::json!({"id": id.to_string(), "delay_ms": delay_ms}))
+        .unwrap();
     client
         .post(url)
-        .header("X-Testkit-Hmac-Sha256", sign_b64(STATE_SECRET.as_bytes(), &body))
+        .header(
+            "X-Testkit-Hmac-Sha256",
+            sign_b64(STATE_SECRET.as_bytes(), &body),
+        )
         .body(body)
         .send()
         .await
@@ -47,20 +51,35 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     let done_before = {
         let q = EventStore::open(&events_db).unwrap();
         let rows = q.rows().await.unwrap();
-        assert_eq!(rows.iter().filter(|r| r.kind == "testkit").count(), N, "every ack is a row");
-        rows.iter().filter(|r| r.kind == "testkit" && r.status == "done").count()
+        assert_eq!(
+            rows.iter().filter(|r| r.kind == "testkit").count(),
+            N,
+            "every ack is a row"
+        );
+        rows.iter()
+            .filter(|r| r.kind == "testkit" && r.status == "done")
+            .count()
     };
-    assert!(done_before < N, "the kill must land before processing finished ({done_before} done)");
+    assert!(
+        done_before < N,
+        "the kill must land before processing finished ({done_before} done)"
+    );
 
     // A redelivery of an acknowledged event is a no-op.
     let server = start_binary(dir.path(), &[]);
-    assert_eq!(post_delivery(&client, &server.url("/_testkit/webhook"), 1, 0).await, 200);
+    assert_eq!(
+        post_delivery(&client, &server.url("/_testkit/webhook"), 1, 0).await,
+        200
+    );
     let q = EventStore::open(&events_db).unwrap();
     eventually("all deliveries processed after restart", || {
         let q = q.clone();
         async move {
             let rows = q.rows().await.unwrap();
-            rows.iter().filter(|r| r.kind == "testkit" && r.status == "done").count() == N
+            rows.iter()
+                .filter(|r| r.kind == "testkit" && r.status == "done")
+                .count()
+                == N
                 && rows.iter().filter(|r| r.kind == "testkit_effect").count() >= N
         }
     })
@@ -79,10 +98,16 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     assert!(twice.is_empty(), "processed more than once: {twice:?}");
     // And the handler's object exists for every delivery.
     for i in 1..=N {
-        assert!(dir.path().join(format!("objects/_testkit/{i}.json")).exists());
+        assert!(dir
+            .path()
+            .join(format!("objects/_testkit/{i}.json"))
+            .exists());
     }
     let (status, logs) = server.terminate();
-    assert!(status.success(), "clean exit on SIGTERM: {status:?}\n{logs}");
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{logs}"
+    );
     assert!(logs.contains("re-queued events left running"), "{logs}");
 }
 
@@ -97,7 +122,10 @@ async fn deliveries_are_processed_in_process_too() {
     let r = app
         .client
         .post(&url)
-        .header("X-Testkit-Hmac-Sha256", sign_b64(b"wrong", b"{\"id\":\"99\"}"))
+        .header(
+            "X-Testkit-Hmac-Sha256",
+            sign_b64(b"wrong", b"{\"id\":\"99\"}"),
+        )
         .body("{\"id\":\"99\"}")
         .send()
         .await
@@ -112,6 +140,13 @@ async fn deliveries_are_processed_in_process_too() {
         }
     })
     .await;
-    assert!(!app.state.events.rows().await.unwrap().iter().any(|r| r.dedupe_key.contains("99")));
+    assert!(!app
+        .state
+        .events
+        .rows()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.dedupe_key.contains("99")));
     app.stop().await.unwrap();
 }

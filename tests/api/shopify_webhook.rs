@@ -5,7 +5,11 @@ use crate::helpers::*;
 const SECRET: &str = "test_secret_key";
 
 async fn app() -> TestApp {
-    spawn_app(&vars(&[("SHOPIFY_API_KEY", "key"), ("SHOPIFY_API_SECRET", SECRET)])).await
+    spawn_app(&vars(&[
+        ("SHOPIFY_API_KEY", "key"),
+        ("SHOPIFY_API_SECRET", SECRET),
+    ]))
+    .await
 }
 
 fn post(app: &TestApp, body: &[u8]) -> reqwest::RequestBuilder {
