@@ -28,6 +28,12 @@ pub enum Command {
     Serve,
     /// Print the effective configuration with secrets masked, and check it.
     CheckConfig,
+    /// Re-fetch connected shops now and upload what changed (all of them by default).
+    Poll {
+        /// Poll only this shop (`name` or `name.myshopify.com`).
+        #[arg(long)]
+        shop: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -52,6 +58,10 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Poll { shop } => {
+            crate::telemetry::init(settings.log_format);
+            run_async(poll(settings, shop))
+        }
         Command::Serve => {
             crate::telemetry::init(settings.log_format);
             run_async(async move {
@@ -60,6 +70,48 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+async fn poll(settings: Settings, shop: Option<String>) -> anyhow::Result<()> {
+    use crate::objects::keys::ShopDomain;
+    if settings.shopify.is_none() {
+        anyhow::bail!("Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET");
+    }
+    let state = crate::state::AppState::build(settings)?;
+    let report = match shop {
+        Some(s) => {
+            let shop = ShopDomain::normalize(&s)?;
+            let mut r = crate::shopify::poll::PollReport::default();
+            match crate::shopify::poll::poll_shop(&state, &shop).await {
+                Ok((w, u)) => {
+                    r.ok = 1;
+                    r.written = w;
+                    r.unchanged = u;
+                }
+                Err(e) => {
+                    r.failed = 1;
+                    r.failures.push((shop.to_string(), e.to_string()));
+                }
+            }
+            r
+        }
+        None => crate::shopify::poll::poll_all_shops(&state).await?,
+    };
+    println!(
+        "poll: shops ok {} failed {}; objects written {} unchanged {}",
+        report.ok, report.failed, report.written, report.unchanged
+    );
+    for (id, reason) in &report.failures {
+        println!("  failed {id}: {reason}");
+    }
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} of {} shops failed",
+            report.failed,
+            report.ok + report.failed
+        );
+    }
+    Ok(())
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

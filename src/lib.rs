@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) is a thin shell over this library so that the integration tests
 //! can start the real server in-process.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -25,9 +25,13 @@ pub struct Application {
 /// Every event kind the service processes. Integrations add their handler here; the queue
 /// itself stays unaware of them.
 pub fn registry(state: &AppState) -> Registry {
-    #[allow(unused_mut)]
     let mut reg = Registry::default();
-    let _ = state;
+    reg.register(
+        crate::shopify::EVENT_KIND,
+        Arc::new(crate::shopify::sync::ShopifyHandler {
+            state: state.clone(),
+        }),
+    );
     #[cfg(feature = "testkit")]
     {
         reg.register(

@@ -9,6 +9,25 @@ use crate::oauth_state::StateSigner;
 use crate::objects::ObjectStore;
 use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
 
+/// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in
+/// production; tests shorten the delays on a clone of the state.
+#[derive(Debug, Clone)]
+pub struct UpstreamRetry {
+    pub attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for UpstreamRetry {
+    fn default() -> Self {
+        UpstreamRetry {
+            attempts: 8,
+            min_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Settings>,
@@ -20,6 +39,7 @@ pub struct AppState {
     /// Shared HTTP client for Shopify and Meta; redirects are never followed so a platform
     /// answer cannot send our credentials elsewhere.
     pub http: reqwest::Client,
+    pub upstream_retry: UpstreamRetry,
 }
 
 impl AppState {
@@ -44,6 +64,7 @@ impl AppState {
             objects,
             states,
             http,
+            upstream_retry: UpstreamRetry::default(),
         })
     }
 }

@@ -154,9 +154,15 @@ pub fn conversation(merchant: &Uuid, page: &PageId, psid: &Psid) -> ObjectKey {
     ))
 }
 
-/// Database backups: `backups/<db>/<file>`; `file` is built by the backup module from a
-/// timestamp and must be a plain file name.
-pub fn backup(db: &str, file: &str) -> Option<ObjectKey> {
+/// Prefix of every database backup in the object store.
+pub fn backups_prefix() -> ObjectKey {
+    ObjectKey("backups/".to_string())
+}
+
+/// Database backups: `backups/<set>/<file>`; both parts are built by the backup module (a
+/// timestamp and a file name) and must be plain names.
+pub fn backup(set: &str, file: &str) -> Option<ObjectKey> {
+    let db = set;
     let plain = |s: &str| {
         !s.is_empty()
             && s != "."

@@ -2,6 +2,7 @@
 //! with the operational ones and the shared layers.
 
 mod health;
+pub mod session;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
@@ -17,6 +18,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(health::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/shopify/{shop}/login", get(crate::shopify::oauth::login))
+        .route("/shopify/callback", get(crate::shopify::oauth::callback))
         .route("/shopify/webhook", post(crate::shopify::webhook::receive));
     #[cfg(feature = "testkit")]
     let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));

@@ -1,6 +1,13 @@
 //! Shopify: OAuth connect, signed webhooks, catalogue sync and polling.
 
+pub mod catalog;
+pub mod client;
+pub mod oauth;
+pub mod poll;
+pub mod queries;
 pub mod signature;
+pub mod subscriptions;
+pub mod sync;
 pub mod webhook;
 
 use crate::config::ShopifySettings;

@@ -227,6 +227,21 @@ impl TokenStore {
         }))
     }
 
+    /// When the shop was last (re)installed, unix seconds.
+    pub async fn shop_installed_at(&self, domain: &ShopDomain) -> Result<Option<i64>, StoreError> {
+        let d = domain.as_str().to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT installed_at FROM shops WHERE domain = ?1",
+                    [d],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+    }
+
     /// Domains of every shop that should be polled.
     pub async fn active_shops(&self) -> Result<Vec<ShopDomain>, StoreError> {
         let rows: Vec<String> = self

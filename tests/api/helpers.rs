@@ -185,8 +185,32 @@ pub async fn spawn_app(extra: &[(String, String)]) -> TestApp {
     spawn_app_in(dir, extra).await
 }
 
+/// A port that was free a moment ago: the app's own address must be known before it starts
+/// (its webhook self-tests post to `PUBLIC_BASE_URL`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub async fn spawn_app_in(dir: TempDir, extra: &[(String, String)]) -> TestApp {
-    let settings = Settings::from_vars(&test_vars(dir.path(), extra)).expect("test settings");
+    let port = free_port();
+    let mut vars = test_vars(
+        dir.path(),
+        &[
+            ("BIND_ADDR".to_string(), format!("127.0.0.1:{port}")),
+            (
+                "PUBLIC_BASE_URL".to_string(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+        ],
+    );
+    for (k, v) in extra {
+        vars.insert(k.clone(), v.clone());
+    }
+    let settings = Settings::from_vars(&vars).expect("test settings");
     let app = Application::build_with(settings, fast_workers())
         .await
         .expect("application builds");

@@ -1,0 +1,198 @@
+//! GraphQL Admin API documents. Every request names its operation (`operationName`), and every
+//! connection is read as `edges { cursor node }` + `pageInfo` and paginated to the end.
+//!
+//! Page sizes keep each query's requested cost under Shopify's 1,000-point single-query limit
+//! (a connection costs 2 + first × the cost of one node; objects cost 1, scalars 0): nested
+//! connections are fetched shallowly and followed up one parent at a time when they have more.
+
+pub const PRODUCTS_PAGE: u32 = 50;
+pub const VARIANTS_PAGE: u32 = 40;
+pub const COLLECTIONS_PAGE: u32 = 10;
+pub const DISCOUNTS_PAGE: u32 = 25;
+/// Page size of the one-parent follow-up queries (cost ≈ 2 + 250 × a few points).
+pub const FOLLOW_UP_PAGE: u32 = 100;
+pub const WEBHOOKS_PAGE: u32 = 100;
+
+pub const SHOP: &str = r#"query Shop {
+  shop {
+    id
+    name
+    description
+    myshopifyDomain
+    url
+    primaryDomain { url host }
+    currencyCode
+    enabledPresentmentCurrencies
+    ianaTimezone
+    contactEmail
+    shipsToCountries
+  }
+}"#;
+
+pub const PRODUCTS: &str = r#"query Products($first: Int!, $after: String) {
+  products(first: $first, after: $after, sortKey: ID) {
+    edges {
+      cursor
+      node {
+        id
+        title
+        handle
+        description
+        productType
+        vendor
+        tags
+        status
+        onlineStoreUrl
+        totalInventory
+        createdAt
+        updatedAt
+        options { name values }
+        featuredImage { url altText }
+        priceRangeV2 {
+          minVariantPrice { amount currencyCode }
+          maxVariantPrice { amount currencyCode }
+        }
+        metafields(namespace: "custom", first: 5) {
+          edges { cursor node { namespace key type value } }
+          pageInfo { hasNextPage endCursor }
+        }
+      }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+pub const PRODUCT_METAFIELDS: &str = r#"query ProductMetafields($id: ID!, $first: Int!, $after: String) {
+  product(id: $id) {
+    metafields(namespace: "custom", first: $first, after: $after) {
+      edges { cursor node { namespace key type value } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"#;
+
+pub const PRODUCT_VARIANTS: &str = r#"query ProductVariants($first: Int!, $after: String) {
+  productVariants(first: $first, after: $after, sortKey: ID) {
+    edges {
+      cursor
+      node {
+        id
+        title
+        sku
+        price
+        compareAtPrice
+        availableForSale
+        inventoryQuantity
+        selectedOptions { name value }
+        product { id }
+        inventoryItem {
+          id
+          inventoryLevels(first: 5) {
+            edges { cursor node { location { id name } quantities(names: ["available"]) { name quantity } } }
+            pageInfo { hasNextPage endCursor }
+          }
+        }
+      }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+pub const INVENTORY_LEVELS: &str = r#"query InventoryLevels($id: ID!, $first: Int!, $after: String) {
+  inventoryItem(id: $id) {
+    inventoryLevels(first: $first, after: $after) {
+      edges { cursor node { location { id name } quantities(names: ["available"]) { name quantity } } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"#;
+
+pub const COLLECTIONS: &str = r#"query Collections($first: Int!, $after: String) {
+  collections(first: $first, after: $after, sortKey: ID) {
+    edges {
+      cursor
+      node {
+        id
+        title
+        handle
+        description
+        updatedAt
+        products(first: 50) {
+          edges { cursor node { handle } }
+          pageInfo { hasNextPage endCursor }
+        }
+      }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+pub const COLLECTION_PRODUCTS: &str = r#"query CollectionProducts($id: ID!, $first: Int!, $after: String) {
+  collection(id: $id) {
+    products(first: $first, after: $after) {
+      edges { cursor node { handle } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"#;
+
+pub const CODE_DISCOUNTS: &str = r#"query CodeDiscounts($first: Int!, $after: String) {
+  codeDiscountNodes(first: $first, after: $after, sortKey: ID) {
+    edges {
+      cursor
+      node {
+        id
+        codeDiscount {
+          __typename
+          ... on DiscountCodeBasic { title status summary startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+          ... on DiscountCodeBxgy { title status summary startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+          ... on DiscountCodeFreeShipping { title status summary startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+          ... on DiscountCodeApp { title status startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+        }
+      }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+pub const DISCOUNT_CODES: &str = r#"query DiscountCodes($id: ID!, $first: Int!, $after: String) {
+  codeDiscountNode(id: $id) {
+    codeDiscount {
+      ... on DiscountCodeBasic { codes(first: $first, after: $after) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+      ... on DiscountCodeBxgy { codes(first: $first, after: $after) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+      ... on DiscountCodeFreeShipping { codes(first: $first, after: $after) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+      ... on DiscountCodeApp { codes(first: $first, after: $after) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+    }
+  }
+}"#;
+
+pub const WEBHOOK_SUBSCRIPTIONS: &str = r#"query WebhookSubscriptions($first: Int!, $after: String) {
+  webhookSubscriptions(first: $first, after: $after) {
+    edges { cursor node { id topic uri } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+pub const WEBHOOK_SUBSCRIPTION_CREATE: &str = r#"mutation WebhookSubscriptionCreate($topic: WebhookSubscriptionTopic!, $webhookSubscription: WebhookSubscriptionInput!) {
+  webhookSubscriptionCreate(topic: $topic, webhookSubscription: $webhookSubscription) {
+    webhookSubscription { id topic uri }
+    userErrors { field message }
+  }
+}"#;
+
+/// Topics registered at connect (SPEC §4), as GraphQL enum values with their REST names.
+/// Compliance topics (`customers/data_request`, `customers/redact`, `shop/redact`) cannot be
+/// subscribed through the API; they are set in the app's configuration.
+pub const TOPICS: &[(&str, &str)] = &[
+    ("PRODUCTS_CREATE", "products/create"),
+    ("PRODUCTS_UPDATE", "products/update"),
+    ("PRODUCTS_DELETE", "products/delete"),
+    ("INVENTORY_LEVELS_UPDATE", "inventory_levels/update"),
+    ("COLLECTIONS_CREATE", "collections/create"),
+    ("COLLECTIONS_UPDATE", "collections/update"),
+    ("COLLECTIONS_DELETE", "collections/delete"),
+    ("DISCOUNTS_CREATE", "discounts/create"),
+    ("DISCOUNTS_UPDATE", "discounts/update"),
+    ("DISCOUNTS_DELETE", "discounts/delete"),
+    ("APP_UNINSTALLED", "app/uninstalled"),
+];

@@ -1,0 +1,135 @@
+//! Idempotent webhook registration through GraphQL: list what exists (all pages), create only
+//! the topics that have no subscription for our address.
+
+use std::collections::HashSet;
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use url::Url;
+
+use super::client::{ShopifyClient, ShopifyError};
+use super::queries as q;
+use crate::objects::keys::ShopDomain;
+
+#[derive(Debug, Default)]
+pub struct SubscriptionReport {
+    pub created: Vec<&'static str>,
+    pub existing: Vec<&'static str>,
+    /// (REST topic name, reason)
+    pub failures: Vec<(&'static str, String)>,
+}
+
+impl SubscriptionReport {
+    /// The callback's `webhook_status`.
+    pub fn status(&self) -> Value {
+        if self.failures.is_empty() {
+            json!({"status": "success", "created": self.created, "existing": self.existing})
+        } else {
+            let topics: serde_json::Map<String, Value> = self
+                .failures
+                .iter()
+                .map(|(t, m)| (t.to_string(), Value::String(m.clone())))
+                .collect();
+            json!({
+                "status": "failed",
+                "message": format!("{} of {} topics could not be registered", self.failures.len(), q::TOPICS.len()),
+                "topics": topics,
+            })
+        }
+    }
+}
+
+fn same_address(a: &str, b: &Url) -> bool {
+    a.trim_end_matches('/') == b.as_str().trim_end_matches('/')
+}
+
+pub async fn ensure_subscriptions(
+    client: &ShopifyClient<'_>,
+    shop: &ShopDomain,
+    token: &SecretString,
+    address: &Url,
+) -> Result<SubscriptionReport, ShopifyError> {
+    // Everything registered for our address, across all pages.
+    let mut have: HashSet<String> = HashSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let data = client
+            .graphql(
+                shop,
+                token,
+                "WebhookSubscriptions",
+                q::WEBHOOK_SUBSCRIPTIONS,
+                json!({"first": q::WEBHOOKS_PAGE, "after": after}),
+            )
+            .await?;
+        let conn = data
+            .get("webhookSubscriptions")
+            .cloned()
+            .unwrap_or(Value::Null);
+        for edge in conn
+            .get("edges")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let node = &edge["node"];
+            let uri = node.get("uri").and_then(Value::as_str).unwrap_or_default();
+            if same_address(uri, address) {
+                if let Some(t) = node.get("topic").and_then(Value::as_str) {
+                    have.insert(t.to_string());
+                }
+            }
+        }
+        let next = conn
+            .pointer("/pageInfo/hasNextPage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let cursor = conn
+            .pointer("/pageInfo/endCursor")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match (next, cursor) {
+            (true, Some(c)) if Some(&c) != after.as_ref() => after = Some(c),
+            _ => break,
+        }
+    }
+
+    let mut report = SubscriptionReport::default();
+    for (topic, rest) in q::TOPICS {
+        if have.contains(*topic) {
+            report.existing.push(rest);
+            continue;
+        }
+        let r = client
+            .graphql(
+                shop,
+                token,
+                "WebhookSubscriptionCreate",
+                q::WEBHOOK_SUBSCRIPTION_CREATE,
+                json!({"topic": topic, "webhookSubscription": {"uri": address.as_str(), "format": "JSON"}}),
+            )
+            .await;
+        match r {
+            Ok(data) => {
+                let errors: Vec<String> = data
+                    .pointer("/webhookSubscriptionCreate/userErrors")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.get("message").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                if errors.is_empty() {
+                    report.created.push(rest);
+                } else {
+                    report.failures.push((rest, errors.join("; ")));
+                }
+            }
+            Err(ShopifyError::Unauthorized(m)) => return Err(ShopifyError::Unauthorized(m)),
+            Err(e) => report.failures.push((rest, e.to_string())),
+        }
+    }
+    if !report.failures.is_empty() {
+        tracing::warn!(%shop, failures = ?report.failures, "some webhook topics could not be registered");
+    }
+    Ok(report)
+}

@@ -1,0 +1,775 @@
+//! Shopify end to end: the real server, a fake Shopify on loopback, objects in the embedded S3.
+
+use std::time::Duration;
+
+use salesbot_sync::objects::keys::{self, ShopDomain};
+use salesbot_sync::shopify::poll::poll_all_shops;
+use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
+use salesbot_sync::shopify::sync::sync_shop;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::fake_shopify::{FakeConfig, FakeShopify};
+use crate::helpers::*;
+
+pub struct Env {
+    pub app: TestApp,
+    pub fake: FakeShopify,
+    pub s3: S3Server,
+}
+
+pub async fn env_with(config: FakeConfig) -> Env {
+    let fake = FakeShopify::start(config).await;
+    let s3 = start_s3().await;
+    let mut extra = fake.vars();
+    extra.extend(s3.vars());
+    let app = spawn_app(&extra).await;
+    Env { app, fake, s3 }
+}
+
+pub async fn env() -> Env {
+    env_with(FakeConfig::default()).await
+}
+
+fn secret(fake: &FakeShopify) -> String {
+    fake.config().api_secret
+}
+
+/// Login → (Shopify authorizes) → callback. Returns the callback's status, JSON and cookie.
+pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>) {
+    let shop = format!("{shop_name}.myshopify.com");
+    let r = env
+        .app
+        .client
+        .get(env.app.url(&format!("/shopify/{shop_name}/login")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307, "login redirects");
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let url = url::Url::parse(&location).unwrap();
+    assert!(
+        location.starts_with(&format!(
+            "{}/{shop}/admin/oauth/authorize",
+            env.fake.base_url()
+        )),
+        "{location}"
+    );
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["client_id"], env.fake.config().api_key);
+    assert_eq!(q["scope"], env.fake.config().scopes);
+    assert_eq!(q["redirect_uri"], env.app.url("/shopify/callback"));
+    let state = q["state"].clone();
+
+    let code = env.fake.issue_code(&shop);
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut params = vec![
+        ("code".to_string(), code),
+        ("shop".to_string(), shop.clone()),
+        ("state".to_string(), state),
+        ("timestamp".to_string(), ts),
+        (
+            "host".to_string(),
+            "YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvYWNtZQ".to_string(),
+        ),
+    ];
+    let hmac = sign_oauth_query(secret(&env.fake).as_bytes(), &params);
+    params.push(("hmac".to_string(), hmac));
+    callback(env, &params).await
+}
+
+pub async fn callback(env: &Env, params: &[(String, String)]) -> (u16, Value, Option<String>) {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let r = env
+        .app
+        .client
+        .get(env.app.url(&format!("/shopify/callback?{query}")))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.text().await.unwrap();
+    let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, json, cookie)
+}
+
+async fn wait_queue_drained(app: &TestApp) {
+    let events = app.state.events.clone();
+    eventually("queue drained", || {
+        let events = events.clone();
+        async move {
+            let s = events.stats().await.unwrap();
+            s.pending == 0 && s.running == 0
+        }
+    })
+    .await;
+}
+
+fn object(env: &Env, key: &keys::ObjectKey) -> Value {
+    let bytes = std::fs::read(env.s3.object_path(key.as_str()))
+        .unwrap_or_else(|e| panic!("{key} missing: {e}"));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn full_connect_flow_through_the_real_server() {
+    let env = env().await;
+    let (status, body, cookie) = connect(&env, "acme").await;
+    assert_eq!(status, 200, "{body}");
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+
+    // The answer: SPEC §4 fields, statuses as objects, no token anywhere.
+    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    assert_eq!(uuid.get_version_num(), 4);
+    assert_eq!(body["shop"], "acme.myshopify.com");
+    assert_eq!(body["scope"], env.fake.config().scopes);
+    assert_eq!(body["webhook_status"]["status"], "success", "{body}");
+    assert_eq!(
+        body["webhook_test"],
+        serde_json::json!({"status": "success"})
+    );
+    assert_eq!(
+        body["polling_test"],
+        serde_json::json!({"status": "success"})
+    );
+    assert_eq!(body["upload_status"]["status"], "success", "{body}");
+    assert_eq!(body["shopify_data"]["products_count"], 600);
+    assert_eq!(body["shopify_data"]["collections_count"], 23);
+    assert_eq!(body["shopify_data"]["discounts_count"], 30);
+    assert_eq!(
+        body["shopify_data"]["shop"]["myshopifyDomain"],
+        "acme.myshopify.com"
+    );
+    let text = body.to_string();
+    let token = env.fake.last_access_token("acme.myshopify.com").unwrap();
+    assert!(
+        !text.contains(&token),
+        "access token leaked into the answer"
+    );
+    assert!(!text.contains("access_token"));
+
+    // The session cookie.
+    let cookie = cookie.expect("session cookie set");
+    assert!(cookie.starts_with("session_id="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http base URL: no Secure flag"
+    );
+
+    // Webhooks registered once per topic, for our address.
+    let subs = env.fake.subscriptions("acme.myshopify.com");
+    assert_eq!(subs.len(), 11);
+    assert!(subs
+        .iter()
+        .all(|s| s.uri == env.app.url("/shopify/webhook")));
+    assert!(subs.iter().any(|s| s.topic == "APP_UNINSTALLED"));
+
+    // Objects: complete, wrappers removed, nested connections followed to the end.
+    let products = object(&env, &keys::shop_products(&uuid, &shop));
+    let list = products["products"].as_array().unwrap();
+    assert_eq!(list.len(), 600);
+    let counts = env.fake.counts("acme.myshopify.com");
+    let variants: usize = list
+        .iter()
+        .map(|p| p["variants"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(variants, counts.variants);
+    let levels: usize = list
+        .iter()
+        .flat_map(|p| p["variants"].as_array().unwrap())
+        .map(|v| v["inventoryLevels"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(levels, counts.inventory_levels);
+    let metafields: usize = list
+        .iter()
+        .map(|p| p["metafields"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(metafields, counts.metafields);
+    assert!(
+        !products.to_string().contains("\"edges\""),
+        "edges/node wrappers removed"
+    );
+    let p0 = &list[0];
+    assert_eq!(
+        p0["variants"][0]["price"],
+        env.fake.variant_price("acme.myshopify.com", 0, 0)
+    );
+    assert!(p0["variants"][0]["inventoryLevels"][0]["available"].is_i64());
+
+    let meta = object(&env, &keys::shop_metadata(&uuid, &shop));
+    assert_eq!(
+        meta["shop"]["name"],
+        env.fake.shop_name("acme.myshopify.com")
+    );
+    let big = meta["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["handle"] == "big")
+        .unwrap();
+    assert_eq!(big["productHandles"].as_array().unwrap().len(), 120);
+    let codes: usize = meta["discounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["codes"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(codes, counts.discount_codes);
+    assert!(!meta.to_string().contains(&token) && !products.to_string().contains(&token));
+
+    // The token is stored, encrypted, for this merchant.
+    let rec = app_shop(&env, &shop).await;
+    assert_eq!(rec, uuid);
+
+    // Reconnecting (reinstall) keeps the UUID and registers nothing twice.
+    let creates = env.fake.subscription_creates();
+    let (status, again, _) = connect(&env, "acme").await;
+    assert_eq!(status, 200);
+    assert_eq!(again["user_uuid"], body["user_uuid"]);
+    assert_eq!(env.fake.subscription_creates(), creates);
+    assert_eq!(env.fake.subscriptions("acme.myshopify.com").len(), 11);
+    assert_eq!(again["upload_status"]["shop_products"], "unchanged");
+    wait_queue_drained(&env.app).await;
+    env.app.stop().await.unwrap();
+}
+
+async fn app_shop(env: &Env, shop: &ShopDomain) -> Uuid {
+    env.app
+        .state
+        .tokens
+        .shop(shop)
+        .await
+        .unwrap()
+        .unwrap()
+        .merchant
+}
+
+#[tokio::test]
+async fn existing_subscriptions_of_other_pages_are_found_and_kept() {
+    let env = env().await;
+    // Registered earlier (e.g. before a restore), and something of another app.
+    for i in 0..120 {
+        env.fake.preload_subscription(
+            "acme.myshopify.com",
+            "PRODUCTS_UPDATE",
+            &format!("https://other.example/{i}"),
+        );
+    }
+    env.fake.preload_subscription(
+        "acme.myshopify.com",
+        "PRODUCTS_CREATE",
+        &env.app.url("/shopify/webhook"),
+    );
+    let (status, body, _) = connect(&env, "acme").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        env.fake.subscription_creates(),
+        10,
+        "the existing one (past page 1) is reused"
+    );
+    assert!(body["webhook_status"]["existing"]
+        .to_string()
+        .contains("products/create"));
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn login_rejects_invalid_shops_without_any_outbound_request() {
+    let env = env().await;
+    for shop in [
+        "evil.com",
+        "a.myshopify.com.evil.com",
+        "..%2Fx",
+        "a%2Fb",
+        "x.myshopify.com%3A443",
+    ] {
+        let r = env
+            .app
+            .client
+            .get(env.app.url(&format!("/shopify/{shop}/login")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{shop}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid shop domain"));
+    }
+    assert_eq!(
+        env.fake.total_graphql_requests() + env.fake.token_exchanges(),
+        0
+    );
+    assert!(env.fake.unexpected_requests().is_empty());
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn callback_rejects_forged_hmac_bad_state_replays_and_other_shops() {
+    let env = env().await;
+    let shop = "acme.myshopify.com".to_string();
+    let login = |name: &'static str| {
+        let env = &env;
+        async move {
+            let r = env
+                .app
+                .client
+                .get(env.app.url(&format!("/shopify/{name}/login")))
+                .send()
+                .await
+                .unwrap();
+            let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+            loc.query_pairs()
+                .find(|(k, _)| k == "state")
+                .unwrap()
+                .1
+                .to_string()
+        }
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string()
+    };
+    let signed = |mut p: Vec<(String, String)>, key: &str| {
+        let h = sign_oauth_query(key.as_bytes(), &p);
+        p.push(("hmac".into(), h));
+        p
+    };
+    let base = |state: String, shop: &str| {
+        vec![
+            ("code".to_string(), env.fake.issue_code(shop)),
+            ("shop".to_string(), shop.to_string()),
+            ("state".to_string(), state),
+            ("timestamp".to_string(), now()),
+        ]
+    };
+
+    // Forged: signed with the wrong secret, or tampered after signing, or unsigned.
+    let st = login("acme").await;
+    let (s, _, _) = callback(&env, &signed(base(st.clone(), &shop), "not-the-secret")).await;
+    assert_eq!(s, 401);
+    let mut tampered = signed(base(st.clone(), &shop), &secret(&env.fake));
+    tampered[0].1 = "another-code".into();
+    assert_eq!(callback(&env, &tampered).await.0, 401);
+    assert_eq!(
+        callback(&env, &base(st.clone(), &shop)).await.0,
+        400,
+        "no hmac at all"
+    );
+    // Garbage state, correctly signed.
+    assert_eq!(
+        callback(
+            &env,
+            &signed(base("garbage".into(), &shop), &secret(&env.fake))
+        )
+        .await
+        .0,
+        400
+    );
+    // A state issued for another shop.
+    let other_state = login("other").await;
+    let (s, b, _) = callback(&env, &signed(base(other_state, &shop), &secret(&env.fake))).await;
+    assert_eq!(s, 400, "{b}");
+    // A bad shop in a signed callback never reaches the network.
+    let (s, _, _) = callback(
+        &env,
+        &signed(base(st.clone(), "evil.com"), &secret(&env.fake)),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(env.fake.token_exchanges(), 0);
+    // The genuine one works once; a replay of the same state fails.
+    let good = signed(base(st, &shop), &secret(&env.fake));
+    let (s, b, _) = callback(&env, &good).await;
+    assert_eq!(s, 200, "{b}");
+    let replay = signed(
+        vec![
+            ("code".to_string(), env.fake.issue_code(&shop)),
+            ("shop".to_string(), shop.clone()),
+            ("state".to_string(), good[2].1.clone()),
+            ("timestamp".to_string(), now()),
+        ],
+        &secret(&env.fake),
+    );
+    let (s, b, _) = callback(&env, &replay).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["message"].as_str().unwrap().contains("already used"),
+        "{b}"
+    );
+    assert_eq!(env.fake.token_exchanges(), 1);
+    wait_queue_drained(&env.app).await;
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn published_oauth_vector_verifies() {
+    let v = test_vectors();
+    let vector = &v["shopify_oauth_query"][0];
+    let mut params: Vec<(String, String)> = vector["params"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        salesbot_sync::shopify::signature::oauth_message(&params),
+        vector["signed_message"].as_str().unwrap()
+    );
+    params.push(("hmac".into(), vector["hmac_hex"].as_str().unwrap().into()));
+    assert!(salesbot_sync::shopify::signature::verify_oauth_query(
+        vector["secret"].as_str().unwrap().as_bytes(),
+        &params
+    ));
+}
+
+#[tokio::test]
+async fn unchanged_poll_writes_nothing_and_a_price_change_writes_products_only() {
+    let env = env().await;
+    let (status, body, _) = connect(&env, "acme").await;
+    assert_eq!(status, 200, "{body}");
+    wait_queue_drained(&env.app).await;
+    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let products_key = keys::shop_products(&uuid, &shop);
+    let meta_key = keys::shop_metadata(&uuid, &shop);
+    let meta_before = std::fs::metadata(env.s3.object_path(meta_key.as_str()))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    let puts = env.s3.puts();
+    let gets = env.s3.gets();
+    let report = poll_all_shops(&env.app.state).await.unwrap();
+    assert_eq!(
+        (report.ok, report.failed, report.written, report.unchanged),
+        (1, 0, 0, 2)
+    );
+    assert_eq!(env.s3.puts(), puts, "unchanged data is not uploaded");
+    assert_eq!(env.s3.gets(), gets, "change detection never downloads");
+
+    env.fake
+        .set_variant_price("acme.myshopify.com", 3, 0, "123.45");
+    let out = sync_shop(&env.app.state, &shop).await.unwrap();
+    assert_eq!(env.s3.puts(), puts + 1, "exactly one object written");
+    assert_eq!(serde_json::to_value(out.shop_products).unwrap(), "written");
+    assert_eq!(
+        serde_json::to_value(out.shop_metadata).unwrap(),
+        "unchanged"
+    );
+    let products = object(&env, &products_key);
+    assert_eq!(products["products"][3]["variants"][0]["price"], "123.45");
+    let meta_after = std::fs::metadata(env.s3.object_path(meta_key.as_str()))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(meta_before, meta_after);
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_of_500_updates_causes_one_refresh_not_500() {
+    let env = env().await;
+    let (status, _, _) = connect(&env, "acme").await;
+    assert_eq!(status, 200);
+    wait_queue_drained(&env.app).await;
+    env.fake.reset_counters();
+    env.fake
+        .set_product_title("acme.myshopify.com", 10, "Renamed in a burst");
+
+    let body = br#"{"id":1011,"title":"Renamed in a burst"}"#;
+    let sig = sign_webhook(secret(&env.fake).as_bytes(), body);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let (client, url, sig) = (
+            env.app.client.clone(),
+            env.app.url("/shopify/webhook"),
+            sig.clone(),
+        );
+        set.spawn(async move {
+            client
+                .post(url)
+                .header("X-Shopify-Topic", "products/update")
+                .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+                .header("X-Shopify-Hmac-Sha256", sig)
+                .header("X-Shopify-Event-Id", format!("burst-{i}"))
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 200);
+    }
+    wait_queue_drained(&env.app).await;
+    let refreshes = env.fake.requests("Shop");
+    assert!(
+        (1..=2).contains(&refreshes),
+        "{refreshes} refreshes for 500 deliveries"
+    );
+    let rows = env.app.state.events.rows().await.unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.dedupe_key.starts_with("shopify:event:burst-"))
+            .count(),
+        500
+    );
+    assert!(rows.iter().all(|r| r.status == "done"), "{rows:?}");
+    let uuid = app_shop(&env, &ShopDomain::parse("acme.myshopify.com").unwrap()).await;
+    let products = object(
+        &env,
+        &keys::shop_products(&uuid, &ShopDomain::parse("acme.myshopify.com").unwrap()),
+    );
+    assert_eq!(products["products"][10]["title"], "Renamed in a burst");
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn throttling_429_and_5xx_are_waited_out() {
+    let env = env().await;
+    let (status, _, _) = connect(&env, "acme").await;
+    assert_eq!(status, 200);
+    wait_queue_drained(&env.app).await;
+    env.fake
+        .set_variant_price("acme.myshopify.com", 0, 0, "1.00");
+    env.fake.throttle_next(3);
+    env.fake.fail_next(429, 2);
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let out = sync_shop(&env.app.state, &shop).await.unwrap();
+    assert_eq!(serde_json::to_value(out.shop_products).unwrap(), "written");
+    env.fake.fail_next(503, 1);
+    sync_shop(&env.app.state, &shop).await.unwrap();
+    // Endless 5xx: a bounded number of attempts, then a retryable error.
+    env.fake.reset_counters();
+    env.fake.fail_next(500, 100);
+    let mut quick = env.app.state.clone();
+    quick.upstream_retry.min_delay = Duration::from_millis(5);
+    quick.upstream_retry.max_delay = Duration::from_millis(20);
+    let started = std::time::Instant::now();
+    let err = sync_shop(&quick, &shop).await.unwrap_err();
+    assert!(err.to_string().contains("temporarily unavailable"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        env.fake.requests("Shop"),
+        quick.upstream_retry.attempts,
+        "bounded attempts"
+    );
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn revoked_token_marks_reauth_and_other_shops_keep_syncing() {
+    let env = env().await;
+    assert_eq!(connect(&env, "acme").await.0, 200);
+    assert_eq!(connect(&env, "bravo").await.0, 200);
+    wait_queue_drained(&env.app).await;
+    env.fake.revoke_tokens("acme.myshopify.com");
+    env.fake
+        .set_variant_price("bravo.myshopify.com", 0, 0, "7.77");
+    let report = poll_all_shops(&env.app.state).await.unwrap();
+    assert_eq!((report.ok, report.failed), (1, 1));
+    assert_eq!(report.written, 1, "bravo's change is still written");
+    assert!(report.failures[0].0.contains("acme"));
+    let index: Value = env
+        .app
+        .client
+        .get(env.app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let needs = &index["integrations"]["shopify"]["shops"]["needs_reauth"];
+    assert_eq!(needs[0]["id"], "acme.myshopify.com", "{index}");
+    // Not polled again until the merchant reconnects.
+    let report = poll_all_shops(&env.app.state).await.unwrap();
+    assert_eq!((report.ok, report.failed), (1, 0));
+    assert_eq!(connect(&env, "acme").await.0, 200);
+    let report = poll_all_shops(&env.app.state).await.unwrap();
+    assert_eq!((report.ok, report.failed), (2, 0));
+    env.app.stop().await.unwrap();
+}
+
+async fn post_topic(env: &Env, topic: &str, event_id: &str, triggered_at: Option<&str>) -> u16 {
+    let body = br#"{"id":1}"#;
+    let mut req = env
+        .app
+        .client
+        .post(env.app.url("/shopify/webhook"))
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            sign_webhook(secret(&env.fake).as_bytes(), body),
+        )
+        .header("X-Shopify-Event-Id", event_id);
+    if let Some(t) = triggered_at {
+        req = req.header("X-Shopify-Triggered-At", t);
+    }
+    req.body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn app_uninstalled_deletes_the_token_and_stops_polling() {
+    let env = env().await;
+    assert_eq!(connect(&env, "acme").await.0, 200);
+    wait_queue_drained(&env.app).await;
+    // An uninstall from before the latest install is stale and ignored.
+    assert_eq!(
+        post_topic(
+            &env,
+            "app/uninstalled",
+            "u-old",
+            Some("2020-01-01T00:00:00Z")
+        )
+        .await,
+        200
+    );
+    wait_queue_drained(&env.app).await;
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    assert!(env
+        .app
+        .state
+        .tokens
+        .shop(&shop)
+        .await
+        .unwrap()
+        .unwrap()
+        .access_token
+        .is_some());
+
+    assert_eq!(post_topic(&env, "app/uninstalled", "u-1", None).await, 200);
+    wait_queue_drained(&env.app).await;
+    let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
+    assert!(rec.access_token.is_none() && rec.refresh_token.is_none());
+    assert!(env
+        .app
+        .state
+        .tokens
+        .active_shops()
+        .await
+        .unwrap()
+        .is_empty());
+    env.fake.reset_counters();
+    let report = poll_all_shops(&env.app.state).await.unwrap();
+    assert_eq!(report.ok + report.failed, 0);
+    assert_eq!(env.fake.total_graphql_requests(), 0);
+    // A product update trailing the uninstall fails for good, with a reason, not retried.
+    assert_eq!(
+        post_topic(&env, "products/update", "late-1", None).await,
+        200
+    );
+    wait_queue_drained(&env.app).await;
+    let rows = env.app.state.events.rows().await.unwrap();
+    let late = rows
+        .iter()
+        .find(|r| r.dedupe_key == "shopify:event:late-1")
+        .unwrap();
+    assert_eq!(late.status, "failed");
+    assert!(late
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("not connected"));
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shop_redact_deletes_objects_and_records_and_customer_topics_are_acknowledged() {
+    let env = env().await;
+    let (_, body, _) = connect(&env, "acme").await;
+    wait_queue_drained(&env.app).await;
+    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    assert!(env
+        .s3
+        .object_path(keys::shop_products(&uuid, &shop).as_str())
+        .exists());
+
+    for (topic, id) in [
+        ("customers/data_request", "c-1"),
+        ("customers/redact", "c-2"),
+    ] {
+        assert_eq!(post_topic(&env, topic, id, None).await, 200);
+    }
+    wait_queue_drained(&env.app).await;
+    assert!(env.app.state.tokens.shop(&shop).await.unwrap().is_some());
+
+    assert_eq!(post_topic(&env, "shop/redact", "r-1", None).await, 200);
+    wait_queue_drained(&env.app).await;
+    assert!(env.app.state.tokens.shop(&shop).await.unwrap().is_none());
+    assert!(!env
+        .s3
+        .object_path(keys::shop_products(&uuid, &shop).as_str())
+        .exists());
+    assert!(!env
+        .s3
+        .object_path(keys::shop_metadata(&uuid, &shop).as_str())
+        .exists());
+    let rows = env.app.state.events.rows().await.unwrap();
+    assert!(rows.iter().all(|r| r.status == "done"), "{rows:?}");
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn expiring_tokens_are_stored_and_refreshed_before_use() {
+    let env = env().await;
+    env.fake.set_expiring(true);
+    let (status, body, _) = connect(&env, "acme").await;
+    assert_eq!(status, 200, "{body}");
+    wait_queue_drained(&env.app).await;
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
+    assert!(rec.expires_at.is_some() && rec.refresh_token.is_some());
+
+    // Make the stored token look nearly expired: the next sync refreshes first.
+    let db = env.app.state.tokens.db().clone();
+    db.call(|c| {
+        c.execute(
+            "UPDATE shops SET token_expires_at = strftime('%s','now') + 10",
+            [],
+        )?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    env.fake.expire_access_tokens("acme.myshopify.com");
+    let before = env.fake.refreshes();
+    sync_shop(&env.app.state, &shop).await.unwrap();
+    assert_eq!(env.fake.refreshes(), before + 1);
+    let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
+    assert!(env.fake.is_live_token(
+        "acme.myshopify.com",
+        secrecy::ExposeSecret::expose_secret(rec.access_token.as_ref().unwrap())
+    ));
+    // The refreshed token is used without another refresh.
+    sync_shop(&env.app.state, &shop).await.unwrap();
+    assert_eq!(env.fake.refreshes(), before + 1);
+    env.app.stop().await.unwrap();
+}
