@@ -28,11 +28,14 @@ pub enum Command {
     Serve,
     /// Print the effective configuration with secrets masked, and check it.
     CheckConfig,
-    /// Re-fetch connected shops now and upload what changed (all of them by default).
+    /// Re-fetch connected shops and pages now and upload what changed (all by default).
     Poll {
         /// Poll only this shop (`name` or `name.myshopify.com`).
         #[arg(long)]
         shop: Option<String>,
+        /// Poll only this Facebook page (its numeric id).
+        #[arg(long)]
+        page: Option<String>,
     },
 }
 
@@ -58,9 +61,9 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Poll { shop } => {
+        Command::Poll { shop, page } => {
             crate::telemetry::init(settings.log_format);
-            run_async(poll(settings, shop))
+            run_async(poll(settings, shop, page))
         }
         Command::Serve => {
             crate::telemetry::init(settings.log_format);
@@ -72,44 +75,42 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn poll(settings: Settings, shop: Option<String>) -> anyhow::Result<()> {
-    use crate::objects::keys::ShopDomain;
-    if settings.shopify.is_none() {
+async fn poll(settings: Settings, shop: Option<String>, page: Option<String>) -> anyhow::Result<()> {
+    use crate::objects::keys::{PageId, ShopDomain};
+    if shop.is_some() && settings.shopify.is_none() {
         anyhow::bail!("Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET");
     }
-    let state = crate::state::AppState::build(settings)?;
-    let report = match shop {
-        Some(s) => {
-            let shop = ShopDomain::normalize(&s)?;
-            let mut r = crate::shopify::poll::PollReport::default();
-            match crate::shopify::poll::poll_shop(&state, &shop).await {
-                Ok((w, u)) => {
-                    r.ok = 1;
-                    r.written = w;
-                    r.unchanged = u;
-                }
-                Err(e) => {
-                    r.failed = 1;
-                    r.failures.push((shop.to_string(), e.to_string()));
-                }
-            }
-            r
-        }
-        None => crate::shopify::poll::poll_all_shops(&state).await?,
-    };
-    println!(
-        "poll: shops ok {} failed {}; objects written {} unchanged {}",
-        report.ok, report.failed, report.written, report.unchanged
-    );
-    for (id, reason) in &report.failures {
-        println!("  failed {id}: {reason}");
+    if page.is_some() && settings.facebook.is_none() {
+        anyhow::bail!("Facebook is not configured: set FACEBOOK_APP_ID, FACEBOOK_APP_SECRET and FACEBOOK_VERIFY_TOKEN");
     }
-    if report.failed > 0 {
-        anyhow::bail!(
-            "{} of {} shops failed",
-            report.failed,
-            report.ok + report.failed
-        );
+    // Validate before opening anything.
+    let shop = shop.map(|s| ShopDomain::normalize(&s)).transpose()?;
+    let page = page.map(|p| PageId::parse(&p)).transpose()?;
+    let state = crate::state::AppState::build(settings)?;
+    let mut failures = Vec::new();
+    if shop.is_none() && page.is_none() {
+        let run = crate::poll::poll_everything(&state).await?;
+        println!("{}", run.summary());
+        failures.extend(run.shops.failures);
+        failures.extend(run.pages.failures);
+    }
+    if let Some(shop) = shop {
+        match crate::shopify::poll::poll_shop(&state, &shop).await {
+            Ok((w, u)) => println!("shop {shop}: ok; objects written {w} unchanged {u}"),
+            Err(e) => failures.push((shop.to_string(), e.to_string())),
+        }
+    }
+    if let Some(page) = page {
+        match crate::facebook::pages::poll_page(&state, &page).await {
+            Ok((w, u)) => println!("page {page}: ok; objects written {w} unchanged {u}"),
+            Err(e) => failures.push((page.to_string(), e.to_string())),
+        }
+    }
+    for (id, reason) in &failures {
+        eprintln!("  failed {id}: {reason}");
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{} poll(s) failed", failures.len());
     }
     Ok(())
 }

@@ -26,6 +26,20 @@ pub struct Application {
 /// itself stays unaware of them.
 pub fn registry(state: &AppState) -> Registry {
     let mut reg = Registry::default();
+    use crate::facebook::{self, process};
+    reg.register(facebook::DELIVERY_KIND, Arc::new(process::DeliveryHandler));
+    reg.register(
+        facebook::MESSAGE_KIND,
+        Arc::new(process::MessageHandler {
+            state: state.clone(),
+        }),
+    );
+    reg.register(
+        facebook::PAGE_KIND,
+        Arc::new(process::PageHandler {
+            state: state.clone(),
+        }),
+    );
     reg.register(
         crate::shopify::EVENT_KIND,
         Arc::new(crate::shopify::sync::ShopifyHandler {

@@ -20,7 +20,15 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/shopify/{shop}/login", get(crate::shopify::oauth::login))
         .route("/shopify/callback", get(crate::shopify::oauth::callback))
-        .route("/shopify/webhook", post(crate::shopify::webhook::receive));
+        .route("/shopify/webhook", post(crate::shopify::webhook::receive))
+        .route("/facebook/login", get(crate::facebook::oauth::login))
+        .route("/facebook/callback", get(crate::facebook::oauth::callback))
+        .route(
+            "/facebook/webhook",
+            get(crate::facebook::webhook::verify).post(crate::facebook::webhook::receive),
+        )
+        .route("/facebook/data-deletion", post(crate::facebook::deletion::request))
+        .route("/facebook/data-deletion/status", get(crate::facebook::deletion::status));
     #[cfg(feature = "testkit")]
     let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));
     router

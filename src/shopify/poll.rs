@@ -1,37 +1,16 @@
 //! Polling every connected shop (the scheduler's safety net) or one on demand.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
-use serde::Serialize;
 
 use super::sync::{sync_shop, SyncError};
 use crate::objects::keys::ShopDomain;
+pub use crate::poll::PollReport;
 use crate::state::AppState;
 
 /// Shops polled at once; each shop has its own API budget, so they do not slow each other.
 const CONCURRENCY: usize = 4;
-
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct PollReport {
-    pub ok: usize,
-    pub failed: usize,
-    pub written: usize,
-    pub unchanged: usize,
-    pub failures: Vec<(String, String)>,
-    #[serde(skip)]
-    pub duration: Duration,
-}
-
-impl PollReport {
-    pub fn merge(&mut self, other: PollReport) {
-        self.ok += other.ok;
-        self.failed += other.failed;
-        self.written += other.written;
-        self.unchanged += other.unchanged;
-        self.failures.extend(other.failures);
-    }
-}
 
 /// Objects (written, unchanged) by one poll.
 pub type Written = (usize, usize);
