@@ -28,6 +28,18 @@ pub enum Command {
     Serve,
     /// Print the effective configuration with secrets masked, and check it.
     CheckConfig,
+    /// Back up every database (SQLite online backup) into BACKUP_DIR, verify, prune to
+    /// BACKUP_KEEP, and upload to the object store's backups/ when Spaces is configured.
+    Backup,
+    /// Verify a backup set and swap it in (the current databases are saved first).
+    Restore {
+        /// A backup set folder, e.g. ./backups/20261122T033000Z
+        #[arg(long = "from", value_name = "DIR")]
+        from: std::path::PathBuf,
+    },
+    /// Re-encrypt every stored token with NEW_TOKEN_ENCRYPTION_KEY (stop the service first,
+    /// then set TOKEN_ENCRYPTION_KEY to the new key and start it again).
+    RotateKey,
     /// Re-fetch connected shops and pages now and upload what changed (all by default).
     Poll {
         /// Poll only this shop (`name` or `name.myshopify.com`).
@@ -65,6 +77,25 @@ pub fn main() -> ExitCode {
             crate::telemetry::init(settings.log_format);
             run_async(poll(settings, shop, page))
         }
+        Command::Backup => run_async(async move {
+            let objects = match &settings.storage {
+                crate::config::StorageSettings::Spaces(_) => Some(
+                    crate::objects::ObjectStore::from_settings(&settings.storage)?,
+                ),
+                crate::config::StorageSettings::Local { .. } => None,
+            };
+            let report = crate::backup::backup_all(&settings, objects.as_ref()).await?;
+            println!("{}", report.summary());
+            Ok(())
+        }),
+        Command::Restore { from } => run_async(async move {
+            let report =
+                tokio::task::spawn_blocking(move || crate::backup::restore(&settings, &from))
+                    .await??;
+            println!("{}", report.summary());
+            Ok(())
+        }),
+        Command::RotateKey => run_async(rotate_key(settings)),
         Command::Serve => {
             crate::telemetry::init(settings.log_format);
             run_async(async move {
@@ -75,7 +106,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn poll(settings: Settings, shop: Option<String>, page: Option<String>) -> anyhow::Result<()> {
+async fn poll(
+    settings: Settings,
+    shop: Option<String>,
+    page: Option<String>,
+) -> anyhow::Result<()> {
     use crate::objects::keys::{PageId, ShopDomain};
     if shop.is_some() && settings.shopify.is_none() {
         anyhow::bail!("Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET");
@@ -87,6 +122,7 @@ async fn poll(settings: Settings, shop: Option<String>, page: Option<String>) ->
     let shop = shop.map(|s| ShopDomain::normalize(&s)).transpose()?;
     let page = page.map(|p| PageId::parse(&p)).transpose()?;
     let state = crate::state::AppState::build(settings)?;
+    let _progress = Progress::start("polling");
     let mut failures = Vec::new();
     if shop.is_none() && page.is_none() {
         let run = crate::poll::poll_everything(&state).await?;
@@ -113,6 +149,68 @@ async fn poll(settings: Settings, shop: Option<String>, page: Option<String>) ->
         anyhow::bail!("{} poll(s) failed", failures.len());
     }
     Ok(())
+}
+
+async fn rotate_key(settings: Settings) -> anyhow::Result<()> {
+    use base64::Engine;
+    if settings.generated_secrets.contains(&"TOKEN_ENCRYPTION_KEY") {
+        anyhow::bail!("TOKEN_ENCRYPTION_KEY (the current key) must be set to rotate it");
+    }
+    let raw = std::env::var("NEW_TOKEN_ENCRYPTION_KEY")
+        .map_err(|_| anyhow::anyhow!("NEW_TOKEN_ENCRYPTION_KEY is not set"))?;
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("NEW_TOKEN_ENCRYPTION_KEY is malformed (expected base64 of 32 bytes)")
+        })?;
+    let db = crate::store::Db::open(&settings.token_db_path, crate::store::DbKind::Tokens)?;
+    let store = crate::store::TokenStore::new(
+        db,
+        crate::crypto::TokenCipher::new(settings.token_key_bytes()),
+    );
+    let n = store
+        .rotate_key(crate::crypto::TokenCipher::new(&key))
+        .await?;
+    println!("re-encrypted {n} token(s); now set TOKEN_ENCRYPTION_KEY to the new key and restart");
+    Ok(())
+}
+
+/// A one-line elapsed-time indicator on stderr while a long command runs, only when stderr is
+/// a terminal (cron jobs and pipes stay quiet). Cleared when dropped.
+struct Progress(Option<tokio::task::JoinHandle<()>>);
+
+impl Progress {
+    fn start(what: &'static str) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        Progress(Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let spinner = ['|', '/', '-', '\\'];
+            let mut i = 0;
+            loop {
+                eprint!(
+                    "\r{} {what}… {:.0} s ",
+                    spinner[i % 4],
+                    started.elapsed().as_secs_f64()
+                );
+                i += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+            eprint!("\r\x1b[2K");
+        }
+    }
 }
 
 fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

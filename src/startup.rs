@@ -72,6 +72,7 @@ impl Application {
         worker_config: WorkerConfig,
     ) -> anyhow::Result<Application> {
         log_startup_warnings(&settings);
+        crate::routes::metrics::install();
         let addr = settings.bind_addr;
         let state = AppState::build(settings)?;
         let recovered = state.events.recover_orphans().await?;
@@ -132,6 +133,7 @@ impl Application {
             worker_stop.clone(),
         );
         let pruner = jobs::spawn_pruner(state.events.clone(), worker_stop.clone());
+        let mut scheduler = jobs::scheduler::start(state.clone()).await?;
 
         let router = crate::routes::router(state);
         let stop = shutdown.clone();
@@ -146,6 +148,9 @@ impl Application {
             .await;
 
         worker_stop.cancel();
+        if let Err(e) = scheduler.shutdown().await {
+            tracing::warn!(error = %e, "stopping the scheduler failed");
+        }
         let _ = pruner.await;
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while workers.join_next().await.is_some() {}

@@ -144,7 +144,11 @@ impl<'a> GraphClient<'a> {
     }
 
     /// Every item of a paginated edge, following `paging.next` to the end.
-    pub async fn get_all(&self, first: Url, token: &SecretString) -> Result<Vec<Value>, GraphError> {
+    pub async fn get_all(
+        &self,
+        first: Url,
+        token: &SecretString,
+    ) -> Result<Vec<Value>, GraphError> {
         let mut out = Vec::new();
         let mut next = Some(first);
         let mut pages = 0;
@@ -167,7 +171,10 @@ impl<'a> GraphClient<'a> {
         let raw = v.pointer("/paging/next").and_then(Value::as_str)?;
         let u = Url::parse(raw).ok()?;
         let base = &self.settings.graph_base_url;
-        if u.scheme() != base.scheme() || u.host() != base.host() || u.port_or_known_default() != base.port_or_known_default() {
+        if u.scheme() != base.scheme()
+            || u.host() != base.host()
+            || u.port_or_known_default() != base.port_or_known_default()
+        {
             tracing::warn!("ignoring a paging link to another host");
             return None;
         }
@@ -221,7 +228,11 @@ impl<'a> GraphClient<'a> {
                     last = GraphError::Transient(format!("HTTP {status}"));
                     continue;
                 }
-                Err(_) => return Err(GraphError::Permanent(format!("HTTP {status}, unreadable body"))),
+                Err(_) => {
+                    return Err(GraphError::Permanent(format!(
+                        "HTTP {status}, unreadable body"
+                    )))
+                }
             };
             if status.is_success() && body.get("error").is_none() {
                 return Ok(body);
@@ -249,7 +260,9 @@ fn classify(status: u16, body: &Value) -> GraphError {
     let what = format!("HTTP {status}, code {}: {message}", code.unwrap_or(0));
     match code {
         Some(190) | Some(102) => GraphError::InvalidToken(what),
-        Some(4) | Some(17) | Some(32) | Some(613) | Some(1) | Some(2) => GraphError::Transient(what),
+        Some(4) | Some(17) | Some(32) | Some(613) | Some(1) | Some(2) => {
+            GraphError::Transient(what)
+        }
         _ if status >= 500 || status == 429 => GraphError::Transient(what),
         _ => GraphError::Permanent(what),
     }
@@ -262,12 +275,22 @@ mod tests {
 
     #[test]
     fn graph_errors_are_classified() {
-        let e = |code: i64| json!({"error": {"message": "m", "type": "OAuthException", "code": code}});
-        assert!(matches!(classify(400, &e(190)), GraphError::InvalidToken(_)));
+        let e =
+            |code: i64| json!({"error": {"message": "m", "type": "OAuthException", "code": code}});
+        assert!(matches!(
+            classify(400, &e(190)),
+            GraphError::InvalidToken(_)
+        ));
         for c in [4, 17, 32, 613] {
-            assert!(matches!(classify(400, &e(c)), GraphError::Transient(_)), "{c}");
+            assert!(
+                matches!(classify(400, &e(c)), GraphError::Transient(_)),
+                "{c}"
+            );
         }
         assert!(matches!(classify(400, &e(100)), GraphError::Permanent(_)));
-        assert!(matches!(classify(503, &json!({})), GraphError::Transient(_)));
+        assert!(matches!(
+            classify(503, &json!({})),
+            GraphError::Transient(_)
+        ));
     }
 }

@@ -36,7 +36,11 @@ pub async fn request(
         .ok_or_else(|| AppError::Unauthorized("invalid signed_request".into()))?;
     let user_id = payload
         .get("user_id")
-        .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_i64().map(|n| n.to_string())))
+        .and_then(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .or_else(|| v.as_i64().map(|n| n.to_string()))
+        })
         .filter(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| AppError::BadRequest("signed_request has no valid user_id".into()))?;
 
@@ -44,7 +48,10 @@ pub async fn request(
     record(&state, &code, &user_id, "pending", None).await?;
     let result = delete_user_data(&state, &user_id).await;
     let (status, detail) = match &result {
-        Ok(n) => ("completed", format!("deleted {n} page(s) and their objects")),
+        Ok(n) => (
+            "completed",
+            format!("deleted {n} page(s) and their objects"),
+        ),
         Err(e) => ("failed", e.to_string()),
     };
     record(&state, &code, &user_id, status, Some(detail)).await?;
@@ -52,7 +59,9 @@ pub async fn request(
     let mut url = state.config.public_base_url.clone();
     url.set_path("/facebook/data-deletion/status");
     url.query_pairs_mut().append_pair("code", &code);
-    Ok(Json(json!({"url": url.as_str(), "confirmation_code": code})))
+    Ok(Json(
+        json!({"url": url.as_str(), "confirmation_code": code}),
+    ))
 }
 
 /// Deletes the Facebook user's token, their pages' records and every object of those pages.

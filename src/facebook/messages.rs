@@ -33,7 +33,10 @@ pub fn entry_id(item: &Value) -> Option<String> {
     if let Some(mid) = pb.get("mid").and_then(Value::as_str) {
         return Some(mid.to_string());
     }
-    let sender = item.pointer("/sender/id").and_then(Value::as_str).unwrap_or("");
+    let sender = item
+        .pointer("/sender/id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let ts = item.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
     let payload = pb.get("payload").and_then(Value::as_str).unwrap_or("");
     Some(format!(
@@ -93,7 +96,11 @@ pub fn from_graph(msg: &Value, page_id: &str) -> Option<Value> {
         .and_then(parse_graph_time)?;
     let mut message = serde_json::Map::new();
     message.insert("mid".into(), json!(mid));
-    if let Some(text) = msg.get("message").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+    if let Some(text) = msg
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
         message.insert("text".into(), json!(text));
     }
     let attachments: Vec<Value> = msg
@@ -147,8 +154,14 @@ mod tests {
 
     #[test]
     fn echoes_belong_to_the_customer() {
-        assert_eq!(customer_of(&msg("a", 1, "555", "100"), "100").as_deref(), Some("555"));
-        assert_eq!(customer_of(&msg("a", 1, "100", "555"), "100").as_deref(), Some("555"));
+        assert_eq!(
+            customer_of(&msg("a", 1, "555", "100"), "100").as_deref(),
+            Some("555")
+        );
+        assert_eq!(
+            customer_of(&msg("a", 1, "100", "555"), "100").as_deref(),
+            Some("555")
+        );
         assert_eq!(customer_of(&json!({}), "100"), None);
     }
 
@@ -158,7 +171,12 @@ mod tests {
         let b = msg("m2", 10, "1", "5");
         let c = msg("m3", 20, "5", "1");
         let once = merge(None, &[a.clone(), b.clone(), c.clone(), a.clone()]);
-        let ids: Vec<_> = once.as_array().unwrap().iter().map(|m| m["message"]["mid"].as_str().unwrap()).collect();
+        let ids: Vec<_> = once
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["message"]["mid"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["m2", "m3", "m1"]);
         assert_eq!(merge(Some(once.clone()), &[c, b]), once);
     }
@@ -184,7 +202,9 @@ mod tests {
         let p = json!({"sender": {"id": "5"}, "recipient": {"id": "1"}, "timestamp": 7, "postback": {"title": "Buy", "payload": "BUY_1"}});
         assert!(is_conversation_entry(&p));
         assert_eq!(entry_id(&p), entry_id(&p.clone()));
-        assert!(!is_conversation_entry(&json!({"delivery": {"mids": ["x"]}})));
+        assert!(!is_conversation_entry(
+            &json!({"delivery": {"mids": ["x"]}})
+        ));
         assert!(!is_conversation_entry(&json!({"read": {"watermark": 1}})));
     }
 }

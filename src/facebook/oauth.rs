@@ -58,7 +58,9 @@ fn err(kind: &str, m: impl std::fmt::Display) -> Value {
 
 fn upstream(e: GraphError) -> AppError {
     tracing::warn!(error = %e, "Facebook OAuth step failed");
-    AppError::Upstream(format!("Facebook login failed ({e}); start the connection again"))
+    AppError::Upstream(format!(
+        "Facebook login failed ({e}); start the connection again"
+    ))
 }
 
 pub async fn callback(
@@ -114,7 +116,10 @@ pub async fn callback(
     let fields = format!("{PAGE_FIELDS},access_token");
     let accounts = graph
         .get_all(
-            graph.url("me/accounts", &[("fields", fields.as_str()), ("limit", "100")]),
+            graph.url(
+                "me/accounts",
+                &[("fields", fields.as_str()), ("limit", "100")],
+            ),
             &user_token,
         )
         .await
@@ -129,7 +134,11 @@ pub async fn callback(
             .as_object_mut()
             .and_then(|o| o.remove("access_token"))
             .and_then(|t| t.as_str().map(str::to_string));
-        let raw_id = page_obj.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        let raw_id = page_obj
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         public_pages.push(page_obj.clone());
         let (Ok(page), Some(token)) = (PageId::parse(&raw_id), token) else {
             tracing::warn!(page = %raw_id, "page without a valid id or token skipped");
@@ -137,8 +146,14 @@ pub async fn callback(
             continue;
         };
         let token = SecretString::from(token);
-        let name = page_obj.get("name").and_then(Value::as_str).map(str::to_string);
-        state.tokens.save_page(&page, merchant, name, &token).await?;
+        let name = page_obj
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        state
+            .tokens
+            .save_page(&page, merchant, name, &token)
+            .await?;
         let report = connect_page(&state, &graph, merchant, &page, &token).await;
         webhook_test.extend(report.webhook_test);
         polling_test.extend(report.polling_test);
@@ -176,7 +191,10 @@ async fn connect_page(
         upload: ok(),
     };
     if let Err(e) = ensure_subscribed(graph, page, token).await {
-        report.upload = err("failed", format!("could not subscribe the app to the page: {e}"));
+        report.upload = err(
+            "failed",
+            format!("could not subscribe the app to the page: {e}"),
+        );
     }
     let meta = pages::refresh_metadata(state, page).await;
 
@@ -198,26 +216,38 @@ async fn connect_page(
     });
     let meta_hook = post_delivery(state, &metadata_delivery).await;
     let msg_hook = post_delivery(state, &message_delivery).await;
-    report.webhook_test.push(json!({"page_id": id, "type": "metadata", "result": meta_hook}));
-    report.webhook_test.push(json!({"page_id": id, "type": "messages", "result": msg_hook}));
+    report
+        .webhook_test
+        .push(json!({"page_id": id, "type": "metadata", "result": meta_hook}));
+    report
+        .webhook_test
+        .push(json!({"page_id": id, "type": "messages", "result": msg_hook}));
 
     // Polling: metadata and conversations with the stored page token.
-    report.polling_test.push(json!({"page_id": id, "type": "metadata", "result": match &meta {
-        Ok(_) => ok(),
-        Err(e) => err("error", e),
-    }}));
+    report.polling_test.push(
+        json!({"page_id": id, "type": "metadata", "result": match &meta {
+            Ok(_) => ok(),
+            Err(e) => err("error", e),
+        }}),
+    );
     let conv = pages::poll_conversations(state, page).await;
-    report.polling_test.push(json!({"page_id": id, "type": "conversations", "result": match &conv {
-        Ok(_) => ok(),
-        Err(e) => err("error", e),
-    }}));
+    report.polling_test.push(
+        json!({"page_id": id, "type": "conversations", "result": match &conv {
+            Ok(_) => ok(),
+            Err(e) => err("error", e),
+        }}),
+    );
 
     // Upload verification: metadata by HEAD; the test message by waiting for its processing,
     // then the test conversation is removed so merchant data never holds it.
     if report.upload["status"] != "success" {
         return report;
     }
-    report.upload = if meta.is_err() || conv.is_err() || meta_hook["status"] != "success" || msg_hook["status"] != "success" {
+    report.upload = if meta.is_err()
+        || conv.is_err()
+        || meta_hook["status"] != "success"
+        || msg_hook["status"] != "success"
+    {
         err("failed", "Tests failed")
     } else {
         match verify_uploads(state, merchant, page).await {
@@ -268,7 +298,9 @@ async fn ensure_subscribed(
     if r.get("success").and_then(Value::as_bool) == Some(true) {
         Ok(())
     } else {
-        Err(FbError::Graph(GraphError::Permanent("subscribed_apps did not report success".into())))
+        Err(FbError::Graph(GraphError::Permanent(
+            "subscribed_apps did not report success".into(),
+        )))
     }
 }
 
@@ -292,8 +324,14 @@ async fn post_delivery(state: &AppState, delivery: &Value) -> Value {
         .await;
     match r {
         Ok(resp) if resp.status().is_success() => ok(),
-        Ok(resp) => err("error", format!("webhook address answered {}", resp.status())),
-        Err(e) => err("error", format!("webhook address unreachable: {}", e.without_url())),
+        Ok(resp) => err(
+            "error",
+            format!("webhook address answered {}", resp.status()),
+        ),
+        Err(e) => err(
+            "error",
+            format!("webhook address unreachable: {}", e.without_url()),
+        ),
     }
 }
 

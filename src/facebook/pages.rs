@@ -50,8 +50,16 @@ impl From<FbError> for JobError {
 }
 
 pub fn client(state: &AppState) -> Result<GraphClient<'_>, FbError> {
-    let settings = state.config.facebook.as_ref().ok_or(FbError::NotConfigured)?;
-    Ok(GraphClient::new(&state.http, settings, &state.upstream_retry))
+    let settings = state
+        .config
+        .facebook
+        .as_ref()
+        .ok_or(FbError::NotConfigured)?;
+    Ok(GraphClient::new(
+        &state.http,
+        settings,
+        &state.upstream_retry,
+    ))
 }
 
 /// The page's record, if it is connected and usable.
@@ -121,7 +129,10 @@ pub async fn merge_entries(
 
 /// Fetches the page's conversations (every page of them) and merges new messages of each.
 /// Messages are read newest first and paging stops at a page with nothing new.
-pub async fn poll_conversations(state: &AppState, page: &PageId) -> Result<(usize, usize), FbError> {
+pub async fn poll_conversations(
+    state: &AppState,
+    page: &PageId,
+) -> Result<(usize, usize), FbError> {
     let rec = active_page(state, page).await?;
     let graph = client(state)?;
     let token: &SecretString = &rec.access_token;
@@ -139,7 +150,9 @@ pub async fn poll_conversations(state: &AppState, page: &PageId) -> Result<(usiz
     };
     let (mut written, mut unchanged) = (0, 0);
     for conv in conversations {
-        let Some(conv_id) = conv.get("id").and_then(Value::as_str) else { continue };
+        let Some(conv_id) = conv.get("id").and_then(Value::as_str) else {
+            continue;
+        };
         let psid = conv
             .pointer("/participants/data")
             .and_then(Value::as_array)
@@ -153,7 +166,10 @@ pub async fn poll_conversations(state: &AppState, page: &PageId) -> Result<(usiz
             continue;
         };
         // Conversation ids look like `t_123`; they go into a URL path, so check them.
-        if !conv_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if !conv_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             continue;
         }
         let key = keys::conversation(&rec.merchant, page, &psid);

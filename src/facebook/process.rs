@@ -60,8 +60,8 @@ pub fn fan_out(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
             if !messages::is_conversation_entry(item) {
                 continue; // delivery/read receipts and the like are not conversation entries
             }
-            let psid = messages::customer_of(item, page.as_str())
-                .and_then(|p| GraphId::parse(&p).ok());
+            let psid =
+                messages::customer_of(item, page.as_str()).and_then(|p| GraphId::parse(&p).ok());
             let (Some(psid), Some(id)) = (psid, messages::entry_id(item)) else {
                 rejected.push(format!("entry {ei}: messaging item without valid ids"));
                 continue;
@@ -87,7 +87,10 @@ pub fn fan_out(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
                 PAGE_KIND,
                 format!("fbpage:{page}:{delivery_hash}:{ei}"),
                 format!("fbpage:{page}"),
-                serde_json::to_vec(&PageJob { page: page.to_string() }).expect("job serialises"),
+                serde_json::to_vec(&PageJob {
+                    page: page.to_string(),
+                })
+                .expect("job serialises"),
             );
             ev.run_at = Some(now_millis() + METADATA_DEBOUNCE.as_millis() as i64);
             out.push(ev);
@@ -128,7 +131,10 @@ impl Handler for MessageHandler {
         for e in events {
             let job: MessageJob = serde_json::from_slice(&e.payload)
                 .map_err(|err| JobError::Permanent(format!("bad message job: {err}")))?;
-            by_conv.entry((job.page, job.psid)).or_default().push(job.item);
+            by_conv
+                .entry((job.page, job.psid))
+                .or_default()
+                .push(job.item);
         }
         for ((page, psid), items) in by_conv {
             let page = PageId::parse(&page).map_err(|e| JobError::Permanent(e.to_string()))?;
@@ -182,7 +188,10 @@ mod tests {
         let evs = fan_out(body).unwrap();
         assert_eq!(evs.len(), 4);
         assert_eq!(evs[0].group_key, "fbconv:100:5");
-        assert_eq!(evs[1].group_key, "fbconv:100:5", "the echo goes to the customer's conversation");
+        assert_eq!(
+            evs[1].group_key, "fbconv:100:5",
+            "the echo goes to the customer's conversation"
+        );
         assert_eq!(evs[2].group_key, "fbconv:100:6");
         assert_eq!(evs[3].kind, PAGE_KIND);
         assert!(evs[3].run_at.is_some());

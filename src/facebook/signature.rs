@@ -78,23 +78,52 @@ mod tests {
             m.update(body);
             hex::encode(m.finalize().into_bytes())
         });
-        assert_eq!(verify_webhook(b"s", &headers(&[("x-hub-signature-256", good256.clone())]), body), SignatureCheck::Valid);
-        assert_eq!(verify_webhook(b"s", &headers(&[("x-hub-signature", good1.clone())]), body), SignatureCheck::Valid);
+        assert_eq!(
+            verify_webhook(
+                b"s",
+                &headers(&[("x-hub-signature-256", good256.clone())]),
+                body
+            ),
+            SignatureCheck::Valid
+        );
+        assert_eq!(
+            verify_webhook(b"s", &headers(&[("x-hub-signature", good1.clone())]), body),
+            SignatureCheck::Valid
+        );
         // A bad sha256 is not rescued by a good sha1.
         assert_eq!(
-            verify_webhook(b"s", &headers(&[("x-hub-signature-256", "sha256=00".into()), ("x-hub-signature", good1)]), body),
+            verify_webhook(
+                b"s",
+                &headers(&[
+                    ("x-hub-signature-256", "sha256=00".into()),
+                    ("x-hub-signature", good1)
+                ]),
+                body
+            ),
             SignatureCheck::Invalid
         );
-        assert_eq!(verify_webhook(b"s", &HeaderMap::new(), body), SignatureCheck::Missing);
+        assert_eq!(
+            verify_webhook(b"s", &HeaderMap::new(), body),
+            SignatureCheck::Missing
+        );
         // Re-serialised JSON (unescaped ä) does not verify: only the raw bytes do.
-        let reserialised = serde_json::to_vec(&serde_json::from_slice::<Value>(body).unwrap()).unwrap();
+        let reserialised =
+            serde_json::to_vec(&serde_json::from_slice::<Value>(body).unwrap()).unwrap();
         assert_ne!(reserialised, body.to_vec());
-        assert_eq!(verify_webhook(b"s", &headers(&[("x-hub-signature-256", good256)]), &reserialised), SignatureCheck::Invalid);
+        assert_eq!(
+            verify_webhook(
+                b"s",
+                &headers(&[("x-hub-signature-256", good256)]),
+                &reserialised
+            ),
+            SignatureCheck::Invalid
+        );
     }
 
     #[test]
     fn signed_request_round_trip() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"algorithm":"HMAC-SHA256","issued_at":1,"user_id":"123"}"#);
+        let payload =
+            URL_SAFE_NO_PAD.encode(br#"{"algorithm":"HMAC-SHA256","issued_at":1,"user_id":"123"}"#);
         let sig = URL_SAFE_NO_PAD.encode(hmac_sha256(b"secret", payload.as_bytes()));
         let v = parse_signed_request(b"secret", &format!("{sig}.{payload}")).unwrap();
         assert_eq!(v["user_id"], "123");

@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::ExposeSecret;
-use subtle::ConstantTimeEq;
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 
 use super::signature::{verify_webhook, SignatureCheck};
 use crate::crypto::secret_bytes;
@@ -30,7 +30,10 @@ pub async fn verify(
     let settings = super::settings(&state)?;
     let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
     let token_ok = q.get("hub.verify_token").is_some_and(|t| {
-        bool::from(t.as_bytes().ct_eq(settings.verify_token.expose_secret().as_bytes()))
+        bool::from(
+            t.as_bytes()
+                .ct_eq(settings.verify_token.expose_secret().as_bytes()),
+        )
     });
     match (mode_ok && token_ok, q.get("hub.challenge")) {
         (true, Some(challenge)) => Ok((
@@ -54,7 +57,9 @@ pub async fn receive(
         SignatureCheck::Valid => {}
         SignatureCheck::Missing => {
             reject("missing_signature");
-            return Err(AppError::Unauthorized("missing X-Hub-Signature-256 header".into()));
+            return Err(AppError::Unauthorized(
+                "missing X-Hub-Signature-256 header".into(),
+            ));
         }
         SignatureCheck::Invalid => {
             reject("bad_signature");
@@ -68,7 +73,9 @@ pub async fn receive(
     })?;
     if parsed.get("object").and_then(Value::as_str) != Some("page") {
         reject("not_page");
-        return Err(AppError::BadRequest("Invalid webhook object: expected \"page\"".into()));
+        return Err(AppError::BadRequest(
+            "Invalid webhook object: expected \"page\"".into(),
+        ));
     }
     // 3. Durable insert of the raw bytes; an identical redelivery is a no-op.
     let hash = sha256_hex(&body);

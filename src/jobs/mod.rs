@@ -4,6 +4,7 @@
 //! a time (see `EventStore::claim_group`), run the handler for their kind and record the
 //! result. The queue knows nothing about Shopify or Facebook.
 
+pub mod scheduler;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -2,6 +2,7 @@
 //! with the operational ones and the shared layers.
 
 mod health;
+pub mod metrics;
 pub mod session;
 
 use axum::extract::DefaultBodyLimit;
@@ -18,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(health::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
         .route("/shopify/{shop}/login", get(crate::shopify::oauth::login))
         .route("/shopify/callback", get(crate::shopify::oauth::callback))
         .route("/shopify/webhook", post(crate::shopify::webhook::receive))
@@ -27,8 +29,14 @@ pub fn router(state: AppState) -> Router {
             "/facebook/webhook",
             get(crate::facebook::webhook::verify).post(crate::facebook::webhook::receive),
         )
-        .route("/facebook/data-deletion", post(crate::facebook::deletion::request))
-        .route("/facebook/data-deletion/status", get(crate::facebook::deletion::status));
+        .route(
+            "/facebook/data-deletion",
+            post(crate::facebook::deletion::request),
+        )
+        .route(
+            "/facebook/data-deletion/status",
+            get(crate::facebook::deletion::status),
+        );
     #[cfg(feature = "testkit")]
     let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));
     router

@@ -561,6 +561,48 @@ impl TokenStore {
             .await
     }
 
+    /// Re-encrypts every stored token with `new` in one transaction; returns how many values
+    /// were re-encrypted. Fails without changing anything if any value does not decrypt.
+    pub async fn rotate_key(&self, new: TokenCipher) -> Result<usize, StoreError> {
+        let old = self.cipher.clone();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let mut n = 0;
+                // (table, key column, token column, associated-data prefix)
+                let columns: [(&str, &str, &str, &str); 4] = [
+                    ("shops", "domain", "access_token", "shop"),
+                    ("shops", "domain", "refresh_token", "shop-refresh"),
+                    ("facebook_users", "merchant_uuid", "access_token", "fb-user"),
+                    ("pages", "page_id", "access_token", "page"),
+                ];
+                for (table, key, col, prefix) in columns {
+                    let rows: Vec<(String, Vec<u8>)> = {
+                        let mut st = tx.prepare(&format!(
+                            "SELECT {key}, {col} FROM {table} WHERE {col} IS NOT NULL"
+                        ))?;
+                        let v = st
+                            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect::<Result<Vec<_>, _>>()?;
+                        v
+                    };
+                    for (id, blob) in rows {
+                        let aad = format!("{prefix}:{id}").into_bytes();
+                        let plain = old.decrypt(&blob, &aad)?;
+                        let fresh = new.encrypt(plain.expose_secret(), &aad);
+                        tx.execute(
+                            &format!("UPDATE {table} SET {col} = ?1 WHERE {key} = ?2"),
+                            params![fresh, id],
+                        )?;
+                        n += 1;
+                    }
+                }
+                tx.commit()?;
+                Ok(n)
+            })
+            .await
+    }
+
     /// Merchants whose Facebook login was made by `fb_user_id` (Meta's data-deletion callback
     /// names the app-scoped user id).
     pub async fn merchants_of_facebook_user(
@@ -687,6 +729,68 @@ mod tests {
         let m2 = s.save_shop_grant(&shop, grant("t2"), None).await.unwrap();
         assert_eq!(m1, m2);
         assert_eq!(s.active_shops().await.unwrap(), vec![shop]);
+    }
+
+    #[tokio::test]
+    async fn rotate_key_re_encrypts_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+        let m = s.save_shop_grant(&shop, grant("t1"), None).await.unwrap();
+        let page = PageId::parse("7").unwrap();
+        s.save_page(&page, m, None, &SecretString::from("p1".to_string()))
+            .await
+            .unwrap();
+        s.save_facebook_user(m, None, &SecretString::from("u1".to_string()), None)
+            .await
+            .unwrap();
+        let new = TokenCipher::new(&[2u8; 32]);
+        assert_eq!(s.rotate_key(new.clone()).await.unwrap(), 3);
+        assert!(s.shop(&shop).await.is_err(), "the old key no longer reads");
+        let rotated = TokenStore::new(s.db().clone(), new);
+        assert_eq!(
+            rotated
+                .shop(&shop)
+                .await
+                .unwrap()
+                .unwrap()
+                .access_token
+                .unwrap()
+                .expose_secret(),
+            "t1"
+        );
+        assert_eq!(
+            rotated
+                .page(&page)
+                .await
+                .unwrap()
+                .unwrap()
+                .access_token
+                .expose_secret(),
+            "p1"
+        );
+        assert_eq!(
+            rotated
+                .facebook_user(m)
+                .await
+                .unwrap()
+                .unwrap()
+                .access_token
+                .expose_secret(),
+            "u1"
+        );
+        // Rotating with the wrong current key fails and changes nothing.
+        assert!(s.rotate_key(TokenCipher::new(&[3u8; 32])).await.is_err());
+        assert_eq!(
+            rotated
+                .page(&page)
+                .await
+                .unwrap()
+                .unwrap()
+                .access_token
+                .expose_secret(),
+            "p1"
+        );
     }
 
     #[tokio::test]

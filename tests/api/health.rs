@@ -152,3 +152,42 @@ fn tokio_stream_from(
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn metrics_are_exposed_in_prometheus_format() {
+    let app = spawn_app(&vars(&[
+        ("SHOPIFY_API_KEY", "k"),
+        ("SHOPIFY_API_SECRET", "metrics-secret"),
+    ]))
+    .await;
+    let body = br#"{"id":1}"#;
+    let good = sign_b64(b"metrics-secret", body);
+    for sig in [good.as_str(), "AAAA"] {
+        app.client
+            .post(app.url("/shopify/webhook"))
+            .header("X-Shopify-Topic", "products/update")
+            .header("X-Shopify-Shop-Domain", "metrics.myshopify.com")
+            .header("X-Shopify-Hmac-Sha256", sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for needle in [
+        "webhooks_received_total{source=\"shopify\"}",
+        "webhooks_rejected_total{source=\"shopify\",reason=\"bad_signature\"}",
+        "queue_depth{status=\"pending\"}",
+        "queue_oldest_pending_age_seconds",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(!text.contains("metrics-secret"));
+    app.stop().await.unwrap();
+}

@@ -1,0 +1,94 @@
+//! The in-process cron (tokio-cron-scheduler): `POLL_SCHEDULE` polls every shop and page,
+//! `BACKUP_SCHEDULE` backs up the databases. A run that is still going when its next tick
+//! comes makes that tick skip (logged), so runs never overlap.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::config::StorageSettings;
+use crate::state::AppState;
+
+/// Registers and starts both jobs. Keep the returned scheduler alive; `shutdown` it on exit.
+pub async fn start(state: AppState) -> anyhow::Result<JobScheduler> {
+    let sched = JobScheduler::new().await?;
+    let poll_state = state.clone();
+    sched
+        .add(guarded_job(
+            &state.config.poll_schedule,
+            "poll",
+            move || {
+                let state = poll_state.clone();
+                async move { run_poll(&state).await }
+            },
+        )?)
+        .await?;
+    let backup_state = state.clone();
+    sched
+        .add(guarded_job(
+            &state.config.backup_schedule,
+            "backup",
+            move || {
+                let state = backup_state.clone();
+                async move { run_backup(&state).await }
+            },
+        )?)
+        .await?;
+    sched.start().await?;
+    tracing::info!(
+        poll = %state.config.poll_schedule,
+        backup = %state.config.backup_schedule,
+        "scheduler started (UTC)"
+    );
+    Ok(sched)
+}
+
+/// A cron job whose runs never overlap: a tick that finds the previous run going is skipped.
+fn guarded_job<F, Fut>(schedule: &str, name: &'static str, run: F) -> anyhow::Result<Job>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let running = Arc::new(Mutex::new(()));
+    let run = Arc::new(run);
+    Ok(Job::new_async(schedule, move |_id, _sched| {
+        let running = running.clone();
+        let run = run.clone();
+        Box::pin(async move {
+            let Ok(_guard) = running.try_lock() else {
+                tracing::warn!(job = name, "previous run still going; this tick is skipped");
+                return;
+            };
+            run().await;
+        })
+    })?)
+}
+
+/// One scheduled poll of everything; ends with its one-line summary.
+pub async fn run_poll(state: &AppState) {
+    match crate::poll::poll_everything(state).await {
+        Ok(run) => {
+            if run.failed() > 0 {
+                tracing::warn!(failures = ?[&run.shops.failures, &run.pages.failures], "{}", run.summary());
+            } else {
+                tracing::info!("{}", run.summary());
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "poll run could not start"),
+    }
+}
+
+/// One scheduled backup; the copies go to the object store too when Spaces is configured.
+pub async fn run_backup(state: &AppState) {
+    let remote =
+        matches!(state.config.storage, StorageSettings::Spaces(_)).then_some(&state.objects);
+    match crate::backup::backup_all(&state.config, remote).await {
+        Ok(report) => tracing::info!("{}", report.summary()),
+        Err(e) => {
+            metrics::counter!("backup_failures_total").increment(1);
+            tracing::error!(error = format!("{e:#}"), "backup failed")
+        }
+    }
+}
