@@ -15,6 +15,9 @@ use crate::state::UpstreamRetry;
 
 /// Fields of `page_metadata.json` (SPEC §3).
 pub const PAGE_FIELDS: &str = "id,name,category,category_list,about,website,link,picture,fan_count,verification_status,location,phone,email,created_time";
+/// The same without the fields a Graph version may not know (`email`, `created_time`); used
+/// when Graph refuses the full list. `emails` (a list) stands in for `email`.
+pub const PAGE_FIELDS_FALLBACK: &str = "id,name,category,category_list,about,website,link,picture,fan_count,verification_status,location,phone,emails";
 /// Most pages a paginated walk follows (a guard against a paging loop).
 const MAX_PAGES: usize = 10_000;
 
@@ -26,6 +29,9 @@ pub enum GraphError {
     /// Rate limits (4, 17, 32, 613), 5xx, network: worth retrying later.
     #[error("Facebook is temporarily unavailable: {0}")]
     Transient(String),
+    /// Graph error 100 about a field it does not have.
+    #[error("Facebook does not know a requested field: {0}")]
+    UnknownField(String),
     #[error("Facebook request failed: {0}")]
     Permanent(String),
 }
@@ -133,6 +139,50 @@ impl<'a> GraphClient<'a> {
         let v = self.send(reqwest::Method::GET, url, None).await?;
         serde_json::from_value(v)
             .map_err(|_| GraphError::Permanent("token answer without access_token".into()))
+    }
+
+    /// Page fields: the SPEC list, or the fallback list when Graph refuses a field; `email` is
+    /// then filled from `emails`.
+    pub async fn get_page_fields(
+        &self,
+        path: &str,
+        extra: &str,
+        token: &SecretString,
+        all_pages: bool,
+    ) -> Result<Vec<Value>, GraphError> {
+        let run = |fields: &'static str| {
+            let f = if extra.is_empty() {
+                fields.to_string()
+            } else {
+                format!("{fields},{extra}")
+            };
+            let url = self.url(path, &[("fields", f.as_str()), ("limit", "100")]);
+            async move {
+                if all_pages {
+                    self.get_all(url, token).await
+                } else {
+                    self.get(url, token).await.map(|v| vec![v])
+                }
+            }
+        };
+        match run(PAGE_FIELDS).await {
+            Err(GraphError::UnknownField(m)) => {
+                tracing::info!(reason = %m, "Graph refused a page field; using the fallback list");
+                let mut items = run(PAGE_FIELDS_FALLBACK).await?;
+                for item in &mut items {
+                    if let Some(o) = item.as_object_mut() {
+                        if let Some(first) = o
+                            .remove("emails")
+                            .and_then(|e| e.as_array().and_then(|a| a.first().cloned()))
+                        {
+                            o.insert("email".into(), first);
+                        }
+                    }
+                }
+                Ok(items)
+            }
+            other => other,
+        }
     }
 
     pub async fn get(&self, url: Url, token: &SecretString) -> Result<Value, GraphError> {
@@ -260,6 +310,7 @@ fn classify(status: u16, body: &Value) -> GraphError {
     let what = format!("HTTP {status}, code {}: {message}", code.unwrap_or(0));
     match code {
         Some(190) | Some(102) => GraphError::InvalidToken(what),
+        Some(100) if message.contains("nonexisting field") => GraphError::UnknownField(what),
         Some(4) | Some(17) | Some(32) | Some(613) | Some(1) | Some(2) => {
             GraphError::Transient(what)
         }
@@ -288,6 +339,11 @@ mod tests {
             );
         }
         assert!(matches!(classify(400, &e(100)), GraphError::Permanent(_)));
+        let unknown = json!({"error": {"message": "(#100) Tried accessing nonexisting field (email) on node type (Page)", "code": 100}});
+        assert!(matches!(
+            classify(400, &unknown),
+            GraphError::UnknownField(_)
+        ));
         assert!(matches!(
             classify(503, &json!({})),
             GraphError::Transient(_)

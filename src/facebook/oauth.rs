@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::client::{GraphClient, GraphError, PAGE_FIELDS};
+use super::client::{GraphClient, GraphError};
 use super::pages::{self, FbError};
 use super::signature::sign_webhook;
 use crate::crypto::secret_bytes;
@@ -113,15 +113,8 @@ pub async fn callback(
         .await?;
 
     // Every page the merchant granted, following paging to the end.
-    let fields = format!("{PAGE_FIELDS},access_token");
     let accounts = graph
-        .get_all(
-            graph.url(
-                "me/accounts",
-                &[("fields", fields.as_str()), ("limit", "100")],
-            ),
-            &user_token,
-        )
+        .get_page_fields("me/accounts", "access_token", &user_token, true)
         .await
         .map_err(upstream)?;
 
@@ -190,7 +183,13 @@ async fn connect_page(
         polling_test: Vec::new(),
         upload: ok(),
     };
-    if let Err(e) = ensure_subscribed(graph, page, token).await {
+    let app_id = state
+        .config
+        .facebook
+        .as_ref()
+        .map(|f| f.app_id.as_str())
+        .unwrap_or_default();
+    if let Err(e) = ensure_subscribed(graph, app_id, page, token).await {
         report.upload = err(
             "failed",
             format!("could not subscribe the app to the page: {e}"),
@@ -260,6 +259,7 @@ async fn connect_page(
 
 async fn ensure_subscribed(
     graph: &GraphClient<'_>,
+    app_id: &str,
     page: &PageId,
     token: &SecretString,
 ) -> Result<(), FbError> {
@@ -272,6 +272,8 @@ async fn ensure_subscribed(
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        // Other apps subscribed to the page do not count.
+        .filter(|app| app.get("id").and_then(Value::as_str) == Some(app_id))
         .any(|app| {
             let fields: Vec<&str> = app
                 .get("subscribed_fields")

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::client::{GraphClient, GraphError, PAGE_FIELDS};
+use super::client::{GraphClient, GraphError};
 use super::messages;
 use crate::jobs::JobError;
 use crate::objects::keys::{self, GraphId, PageId};
@@ -98,9 +98,11 @@ async fn on_graph_error(state: &AppState, page: &PageId, e: GraphError) -> FbErr
 pub async fn refresh_metadata(state: &AppState, page: &PageId) -> Result<PutOutcome, FbError> {
     let rec = active_page(state, page).await?;
     let graph = client(state)?;
-    let url = graph.url(page.as_str(), &[("fields", PAGE_FIELDS)]);
-    let mut meta = match graph.get(url, &rec.access_token).await {
-        Ok(v) => v,
+    let mut meta = match graph
+        .get_page_fields(page.as_str(), "", &rec.access_token, false)
+        .await
+    {
+        Ok(mut v) => v.pop().unwrap_or(Value::Null),
         Err(e) => return Err(on_graph_error(state, page, e).await),
     };
     if let Some(o) = meta.as_object_mut() {

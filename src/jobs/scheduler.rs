@@ -92,3 +92,41 @@ pub async fn run_backup(state: &AppState) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_never_overlap() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let max_active = Arc::new(AtomicUsize::new(0));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (a, m, r) = (active.clone(), max_active.clone(), runs.clone());
+        let job = guarded_job("* * * * * *", "test", move || {
+            let (a, m, r) = (a.clone(), m.clone(), r.clone());
+            async move {
+                let now = a.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                r.fetch_add(1, Ordering::SeqCst);
+                // Longer than the one-second schedule.
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                a.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+        let mut sched = JobScheduler::new().await.unwrap();
+        sched.add(job).await.unwrap();
+        sched.start().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        sched.shutdown().await.unwrap();
+        assert_eq!(max_active.load(Ordering::SeqCst), 1, "two runs overlapped");
+        let n = runs.load(Ordering::SeqCst);
+        assert!(
+            (1..=3).contains(&n),
+            "{n} runs in 5.5 s of a 2.5 s job ticking every second"
+        );
+    }
+}

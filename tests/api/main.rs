@@ -1,11 +1,13 @@
 //! Integration tests: one binary, the real server on port 0, real SQLite files, an embedded
 //! S3 server over HTTP.
 
+mod fake_graph;
 mod fake_shopify;
 mod helpers;
 
 mod backup;
 mod cli;
+mod facebook;
 mod health;
 mod objects;
 mod queue;
