@@ -1,7 +1,10 @@
 //! Polling runs over every integration (the scheduler's safety net and `salesbot-sync poll`).
 
-use std::time::Duration;
+use std::fmt::Display;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -39,6 +42,42 @@ impl PollReport {
             self.duration.as_secs_f64()
         )
     }
+}
+
+/// Objects (written, unchanged) by one poll of a shop or page.
+pub type Written = (usize, usize);
+
+/// Polls every item with at most `concurrency` at once and adds up the results; one failing
+/// item never stops the others.
+pub async fn poll_each<T, E, F, Fut>(items: Vec<T>, concurrency: usize, poll: F) -> PollReport
+where
+    T: Display,
+    E: Display,
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = (T, Result<Written, E>)>,
+{
+    let started = Instant::now();
+    let results: Vec<_> = futures::stream::iter(items)
+        .map(poll)
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut report = PollReport::default();
+    for (item, r) in results {
+        match r {
+            Ok((w, u)) => {
+                report.ok += 1;
+                report.written += w;
+                report.unchanged += u;
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.failures.push((item.to_string(), e.to_string()));
+            }
+        }
+    }
+    report.duration = started.elapsed();
+    report
 }
 
 /// Both integrations' results of one run.

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -13,7 +12,7 @@ use super::messages;
 use crate::jobs::JobError;
 use crate::objects::keys::{self, GraphId, PageId};
 use crate::objects::{ObjectError, PutOutcome};
-use crate::poll::PollReport;
+use crate::poll::{poll_each, PollReport};
 use crate::state::AppState;
 use crate::store::tokens::{AccountStatus, PageRecord};
 use crate::store::StoreError;
@@ -240,32 +239,12 @@ pub async fn poll_page(state: &AppState, page: &PageId) -> Result<(usize, usize)
 
 /// Polls every active page; one failing page never stops the others.
 pub async fn poll_all_pages(state: &AppState) -> Result<PollReport, FbError> {
-    let started = Instant::now();
     let pages = state.tokens.active_pages().await?;
-    let results: Vec<(PageId, Result<(usize, usize), FbError>)> = futures::stream::iter(pages)
-        .map(|p| async move {
-            let r = poll_page(state, &p).await;
-            (p, r)
-        })
-        .buffer_unordered(PAGES_AT_ONCE)
-        .collect()
-        .await;
-    let mut report = PollReport::default();
-    for (page, r) in results {
-        match r {
-            Ok((w, u)) => {
-                report.ok += 1;
-                report.written += w;
-                report.unchanged += u;
-            }
-            Err(e) => {
-                report.failed += 1;
-                report.failures.push((page.to_string(), e.to_string()));
-            }
-        }
-    }
-    report.duration = started.elapsed();
-    Ok(report)
+    Ok(poll_each(pages, PAGES_AT_ONCE, |p| async move {
+        let r = poll_page(state, &p).await;
+        (p, r)
+    })
+    .await)
 }
 
 /// How long handlers wait before refreshing metadata after a `changes` event, so a burst of
