@@ -121,7 +121,7 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub state: AppState,
-    pub dir: TempDir,
+    pub dir: Option<TempDir>,
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -196,9 +196,16 @@ pub fn free_port() -> u16 {
 }
 
 pub async fn spawn_app_in(dir: TempDir, extra: &[(String, String)]) -> TestApp {
+    let mut app = spawn_app_at(dir.path(), extra).await;
+    app.dir = Some(dir);
+    app
+}
+
+/// The app on databases and objects under `path` (which outlives the app, e.g. to restart).
+pub async fn spawn_app_at(path: &std::path::Path, extra: &[(String, String)]) -> TestApp {
     let port = free_port();
     let mut vars = test_vars(
-        dir.path(),
+        path,
         &[
             ("BIND_ADDR".to_string(), format!("127.0.0.1:{port}")),
             (
@@ -222,7 +229,7 @@ pub async fn spawn_app_in(dir: TempDir, extra: &[(String, String)]) -> TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         state,
-        dir,
+        dir: None,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -10,6 +10,7 @@ mod cli;
 mod facebook;
 mod health;
 mod objects;
+mod operations;
 mod queue;
 mod shopify;
 mod shopify_webhook;

@@ -1,0 +1,449 @@
+//! Operations: the seed 7.2 backup/restore scenario end to end, the backup CLI, the scheduler,
+//! and secrets kept out of logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use salesbot_sync::config::Settings;
+use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
+use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::facebook::fb_connect;
+use crate::fake_graph::{FakeGraph, FakeGraphConfig};
+use crate::fake_shopify::{FakeConfig, FakeShopify};
+use crate::helpers::*;
+
+struct Fakes {
+    shopify: FakeShopify,
+    graph: FakeGraph,
+    s3: S3Server,
+}
+
+async fn fakes() -> Fakes {
+    Fakes {
+        shopify: FakeShopify::start(FakeConfig {
+            products: 60,
+            ..FakeConfig::default()
+        })
+        .await,
+        graph: FakeGraph::start(FakeGraphConfig {
+            pages_per_user: 1,
+            conversations_per_page: 3,
+            ..FakeGraphConfig::default()
+        })
+        .await,
+        s3: start_s3().await,
+    }
+}
+
+impl Fakes {
+    fn vars(&self) -> Vec<(String, String)> {
+        let mut v = self.shopify.vars();
+        v.extend(self.graph.vars());
+        v.extend(self.s3.vars());
+        v
+    }
+}
+
+fn now() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string()
+}
+
+/// Shopify connect through `base` (any running server); returns (json, session cookie).
+async fn shopify_connect(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeShopify,
+    name: &str,
+) -> (Value, String) {
+    let shop = format!("{name}.myshopify.com");
+    let r = client
+        .get(format!("{base}/shopify/{name}/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let mut params = vec![
+        ("code".to_string(), fake.issue_code(&shop)),
+        ("shop".to_string(), shop),
+        ("state".to_string(), state),
+        ("timestamp".to_string(), now()),
+    ];
+    let h = sign_oauth_query(fake.config().api_secret.as_bytes(), &params);
+    params.push(("hmac".to_string(), h));
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish();
+    let r = client
+        .get(format!("{base}/shopify/callback?{q}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    (r.json().await.unwrap(), cookie)
+}
+
+async fn drained(app: &TestApp) {
+    let events = app.state.events.clone();
+    eventually("queue drained", || {
+        let events = events.clone();
+        async move {
+            let s = events.stats().await.unwrap();
+            s.pending == 0 && s.running == 0
+        }
+    })
+    .await;
+}
+
+/// Seed chapter 7.2: connect a shop and a page, back up, lose the databases, restore,
+/// restart — the same UUIDs, and webhooks and polls keep writing to the same keys.
+#[tokio::test]
+async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
+    let f = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_at(dir.path(), &f.vars()).await;
+
+    let (shop_json, cookie) = shopify_connect(&app.client, &app.address, &f.shopify, "acme").await;
+    let uuid = Uuid::parse_str(shop_json["user_uuid"].as_str().unwrap()).unwrap();
+    let (status, fb_json) = fb_connect(&app, &f.graph, &cookie, 0).await;
+    assert_eq!(status, 200, "{fb_json}");
+    assert_eq!(
+        fb_json["user_uuid"],
+        uuid.to_string(),
+        "Facebook joins the Shopify merchant"
+    );
+    drained(&app).await;
+
+    let report = salesbot_sync::backup::backup_all(&app.state.config, None)
+        .await
+        .unwrap();
+    app.stop().await.unwrap();
+
+    // Lose every database.
+    for name in ["tokens.db", "sessions.db", "events.db"] {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("{name}{suffix}")));
+        }
+    }
+    let settings = Settings::from_vars(&test_vars(dir.path(), &f.vars())).unwrap();
+    let restored = salesbot_sync::backup::restore(&settings, &report.set_dir).unwrap();
+    assert_eq!(restored.restored.len(), 3);
+
+    // Restart on the restored databases.
+    let app = spawn_app_at(dir.path(), &f.vars()).await;
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let page = GraphId::parse(&f.graph.page_ids(0)[0]).unwrap();
+    assert_eq!(
+        app.state
+            .tokens
+            .shop(&shop)
+            .await
+            .unwrap()
+            .unwrap()
+            .merchant,
+        uuid
+    );
+    assert_eq!(
+        app.state
+            .tokens
+            .page(&page)
+            .await
+            .unwrap()
+            .unwrap()
+            .merchant,
+        uuid
+    );
+
+    // A Shopify webhook after a product rename rewrites the same key.
+    f.shopify
+        .set_product_title("acme.myshopify.com", 0, "Premium Snowboard Pro");
+    let body = br#"{"id":1001,"title":"Premium Snowboard Pro"}"#;
+    let r = app
+        .client
+        .post(app.url("/shopify/webhook"))
+        .header("X-Shopify-Topic", "products/update")
+        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+        .header("X-Shopify-Event-Id", "after-restore-1")
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            sign_webhook(f.shopify.config().api_secret.as_bytes(), body),
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A Messenger message for a new customer lands in the same page folder.
+    let msg = format!(
+        r#"{{"object":"page","entry":[{{"id":"{page}","time":1,"messaging":[{{"sender":{{"id":"123456789"}},"recipient":{{"id":"{page}"}},"timestamp":1700000000000,"message":{{"mid":"m_after_restore","text":"hello again"}}}}]}}]}}"#
+    );
+    let r = app
+        .client
+        .post(app.url("/facebook/webhook"))
+        .header("X-Hub-Signature-256", f.graph.signature_256(msg.as_bytes()))
+        .body(msg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drained(&app).await;
+    let read = |k: keys::ObjectKey| -> Value {
+        serde_json::from_slice(&std::fs::read(f.s3.object_path(k.as_str())).unwrap()).unwrap()
+    };
+    assert_eq!(
+        read(keys::shop_products(&uuid, &shop))["products"][0]["title"],
+        "Premium Snowboard Pro"
+    );
+    let conv = read(keys::conversation(
+        &uuid,
+        &page,
+        &GraphId::parse("123456789").unwrap(),
+    ));
+    assert_eq!(conv[0]["message"]["mid"], "m_after_restore");
+
+    // Polls keep writing to the same keys.
+    f.graph.set_page_name(page.as_str(), "New Store Name");
+    let run = salesbot_sync::poll::poll_everything(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(run.failed(), 0, "{}", run.summary());
+    assert_eq!(
+        read(keys::page_metadata(&uuid, &page))["name"],
+        "New Store Name"
+    );
+    let listed = app
+        .state
+        .objects
+        .list(&keys::merchant_prefix(&uuid))
+        .await
+        .unwrap();
+    assert!(listed.len() >= 4, "{listed:?}");
+
+    // Reconnecting the same shop after the restore answers the same UUID.
+    let (again, _) = shopify_connect(&app.client, &app.address, &f.shopify, "acme").await;
+    assert_eq!(again["user_uuid"], uuid.to_string());
+    drained(&app).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn backup_and_restore_commands_report_and_refuse_bad_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = test_vars(dir.path(), &[]);
+    // Some data to back up.
+    {
+        let settings = Settings::from_vars(&env).unwrap();
+        let state = salesbot_sync::state::AppState::build(settings).unwrap();
+        let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+        state
+            .tokens
+            .save_shop_grant(
+                &shop,
+                salesbot_sync::store::tokens::ShopGrant {
+                    access_token: secrecy::SecretString::from("shpat_x".to_string()),
+                    scopes: String::new(),
+                    expires_at: None,
+                    refresh_token: None,
+                    refresh_token_expires_at: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let out = binary_command(dir.path(), &env)
+        .arg("backup")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sets: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(sets.len(), 1);
+    let set = sets[0].clone();
+
+    // A damaged copy is refused with one line, exit non-zero, live data untouched.
+    let tokens_copy = set.join("tokens.db");
+    let mut bytes = std::fs::read(&tokens_copy).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&tokens_copy, bytes).unwrap();
+    let live_before = std::fs::read(dir.path().join("tokens.db")).unwrap();
+    let out = binary_command(dir.path(), &env)
+        .args(["restore", "--from"])
+        .arg(&set)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("tokens.db"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("tokens.db")).unwrap(),
+        live_before
+    );
+
+    // A folder that is not a backup set.
+    let out = binary_command(dir.path(), &env)
+        .args(["restore", "--from", "/nonexistent-backup"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    for cmd in [
+        &["backup", "--help"][..],
+        &["restore", "--help"],
+        &["poll", "--help"],
+        &["rotate-key", "--help"],
+    ] {
+        let out = binary_command(dir.path(), &HashMap::new())
+            .args(cmd)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_scheduler_polls_and_backs_up_on_its_schedules() {
+    let f = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = f.vars();
+    extra.extend(vars(&[
+        ("POLL_SCHEDULE", "* * * * * *"),
+        ("BACKUP_SCHEDULE", "*/2 * * * * *"),
+        ("BACKUP_KEEP", "2"),
+    ]));
+    let app = spawn_app_at(dir.path(), &extra).await;
+    shopify_connect(&app.client, &app.address, &f.shopify, "acme").await;
+    drained(&app).await;
+    let before = f.shopify.requests("Shop");
+    eventually("two scheduled polls", || {
+        let f = &f;
+        async move { f.shopify.requests("Shop") >= before + 2 }
+    })
+    .await;
+    eventually("scheduled backups, pruned to BACKUP_KEEP", || {
+        let d = dir.path().join("backups");
+        async move {
+            let n = std::fs::read_dir(&d)
+                .map(|r| {
+                    r.flatten()
+                        .filter(|e| e.path().join("manifest.json").exists())
+                        .count()
+                })
+                .unwrap_or(0);
+            n == 2
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let n = std::fs::read_dir(dir.path().join("backups"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("manifest.json").exists())
+        .count();
+    assert_eq!(n, 2, "BACKUP_KEEP respected");
+    app.stop().await.unwrap();
+}
+
+/// The whole connect flow of both platforms through the real binary at debug level: no
+/// secret or token ever appears in a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs() {
+    let f = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut extra = f.vars();
+    extra.extend(vars(&[
+        ("RUST_LOG", "debug"),
+        ("BIND_ADDR", &format!("127.0.0.1:{port}")),
+        ("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}")),
+    ]));
+    let server = start_binary(dir.path(), &extra);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (_, cookie) = shopify_connect(&client, &base, &f.shopify, "acme").await;
+    // Facebook connect against the child process.
+    let r = client
+        .get(format!("{base}/facebook/login"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    let back = f
+        .graph
+        .approve(r.headers()["location"].to_str().unwrap(), 0)
+        .unwrap();
+    let r = client
+        .get(back.split('#').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A forged webhook too (rejections are logged).
+    let r = client
+        .post(format!("{base}/shopify/webhook"))
+        .header("X-Shopify-Hmac-Sha256", "AAAA")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, logs) = server.terminate();
+    assert!(status.success());
+    assert!(
+        logs.contains("shop connected") && logs.contains("Facebook connected"),
+        "flows ran"
+    );
+
+    let session = cookie.trim_start_matches("session_id=").to_string();
+    let mut secrets = vec![
+        f.shopify.config().api_secret,
+        f.graph.config().app_secret,
+        S3_SECRET.to_string(),
+        STATE_SECRET.to_string(),
+        ENCRYPTION_KEY_B64.to_string(),
+        session,
+    ];
+    secrets.extend(f.shopify.last_access_token("acme.myshopify.com"));
+    secrets.extend(f.graph.all_tokens());
+    for s in secrets {
+        assert!(!s.is_empty());
+        assert!(
+            !logs.contains(&s),
+            "a secret appeared in the logs: {}…",
+            &s[..4.min(s.len())]
+        );
+    }
+}
