@@ -38,6 +38,8 @@ pub struct ShopifySettings {
     pub api_version: String,
     /// Base URL of a shop with a `{shop}` placeholder, e.g. `https://{shop}`.
     pub shop_url_template: String,
+    /// How long the OAuth callback waits for the initial sync before answering `pending`.
+    pub initial_sync_wait: std::time::Duration,
 }
 
 pub struct FacebookSettings {
@@ -439,7 +441,13 @@ fn read_shopify(r: &mut Reader<'_>, base: &Url) -> Option<ShopifySettings> {
         ));
         return None;
     }
+    let wait = r.parse::<u64>(
+        "SHOPIFY_INITIAL_SYNC_WAIT_SECS",
+        "20",
+        "a number of seconds",
+    )?;
     Some(ShopifySettings {
+        initial_sync_wait: std::time::Duration::from_secs(wait),
         api_key: key.to_string(),
         api_secret: SecretString::from(secret.to_string()),
         redirect_uri,

@@ -22,8 +22,6 @@ use crate::state::AppState;
 use crate::store::now_secs;
 use crate::store::tokens::ShopGrant;
 
-/// How long the callback waits for the initial sync before answering `pending`.
-const INITIAL_SYNC_WAIT: Duration = Duration::from_secs(20);
 /// Clock skew tolerated between Shopify's `timestamp` and ours.
 const CLOCK_SKEW_SECS: i64 = 300;
 
@@ -150,8 +148,11 @@ pub async fn callback(
     let task_state = state.clone();
     let task_shop = shop.clone();
     let mut sync = tokio::spawn(async move { sync_shop(&task_state, &task_shop).await });
-    let (shopify_data, upload_status) = match tokio::time::timeout(INITIAL_SYNC_WAIT, &mut sync)
-        .await
+    let (shopify_data, upload_status) = match tokio::time::timeout(
+        settings.initial_sync_wait,
+        &mut sync,
+    )
+    .await
     {
         Ok(Ok(Ok(outcome))) => (
             outcome.summary.clone(),

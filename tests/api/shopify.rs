@@ -773,3 +773,32 @@ async fn expiring_tokens_are_stored_and_refreshed_before_use() {
     assert_eq!(env.fake.refreshes(), before + 1);
     env.app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_slow_initial_sync_answers_pending_and_finishes_in_the_background() {
+    let fake = FakeShopify::start(FakeConfig::default()).await;
+    let s3 = start_s3().await;
+    let mut extra = fake.vars();
+    extra.extend(s3.vars());
+    extra.extend(vars(&[("SHOPIFY_INITIAL_SYNC_WAIT_SECS", "1")]));
+    let app = spawn_app(&extra).await;
+    let env = Env { app, fake, s3 };
+    env.fake.set_delay(Duration::from_millis(30));
+    let (status, body, _) = connect(&env, "slow").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["upload_status"],
+        serde_json::json!({"status": "pending"})
+    );
+    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let key = keys::shop_products(&uuid, &ShopDomain::parse("slow.myshopify.com").unwrap());
+    let path = env.s3.object_path(key.as_str());
+    eventually("background sync finished", || {
+        let path = path.clone();
+        async move { path.exists() }
+    })
+    .await;
+    env.fake.set_delay(Duration::ZERO);
+    wait_queue_drained(&env.app).await;
+    env.app.stop().await.unwrap();
+}
