@@ -111,6 +111,32 @@ impl TokenStore {
         TokenStore { db, cipher }
     }
 
+    /// The first column of `sql` (one optional text parameter), parsed with `parse`. Rows were
+    /// validated on the way in; anything that no longer parses is skipped (never polled).
+    async fn ids<T>(
+        &self,
+        sql: &'static str,
+        param: Option<String>,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<String> = self
+            .db
+            .call(move |c| {
+                let mut st = c.prepare_cached(sql)?;
+                let v = match param {
+                    Some(p) => st
+                        .query_map([p], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?,
+                    None => st
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?,
+                };
+                Ok(v)
+            })
+            .await?;
+        Ok(rows.iter().filter_map(|r| parse(r)).collect())
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }
@@ -244,23 +270,12 @@ impl TokenStore {
 
     /// Domains of every shop that should be polled.
     pub async fn active_shops(&self) -> Result<Vec<ShopDomain>, StoreError> {
-        let rows: Vec<String> = self
-            .db
-            .call(|c| {
-                let mut st = c.prepare(
-                    "SELECT domain FROM shops WHERE status = 'active' AND access_token IS NOT NULL ORDER BY domain",
-                )?;
-                let v = st
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?;
-                Ok(v)
-            })
-            .await?;
-        // Rows were validated on the way in; skip (and thus never poll) anything that is not.
-        Ok(rows
-            .into_iter()
-            .filter_map(|d| ShopDomain::parse(&d).ok())
-            .collect())
+        self.ids(
+            "SELECT domain FROM shops WHERE status = 'active' AND access_token IS NOT NULL ORDER BY domain",
+            None,
+            |d| ShopDomain::parse(d).ok(),
+        )
+        .await
     }
 
     pub async fn set_shop_status(
@@ -499,41 +514,21 @@ impl TokenStore {
     }
 
     pub async fn active_pages(&self) -> Result<Vec<PageId>, StoreError> {
-        let rows: Vec<String> = self
-            .db
-            .call(|c| {
-                let mut st = c.prepare(
-                    "SELECT page_id FROM pages WHERE status = 'active' ORDER BY page_id",
-                )?;
-                let v = st
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?;
-                Ok(v)
-            })
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|p| PageId::parse(&p).ok())
-            .collect())
+        self.ids(
+            "SELECT page_id FROM pages WHERE status = 'active' ORDER BY page_id",
+            None,
+            |p| PageId::parse(p).ok(),
+        )
+        .await
     }
 
     pub async fn pages_of_merchant(&self, merchant: Uuid) -> Result<Vec<PageId>, StoreError> {
-        let rows: Vec<String> = self
-            .db
-            .call(move |c| {
-                let mut st = c.prepare(
-                    "SELECT page_id FROM pages WHERE merchant_uuid = ?1 ORDER BY page_id",
-                )?;
-                let v = st
-                    .query_map([merchant.to_string()], |r| r.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?;
-                Ok(v)
-            })
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|p| PageId::parse(&p).ok())
-            .collect())
+        self.ids(
+            "SELECT page_id FROM pages WHERE merchant_uuid = ?1 ORDER BY page_id",
+            Some(merchant.to_string()),
+            |p| PageId::parse(p).ok(),
+        )
+        .await
     }
 
     pub async fn set_page_status(
@@ -609,17 +604,12 @@ impl TokenStore {
         &self,
         fb_user_id: &str,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let id = fb_user_id.to_string();
-        self.db
-            .call(move |c| {
-                let mut st =
-                    c.prepare("SELECT merchant_uuid FROM facebook_users WHERE fb_user_id = ?1")?;
-                let v = st
-                    .query_map([id], |r| parse_uuid(r.get(0)?))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(v)
-            })
-            .await
+        self.ids(
+            "SELECT merchant_uuid FROM facebook_users WHERE fb_user_id = ?1",
+            Some(fb_user_id.to_string()),
+            |m| Uuid::parse_str(m).ok(),
+        )
+        .await
     }
 
     pub async fn delete_facebook_user(&self, merchant: Uuid) -> Result<(), StoreError> {

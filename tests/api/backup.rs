@@ -8,24 +8,6 @@ use std::time::Duration;
 
 use crate::helpers::*;
 
-async fn post_delivery(client: &reqwest::Client, url: &str, id: usize) -> u16 {
-    let body =
-        serde_json::to_vec(&serde_json::json!({"id": id.to_string(), "delay_ms": 0})).unwrap();
-    match client
-        .post(url)
-        .header(
-            "X-Testkit-Hmac-Sha256",
-            sign_b64(STATE_SECRET.as_bytes(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-    {
-        Ok(r) => r.status().as_u16(),
-        Err(_) => 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_taken_while_deliveries_are_written_is_consistent_and_complete() {
     const BEFORE: usize = 300;
@@ -43,7 +25,7 @@ async fn a_backup_taken_while_deliveries_are_written_is_consistent_and_complete(
         posters.spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let id = next_id.fetch_add(1, Ordering::SeqCst);
-                let status = post_delivery(&client, &url, id).await;
+                let status = post_testkit_delivery(&client, &url, id, 0).await;
                 assert_eq!(status, 200, "delivery {id} was not acknowledged");
                 acked.lock().unwrap().insert(id);
             }

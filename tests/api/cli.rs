@@ -97,41 +97,9 @@ fn help_is_available() {
 async fn starts_with_no_configuration() {
     let dir = tempfile::tempdir().unwrap();
     // Only the port is overridden so parallel tests do not collide on 5000.
-    let server = {
-        use std::io::BufRead;
-        let env: HashMap<String, String> = [
-            ("BIND_ADDR".to_string(), "127.0.0.1:0".to_string()),
-            ("LOG_FORMAT".to_string(), "json".to_string()),
-        ]
-        .into();
-        let mut child = binary_command(dir.path(), &env)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(p) = v["port"].as_u64() {
-                        let _ = tx.send(p as u16);
-                    }
-                }
-                l.lock().unwrap().push(line);
-            }
-        });
-        let port = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
-        ChildServer {
-            child,
-            port,
-            stderr: lines,
-        }
-    };
+    let env: HashMap<String, String> =
+        [("BIND_ADDR".to_string(), "127.0.0.1:0".to_string())].into();
+    let server = spawn_binary(dir.path(), env);
     let r = reqwest::get(server.url("/healthz")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(dir.path().join("data/tokens.db").exists());

@@ -69,18 +69,6 @@ pub async fn fb_connect(
     )
 }
 
-async fn drained(app: &TestApp) {
-    let events = app.state.events.clone();
-    eventually("queue drained", || {
-        let events = events.clone();
-        async move {
-            let s = events.stats().await.unwrap();
-            s.pending == 0 && s.running == 0
-        }
-    })
-    .await;
-}
-
 fn read(s3: &S3Server, key: &keys::ObjectKey) -> Option<Value> {
     std::fs::read(s3.object_path(key.as_str()))
         .ok()

@@ -326,10 +326,15 @@ pub fn binary_command(
 
 /// Starts `salesbot-sync serve` and waits until it logs its port.
 pub fn start_binary(dir: &std::path::Path, extra: &[(String, String)]) -> ChildServer {
-    use std::io::BufRead;
     let mut env = test_vars(dir, extra);
-    env.insert("LOG_FORMAT".into(), "json".into());
     env.entry("RUST_LOG".into()).or_insert("info".into());
+    spawn_binary(dir, env)
+}
+
+/// Starts `salesbot-sync serve` with exactly `env` (JSON logs forced) and waits for its port.
+pub fn spawn_binary(dir: &std::path::Path, mut env: HashMap<String, String>) -> ChildServer {
+    use std::io::BufRead;
+    env.insert("LOG_FORMAT".into(), "json".into());
     let mut child = binary_command(dir, &env)
         .arg("serve")
         .stdout(std::process::Stdio::null())
@@ -365,4 +370,41 @@ pub fn start_binary(dir: &std::path::Path, extra: &[(String, String)]) -> ChildS
 
 pub fn sign_b64(secret: &[u8], body: &[u8]) -> String {
     salesbot_sync::shopify::signature::sign_webhook(secret, body)
+}
+
+/// Waits until the app's queue has nothing pending or running.
+pub async fn drained(app: &TestApp) {
+    let events = app.state.events.clone();
+    eventually("queue drained", || {
+        let events = events.clone();
+        async move {
+            let s = events.stats().await.unwrap();
+            s.pending == 0 && s.running == 0
+        }
+    })
+    .await;
+}
+
+/// Posts a signed delivery of the built-in `testkit` kind; 0 when the connection failed.
+pub async fn post_testkit_delivery(
+    client: &reqwest::Client,
+    url: &str,
+    id: usize,
+    delay_ms: u64,
+) -> u16 {
+    let body = serde_json::to_vec(&serde_json::json!({"id": id.to_string(), "delay_ms": delay_ms}))
+        .unwrap();
+    match client
+        .post(url)
+        .header(
+            "X-Testkit-Hmac-Sha256",
+            sign_b64(STATE_SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
 }

@@ -103,18 +103,6 @@ async fn shopify_connect(
     (r.json().await.unwrap(), cookie)
 }
 
-async fn drained(app: &TestApp) {
-    let events = app.state.events.clone();
-    eventually("queue drained", || {
-        let events = events.clone();
-        async move {
-            let s = events.stats().await.unwrap();
-            s.pending == 0 && s.running == 0
-        }
-    })
-    .await;
-}
-
 /// Seed chapter 7.2: connect a shop and a page, back up, lose the databases, restore,
 /// restart — the same UUIDs, and webhooks and polls keep writing to the same keys.
 #[tokio::test]

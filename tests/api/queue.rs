@@ -8,23 +8,6 @@ use salesbot_sync::store::EventStore;
 
 use crate::helpers::*;
 
-async fn post_delivery(client: &reqwest::Client, url: &str, id: usize, delay_ms: u64) -> u16 {
-    let body = serde_json::to_vec(&serde_json::json!({"id": id.to_string(), "delay_ms": delay_ms}))
-        .unwrap();
-    client
-        .post(url)
-        .header(
-            "X-Testkit-Hmac-Sha256",
-            sign_b64(STATE_SECRET.as_bytes(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     const N: usize = 200;
@@ -36,7 +19,7 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     for i in 1..=N {
         let (c, u) = (client.clone(), url.clone());
         // 40 ms per delivery over 4 workers: about 2 s of work, so the kill lands mid-way.
-        set.spawn(async move { post_delivery(&c, &u, i, 40).await });
+        set.spawn(async move { post_testkit_delivery(&c, &u, i, 40).await });
     }
     while let Some(s) = set.join_next().await {
         assert_eq!(s.unwrap(), 200);
@@ -68,7 +51,7 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     // A redelivery of an acknowledged event is a no-op.
     let server = start_binary(dir.path(), &[]);
     assert_eq!(
-        post_delivery(&client, &server.url("/_testkit/webhook"), 1, 0).await,
+        post_testkit_delivery(&client, &server.url("/_testkit/webhook"), 1, 0).await,
         200
     );
     let q = EventStore::open(&events_db).unwrap();
@@ -116,7 +99,7 @@ async fn deliveries_are_processed_in_process_too() {
     let app = spawn_app(&[]).await;
     let url = app.url("/_testkit/webhook");
     for i in 1..=20 {
-        assert_eq!(post_delivery(&app.client, &url, i, 0).await, 200);
+        assert_eq!(post_testkit_delivery(&app.client, &url, i, 0).await, 200);
     }
     // Forged signature: refused, nothing recorded.
     let r = app

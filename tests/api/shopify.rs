@@ -103,18 +103,6 @@ pub async fn callback(env: &Env, params: &[(String, String)]) -> (u16, Value, Op
     (status, json, cookie)
 }
 
-async fn wait_queue_drained(app: &TestApp) {
-    let events = app.state.events.clone();
-    eventually("queue drained", || {
-        let events = events.clone();
-        async move {
-            let s = events.stats().await.unwrap();
-            s.pending == 0 && s.running == 0
-        }
-    })
-    .await;
-}
-
 fn object(env: &Env, key: &keys::ObjectKey) -> Value {
     let bytes = std::fs::read(env.s3.object_path(key.as_str()))
         .unwrap_or_else(|e| panic!("{key} missing: {e}"));
@@ -243,7 +231,7 @@ async fn full_connect_flow_through_the_real_server() {
     assert_eq!(env.fake.subscription_creates(), creates);
     assert_eq!(env.fake.subscriptions("acme.myshopify.com").len(), 11);
     assert_eq!(again["upload_status"]["shop_products"], "unchanged");
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     env.app.stop().await.unwrap();
 }
 
@@ -416,7 +404,7 @@ async fn callback_rejects_forged_hmac_bad_state_replays_and_other_shops() {
         "{b}"
     );
     assert_eq!(env.fake.token_exchanges(), 1);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     env.app.stop().await.unwrap();
 }
 
@@ -446,7 +434,7 @@ async fn unchanged_poll_writes_nothing_and_a_price_change_writes_products_only()
     let env = env().await;
     let (status, body, _) = connect(&env, "acme").await;
     assert_eq!(status, 200, "{body}");
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let products_key = keys::shop_products(&uuid, &shop);
@@ -490,7 +478,7 @@ async fn a_burst_of_500_updates_causes_one_refresh_not_500() {
     let env = env().await;
     let (status, _, _) = connect(&env, "acme").await;
     assert_eq!(status, 200);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     env.fake.reset_counters();
     env.fake
         .set_product_title("acme.myshopify.com", 10, "Renamed in a burst");
@@ -521,7 +509,7 @@ async fn a_burst_of_500_updates_causes_one_refresh_not_500() {
     while let Some(s) = set.join_next().await {
         assert_eq!(s.unwrap(), 200);
     }
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     let refreshes = env.fake.requests("Shop");
     assert!(
         (1..=2).contains(&refreshes),
@@ -549,7 +537,7 @@ async fn throttling_429_and_5xx_are_waited_out() {
     let env = env().await;
     let (status, _, _) = connect(&env, "acme").await;
     assert_eq!(status, 200);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     env.fake
         .set_variant_price("acme.myshopify.com", 0, 0, "1.00");
     env.fake.throttle_next(3);
@@ -582,7 +570,7 @@ async fn revoked_token_marks_reauth_and_other_shops_keep_syncing() {
     let env = env().await;
     assert_eq!(connect(&env, "acme").await.0, 200);
     assert_eq!(connect(&env, "bravo").await.0, 200);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     env.fake.revoke_tokens("acme.myshopify.com");
     env.fake
         .set_variant_price("bravo.myshopify.com", 0, 0, "7.77");
@@ -639,7 +627,7 @@ async fn post_topic(env: &Env, topic: &str, event_id: &str, triggered_at: Option
 async fn app_uninstalled_deletes_the_token_and_stops_polling() {
     let env = env().await;
     assert_eq!(connect(&env, "acme").await.0, 200);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     // An uninstall from before the latest install is stale and ignored.
     assert_eq!(
         post_topic(
@@ -651,7 +639,7 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
         .await,
         200
     );
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     assert!(env
         .app
@@ -665,7 +653,7 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
         .is_some());
 
     assert_eq!(post_topic(&env, "app/uninstalled", "u-1", None).await, 200);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
     assert!(rec.access_token.is_none() && rec.refresh_token.is_none());
     assert!(env
@@ -685,7 +673,7 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
         post_topic(&env, "products/update", "late-1", None).await,
         200
     );
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     let rows = env.app.state.events.rows().await.unwrap();
     let late = rows
         .iter()
@@ -704,7 +692,7 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
 async fn shop_redact_deletes_objects_and_records_and_customer_topics_are_acknowledged() {
     let env = env().await;
     let (_, body, _) = connect(&env, "acme").await;
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     assert!(env
@@ -718,11 +706,11 @@ async fn shop_redact_deletes_objects_and_records_and_customer_topics_are_acknowl
     ] {
         assert_eq!(post_topic(&env, topic, id, None).await, 200);
     }
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     assert!(env.app.state.tokens.shop(&shop).await.unwrap().is_some());
 
     assert_eq!(post_topic(&env, "shop/redact", "r-1", None).await, 200);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     assert!(env.app.state.tokens.shop(&shop).await.unwrap().is_none());
     assert!(!env
         .s3
@@ -743,7 +731,7 @@ async fn expiring_tokens_are_stored_and_refreshed_before_use() {
     env.fake.set_expiring(true);
     let (status, body, _) = connect(&env, "acme").await;
     assert_eq!(status, 200, "{body}");
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
     assert!(rec.expires_at.is_some() && rec.refresh_token.is_some());
@@ -799,6 +787,6 @@ async fn a_slow_initial_sync_answers_pending_and_finishes_in_the_background() {
     })
     .await;
     env.fake.set_delay(Duration::ZERO);
-    wait_queue_drained(&env.app).await;
+    drained(&env.app).await;
     env.app.stop().await.unwrap();
 }
