@@ -661,6 +661,15 @@ pub async fn backup_all(
         .into_iter()
         .map(|k| (k, live_path(settings, k)))
         .collect();
+    // No database at all means the paths point somewhere else (a CLI run from the wrong
+    // folder): refuse rather than write an empty set that retention would then keep in place
+    // of real ones.
+    if dbs.iter().all(|(_, p)| !p.exists()) {
+        return Err(anyhow!(
+            "no database found at {} (check TOKEN_DB_PATH, SESSION_DB_PATH and EVENTS_DB_PATH, and the working folder)",
+            dbs.iter().map(|(_, p)| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
     let backup_dir = settings.backup_dir.clone();
     let keep = settings.backup_keep.max(1);
     let started = Instant::now();
@@ -1080,7 +1089,10 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        Settings::from_vars(&vars).unwrap()
+        let s = Settings::from_vars(&vars).unwrap();
+        // A service that has run once has its token database.
+        drop(crate::store::open_connection(&s.token_db_path, DbKind::Tokens).unwrap());
+        s
     }
 
     fn tokens(s: &Settings) -> TokenStore {
@@ -1190,9 +1202,15 @@ mod tests {
                 .save_shop_grant(&shop, grant("shpat_secret"), None)
                 .await
                 .unwrap();
-            t.save_page(&page, m, Some("Acme".into()), &SecretString::from("EAAB"))
-                .await
-                .unwrap();
+            t.save_page(
+                &page,
+                m,
+                None,
+                Some("Acme".into()),
+                &SecretString::from("EAAB"),
+            )
+            .await
+            .unwrap();
             let sid = sessions(&s).create(m).await.unwrap();
             (m, sid)
         };
@@ -1424,7 +1442,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_backup_of_nothing_creates_every_database() {
+    async fn a_backup_with_no_database_at_all_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), 3);
+        std::fs::remove_dir_all(s.token_db_path.parent().unwrap()).unwrap();
+        let err = backup_all(&s, None).await.unwrap_err().to_string();
+        assert!(err.contains("no database found"), "{err}");
+        assert!(
+            !s.backup_dir.exists() || std::fs::read_dir(&s.backup_dir).unwrap().next().is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backup_creates_a_database_that_is_missing_so_every_set_is_complete() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), 3);
         let r = backup_all(&s, None).await.unwrap();

@@ -37,6 +37,8 @@ pub enum Command {
         #[arg(long = "from", value_name = "DIR")]
         from: std::path::PathBuf,
     },
+    /// Put every failed event back in the queue with fresh attempts (e.g. after an outage).
+    RequeueFailed,
     /// Re-encrypt every stored token with NEW_TOKEN_ENCRYPTION_KEY (stop the service first,
     /// then set TOKEN_ENCRYPTION_KEY to the new key and start it again).
     RotateKey,
@@ -96,6 +98,12 @@ pub fn main() -> ExitCode {
             Ok(())
         }),
         Command::RotateKey => run_async(rotate_key(settings)),
+        Command::RequeueFailed => run_async(async move {
+            let events = crate::store::EventStore::open(&settings.events_db_path)?;
+            let n = events.requeue_failed().await?;
+            println!("re-queued {n} failed event(s); a running server processes them now");
+            Ok(())
+        }),
         Command::Serve => {
             crate::telemetry::init(settings.log_format);
             run_async(async move {

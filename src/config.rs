@@ -184,6 +184,13 @@ impl<'a> Reader<'a> {
     fn secret(&mut self, name: &'static str, min_len: usize) -> SecretString {
         match self.get(name) {
             Some(v) if v.len() >= min_len => SecretString::from(v.to_string()),
+            // The seeds' placeholder values are short; fine to try things out, not to run on.
+            Some(v) if self.env == AppEnv::Development => {
+                self.warnings.push(format!(
+                    "{name} is shorter than {min_len} characters: acceptable in development only"
+                ));
+                SecretString::from(v.to_string())
+            }
             Some(_) => {
                 self.problems.push(format!(
                     "{name} is malformed (must be at least {min_len} characters)"

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::crypto::{hmac_sha256, verify_hmac_sha256};
+use crate::objects::sha256_hex;
 use crate::store::{now_secs, SessionStore, StoreError};
 
 pub const STATE_TTL_SECS: i64 = 600;
@@ -27,6 +28,11 @@ pub struct StateClaims {
     /// The shop the flow was started for (Shopify), so a state cannot be used for another.
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub shop: Option<String>,
+    /// SHA-256 (hex) of the browser-binding cookie set at login: the callback must come from
+    /// the browser that started the flow (no login CSRF, no pages granted into another
+    /// merchant's account through a forwarded dialog link).
+    #[serde(rename = "b")]
+    pub binding: String,
     #[serde(rename = "i")]
     pub issued_at: i64,
     #[serde(rename = "e")]
@@ -43,6 +49,8 @@ pub enum StateError {
     Expired,
     #[error("OAuth state was issued for another flow")]
     WrongProvider,
+    #[error("this connection was started in another browser; start it again here")]
+    WrongBrowser,
     #[error("OAuth state already used; start the connection again")]
     Replayed,
     #[error("OAuth state could not be checked")]
@@ -106,31 +114,49 @@ impl StateSigner {
         Ok(claims)
     }
 
-    /// Issues a state and records its nonce.
+    /// Issues a state and records its nonce. Returns the state and the browser-binding value
+    /// to set as a cookie.
     pub async fn issue(
         &self,
         provider: &str,
         merchant: Option<Uuid>,
         shop: Option<String>,
-    ) -> Result<String, StateError> {
+    ) -> Result<(String, String), StateError> {
         let now = now_secs();
+        let browser = crate::config::random_token(16);
         let claims = StateClaims {
             provider: provider.to_string(),
             nonce: crate::config::random_token(16),
             merchant,
             shop,
+            binding: sha256_hex(browser.as_bytes()),
             issued_at: now,
             expires_at: now + STATE_TTL_SECS,
         };
         self.sessions
             .record_state(&claims.nonce, provider, claims.expires_at)
             .await?;
-        Ok(self.sign(&claims))
+        Ok((self.sign(&claims), browser))
     }
 
-    /// Verifies and consumes a state: succeeds once per issued state.
-    pub async fn consume(&self, token: &str, provider: &str) -> Result<StateClaims, StateError> {
+    /// Verifies and consumes a state: succeeds once per issued state, from the browser that
+    /// holds the binding cookie.
+    pub async fn consume(
+        &self,
+        token: &str,
+        provider: &str,
+        browser: Option<&str>,
+    ) -> Result<StateClaims, StateError> {
         let claims = self.verify_at(token, provider, now_secs())?;
+        let bound = browser.is_some_and(|b| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                sha256_hex(b.as_bytes()).as_bytes(),
+                claims.binding.as_bytes(),
+            ))
+        });
+        if !bound {
+            return Err(StateError::WrongBrowser);
+        }
         if !self.sessions.consume_state(&claims.nonce, provider).await? {
             return Err(StateError::Replayed);
         }
@@ -153,17 +179,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
         let m = Uuid::new_v4();
-        let t = s.issue("facebook", Some(m), None).await.unwrap();
-        let c = s.consume(&t, "facebook").await.unwrap();
+        let (t, b) = s.issue("facebook", Some(m), None).await.unwrap();
+        assert_eq!(
+            s.consume(&t, "facebook", None).await,
+            Err(StateError::WrongBrowser)
+        );
+        assert_eq!(
+            s.consume(&t, "facebook", Some("other")).await,
+            Err(StateError::WrongBrowser)
+        );
+        let c = s.consume(&t, "facebook", Some(&b)).await.unwrap();
         assert_eq!(c.merchant, Some(m));
-        assert_eq!(s.consume(&t, "facebook").await, Err(StateError::Replayed));
+        assert_eq!(
+            s.consume(&t, "facebook", Some(&b)).await,
+            Err(StateError::Replayed)
+        );
     }
 
     #[tokio::test]
     async fn tampering_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
-        let t = s
+        let (t, b) = s
             .issue("shopify", None, Some("a.myshopify.com".into()))
             .await
             .unwrap();
@@ -174,32 +211,33 @@ mod tests {
         claims.shop = Some("evil.myshopify.com".into());
         let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         assert_eq!(
-            s.consume(&format!("{forged_body}.{sig}"), "shopify").await,
+            s.consume(&format!("{forged_body}.{sig}"), "shopify", Some(&b))
+                .await,
             Err(StateError::BadSignature)
         );
         // A state signed with another key.
         let other = StateSigner::new(SecretString::from("x".repeat(32)), s.sessions.clone());
         assert_eq!(
-            s.consume(&other.sign(&claims), "shopify").await,
+            s.consume(&other.sign(&claims), "shopify", Some(&b)).await,
             Err(StateError::BadSignature)
         );
         assert_eq!(
-            s.consume("garbage", "shopify").await,
+            s.consume("garbage", "shopify", Some(&b)).await,
             Err(StateError::Malformed)
         );
         assert_eq!(
-            s.consume(&t, "facebook").await,
+            s.consume(&t, "facebook", Some(&b)).await,
             Err(StateError::WrongProvider)
         );
         // The untouched state still works once.
-        assert!(s.consume(&t, "shopify").await.is_ok());
+        assert!(s.consume(&t, "shopify", Some(&b)).await.is_ok());
     }
 
     #[tokio::test]
     async fn expired_states_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
-        let t = s.issue("shopify", None, None).await.unwrap();
+        let (t, _) = s.issue("shopify", None, None).await.unwrap();
         let now = now_secs();
         assert!(s.verify_at(&t, "shopify", now + STATE_TTL_SECS - 5).is_ok());
         assert_eq!(
@@ -212,6 +250,7 @@ mod tests {
             nonce: "n".into(),
             merchant: None,
             shop: None,
+            binding: sha256_hex(b"x"),
             issued_at: now - 700,
             expires_at: now - 100,
         };
@@ -220,7 +259,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            s.consume(&s.sign(&claims), "shopify").await,
+            s.consume(&s.sign(&claims), "shopify", Some("x")).await,
             Err(StateError::Expired)
         );
     }

@@ -15,6 +15,7 @@ use crate::state::AppState;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Application {
+    _queue_lock: std::fs::File,
     listener: TcpListener,
     port: u16,
     state: AppState,
@@ -74,6 +75,13 @@ impl Application {
         log_startup_warnings(&settings);
         crate::routes::metrics::install();
         let addr = settings.bind_addr;
+        // One server per queue file: re-queuing "running" events is only safe when no other
+        // server is working on them. The lock is released when the process ends.
+        let queue_lock = lock_queue(&settings.events_db_path)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let port = listener.local_addr()?.port();
         let state = AppState::build(settings)?;
         let recovered = state.events.recover_orphans().await?;
         if recovered > 0 {
@@ -82,11 +90,8 @@ impl Application {
                 "re-queued events left running by a previous process"
             );
         }
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let port = listener.local_addr()?.port();
         Ok(Application {
+            _queue_lock: queue_lock,
             listener,
             port,
             state,
@@ -112,6 +117,7 @@ impl Application {
     /// requests finish, then lets workers finish their current batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application {
+            _queue_lock,
             listener,
             port,
             state,
@@ -163,6 +169,29 @@ impl Application {
         tracing::info!("stopped");
         served.map_err(Into::into)
     }
+}
+
+fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut name = events_db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "another salesbot-sync server is running on {} (lock {} is held)",
+            events_db.display(),
+            path.display()
+        )
+    })?;
+    Ok(file)
 }
 
 fn log_startup_warnings(settings: &Settings) {

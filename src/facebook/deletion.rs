@@ -64,21 +64,21 @@ pub async fn request(
     ))
 }
 
-/// Deletes the Facebook user's token, their pages' records and every object of those pages.
+/// Deletes what the Facebook user gave us: every page they granted (records and objects) and
+/// their user token.
 async fn delete_user_data(state: &AppState, fb_user_id: &str) -> anyhow::Result<usize> {
-    let mut pages_deleted = 0;
+    let pages = state.tokens.pages_granted_by(fb_user_id).await?;
+    for (merchant, page) in &pages {
+        state
+            .objects
+            .delete_prefix(&keys::page_prefix(merchant, page))
+            .await?;
+        state.tokens.delete_page(page).await?;
+    }
     for merchant in state.tokens.merchants_of_facebook_user(fb_user_id).await? {
-        for page in state.tokens.pages_of_merchant(merchant).await? {
-            state
-                .objects
-                .delete_prefix(&keys::page_prefix(&merchant, &page))
-                .await?;
-            state.tokens.delete_page(&page).await?;
-            pages_deleted += 1;
-        }
         state.tokens.delete_facebook_user(merchant).await?;
     }
-    Ok(pages_deleted)
+    Ok(pages.len())
 }
 
 async fn record(

@@ -17,7 +17,7 @@ use super::signature::sign_webhook;
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
 use crate::objects::keys::{self, GraphId, PageId};
-use crate::routes::session::require_session;
+use crate::routes::session::{binding_cookie, require_session, take_binding};
 use crate::shopify::oauth::state_error;
 use crate::state::AppState;
 use crate::store::now_secs;
@@ -28,16 +28,20 @@ pub const SELF_TEST_PSID: &str = "0000000000000000";
 /// How long the callback waits for the self-test message to be processed.
 const SELF_TEST_WAIT: Duration = Duration::from_secs(15);
 
-pub async fn login(State(state): State<AppState>, jar: CookieJar) -> Result<Redirect, AppError> {
+pub async fn login(
+    State(state): State<AppState>,
+    jar: CookieJar,
+) -> Result<(CookieJar, Redirect), AppError> {
     let settings = super::settings(&state)?;
     let merchant = require_session(&state, &jar).await?;
-    let token = state
+    let (token, browser) = state
         .states
         .issue("facebook", Some(merchant), None)
         .await
         .map_err(state_error)?;
     let url = GraphClient::new(&state.http, settings, &state.upstream_retry).dialog_url(&token);
-    Ok(Redirect::temporary(url.as_str()))
+    let jar = jar.add(binding_cookie(browser, state.config.secure_cookies()));
+    Ok((jar, Redirect::temporary(url.as_str())))
 }
 
 #[derive(Deserialize)]
@@ -66,7 +70,8 @@ fn upstream(e: GraphError) -> AppError {
 pub async fn callback(
     State(state): State<AppState>,
     Query(q): Query<CallbackQuery>,
-) -> Result<Json<Value>, AppError> {
+    jar: CookieJar,
+) -> Result<(CookieJar, Json<Value>), AppError> {
     let settings = super::settings(&state)?;
     if let Some(e) = q.error {
         // The merchant declined or Meta refused; say so plainly.
@@ -81,9 +86,10 @@ pub async fn callback(
     let state_token = q
         .state
         .ok_or_else(|| AppError::BadRequest("Missing state parameter".into()))?;
+    let (browser, jar) = take_binding(jar);
     let claims = state
         .states
-        .consume(&state_token, "facebook")
+        .consume(&state_token, "facebook", browser.as_deref())
         .await
         .map_err(state_error)?;
     let merchant = claims
@@ -106,7 +112,7 @@ pub async fn callback(
         .tokens
         .save_facebook_user(
             merchant,
-            fb_user_id,
+            fb_user_id.clone(),
             &user_token,
             long.expires_in.map(|s| now_secs() + s),
         )
@@ -122,6 +128,7 @@ pub async fn callback(
     let mut webhook_test = Vec::new();
     let mut polling_test = Vec::new();
     let mut upload_status = Vec::new();
+    let mut connected = Vec::new();
     for mut page_obj in accounts {
         let token = page_obj
             .as_object_mut()
@@ -145,21 +152,29 @@ pub async fn callback(
             .map(str::to_string);
         state
             .tokens
-            .save_page(&page, merchant, name, &token)
+            .save_page(&page, merchant, fb_user_id.clone(), name, &token)
             .await?;
+        connected.push((page, token));
+    }
+    // Every page is stored before the slower per-page work, so a client that gives up
+    // waiting still leaves every page connected (webhooks and polls pick them up).
+    for (page, token) in connected {
         let report = connect_page(&state, &graph, merchant, &page, &token).await;
         webhook_test.extend(report.webhook_test);
         polling_test.extend(report.polling_test);
         upload_status.push(json!({"page_id": page.as_str(), "result": report.upload}));
     }
     tracing::info!(%merchant, pages = public_pages.len(), "Facebook connected");
-    Ok(Json(json!({
-        "user_uuid": merchant,
-        "pages": {"data": public_pages, "paging": {}},
-        "webhook_test": webhook_test,
-        "polling_test": polling_test,
-        "upload_status": upload_status,
-    })))
+    Ok((
+        jar,
+        Json(json!({
+            "user_uuid": merchant,
+            "pages": {"data": public_pages, "paging": {}},
+            "webhook_test": webhook_test,
+            "polling_test": polling_test,
+            "upload_status": upload_status,
+        })),
+    ))
 }
 
 struct PageReport {
@@ -361,10 +376,16 @@ async fn verify_uploads(state: &AppState, merchant: Uuid, page: &PageId) -> Resu
     // yet (its message may still be queued).
     let _ = state.objects.delete(&conv_key).await;
     if !found {
+        // The message may still be queued: keep removing the test conversation for a while.
         let objects = state.objects.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            let _ = objects.delete(&conv_key).await;
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                if let Ok(Some(_)) = objects.head_sha256(&conv_key).await {
+                    let _ = objects.delete(&conv_key).await;
+                    return;
+                }
+            }
         });
         return Err("Conversation upload not found".into());
     }

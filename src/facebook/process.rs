@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::messages;
-use super::pages::{self, active_page, FbError, METADATA_DEBOUNCE};
+use super::pages::{self, FbError, METADATA_DEBOUNCE};
 use super::{MESSAGE_KIND, PAGE_KIND};
 use crate::jobs::{Handler, JobError};
 use crate::objects::keys::{GraphId, PageId};
@@ -139,7 +139,14 @@ impl Handler for MessageHandler {
         for ((page, psid), items) in by_conv {
             let page = PageId::parse(&page).map_err(|e| JobError::Permanent(e.to_string()))?;
             let psid = GraphId::parse(&psid).map_err(|e| JobError::Permanent(e.to_string()))?;
-            let rec = active_page(&self.state, &page).await?;
+            // A merge needs no token: a page waiting for re-authorisation keeps its messages.
+            let rec = self
+                .state
+                .tokens
+                .page(&page)
+                .await
+                .map_err(FbError::from)?
+                .ok_or_else(|| FbError::UnknownPage(page.to_string()))?;
             let outcome = pages::merge_entries(&self.state, &rec, &psid, items).await?;
             tracing::debug!(%page, %psid, ?outcome, "conversation merged");
         }

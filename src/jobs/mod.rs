@@ -194,9 +194,15 @@ impl Worker {
                 "no handler for event kind {kind:?}"
             ))),
             Some(h) => {
-                let heartbeat = self.heartbeat(ids.clone());
-                let r = h.handle(batch).await;
-                heartbeat.abort();
+                let heartbeat = AbortOnDrop(self.heartbeat(ids.clone()));
+                // In a task of its own, so a panicking handler fails this batch (retried
+                // later) instead of killing the worker and leaving its lease renewed forever.
+                let h = h.clone();
+                let r = match tokio::spawn(async move { h.handle(batch).await }).await {
+                    Ok(r) => r,
+                    Err(e) => Err(JobError::Retry(format!("handler panicked: {e}"))),
+                };
+                drop(heartbeat);
                 r
             }
         };
@@ -208,7 +214,7 @@ impl Worker {
                 metrics::histogram!("event_processing_lag_seconds", "kind" => kind.clone())
                     .record((now_millis() - oldest).max(0) as f64 / 1000.0);
                 tracing::debug!(parent: &span, "events processed");
-                self.events.complete(ids, follow_ups).await
+                self.events.complete(ids, &self.id, follow_ups).await
             }
             Err(e) => {
                 let (delay, permanent) = match &e {
@@ -227,7 +233,7 @@ impl Worker {
                     }
                 }
                 let run_at = delay.map(|d| now_millis() + d.as_millis() as i64);
-                self.events.fail(ids, e.to_string(), run_at).await
+                self.events.fail(ids, &self.id, e.to_string(), run_at).await
             }
         };
         if let Err(e) = store_result {
@@ -250,6 +256,15 @@ impl Worker {
                 }
             }
         })
+    }
+}
+
+/// Aborts the task when dropped (also on unwinding).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -238,6 +238,7 @@ impl<'a> ShopifyClient<'a> {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|s| s.is_finite())
                     .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
                     .unwrap_or(Duration::from_secs(2));
                 return Attempt::Wait("HTTP 429".into(), Some(after));

@@ -17,7 +17,7 @@ use crate::crypto::secret_bytes;
 use crate::error::AppError;
 use crate::oauth_state::StateError;
 use crate::objects::keys::ShopDomain;
-use crate::routes::session::{session_cookie, session_merchant};
+use crate::routes::session::{binding_cookie, session_cookie, session_merchant, take_binding};
 use crate::state::AppState;
 use crate::store::now_secs;
 use crate::store::tokens::ShopGrant;
@@ -29,12 +29,12 @@ pub async fn login(
     State(state): State<AppState>,
     Path(shop): Path<String>,
     jar: CookieJar,
-) -> Result<Redirect, AppError> {
+) -> Result<(CookieJar, Redirect), AppError> {
     let settings = super::settings(&state)?;
     let shop = ShopDomain::normalize(&shop).map_err(|e| AppError::BadRequest(e.to_string()))?;
     // A merchant who is already signed in adds this shop to their account.
     let merchant = session_merchant(&state, &jar).await?;
-    let token = state
+    let (token, browser) = state
         .states
         .issue("shopify", merchant, Some(shop.to_string()))
         .await
@@ -42,7 +42,8 @@ pub async fn login(
     let url = ShopifyClient::new(&state.http, settings, &state.upstream_retry)
         .authorize_url(&shop, &token)
         .map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
-    Ok(Redirect::temporary(url.as_str()))
+    let jar = jar.add(binding_cookie(browser, state.config.secure_cookies()));
+    Ok((jar, Redirect::temporary(url.as_str())))
 }
 
 pub fn state_error(e: StateError) -> AppError {
@@ -89,9 +90,10 @@ pub async fn callback(
     }
     // 2. For a shop we accept, and a flow we started, for that shop, recently.
     let shop = ShopDomain::parse(shop_raw).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let (browser, jar) = take_binding(jar);
     let claims = state
         .states
-        .consume(state_token, "shopify")
+        .consume(state_token, "shopify", browser.as_deref())
         .await
         .map_err(state_error)?;
     if claims.shop.as_deref() != Some(shop.as_str()) {
@@ -206,6 +208,8 @@ async fn self_test_webhook(state: &AppState, shop: &ShopDomain) -> Value {
         "handle": "salesbot-sync-self-test",
         "status": "draft",
         "variants": [],
+        // A fresh body each time, so no signed self-test body is ever worth replaying.
+        "salesbot_self_test_nonce": uuid::Uuid::new_v4(),
     })
     .to_string();
     let sig = sign_webhook(secret_bytes(&settings.api_secret), body.as_bytes());

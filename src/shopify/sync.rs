@@ -116,7 +116,10 @@ async fn access_token(
                     .map(|s| now + s)
                     .or(rec.refresh_token_expires_at),
             };
-            state.tokens.save_shop_grant(shop, grant, None).await?;
+            if !state.tokens.update_shop_tokens(shop, grant).await? {
+                // Uninstalled (or marked) while we refreshed: do not bring it back.
+                return Err(SyncError::NotConnected(shop.to_string()));
+            }
             tracing::info!(%shop, "refreshed the Shopify access token");
             Ok((rec.merchant, access))
         }

@@ -83,6 +83,25 @@ pub async fn receive(
         ));
     }
 
+    // The topic and shop headers are not covered by the signature: a replayed signed body
+    // must not be able to uninstall or redact another shop. Those topics name their shop in
+    // the body; it must be the header's.
+    if matches!(topic, "app/uninstalled" | "shop/redact") {
+        let named = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+            ["shop_domain", "myshopify_domain"].iter().find_map(|k| {
+                v.get(*k)
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+            })
+        });
+        if named.as_deref() != Some(shop.as_str()) {
+            reject("shop_mismatch");
+            return Err(AppError::BadRequest(format!(
+                "{topic} body does not name the shop in X-Shopify-Shop-Domain"
+            )));
+        }
+    }
+
     // 3. Durable insert, deduplicated by Shopify's event id (one per event, the same across
     // retries), else the webhook id, else the content itself.
     let event_id = header(&headers, "x-shopify-event-id").map(str::to_string);

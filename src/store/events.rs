@@ -248,6 +248,19 @@ impl EventStore {
         .await
     }
 
+    /// Gives every failed event a fresh set of attempts (after an outage is over).
+    pub async fn requeue_failed(&self) -> Result<usize, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE events SET status = 'pending', attempts = 0, run_at = ?1, finished_at = NULL,
+                        locked_by = NULL, locked_until = NULL
+                 WHERE status = 'failed'",
+                [now_millis()],
+            )?)
+        })
+        .await
+    }
+
     /// Returns events whose lease ran out (a handler stuck past its heartbeat) to `pending`.
     pub async fn reclaim_expired(&self) -> Result<usize, StoreError> {
         self.write(|c| {
@@ -289,18 +302,22 @@ impl EventStore {
     pub async fn complete(
         &self,
         ids: Vec<i64>,
+        worker: &str,
         follow_ups: Vec<NewEvent>,
     ) -> Result<(), StoreError> {
+        let worker = worker.to_string();
         let inserted = !follow_ups.is_empty();
         self.write(move |c| {
             let tx = c.transaction()?;
             let now = now_millis();
+            // Only the worker holding the lease records an outcome: after a lease was
+            // reclaimed, a late worker must not overwrite the new holder's result.
             for id in ids {
                 tx.execute(
                     "UPDATE events SET status = 'done', finished_at = ?1, locked_by = NULL,
-                                locked_until = NULL, last_error = NULL
-                         WHERE id = ?2",
-                    params![now, id],
+                            locked_until = NULL, last_error = NULL
+                     WHERE id = ?2 AND status = 'running' AND locked_by = ?3",
+                    params![now, id, worker],
                 )?;
             }
             for ev in &follow_ups {
@@ -321,9 +338,11 @@ impl EventStore {
     pub async fn fail(
         &self,
         ids: Vec<i64>,
+        worker: &str,
         reason: String,
         run_at: Option<i64>,
     ) -> Result<(), StoreError> {
+        let worker = worker.to_string();
         self.write(move |c| {
             let tx = c.transaction()?;
             let now = now_millis();
@@ -331,13 +350,15 @@ impl EventStore {
                 match run_at {
                     Some(at) => tx.execute(
                         "UPDATE events SET status = 'pending', run_at = ?1, last_error = ?2,
-                                    locked_by = NULL, locked_until = NULL WHERE id = ?3",
-                        params![at, reason, id],
+                                locked_by = NULL, locked_until = NULL
+                         WHERE id = ?3 AND status = 'running' AND locked_by = ?4",
+                        params![at, reason, id, worker],
                     )?,
                     None => tx.execute(
                         "UPDATE events SET status = 'failed', finished_at = ?1, last_error = ?2,
-                                    locked_by = NULL, locked_until = NULL WHERE id = ?3",
-                        params![now, reason, id],
+                                locked_by = NULL, locked_until = NULL
+                         WHERE id = ?3 AND status = 'running' AND locked_by = ?4",
+                        params![now, reason, id, worker],
                     )?,
                 };
             }
@@ -547,7 +568,7 @@ mod tests {
         assert_eq!(second[0].group_key, "g2");
         // g1 still running: its new event waits.
         assert!(q.claim_group("w3", lease, 10).await.unwrap().is_none());
-        q.complete(first.iter().map(|e| e.id).collect(), vec![])
+        q.complete(first.iter().map(|e| e.id).collect(), "w1", vec![])
             .await
             .unwrap();
         let third = q.claim_group("w3", lease, 10).await.unwrap().unwrap();
@@ -561,19 +582,44 @@ mod tests {
         q.enqueue(ev("a", "g")).await.unwrap();
         let lease = Duration::from_secs(60);
         let c = q.claim_group("w", lease, 1).await.unwrap().unwrap();
-        q.fail(vec![c[0].id], "boom".into(), Some(now_millis() + 60_000))
-            .await
-            .unwrap();
+        q.fail(
+            vec![c[0].id],
+            "w",
+            "boom".into(),
+            Some(now_millis() + 60_000),
+        )
+        .await
+        .unwrap();
         assert!(
             q.claim_group("w", lease, 1).await.unwrap().is_none(),
             "backoff respected"
         );
-        q.fail(vec![c[0].id], "boom again".into(), None)
+        // Once the backoff is over the retry is claimed again, then fails for good; a worker
+        // that does not hold the lease cannot record an outcome.
+        q.db()
+            .call(|c| {
+                c.execute("UPDATE events SET run_at = 0", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let c = q.claim_group("w", lease, 1).await.unwrap().unwrap();
+        q.fail(vec![c[0].id], "intruder", "nope".into(), None)
+            .await
+            .unwrap();
+        assert_eq!(q.rows().await.unwrap()[0].status, "running");
+        q.fail(vec![c[0].id], "w", "boom again".into(), None)
             .await
             .unwrap();
         let rows = q.rows().await.unwrap();
         assert_eq!(rows[0].status, "failed");
         assert_eq!(rows[0].last_error.as_deref(), Some("boom again"));
+        assert_eq!(q.requeue_failed().await.unwrap(), 1);
+        let again = q.claim_group("w", lease, 1).await.unwrap().unwrap();
+        assert_eq!((again[0].id, again[0].attempts), (c[0].id, 1));
+        q.fail(vec![c[0].id], "w", "still down".into(), None)
+            .await
+            .unwrap();
 
         q.enqueue(ev("b", "g2")).await.unwrap();
         let c = q.claim_group("w", lease, 1).await.unwrap().unwrap();
@@ -623,7 +669,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        q.complete(vec![c[0].id], vec![ev("child", "h"), ev("a", "g")])
+        q.complete(vec![c[0].id], "w", vec![ev("child", "h"), ev("a", "g")])
             .await
             .unwrap();
         let rows = q.rows().await.unwrap();

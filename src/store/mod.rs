@@ -53,6 +53,9 @@ impl DbKind {
             DbKind::Tokens => Migrations::new(vec![
                 M::up(include_str!("../../migrations/tokens/0001_init.sql")),
                 M::up(include_str!("../../migrations/tokens/0002_deletions.sql")),
+                M::up(include_str!(
+                    "../../migrations/tokens/0003_page_grantor.sql"
+                )),
             ]),
             DbKind::Sessions => Migrations::new(vec![M::up(include_str!(
                 "../../migrations/sessions/0001_init.sql"

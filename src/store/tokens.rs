@@ -206,6 +206,41 @@ impl TokenStore {
             .await
     }
 
+    /// Replaces the tokens of an active shop after a refresh, leaving its install state alone;
+    /// false when the shop is no longer active (e.g. uninstalled meanwhile).
+    pub async fn update_shop_tokens(
+        &self,
+        domain: &ShopDomain,
+        grant: ShopGrant,
+    ) -> Result<bool, StoreError> {
+        let d = domain.as_str().to_string();
+        let token = self
+            .cipher
+            .encrypt(grant.access_token.expose_secret(), &shop_aad(&d));
+        let refresh = grant.refresh_token.as_ref().map(|r| {
+            self.cipher
+                .encrypt(r.expose_secret(), &shop_refresh_aad(&d))
+        });
+        self.db
+            .call(move |c| {
+                Ok(c.execute(
+                    "UPDATE shops SET access_token = ?2, scopes = ?3, token_expires_at = ?4,
+                        refresh_token = ?5, refresh_token_expires_at = ?6, updated_at = ?7
+                     WHERE domain = ?1 AND status = 'active'",
+                    params![
+                        d,
+                        token,
+                        grant.scopes,
+                        grant.expires_at,
+                        refresh,
+                        grant.refresh_token_expires_at,
+                        now_secs()
+                    ],
+                )? == 1)
+            })
+            .await
+    }
+
     pub async fn shop(&self, domain: &ShopDomain) -> Result<Option<ShopRecord>, StoreError> {
         let d = domain.as_str().to_string();
         let row = self
@@ -452,6 +487,7 @@ impl TokenStore {
         &self,
         page: &PageId,
         merchant: Uuid,
+        fb_user_id: Option<String>,
         name: Option<String>,
         token: &SecretString,
     ) -> Result<Uuid, StoreError> {
@@ -459,21 +495,30 @@ impl TokenStore {
         let enc = self.cipher.encrypt(token.expose_secret(), &page_aad(&p));
         self.db
             .call(move |c| {
+                let tx = c.transaction()?;
                 let now = now_secs();
-                c.execute(
+                tx.execute(
                     "INSERT OR IGNORE INTO merchants (uuid, created_at) VALUES (?1, ?2)",
                     params![merchant.to_string(), now],
                 )?;
-                // The merchant who completed OAuth for the page now holds its token; objects
-                // follow the page's owner from here on.
-                c.execute(
-                    "INSERT INTO pages (page_id, merchant_uuid, name, access_token, status, status_reason, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'active', NULL, ?5, ?5)
+                let previous: Option<String> = tx
+                    .query_row("SELECT merchant_uuid FROM pages WHERE page_id = ?1", [&p], |r| r.get(0))
+                    .optional()?;
+                if let Some(prev) = previous.filter(|m| *m != merchant.to_string()) {
+                    // The page's admin connected it to another merchant: its objects follow
+                    // the new owner from now on. Logged, as it moves data between accounts.
+                    tracing::warn!(page = %p, from = %prev, to = %merchant, "page moved to another merchant");
+                }
+                tx.execute(
+                    "INSERT INTO pages (page_id, merchant_uuid, fb_user_id, name, access_token, status, status_reason, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'active', NULL, ?6, ?6)
                      ON CONFLICT(page_id) DO UPDATE SET merchant_uuid = excluded.merchant_uuid,
-                        name = excluded.name, access_token = excluded.access_token,
+                        fb_user_id = excluded.fb_user_id, name = excluded.name,
+                        access_token = excluded.access_token,
                         status = 'active', status_reason = NULL, updated_at = excluded.updated_at",
-                    params![p, merchant.to_string(), name, enc, now],
+                    params![p, merchant.to_string(), fb_user_id, name, enc, now],
                 )?;
+                tx.commit()?;
                 Ok(merchant)
             })
             .await
@@ -612,6 +657,30 @@ impl TokenStore {
         .await
     }
 
+    /// (merchant, page) of every page granted by the Facebook user `fb_user_id`.
+    pub async fn pages_granted_by(
+        &self,
+        fb_user_id: &str,
+    ) -> Result<Vec<(Uuid, PageId)>, StoreError> {
+        let id = fb_user_id.to_string();
+        let rows: Vec<(String, String)> = self
+            .db
+            .call(move |c| {
+                let mut st = c.prepare(
+                    "SELECT merchant_uuid, page_id FROM pages WHERE fb_user_id = ?1 ORDER BY page_id",
+                )?;
+                let v = st
+                    .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|(m, p)| Some((Uuid::parse_str(m).ok()?, PageId::parse(p).ok()?)))
+            .collect())
+    }
+
     pub async fn delete_facebook_user(&self, merchant: Uuid) -> Result<(), StoreError> {
         self.db
             .call(move |c| {
@@ -657,6 +726,7 @@ mod tests {
         s.save_page(
             &PageId::parse("1234").unwrap(),
             m,
+            Some("55".into()),
             Some("Page".into()),
             &SecretString::from("EAAG_PLAINTEXT_PAGE_TOKEN".to_string()),
         )
@@ -728,7 +798,7 @@ mod tests {
         let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
         let m = s.save_shop_grant(&shop, grant("t1"), None).await.unwrap();
         let page = PageId::parse("7").unwrap();
-        s.save_page(&page, m, None, &SecretString::from("p1".to_string()))
+        s.save_page(&page, m, None, None, &SecretString::from("p1".to_string()))
             .await
             .unwrap();
         s.save_facebook_user(m, None, &SecretString::from("u1".to_string()), None)

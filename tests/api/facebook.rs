@@ -56,11 +56,18 @@ pub async fn fb_connect(
         .await
         .unwrap();
     assert_eq!(r.status(), 307);
+    let binding = set_cookie(&r, "oauth_binding").expect("binding cookie set at login");
     let dialog = r.headers()["location"].to_str().unwrap().to_string();
     let back = fake.approve(&dialog, user).expect("dialog approves");
     let back = back.split('#').next().unwrap().to_string();
     assert!(back.starts_with(&app.url("/facebook/callback")), "{back}");
-    let r = app.client.get(back).send().await.unwrap();
+    let r = app
+        .client
+        .get(back)
+        .header("Cookie", format!("{cookie}; {binding}"))
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     (
@@ -229,6 +236,37 @@ fn walk_objects(s3: &S3Server) -> String {
     let mut out = String::new();
     walk(s3.root.path(), &mut out);
     out
+}
+
+#[tokio::test]
+async fn a_dialog_link_forwarded_to_another_browser_connects_nothing() {
+    let env = fb_env().await;
+    let (_, attacker) = session(&env.app).await;
+    let r = env
+        .app
+        .client
+        .get(env.app.url("/facebook/login"))
+        .header("Cookie", &attacker)
+        .send()
+        .await
+        .unwrap();
+    let dialog = r.headers()["location"].to_str().unwrap().to_string();
+    // The victim approves in their own browser, which has no binding cookie.
+    let back = env.fake.approve(&dialog, 1).unwrap();
+    let r = env
+        .app
+        .client
+        .get(back.split('#').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for p in env.fake.page_ids(1) {
+        let page = GraphId::parse(&p).unwrap();
+        assert!(env.app.state.tokens.page(&page).await.unwrap().is_none());
+    }
+    assert_eq!(env.fake.exchanges(), 0, "the code is never exchanged");
+    env.app.stop().await.unwrap();
 }
 
 #[tokio::test]

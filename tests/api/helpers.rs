@@ -408,3 +408,13 @@ pub async fn post_testkit_delivery(
         Err(_) => 0,
     }
 }
+
+/// `name=value` of the cookie `name` set by a response.
+pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}

@@ -69,6 +69,7 @@ async fn shopify_connect(
         .await
         .unwrap();
     assert_eq!(r.status(), 307);
+    let binding = set_cookie(&r, "oauth_binding").unwrap();
     let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state = loc
         .query_pairs()
@@ -89,17 +90,12 @@ async fn shopify_connect(
         .finish();
     let r = client
         .get(format!("{base}/shopify/callback?{q}"))
+        .header("Cookie", binding)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = set_cookie(&r, "session_id").unwrap();
     (r.json().await.unwrap(), cookie)
 }
 
@@ -388,12 +384,14 @@ async fn secrets_never_appear_in_logs() {
         .await
         .unwrap();
     assert_eq!(r.status(), 307);
+    let binding = set_cookie(&r, "oauth_binding").unwrap();
     let back = f
         .graph
         .approve(r.headers()["location"].to_str().unwrap(), 0)
         .unwrap();
     let r = client
         .get(back.split('#').next().unwrap())
+        .header("Cookie", format!("{cookie}; {binding}"))
         .send()
         .await
         .unwrap();

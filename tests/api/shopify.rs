@@ -46,6 +46,7 @@ pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>)
         .await
         .unwrap();
     assert_eq!(r.status(), 307, "login redirects");
+    let binding = set_cookie(&r, "oauth_binding").expect("binding cookie set at login");
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let url = url::Url::parse(&location).unwrap();
     assert!(
@@ -79,10 +80,14 @@ pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>)
     ];
     let hmac = sign_oauth_query(secret(&env.fake).as_bytes(), &params);
     params.push(("hmac".to_string(), hmac));
-    callback(env, &params).await
+    callback(env, &params, &binding).await
 }
 
-pub async fn callback(env: &Env, params: &[(String, String)]) -> (u16, Value, Option<String>) {
+pub async fn callback(
+    env: &Env,
+    params: &[(String, String)],
+    cookie: &str,
+) -> (u16, Value, Option<String>) {
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish();
@@ -90,14 +95,18 @@ pub async fn callback(env: &Env, params: &[(String, String)]) -> (u16, Value, Op
         .app
         .client
         .get(env.app.url(&format!("/shopify/callback?{query}")))
+        .header("Cookie", cookie)
         .send()
         .await
         .unwrap();
     let status = r.status().as_u16();
     let cookie = r
         .headers()
-        .get("set-cookie")
-        .map(|v| v.to_str().unwrap().to_string());
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("session_id="))
+        .map(str::to_string);
     let body = r.text().await.unwrap();
     let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, json, cookie)
@@ -321,12 +330,15 @@ async fn callback_rejects_forged_hmac_bad_state_replays_and_other_shops() {
                 .send()
                 .await
                 .unwrap();
+            let cookie = set_cookie(&r, "oauth_binding").unwrap();
             let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-            loc.query_pairs()
+            let state = loc
+                .query_pairs()
                 .find(|(k, _)| k == "state")
                 .unwrap()
                 .1
-                .to_string()
+                .to_string();
+            (state, cookie)
         }
     };
     let now = || {
@@ -351,14 +363,19 @@ async fn callback_rejects_forged_hmac_bad_state_replays_and_other_shops() {
     };
 
     // Forged: signed with the wrong secret, or tampered after signing, or unsigned.
-    let st = login("acme").await;
-    let (s, _, _) = callback(&env, &signed(base(st.clone(), &shop), "not-the-secret")).await;
+    let (st, ck) = login("acme").await;
+    let (s, _, _) = callback(
+        &env,
+        &signed(base(st.clone(), &shop), "not-the-secret"),
+        &ck,
+    )
+    .await;
     assert_eq!(s, 401);
     let mut tampered = signed(base(st.clone(), &shop), &secret(&env.fake));
     tampered[0].1 = "another-code".into();
-    assert_eq!(callback(&env, &tampered).await.0, 401);
+    assert_eq!(callback(&env, &tampered, &ck).await.0, 401);
     assert_eq!(
-        callback(&env, &base(st.clone(), &shop)).await.0,
+        callback(&env, &base(st.clone(), &shop), &ck).await.0,
         400,
         "no hmac at all"
     );
@@ -366,27 +383,57 @@ async fn callback_rejects_forged_hmac_bad_state_replays_and_other_shops() {
     assert_eq!(
         callback(
             &env,
-            &signed(base("garbage".into(), &shop), &secret(&env.fake))
+            &signed(base("garbage".into(), &shop), &secret(&env.fake)),
+            &ck
         )
         .await
         .0,
         400
     );
     // A state issued for another shop.
-    let other_state = login("other").await;
-    let (s, b, _) = callback(&env, &signed(base(other_state, &shop), &secret(&env.fake))).await;
+    let (other_state, other_ck) = login("other").await;
+    // The genuine state from another browser (a forwarded link): refused, not burned.
+    let (s, b, _) = callback(
+        &env,
+        &signed(base(st.clone(), &shop), &secret(&env.fake)),
+        &other_ck,
+    )
+    .await;
     assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("another browser"),
+        "{b}"
+    );
+    let (s, b, _) = callback(
+        &env,
+        &signed(base(st.clone(), &shop), &secret(&env.fake)),
+        "",
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b, _) = callback(
+        &env,
+        &signed(base(other_state, &shop), &secret(&env.fake)),
+        &other_ck,
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("another shop"),
+        "{b}"
+    );
     // A bad shop in a signed callback never reaches the network.
     let (s, _, _) = callback(
         &env,
         &signed(base(st.clone(), "evil.com"), &secret(&env.fake)),
+        &ck,
     )
     .await;
     assert_eq!(s, 400);
     assert_eq!(env.fake.token_exchanges(), 0);
     // The genuine one works once; a replay of the same state fails.
     let good = signed(base(st, &shop), &secret(&env.fake));
-    let (s, b, _) = callback(&env, &good).await;
+    let (s, b, _) = callback(&env, &good, &ck).await;
     assert_eq!(s, 200, "{b}");
     let replay = signed(
         vec![
@@ -397,7 +444,7 @@ async fn callback_rejects_forged_hmac_bad_state_replays_and_other_shops() {
         ],
         &secret(&env.fake),
     );
-    let (s, b, _) = callback(&env, &replay).await;
+    let (s, b, _) = callback(&env, &replay, &ck).await;
     assert_eq!(s, 400);
     assert!(
         b["message"].as_str().unwrap().contains("already used"),
@@ -600,7 +647,7 @@ async fn revoked_token_marks_reauth_and_other_shops_keep_syncing() {
 }
 
 async fn post_topic(env: &Env, topic: &str, event_id: &str, triggered_at: Option<&str>) -> u16 {
-    let body = br#"{"id":1}"#;
+    let body = br#"{"id":1,"shop_id":1,"shop_domain":"acme.myshopify.com","myshopify_domain":"acme.myshopify.com"}"#;
     let mut req = env
         .app
         .client
@@ -722,6 +769,37 @@ async fn shop_redact_deletes_objects_and_records_and_customer_topics_are_acknowl
         .exists());
     let rows = env.app.state.events.rows().await.unwrap();
     assert!(rows.iter().all(|r| r.status == "done"), "{rows:?}");
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_signed_body_cannot_be_replayed_to_redact_another_shop() {
+    let env = env().await;
+    assert_eq!(connect(&env, "acme").await.0, 200);
+    drained(&env.app).await;
+    // A genuinely signed body of another shop's event, re-labelled for acme.
+    let body = br#"{"shop_id":2,"shop_domain":"other.myshopify.com"}"#;
+    for topic in ["shop/redact", "app/uninstalled"] {
+        let r = env
+            .app
+            .client
+            .post(env.app.url("/shopify/webhook"))
+            .header("X-Shopify-Topic", topic)
+            .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+            .header(
+                "X-Shopify-Hmac-Sha256",
+                sign_webhook(secret(&env.fake).as_bytes(), body),
+            )
+            .header("X-Shopify-Event-Id", format!("replay-{topic}"))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{topic}");
+    }
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
+    assert!(rec.access_token.is_some());
     env.app.stop().await.unwrap();
 }
 
