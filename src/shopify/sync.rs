@@ -157,6 +157,16 @@ pub async fn sync_shop(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcom
         Err(ShopifyError::Unauthorized(m)) => return Err(mark_reauth(state, shop, &m).await),
         Err(e) => return Err(e.into()),
     };
+    // The fetch takes a while: if the shop was uninstalled or redacted meanwhile, write
+    // nothing (a redacted shop's objects must not come back).
+    if !state
+        .tokens
+        .shop(shop)
+        .await?
+        .is_some_and(|r| r.status == AccountStatus::Active)
+    {
+        return Err(SyncError::NotConnected(shop.to_string()));
+    }
     let shop_metadata = state
         .objects
         .put_json_if_changed(
