@@ -17,6 +17,10 @@ use crate::state::AppState;
 /// Event kind of Shopify webhook deliveries in the queue.
 pub const EVENT_KIND: &str = "shopify";
 
+/// Content deliveries wait this long before processing, so a burst of them (a bulk edit in
+/// the admin) is picked up by one catalogue refresh.
+pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
     state.config.shopify.as_ref().ok_or_else(|| {
         AppError::NotConfigured(

@@ -15,6 +15,7 @@ use crate::objects::keys::ShopDomain;
 use crate::objects::sha256_hex;
 use crate::state::AppState;
 use crate::store::events::NewEvent;
+use crate::store::now_millis;
 
 /// What the queue keeps of a delivery. The body is not kept: every topic is answered by
 /// re-fetching from the Admin API, and compliance bodies carry customer data we do not store.
@@ -131,15 +132,19 @@ pub async fn receive(
         triggered_at: header(&headers, "x-shopify-triggered-at").map(str::to_string),
     };
     let payload = serde_json::to_vec(&delivery).map_err(AppError::internal)?;
-    let outcome = state
-        .events
-        .enqueue(NewEvent::new(
-            super::EVENT_KIND,
-            dedupe,
-            format!("shopify:{shop}"),
-            payload,
-        ))
-        .await?;
+    let mut event = NewEvent::new(
+        super::EVENT_KIND,
+        dedupe,
+        format!("shopify:{shop}"),
+        payload,
+    );
+    if !matches!(
+        topic,
+        "app/uninstalled" | "shop/redact" | "customers/redact" | "customers/data_request"
+    ) {
+        event.run_at = Some(now_millis() + super::REFRESH_DEBOUNCE.as_millis() as i64);
+    }
+    let outcome = state.events.enqueue(event).await?;
     metrics::counter!("webhooks_received_total", "source" => "shopify").increment(1);
     tracing::debug!(%shop, topic, ?outcome, "shopify webhook recorded");
     Ok(Json(json!({"status": "success"})))

@@ -187,9 +187,11 @@ impl EventStore {
             .await
     }
 
-    /// Claims the ready events of one group whose other events are not running: the oldest
-    /// ready event picks the group; up to `max` ready events of that group and kind come along
-    /// (that is how a burst of deliveries for one shop becomes one refresh).
+    /// Claims events of one group whose other events are not running: the oldest ready event
+    /// picks the group, and up to `max` pending events of that group and kind come along,
+    /// ready or not yet (a debounced burst, or an event waiting out a backoff, is handled by
+    /// the same run, since it concerns the same object). That is how a burst of deliveries
+    /// for one shop becomes one refresh.
     pub async fn claim_group(
         &self,
         worker: &str,
@@ -221,7 +223,6 @@ impl EventStore {
                             locked_by = ?4, locked_until = ?5
                      WHERE id IN (SELECT id FROM events
                                   WHERE status = 'pending' AND group_key = ?1 AND kind = ?2
-                                    AND run_at <= ?3
                                   ORDER BY id LIMIT ?6)
                      RETURNING id, kind, dedupe_key, group_key, payload, attempts, received_at",
                 )?
@@ -627,6 +628,31 @@ mod tests {
         assert_eq!(q.recover_orphans().await.unwrap(), 1);
         let again = q.claim_group("w", lease, 1).await.unwrap().unwrap();
         assert_eq!(again[0].attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn a_ready_head_brings_its_debounced_group_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = EventStore::open(&dir.path().join("e.db")).unwrap();
+        let mut later = ev("later", "g");
+        later.run_at = Some(now_millis() + 60_000);
+        q.enqueue(later.clone()).await.unwrap();
+        let lease = Duration::from_secs(60);
+        assert!(
+            q.claim_group("w", lease, 10).await.unwrap().is_none(),
+            "nothing ready yet"
+        );
+        q.enqueue(ev("now", "g")).await.unwrap();
+        let mut other = ev("other-group", "h");
+        other.run_at = Some(now_millis() + 60_000);
+        q.enqueue(other).await.unwrap();
+        let batch = q.claim_group("w", lease, 10).await.unwrap().unwrap();
+        let keys: Vec<&str> = batch.iter().map(|e| e.dedupe_key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["later", "now"],
+            "the whole group, nothing of another group"
+        );
     }
 
     #[tokio::test]
