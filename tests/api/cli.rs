@@ -111,3 +111,28 @@ async fn starts_with_no_configuration() {
         "loud warning expected: {logs}"
     );
 }
+
+/// `.env.example` copied to `.env` as it is must load and describe a valid configuration.
+#[test]
+fn env_example_loads_as_a_dot_env() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example"),
+        dir.path().join(".env"),
+    )
+    .unwrap();
+    let out = binary_command(dir.path(), &HashMap::new())
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("POLL_SCHEDULE        = 0 0 0 * * *"),
+        "{text}"
+    );
+}
