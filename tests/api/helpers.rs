@@ -246,13 +246,13 @@ pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Polls `f` until it returns true or 10 s pass.
+/// Polls `f` until it returns true or 30 s pass (generous: CI machines are shared).
 pub async fn eventually<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if f().await {
             return;
         }
