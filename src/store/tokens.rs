@@ -567,15 +567,6 @@ impl TokenStore {
         .await
     }
 
-    pub async fn pages_of_merchant(&self, merchant: Uuid) -> Result<Vec<PageId>, StoreError> {
-        self.ids(
-            "SELECT page_id FROM pages WHERE merchant_uuid = ?1 ORDER BY page_id",
-            Some(merchant.to_string()),
-            |p| PageId::parse(p).ok(),
-        )
-        .await
-    }
-
     pub async fn set_page_status(
         &self,
         page: &PageId,
