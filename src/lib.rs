@@ -15,6 +15,7 @@ pub mod objects;
 pub mod poll;
 pub mod routes;
 pub mod shopify;
+pub mod simulators;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -12,7 +12,7 @@ use salesbot_sync::objects::keys::{self, GraphId};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::fake_graph::{FakeGraph, FakeGraphConfig};
+use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
 use crate::helpers::*;
 
 pub struct FbEnv {

@@ -1,8 +1,6 @@
 //! Integration tests: one binary, the real server on port 0, real SQLite files, an embedded
 //! S3 server over HTTP.
 
-mod fake_graph;
-mod fake_shopify;
 mod helpers;
 
 mod backup;

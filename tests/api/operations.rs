@@ -11,8 +11,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::facebook::fb_connect;
-use crate::fake_graph::{FakeGraph, FakeGraphConfig};
-use crate::fake_shopify::{FakeConfig, FakeShopify};
+use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use crate::helpers::*;
 
 struct Fakes {

@@ -9,7 +9,7 @@ use salesbot_sync::shopify::sync::sync_shop;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::fake_shopify::{FakeConfig, FakeShopify};
+use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use crate::helpers::*;
 
 pub struct Env {
