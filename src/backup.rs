@@ -1510,8 +1510,8 @@ mod tests {
         let w = crate::store::open_connection(&db, DbKind::Events).unwrap();
         let insert = |c: &Connection, i: i64| {
             c.execute(
-                "INSERT INTO events (kind, dedupe_key, group_key, payload, run_at, received_at)
-                 VALUES ('k', ?1, 'g', zeroblob(2000), 0, 0)",
+                "INSERT INTO events (kind, pool, dedupe_key, group_key, payload, run_at, received_at)
+                 VALUES ('k', 'messages', ?1, 'g', zeroblob(2000), 0, 0)",
                 [format!("d{i}")],
             )
             .unwrap();

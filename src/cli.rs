@@ -120,6 +120,7 @@ async fn poll(
     page: Option<String>,
 ) -> anyhow::Result<()> {
     use crate::objects::keys::{PageId, ShopDomain};
+    use crate::poll::Target;
     if shop.is_some() && settings.shopify.is_none() {
         anyhow::bail!("Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET");
     }
@@ -129,34 +130,83 @@ async fn poll(
     // Validate before opening anything.
     let shop = shop.map(|s| ShopDomain::normalize(&s)).transpose()?;
     let page = page.map(|p| PageId::parse(&p)).transpose()?;
+    let targets: Vec<Target> = match (shop, page) {
+        (None, None) => vec![Target::Everything],
+        (s, p) => s
+            .map(Target::Shop)
+            .into_iter()
+            .chain(p.map(Target::Page))
+            .collect(),
+    };
+    // The jobs go into the server's queue, so they are serialised with its webhook work. When
+    // no server holds the queue, this process works it until the run is done.
+    let lock = crate::startup::lock_queue(&settings.events_db_path).ok();
+    let worker_config = crate::jobs::WorkerConfig::from_settings(&settings);
     let state = crate::state::AppState::build(settings)?;
+    let local = match lock {
+        Some(lock) => Some(LocalWorkers::start(&state, worker_config, lock).await?),
+        None => None,
+    };
     let _progress = Progress::start("polling");
     let mut failures = Vec::new();
-    if shop.is_none() && page.is_none() {
-        let run = crate::poll::poll_everything(&state).await?;
-        println!("{}", run.summary());
-        failures.extend(run.shops.failures);
-        failures.extend(run.pages.failures);
+    for target in targets {
+        let (run, _) = crate::poll::start(
+            &state,
+            target,
+            crate::store::events::RunTrigger::Cli,
+            std::time::Duration::ZERO,
+        )
+        .await?;
+        let summary = crate::poll::wait(&state, run).await?;
+        println!("{}", summary.line());
+        failures.extend(summary.failures);
     }
-    if let Some(shop) = shop {
-        match crate::shopify::poll::poll_shop(&state, &shop).await {
-            Ok((w, u)) => println!("shop {shop}: ok; objects written {w} unchanged {u}"),
-            Err(e) => failures.push((shop.to_string(), e.to_string())),
-        }
-    }
-    if let Some(page) = page {
-        match crate::facebook::pages::poll_page(&state, &page).await {
-            Ok((w, u)) => println!("page {page}: ok; objects written {w} unchanged {u}"),
-            Err(e) => failures.push((page.to_string(), e.to_string())),
-        }
+    if let Some(w) = local {
+        w.stop().await;
     }
     for (id, reason) in &failures {
         eprintln!("  failed {id}: {reason}");
     }
     if !failures.is_empty() {
-        anyhow::bail!("{} poll(s) failed", failures.len());
+        anyhow::bail!("{} poll job(s) failed", failures.len());
     }
     Ok(())
+}
+
+/// Queue workers in this process, for a command that runs while no server does.
+struct LocalWorkers {
+    stop: tokio_util::sync::CancellationToken,
+    workers: tokio::task::JoinSet<()>,
+    _lock: std::fs::File,
+}
+
+impl LocalWorkers {
+    async fn start(
+        state: &crate::state::AppState,
+        config: crate::jobs::WorkerConfig,
+        lock: std::fs::File,
+    ) -> anyhow::Result<LocalWorkers> {
+        // Holding the lock, this process owns the queue: a dead server's leases are free.
+        state.events.recover_orphans().await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let workers = crate::jobs::spawn_workers(
+            state.events.clone(),
+            std::sync::Arc::new(crate::startup::registry()),
+            state.clone(),
+            config,
+            stop.clone(),
+        );
+        Ok(LocalWorkers {
+            stop,
+            workers,
+            _lock: lock,
+        })
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        while self.workers.join_next().await.is_some() {}
+    }
 }
 
 async fn rotate_key(settings: Settings) -> anyhow::Result<()> {

@@ -1,122 +1,287 @@
-//! Polling runs over every integration (the scheduler's safety net and `salesbot-sync poll`).
+//! Poll runs (SPEC §5): the scheduler's daily safety net and `salesbot-sync poll`.
+//!
+//! A run is a row in `runs` and one queued job per shop and per page (plus, when scheduled,
+//! one subscription check each), spread over the poll window so a tick does not start every
+//! account at once. The jobs run in their accounts' queue groups like every other write, so a
+//! poll can never overwrite what a webhook wrote meanwhile. A run's summary is computed from
+//! its jobs (and their follow-ups) once all of them have finished.
 
-use std::fmt::Display;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use futures::StreamExt;
 use serde::Serialize;
+use serde_json::Value;
 
+use crate::facebook::jobs::{PagePoll, PageSubscriptionCheck, PollReason};
+use crate::jobs::{Job, JobKind};
+use crate::objects::keys::{PageId, ShopDomain};
+use crate::shopify::jobs::{ShopifySubscriptionCheck, ShopifySync, SyncReason};
 use crate::state::AppState;
+use crate::store::events::{EventStatus, NewEvent, Outcome, RunId, RunKind, RunTrigger};
+use crate::store::{now_millis, StoreError};
 
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct PollReport {
+/// What a run polls.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every connected shop and page of the configured integrations.
+    Everything,
+    Shop(ShopDomain),
+    Page(PageId),
+}
+
+/// Where in `window` an account's job starts: the same place every run (a stable hash of its
+/// id), so accounts are spread evenly and each is polled about every 24 hours.
+fn offset(id: &str, window: Duration) -> i64 {
+    let w = window.as_millis() as u64;
+    if w == 0 {
+        return 0;
+    }
+    let h = crate::objects::sha256_hex(id.as_bytes());
+    let n = u64::from_str_radix(&h[..12], 16).unwrap_or(0);
+    (n % w) as i64
+}
+
+/// Queues a run and returns its id.
+pub async fn start(
+    state: &AppState,
+    target: Target,
+    trigger: RunTrigger,
+    window: Duration,
+) -> Result<(RunId, usize), StoreError> {
+    let run = state.events.create_run(RunKind::Poll, trigger).await?;
+    let now = now_millis();
+    let checks = trigger == RunTrigger::Schedule;
+    let (shops, pages) = match target {
+        Target::Everything => (
+            if state.config.shopify.is_some() {
+                state.tokens.active_shops().await?
+            } else {
+                Vec::new()
+            },
+            if state.config.facebook.is_some() {
+                state.tokens.active_pages().await?
+            } else {
+                Vec::new()
+            },
+        ),
+        Target::Shop(s) => (vec![s], Vec::new()),
+        Target::Page(p) => (Vec::new(), vec![p]),
+    };
+    let mut events: Vec<NewEvent> = Vec::new();
+    for shop in shops {
+        let at = now + offset(shop.as_str(), window);
+        if checks {
+            let check = ShopifySubscriptionCheck { shop: shop.clone(), run };
+            events.push(check.to_event().in_run(Some(run)).at(at));
+        }
+        let sync = ShopifySync {
+            shop,
+            reason: SyncReason::Poll { run },
+        };
+        events.push(sync.to_event().in_run(Some(run)).at(at));
+    }
+    for page in pages {
+        let at = now + offset(page.as_str(), window);
+        if checks {
+            let check = PageSubscriptionCheck { page: page.clone(), run };
+            events.push(check.to_event().in_run(Some(run)).at(at));
+        }
+        let poll = PagePoll {
+            page,
+            reason: PollReason::Poll { run },
+        };
+        events.push(poll.to_event().in_run(Some(run)).at(at));
+    }
+    let jobs = events.len();
+    state.events.enqueue_all(events).await?;
+    Ok((run, jobs))
+}
+
+/// Per kind of work in a run.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Tally {
     pub ok: usize,
     pub failed: usize,
+    pub pending: usize,
+}
+
+/// What a run did (so far).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RunSummary {
+    pub run: Option<RunId>,
+    pub shops: Tally,
+    pub pages: Tally,
+    pub conversations: Tally,
+    pub subscription_checks: Tally,
+    /// Objects written and found unchanged.
     pub written: usize,
     pub unchanged: usize,
+    /// Subscriptions that were missing and re-created.
+    pub subscriptions_repaired: usize,
+    /// (what, reason) of every failed job.
     pub failures: Vec<(String, String)>,
     #[serde(skip)]
     pub duration: Duration,
 }
 
-impl PollReport {
-    pub fn merge(&mut self, other: PollReport) {
-        self.ok += other.ok;
-        self.failed += other.failed;
-        self.written += other.written;
-        self.unchanged += other.unchanged;
-        self.failures.extend(other.failures);
+impl RunSummary {
+    pub fn finished(&self) -> bool {
+        [&self.shops, &self.pages, &self.conversations, &self.subscription_checks]
+            .iter()
+            .all(|t| t.pending == 0)
     }
-}
 
-impl PollReport {
-    /// The one-line summary every run ends with.
-    pub fn summary(&self, what: &str) -> String {
-        format!(
-            "{what}: ok {} failed {}; objects written {} unchanged {}; {:.1} s",
-            self.ok,
-            self.failed,
-            self.written,
-            self.unchanged,
-            self.duration.as_secs_f64()
-        )
-    }
-}
-
-/// Objects (written, unchanged) by one poll of a shop or page.
-pub type Written = (usize, usize);
-
-/// Polls every item with at most `concurrency` at once and adds up the results; one failing
-/// item never stops the others.
-pub async fn poll_each<T, E, F, Fut>(items: Vec<T>, concurrency: usize, poll: F) -> PollReport
-where
-    T: Display,
-    E: Display,
-    F: Fn(T) -> Fut,
-    Fut: Future<Output = (T, Result<Written, E>)>,
-{
-    let started = Instant::now();
-    let results: Vec<_> = futures::stream::iter(items)
-        .map(poll)
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut report = PollReport::default();
-    for (item, r) in results {
-        match r {
-            Ok((w, u)) => {
-                report.ok += 1;
-                report.written += w;
-                report.unchanged += u;
-            }
-            Err(e) => {
-                report.failed += 1;
-                report.failures.push((item.to_string(), e.to_string()));
-            }
-        }
-    }
-    report.duration = started.elapsed();
-    report
-}
-
-/// Both integrations' results of one run.
-#[derive(Debug, Default, Clone)]
-pub struct PollRun {
-    pub shops: PollReport,
-    pub pages: PollReport,
-    pub duration: Duration,
-}
-
-impl PollRun {
     pub fn failed(&self) -> usize {
-        self.shops.failed + self.pages.failed
+        self.failures.len()
     }
 
-    pub fn summary(&self) -> String {
+    /// The one-line summary every run ends with.
+    pub fn line(&self) -> String {
         format!(
-            "poll finished in {:.1} s: shops ok {} failed {}, pages ok {} failed {}; objects written {} unchanged {}",
+            "poll finished in {:.1} s: shops ok {} failed {}, pages ok {} failed {}, conversations read {} failed {}; objects written {} unchanged {}; subscriptions re-created {}",
             self.duration.as_secs_f64(),
             self.shops.ok,
             self.shops.failed,
             self.pages.ok,
             self.pages.failed,
-            self.shops.written + self.pages.written,
-            self.shops.unchanged + self.pages.unchanged,
+            self.conversations.ok,
+            self.conversations.failed,
+            self.written,
+            self.unchanged,
+            self.subscriptions_repaired,
         )
     }
 }
 
-/// Polls every connected shop and page of the configured integrations.
-pub async fn poll_everything(state: &AppState) -> anyhow::Result<PollRun> {
+fn count(result: &Option<Value>, field: &str) -> usize {
+    result
+        .as_ref()
+        .and_then(|r| r.get(field))
+        .and_then(|v| v.as_u64().or_else(|| v.as_bool().map(u64::from)))
+        .unwrap_or(0) as usize
+}
+
+/// "shop acme.myshopify.com", "page 123", "conversation 123/456" from a job's group.
+fn describe_group(group: &str) -> String {
+    if let Some(s) = group.strip_prefix("shopify:") {
+        format!("shop {s}")
+    } else if let Some(p) = group.strip_prefix("fbpage:") {
+        format!("page {p}")
+    } else if let Some(c) = group.strip_prefix("fbconv:") {
+        format!("conversation {}", c.replacen(':', "/", 1))
+    } else {
+        group.to_string()
+    }
+}
+
+pub fn summarize(run: RunId, jobs: &[Outcome]) -> RunSummary {
+    let mut s = RunSummary {
+        run: Some(run),
+        ..RunSummary::default()
+    };
+    for j in jobs {
+        let Ok(kind) = j.kind.parse::<JobKind>() else {
+            continue;
+        };
+        let tally = match kind {
+            JobKind::ShopifySync => &mut s.shops,
+            JobKind::FacebookPagePoll => &mut s.pages,
+            JobKind::FacebookConversationPoll => &mut s.conversations,
+            JobKind::ShopifySubscriptions | JobKind::FacebookSubscriptions => {
+                &mut s.subscription_checks
+            }
+            _ => continue,
+        };
+        match j.status {
+            EventStatus::Done => {
+                tally.ok += 1;
+                s.written += count(&j.result, "written");
+                s.unchanged += count(&j.result, "unchanged");
+                s.subscriptions_repaired += match &j.result {
+                    Some(r) => r
+                        .get("missing")
+                        .and_then(|m| m.as_array().map(Vec::len).or(m.as_bool().map(usize::from)))
+                        .unwrap_or(0),
+                    None => 0,
+                };
+            }
+            EventStatus::Failed | EventStatus::Dead => {
+                tally.failed += 1;
+                s.failures.push((
+                    describe_group(&j.group_key),
+                    j.last_error.clone().unwrap_or_default(),
+                ));
+            }
+            EventStatus::Pending | EventStatus::Running => tally.pending += 1,
+        }
+    }
+    s
+}
+
+/// How the run stands now.
+pub async fn progress(state: &AppState, run: RunId) -> Result<RunSummary, StoreError> {
+    let jobs = state.events.run_jobs(run).await?;
+    Ok(summarize(run, &jobs))
+}
+
+/// Waits until every job of the run (follow-ups included) has finished.
+pub async fn wait(state: &AppState, run: RunId) -> Result<RunSummary, StoreError> {
     let started = std::time::Instant::now();
-    let mut run = PollRun::default();
-    if state.config.shopify.is_some() {
-        run.shops = crate::shopify::poll::poll_all_shops(state).await?;
+    loop {
+        let mut s = progress(state, run).await?;
+        if s.finished() {
+            s.duration = started.elapsed();
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if state.config.facebook.is_some() {
-        run.pages = crate::facebook::pages::poll_all_pages(state).await?;
+}
+
+/// Writes the summary of every run whose jobs have all finished, and logs its line.
+pub async fn finish_runs(state: &AppState) -> Result<usize, StoreError> {
+    let mut finished = 0;
+    for r in state.events.runs(true, 100).await? {
+        let mut s = progress(state, r.id).await?;
+        if !s.finished() {
+            continue;
+        }
+        s.duration = Duration::from_millis((now_millis() - r.started_at).max(0) as u64);
+        let mut json = serde_json::to_value(&s).unwrap_or(Value::Null);
+        if let Some(o) = json.as_object_mut() {
+            o.insert("duration_ms".into(), (s.duration.as_millis() as u64).into());
+        }
+        state.events.finish_run(r.id, json).await?;
+        if s.failed() > 0 {
+            let by_reason: BTreeMap<&str, usize> =
+                s.failures.iter().fold(BTreeMap::new(), |mut m, (_, why)| {
+                    *m.entry(why.as_str()).or_default() += 1;
+                    m
+                });
+            tracing::warn!(run = %r.id, trigger = %r.trigger, failures = ?s.failures, reasons = ?by_reason, "{}", s.line());
+        } else {
+            tracing::info!(run = %r.id, trigger = %r.trigger, "{}", s.line());
+        }
+        finished += 1;
     }
-    run.duration = started.elapsed();
-    Ok(run)
+    Ok(finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_stable_and_inside_the_window() {
+        let w = Duration::from_secs(3600);
+        let a = offset("acme.myshopify.com", w);
+        assert_eq!(a, offset("acme.myshopify.com", w));
+        assert!((0..3_600_000).contains(&a));
+        assert_eq!(offset("x", Duration::ZERO), 0);
+        // Spread: 200 ids do not bunch up in one part of the window.
+        let mut buckets = [0; 4];
+        for i in 0..200 {
+            buckets[(offset(&format!("{i}"), w) / 900_000) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|b| *b > 20), "{buckets:?}");
+    }
 }

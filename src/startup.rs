@@ -23,55 +23,42 @@ pub struct Application {
     worker_config: WorkerConfig,
 }
 
-/// Every event kind the service processes. Integrations add their handler here; the queue
-/// itself stays unaware of them.
-pub fn registry(state: &AppState) -> Registry {
+/// Every job type the service runs. Integrations add their types here; the queue itself
+/// stays unaware of them.
+pub fn registry() -> Registry<AppState> {
+    use crate::facebook::{deletion, jobs as fb, selftest};
+    use crate::shopify::jobs as shop;
     let mut reg = Registry::default();
-    use crate::facebook::{self, process};
-    reg.register(facebook::DELIVERY_KIND, Arc::new(process::DeliveryHandler));
-    reg.register(
-        facebook::MESSAGE_KIND,
-        Arc::new(process::MessageHandler {
-            state: state.clone(),
-        }),
-    );
-    reg.register(
-        facebook::PAGE_KIND,
-        Arc::new(process::PageHandler {
-            state: state.clone(),
-        }),
-    );
-    reg.register(
-        crate::shopify::EVENT_KIND,
-        Arc::new(crate::shopify::sync::ShopifyHandler {
-            state: state.clone(),
-        }),
-    );
+    reg.register::<shop::ShopifyWebhook>()
+        .register::<shop::ShopifySync>()
+        .register::<shop::ShopifySubscriptionCheck>()
+        .register::<fb::FacebookDelivery>()
+        .register::<fb::FacebookMessage>()
+        .register::<fb::PageRefresh>()
+        .register::<fb::PagePoll>()
+        .register::<fb::ConversationPoll>()
+        .register::<fb::PageSubscriptionCheck>()
+        .register::<selftest::SelfTestCleanup>()
+        .register::<deletion::DataDeletion>();
     #[cfg(feature = "testkit")]
-    {
-        reg.register(
-            jobs::testkit::EVENT_KIND,
-            Arc::new(jobs::testkit::TestkitHandler {
-                objects: state.objects.clone(),
-            }),
-        );
-        reg.register(
-            jobs::testkit::EFFECT_KIND,
-            Arc::new(jobs::testkit::EffectHandler),
-        );
-    }
+    reg.register::<jobs::testkit::TestkitDelivery>()
+        .register::<jobs::testkit::TestkitEffect>();
     reg
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        Self::build_with(settings, WorkerConfig::default()).await
+        Self::build_with(settings, |_| {}).await
     }
 
+    /// As `build`, with the worker configuration (pool sizes and retry horizon from the
+    /// settings) adjusted by `tune` (tests shorten delays).
     pub async fn build_with(
         settings: Settings,
-        worker_config: WorkerConfig,
+        tune: impl FnOnce(&mut WorkerConfig),
     ) -> anyhow::Result<Application> {
+        let mut worker_config = WorkerConfig::from_settings(&settings);
+        tune(&mut worker_config);
         log_startup_warnings(&settings);
         crate::routes::metrics::install();
         let addr = settings.bind_addr;
@@ -124,7 +111,7 @@ impl Application {
             shutdown,
             worker_config,
         } = self;
-        let registry = Arc::new(registry(&state));
+        let registry = Arc::new(registry());
         tracing::info!(
             port,
             storage = state.objects.backend_name(),
@@ -135,11 +122,12 @@ impl Application {
         let mut workers: JoinSet<()> = jobs::spawn_workers(
             state.events.clone(),
             registry,
+            state.clone(),
             worker_config,
             worker_stop.clone(),
         );
-        let pruner = jobs::spawn_pruner(state.events.clone(), worker_stop.clone());
-        let mut scheduler = jobs::scheduler::start(state.clone()).await?;
+        let pruner = jobs::spawn_housekeeping(state.events.clone(), worker_stop.clone());
+        let mut scheduler = jobs::scheduler::start(state.clone(), worker_stop.clone()).await?;
 
         let router = crate::routes::router(state);
         let stop = shutdown.clone();
@@ -171,7 +159,9 @@ impl Application {
     }
 }
 
-fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> {
+/// Takes the queue's lock file: only its holder runs workers (and re-queues orphans). Fails
+/// when another process holds it.
+pub fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let mut name = events_db.as_os_str().to_owned();
     name.push(".lock");
     let path = std::path::PathBuf::from(name);

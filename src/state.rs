@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::crypto::TokenCipher;
+use crate::facebook::client::GraphClient;
+use crate::shopify::api::ShopifyApi;
+use crate::shopify::client::ShopifyClient;
 use crate::oauth_state::StateSigner;
 use crate::objects::ObjectStore;
 use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
@@ -39,6 +42,10 @@ pub struct AppState {
     /// Shared HTTP client for Shopify and Meta; redirects are never followed so a platform
     /// answer cannot send our credentials elsewhere.
     pub http: reqwest::Client,
+    /// The configured Shopify app's Admin API client and token manager (`None`: off).
+    pub shopify: Option<Arc<ShopifyApi>>,
+    /// The configured Meta app's Graph client (`None`: off).
+    pub graph: Option<GraphClient>,
     pub upstream_retry: UpstreamRetry,
 }
 
@@ -56,7 +63,7 @@ impl AppState {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()?;
-        Ok(AppState {
+        let state = AppState {
             config: Arc::new(config),
             tokens,
             sessions,
@@ -64,7 +71,28 @@ impl AppState {
             objects,
             states,
             http,
+            shopify: None,
+            graph: None,
             upstream_retry: UpstreamRetry::default(),
-        })
+        };
+        Ok(state.with_upstream_retry(UpstreamRetry::default()))
+    }
+
+    /// The same state with the platform clients rebuilt to retry transient failures as
+    /// `retry` says (tests shorten the delays).
+    pub fn with_upstream_retry(mut self, retry: UpstreamRetry) -> AppState {
+        self.shopify = self.config.shopify.as_ref().map(|s| {
+            Arc::new(ShopifyApi::new(
+                ShopifyClient::new(self.http.clone(), s.clone(), retry.clone()),
+                self.tokens.clone(),
+            ))
+        });
+        self.graph = self
+            .config
+            .facebook
+            .as_ref()
+            .map(|f| GraphClient::new(self.http.clone(), f.clone(), retry.clone()));
+        self.upstream_retry = retry;
+        self
     }
 }

@@ -50,23 +50,25 @@ impl std::fmt::Debug for TokenAnswer {
     }
 }
 
-pub struct GraphClient<'a> {
-    http: &'a reqwest::Client,
-    settings: &'a FacebookSettings,
-    retry: &'a UpstreamRetry,
+/// Built once at start-up (kept in `AppState`); cheap to clone.
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    settings: FacebookSettings,
+    retry: UpstreamRetry,
 }
 
-impl<'a> GraphClient<'a> {
-    pub fn new(
-        http: &'a reqwest::Client,
-        settings: &'a FacebookSettings,
-        retry: &'a UpstreamRetry,
-    ) -> Self {
+impl GraphClient {
+    pub fn new(http: reqwest::Client, settings: FacebookSettings, retry: UpstreamRetry) -> Self {
         GraphClient {
             http,
             settings,
             retry,
         }
+    }
+
+    pub fn settings(&self) -> &FacebookSettings {
+        &self.settings
     }
 
     fn base(&self) -> String {

@@ -1,18 +1,32 @@
-//! Meta's data deletion callback: `POST /facebook/data-deletion` with a `signed_request`, and
-//! the status URL it answers with.
+//! Meta's data deletion callback: `POST /facebook/data-deletion` with a `signed_request`, the
+//! status URL it answers with, and the job that does the deletion.
+//!
+//! Meta gets its confirmation code at once; the work is a queued job that never dead-letters
+//! and resumes after a restart. It first marks the user's pages `deleting` (merges and polls
+//! that start from then on refuse to write), waits for jobs already running on those pages,
+//! then deletes their objects (batched), the queued events that hold their messages, the
+//! records and the user's token, and ends `done` with counts.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use axum::extract::{Form, Query, State};
 use axum::Json;
 use rusqlite::{params, OptionalExtension};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::signature::parse_signed_request;
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
-use crate::objects::keys;
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::objects::keys::{self, GraphId, PageId};
 use crate::state::AppState;
-use crate::store::now_secs;
+use crate::store::events::Pool;
+use crate::store::{now_secs, StoreError};
+
+/// How often the job looks again while jobs of the pages are still running.
+const WAIT_FOR_RUNNING: Duration = Duration::from_millis(250);
 
 #[derive(Deserialize)]
 pub struct DeletionForm {
@@ -34,28 +48,24 @@ pub async fn request(
         .ok_or_else(|| AppError::BadRequest("missing signed_request".into()))?;
     let payload = parse_signed_request(secret_bytes(&settings.app_secret), &signed)
         .ok_or_else(|| AppError::Unauthorized("invalid signed_request".into()))?;
-    let user_id = payload
+    let user = payload
         .get("user_id")
         .and_then(|v| {
             v.as_str()
                 .map(str::to_string)
                 .or_else(|| v.as_i64().map(|n| n.to_string()))
         })
-        .filter(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|u| GraphId::parse(&u).ok())
         .ok_or_else(|| AppError::BadRequest("signed_request has no valid user_id".into()))?;
 
     let code = crate::config::random_token(12);
-    record(&state, &code, &user_id, "pending", None).await?;
-    let result = delete_user_data(&state, &user_id).await;
-    let (status, detail) = match &result {
-        Ok(n) => (
-            "completed",
-            format!("deleted {n} page(s) and their objects"),
-        ),
-        Err(e) => ("failed", e.to_string()),
+    record_request(&state, &code, &user).await?;
+    let job = DataDeletion {
+        code: code.clone(),
+        user,
     };
-    record(&state, &code, &user_id, status, Some(detail)).await?;
-    tracing::info!(status, "Facebook data deletion request handled");
+    state.events.enqueue(job.to_event()).await?;
+    tracing::info!("Facebook data deletion request accepted");
     let mut url = state.config.public_base_url.clone();
     url.set_path("/facebook/data-deletion/status");
     url.query_pairs_mut().append_pair("code", &code);
@@ -64,47 +74,189 @@ pub async fn request(
     ))
 }
 
-/// Deletes what the Facebook user gave us: every page they granted (records and objects) and
-/// their user token.
-async fn delete_user_data(state: &AppState, fb_user_id: &str) -> anyhow::Result<usize> {
-    let pages = state.tokens.pages_granted_by(fb_user_id).await?;
-    for (merchant, page) in &pages {
-        state
-            .objects
-            .delete_prefix(&keys::page_prefix(merchant, page))
-            .await?;
-        state.tokens.delete_page(page).await?;
-    }
-    for merchant in state.tokens.merchants_of_facebook_user(fb_user_id).await? {
-        state.tokens.delete_facebook_user(merchant).await?;
-    }
-    Ok(pages.len())
-}
-
-async fn record(
-    state: &AppState,
-    code: &str,
-    user: &str,
-    status: &'static str,
-    detail: Option<String>,
-) -> Result<(), AppError> {
+async fn record_request(state: &AppState, code: &str, user: &GraphId) -> Result<(), StoreError> {
     let (code, user) = (code.to_string(), user.to_string());
     state
         .tokens
         .db()
         .call(move |c| {
-            let now = now_secs();
             c.execute(
-                "INSERT INTO data_deletions (confirmation_code, fb_user_id, status, detail, requested_at, completed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?3 = 'pending' THEN NULL ELSE ?5 END)
-                 ON CONFLICT(confirmation_code) DO UPDATE SET status = excluded.status,
-                    detail = excluded.detail, completed_at = excluded.completed_at",
-                params![code, user, status, detail, now],
+                "INSERT INTO data_deletions (confirmation_code, fb_user_id, status, requested_at)
+                 VALUES (?1, ?2, 'pending', ?3)",
+                params![code, user, now_secs()],
             )?;
             Ok(())
         })
-        .await?;
-    Ok(())
+        .await
+}
+
+/// What a finished deletion removed.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Deleted {
+    pub pages: usize,
+    pub objects: usize,
+    pub events: usize,
+}
+
+async fn record_done(state: &AppState, code: &str, d: Deleted) -> Result<(), StoreError> {
+    let code = code.to_string();
+    state
+        .tokens
+        .db()
+        .call(move |c| {
+            c.execute(
+                "UPDATE data_deletions SET status = 'done', completed_at = ?2,
+                        detail = ?3, pages_deleted = ?4, objects_deleted = ?5, events_deleted = ?6
+                 WHERE confirmation_code = ?1",
+                params![
+                    code,
+                    now_secs(),
+                    format!("deleted {} page(s) and {} object(s)", d.pages, d.objects),
+                    d.pages as i64,
+                    d.objects as i64,
+                    d.events as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+}
+
+/// Deletes what one Facebook user gave us (their pages' objects and records, the queued
+/// events holding those pages' messages, their user token).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DataDeletion {
+    pub code: String,
+    pub user: GraphId,
+}
+
+impl Job for DataDeletion {
+    const KIND: JobKind = JobKind::FacebookDataDeletion;
+    const POOL: Pool = Pool::Sync;
+    /// Compliance work: never given up for a reason that can pass.
+    const RETRY_FOREVER: bool = true;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(Self::KIND, &[&self.code])
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::facebook_user(&self.user)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let job = &batch[0];
+        let retry = |e: &dyn std::fmt::Display| JobError::Retry(e.to_string());
+        // 1. Nothing new may write to the pages (idempotent: a resumed job marks again).
+        let pages = state
+            .tokens
+            .mark_pages_deleting(job.user.as_str(), "Facebook data deletion request")
+            .await
+            .map_err(|e| retry(&e))?;
+        // 2. Jobs that started before the mark may still write: let them finish first.
+        let (exact, prefixes) = groups_of(&pages);
+        let running = state
+            .events
+            .running_in_groups(exact.clone(), prefixes.clone())
+            .await
+            .map_err(|e| retry(&e))?;
+        if running > 0 {
+            return Err(JobError::Later {
+                after: WAIT_FOR_RUNNING,
+                reason: format!("{running} job(s) of the pages are still running"),
+            });
+        }
+        // 3. Objects, then queued events holding the pages' messages, then records.
+        let mut deleted = Deleted {
+            pages: pages.len(),
+            ..Deleted::default()
+        };
+        for (merchant, page) in &pages {
+            deleted.objects += state
+                .objects
+                .delete_prefix(&keys::page_prefix(merchant, page))
+                .await
+                .map_err(|e| retry(&e))?;
+        }
+        deleted.events += state
+            .events
+            .purge_groups(exact, prefixes)
+            .await
+            .map_err(|e| retry(&e))?;
+        deleted.events += purge_raw_deliveries(state, &pages)
+            .await
+            .map_err(|e| retry(&e))?;
+        for (_, page) in &pages {
+            state.tokens.delete_page(page).await.map_err(|e| retry(&e))?;
+        }
+        for merchant in state
+            .tokens
+            .merchants_of_facebook_user(job.user.as_str())
+            .await
+            .map_err(|e| retry(&e))?
+        {
+            state
+                .tokens
+                .delete_facebook_user(merchant)
+                .await
+                .map_err(|e| retry(&e))?;
+        }
+        record_done(state, &job.code, deleted)
+            .await
+            .map_err(|e| retry(&e))?;
+        tracing::info!(pages = deleted.pages, objects = deleted.objects, events = deleted.events, "Facebook data deletion done");
+        Ok(JobOutput::done().with_result(deleted))
+    }
+}
+
+/// Queue groups that write to the pages: their metadata and every conversation.
+fn groups_of(pages: &[(uuid::Uuid, PageId)]) -> (Vec<String>, Vec<String>) {
+    let exact = pages
+        .iter()
+        .map(|(_, p)| GroupKey::page(p).into_string())
+        .collect();
+    let prefixes = pages
+        .iter()
+        .map(|(_, p)| GroupKey::conversations_of(p))
+        .collect();
+    (exact, prefixes)
+}
+
+/// Raw deliveries not yet fanned out (or given up) may hold the pages' messages: their
+/// entries for those pages are removed (the whole event when nothing else is left).
+async fn purge_raw_deliveries(
+    state: &AppState,
+    pages: &[(uuid::Uuid, PageId)],
+) -> Result<usize, StoreError> {
+    let ids: HashSet<&str> = pages.iter().map(|(_, p)| p.as_str()).collect();
+    let mut purged = 0;
+    for (event, payload) in state
+        .events
+        .unfinished_payloads(JobKind::FacebookWebhook.as_str())
+        .await?
+    {
+        let Ok(mut body) = serde_json::from_slice::<Value>(&payload) else {
+            continue;
+        };
+        let Some(entries) = body.get_mut("entry").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let before = entries.len();
+        entries.retain(|e| {
+            !e.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| ids.contains(id))
+        });
+        if entries.len() == before {
+            continue;
+        }
+        let rewritten = (!entries.is_empty()).then(|| body.to_string().into_bytes());
+        if state.events.rewrite_payload(event, rewritten).await? {
+            purged += 1;
+        }
+    }
+    Ok(purged)
 }
 
 pub async fn status(
@@ -121,19 +273,30 @@ pub async fn status(
         .db()
         .call(move |c| {
             Ok(c.query_row(
-                "SELECT status, requested_at, completed_at FROM data_deletions WHERE confirmation_code = ?1",
+                "SELECT status, requested_at, completed_at, pages_deleted, objects_deleted
+                 FROM data_deletions WHERE confirmation_code = ?1",
                 [c2],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                },
             )
             .optional()?)
         })
         .await?;
-    let (status, requested_at, completed_at) =
+    let (status, requested_at, completed_at, pages, objects) =
         row.ok_or_else(|| AppError::NotFound("unknown confirmation code".into()))?;
     Ok(Json(json!({
         "confirmation_code": code,
         "status": status,
         "requested_at": requested_at,
         "completed_at": completed_at,
+        "pages_deleted": pages,
+        "objects_deleted": objects,
     })))
 }

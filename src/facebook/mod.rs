@@ -1,25 +1,25 @@
 //! Facebook: Page OAuth connect, signed webhooks, Messenger conversations, polling, and Meta's
-//! data deletion callback.
+//! data deletion callback, as queued jobs.
 
 pub mod client;
+pub mod conversations;
 pub mod deletion;
+pub mod jobs;
 pub mod messages;
 pub mod oauth;
 pub mod pages;
 pub mod process;
+pub mod selftest;
 pub mod signature;
 pub mod webhook;
 
 use crate::config::FacebookSettings;
 use crate::error::AppError;
+use crate::jobs::JobError;
+use crate::objects::ObjectError;
 use crate::state::AppState;
-
-/// A raw webhook delivery as received (fanned out by `process::DeliveryHandler`).
-pub const DELIVERY_KIND: &str = "facebook";
-/// One messaging item, grouped by conversation so merges never run concurrently.
-pub const MESSAGE_KIND: &str = "facebook_message";
-/// A page metadata refresh (from `changes`), grouped by page and debounced.
-pub const PAGE_KIND: &str = "facebook_page";
+use crate::store::StoreError;
+use client::{GraphClient, GraphError};
 
 pub fn settings(state: &AppState) -> Result<&FacebookSettings, AppError> {
     state.config.facebook.as_ref().ok_or_else(|| {
@@ -27,4 +27,39 @@ pub fn settings(state: &AppState) -> Result<&FacebookSettings, AppError> {
             "Facebook is not configured: set FACEBOOK_APP_ID, FACEBOOK_APP_SECRET and FACEBOOK_VERIFY_TOKEN".into(),
         )
     })
+}
+
+/// The configured app's Graph client, for work on pages.
+pub fn graph(state: &AppState) -> Result<&GraphClient, FbError> {
+    state.graph.as_ref().ok_or(FbError::NotConfigured)
+}
+
+/// What stops work on a page, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum FbError {
+    #[error("unknown page {0}: it is not connected")]
+    UnknownPage(String),
+    #[error("page {0} needs to be reconnected: {1}")]
+    NeedsReauth(String, String),
+    #[error("page {0} is being deleted")]
+    Deleting(String),
+    #[error("Facebook is not configured")]
+    NotConfigured,
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<FbError> for JobError {
+    fn from(e: FbError) -> Self {
+        match &e {
+            FbError::Graph(GraphError::Transient(_)) | FbError::Objects(_) | FbError::Store(_) => {
+                JobError::Retry(e.to_string())
+            }
+            _ => JobError::Permanent(e.to_string()),
+        }
+    }
 }

@@ -1,4 +1,10 @@
 //! `GET /facebook/login` and `GET /facebook/callback` (SPEC §4).
+//!
+//! The callback verifies (state, browser binding), connects the user (code → long-lived
+//! token, every page stored), sets each page up (app subscription, metadata, webhook
+//! self-tests; the initial conversation poll and the self-test verification are queued) and
+//! answers within seconds whatever the number of conversations: work still running reports
+//! `{"status": "pending"}`.
 
 use std::time::Duration;
 
@@ -6,40 +12,51 @@ use axum::extract::{Query, State};
 use axum::response::Redirect;
 use axum::Json;
 use axum_extra::extract::cookie::CookieJar;
+use futures::StreamExt;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::client::{GraphClient, GraphError};
-use super::pages::{self, FbError};
-use super::signature::sign_webhook;
-use crate::crypto::secret_bytes;
+use super::jobs::{PagePoll, PollReason};
+use super::pages;
+use super::selftest::{post_test_deliveries, SelfTestCleanup};
+use crate::config::FacebookSettings;
 use crate::error::AppError;
-use crate::objects::keys::{self, GraphId, PageId};
+use crate::jobs::Job;
+use crate::objects::keys::{self, PageId};
 use crate::routes::session::{binding_cookie, require_session, take_binding};
 use crate::shopify::oauth::state_error;
 use crate::state::AppState;
-use crate::store::now_secs;
+use crate::store::events::{EventId, EventStatus, Outcome};
+use crate::store::{now_millis, now_secs};
 
-/// The self-test conversation's customer id: digits only, as every PSID, but starting with 0,
-/// which real PSIDs never do. Its file is removed after the test.
-pub const SELF_TEST_PSID: &str = "0000000000000000";
-/// How long the callback waits for the self-test message to be processed.
-const SELF_TEST_WAIT: Duration = Duration::from_secs(15);
+/// Pages set up at once (each is a handful of Graph calls).
+const PAGES_AT_ONCE: usize = 8;
+/// How long the answer waits, in all, for the self-test verifications before reporting them
+/// pending (they normally take milliseconds: one queued merge).
+const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+fn graph(state: &AppState) -> Result<&GraphClient, AppError> {
+    state
+        .graph
+        .as_ref()
+        .ok_or_else(|| AppError::NotConfigured("Facebook is not configured".into()))
+}
 
 pub async fn login(
     State(state): State<AppState>,
     jar: CookieJar,
 ) -> Result<(CookieJar, Redirect), AppError> {
-    let settings = super::settings(&state)?;
+    super::settings(&state)?;
     let merchant = require_session(&state, &jar).await?;
     let (token, browser) = state
         .states
         .issue("facebook", Some(merchant), None)
         .await
         .map_err(state_error)?;
-    let url = GraphClient::new(&state.http, settings, &state.upstream_retry).dialog_url(&token);
+    let url = graph(&state)?.dialog_url(&token);
     let jar = jar.add(binding_cookie(browser, state.config.secure_cookies()));
     Ok((jar, Redirect::temporary(url.as_str())))
 }
@@ -60,6 +77,10 @@ fn err(kind: &str, m: impl std::fmt::Display) -> Value {
     json!({"status": kind, "message": m.to_string()})
 }
 
+fn pending() -> Value {
+    json!({"status": "pending"})
+}
+
 fn upstream(e: GraphError) -> AppError {
     tracing::warn!(error = %e, "Facebook OAuth step failed");
     AppError::Upstream(format!(
@@ -73,6 +94,32 @@ pub async fn callback(
     jar: CookieJar,
 ) -> Result<(CookieJar, Json<Value>), AppError> {
     let settings = super::settings(&state)?;
+    let (authorized, jar) = verify(&state, q, jar).await?;
+    let connected = connect_user(&state, authorized).await?;
+    let merchant = connected.merchant;
+    let state_ref = &state;
+    let reports: Vec<PageSetup> = futures::stream::iter(connected.pages.clone())
+        .map(|(page, token)| async move {
+            set_up_page(state_ref, settings, merchant, &page, &token).await
+        })
+        .buffered(PAGES_AT_ONCE)
+        .collect()
+        .await;
+    tracing::info!(merchant = %connected.merchant, pages = connected.public_pages.len(), "Facebook connected");
+    Ok((jar, Json(answer(&state, connected, reports).await)))
+}
+
+/// A dialog answer for a flow this browser started.
+struct Authorized {
+    merchant: Uuid,
+    code: String,
+}
+
+async fn verify(
+    state: &AppState,
+    q: CallbackQuery,
+    jar: CookieJar,
+) -> Result<(Authorized, CookieJar), AppError> {
     if let Some(e) = q.error {
         // The merchant declined or Meta refused; say so plainly.
         return Err(AppError::BadRequest(format!(
@@ -95,9 +142,22 @@ pub async fn callback(
     let merchant = claims
         .merchant
         .ok_or_else(|| AppError::BadRequest("Invalid UUID in state token".into()))?;
+    Ok((Authorized { merchant, code }, jar))
+}
 
-    let graph = GraphClient::new(&state.http, settings, &state.upstream_retry);
-    let short = graph.exchange_code(&code).await.map_err(upstream)?;
+/// The user's token stored and every page they granted stored with its token.
+struct ConnectedUser {
+    merchant: Uuid,
+    /// The pages as Graph listed them, without tokens (the answer's `pages.data`).
+    public_pages: Vec<Value>,
+    /// Pages that could not be stored (no valid id or token), with their upload status.
+    rejected: Vec<Value>,
+    pages: Vec<(PageId, SecretString)>,
+}
+
+async fn connect_user(state: &AppState, a: Authorized) -> Result<ConnectedUser, AppError> {
+    let graph = graph(state)?;
+    let short = graph.exchange_code(&a.code).await.map_err(upstream)?;
     let long = graph
         .long_lived(&SecretString::from(short.access_token))
         .await
@@ -111,7 +171,7 @@ pub async fn callback(
     state
         .tokens
         .save_facebook_user(
-            merchant,
+            a.merchant,
             fb_user_id.clone(),
             &user_token,
             long.expires_in.map(|s| now_secs() + s),
@@ -123,12 +183,12 @@ pub async fn callback(
         .get_page_fields("me/accounts", "access_token", &user_token, true)
         .await
         .map_err(upstream)?;
-
-    let mut public_pages = Vec::new();
-    let mut webhook_test = Vec::new();
-    let mut polling_test = Vec::new();
-    let mut upload_status = Vec::new();
-    let mut connected = Vec::new();
+    let mut out = ConnectedUser {
+        merchant: a.merchant,
+        public_pages: Vec::new(),
+        rejected: Vec::new(),
+        pages: Vec::new(),
+    };
     for mut page_obj in accounts {
         let token = page_obj
             .as_object_mut()
@@ -139,10 +199,10 @@ pub async fn callback(
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        public_pages.push(page_obj.clone());
+        out.public_pages.push(page_obj.clone());
         let (Ok(page), Some(token)) = (PageId::parse(&raw_id), token) else {
             tracing::warn!(page = %raw_id, "page without a valid id or token skipped");
-            upload_status.push(json!({"page_id": raw_id, "result": err("failed", "invalid page id or missing page token")}));
+            out.rejected.push(json!({"page_id": raw_id, "result": err("failed", "invalid page id or missing page token")}));
             continue;
         };
         let token = SecretString::from(token);
@@ -150,244 +210,141 @@ pub async fn callback(
             .get("name")
             .and_then(Value::as_str)
             .map(str::to_string);
+        // Every page is stored before the per-page work, so a client that gives up waiting
+        // still leaves every page connected (webhooks and polls pick them up).
         state
             .tokens
-            .save_page(&page, merchant, fb_user_id.clone(), name, &token)
+            .save_page(&page, a.merchant, fb_user_id.clone(), name, &token)
             .await?;
-        connected.push((page, token));
+        out.pages.push((page, token));
     }
-    // Every page is stored before the slower per-page work, so a client that gives up
-    // waiting still leaves every page connected (webhooks and polls pick them up).
-    for (page, token) in connected {
-        let report = connect_page(&state, &graph, merchant, &page, &token).await;
-        webhook_test.extend(report.webhook_test);
-        polling_test.extend(report.polling_test);
-        upload_status.push(json!({"page_id": page.as_str(), "result": report.upload}));
-    }
-    tracing::info!(%merchant, pages = public_pages.len(), "Facebook connected");
-    Ok((
-        jar,
-        Json(json!({
-            "user_uuid": merchant,
-            "pages": {"data": public_pages, "paging": {}},
-            "webhook_test": webhook_test,
-            "polling_test": polling_test,
-            "upload_status": upload_status,
-        })),
-    ))
+    Ok(out)
 }
 
-struct PageReport {
-    webhook_test: Vec<Value>,
-    polling_test: Vec<Value>,
-    upload: Value,
+/// What setting up one page did; the queued parts are reported by their job ids.
+struct PageSetup {
+    page: PageId,
+    webhook_test: [Value; 2],
+    metadata_poll: Value,
+    /// `None` when the page's set-up failed before its jobs were queued.
+    initial_poll: Option<EventId>,
+    cleanup: Option<EventId>,
+    /// A failure that already decides the page's upload status.
+    failed: Option<Value>,
 }
 
-/// Subscribes the app, uploads metadata and runs the self-tests for one page. Failures are
-/// reported per page; one page never stops the others.
-async fn connect_page(
+async fn set_up_page(
     state: &AppState,
-    graph: &GraphClient<'_>,
+    settings: &FacebookSettings,
     merchant: Uuid,
     page: &PageId,
     token: &SecretString,
-) -> PageReport {
-    let id = page.as_str();
-    let mut report = PageReport {
-        webhook_test: Vec::new(),
-        polling_test: Vec::new(),
-        upload: ok(),
+) -> PageSetup {
+    let mut setup = PageSetup {
+        page: page.clone(),
+        webhook_test: [Value::Null, Value::Null],
+        metadata_poll: Value::Null,
+        initial_poll: None,
+        cleanup: None,
+        failed: None,
     };
-    let app_id = state
-        .config
-        .facebook
-        .as_ref()
-        .map(|f| f.app_id.as_str())
-        .unwrap_or_default();
-    if let Err(e) = ensure_subscribed(graph, app_id, page, token).await {
-        report.upload = err(
-            "failed",
-            format!("could not subscribe the app to the page: {e}"),
-        );
+    if let Ok(graph) = graph(state) {
+        if let Err(e) = pages::ensure_subscribed(graph, page, token).await {
+            setup.failed = Some(err(
+                "failed",
+                format!("could not subscribe the app to the page: {e}"),
+            ));
+        }
     }
     let meta = pages::refresh_metadata(state, page).await;
+    setup.metadata_poll = match &meta {
+        Ok(_) => ok(),
+        Err(e) => err("error", e),
+    };
+    let posted = post_test_deliveries(state, settings, page).await;
+    let hooks_ok = posted.metadata["status"] == "success" && posted.message["status"] == "success";
+    setup.webhook_test = [posted.metadata, posted.message];
 
-    // Webhooks: a signed metadata change and a signed message, through our public address.
-    let mid = format!("m_salesbot-self-test-{}", Uuid::new_v4());
-    let now_ms = now_secs() * 1000;
-    let metadata_delivery = json!({
-        "object": "page",
-        "entry": [{"id": id, "time": now_ms, "changes": [{"field": "name", "value": "salesbot-sync self-test"}]}]
-    });
-    let message_delivery = json!({
-        "object": "page",
-        "entry": [{"id": id, "time": now_ms, "messaging": [{
-            "sender": {"id": SELF_TEST_PSID},
-            "recipient": {"id": id},
-            "timestamp": now_ms,
-            "message": {"mid": mid, "text": "salesbot-sync self-test"}
-        }]}]
-    });
-    let meta_hook = post_delivery(state, &metadata_delivery).await;
-    let msg_hook = post_delivery(state, &message_delivery).await;
-    report
-        .webhook_test
-        .push(json!({"page_id": id, "type": "metadata", "result": meta_hook}));
-    report
-        .webhook_test
-        .push(json!({"page_id": id, "type": "messages", "result": msg_hook}));
-
-    // Polling: metadata and conversations with the stored page token.
-    report.polling_test.push(
-        json!({"page_id": id, "type": "metadata", "result": match &meta {
-            Ok(_) => ok(),
-            Err(e) => err("error", e),
-        }}),
-    );
-    let conv = pages::poll_conversations(state, page).await;
-    report.polling_test.push(
-        json!({"page_id": id, "type": "conversations", "result": match &conv {
-            Ok(_) => ok(),
-            Err(e) => err("error", e),
-        }}),
-    );
-
-    // Upload verification: metadata by HEAD; the test message by waiting for its processing,
-    // then the test conversation is removed so merchant data never holds it.
-    if report.upload["status"] != "success" {
-        return report;
-    }
-    report.upload = if meta.is_err()
-        || conv.is_err()
-        || meta_hook["status"] != "success"
-        || msg_hook["status"] != "success"
+    let poll = PagePoll {
+        page: page.clone(),
+        reason: PollReason::Initial { at: now_millis() },
+    };
+    let cleanup = SelfTestCleanup::new(page.clone(), posted.mid);
+    match state
+        .events
+        .enqueue_all(vec![poll.to_event(), cleanup.to_event()])
+        .await
     {
-        err("failed", "Tests failed")
-    } else {
-        match verify_uploads(state, merchant, page).await {
-            Ok(()) => ok(),
-            Err(m) => err("failed", m),
+        Ok(ids) => {
+            setup.initial_poll = ids.first().map(|e| e.id());
+            setup.cleanup = ids.get(1).map(|e| e.id());
         }
-    };
-    report
-}
-
-async fn ensure_subscribed(
-    graph: &GraphClient<'_>,
-    app_id: &str,
-    page: &PageId,
-    token: &SecretString,
-) -> Result<(), FbError> {
-    const FIELDS: [&str; 3] = ["name", "category", "messages"];
-    let current = graph
-        .get(graph.url(&format!("{page}/subscribed_apps"), &[]), token)
-        .await?;
-    let already = current
-        .get("data")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        // Other apps subscribed to the page do not count.
-        .filter(|app| app.get("id").and_then(Value::as_str) == Some(app_id))
-        .any(|app| {
-            let fields: Vec<&str> = app
-                .get("subscribed_fields")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            FIELDS.iter().all(|f| fields.contains(f))
-        });
-    if already {
-        tracing::info!(%page, "app already subscribed to name,category,messages");
-        return Ok(());
-    }
-    let r = graph
-        .post(
-            graph.url(
-                &format!("{page}/subscribed_apps"),
-                &[("subscribed_fields", "name,category,messages")],
-            ),
-            token,
-        )
-        .await?;
-    if r.get("success").and_then(Value::as_bool) == Some(true) {
-        Ok(())
-    } else {
-        Err(FbError::Graph(GraphError::Permanent(
-            "subscribed_apps did not report success".into(),
-        )))
-    }
-}
-
-/// Posts a delivery to our own public webhook address, signed like Meta signs.
-async fn post_delivery(state: &AppState, delivery: &Value) -> Value {
-    let Some(settings) = state.config.facebook.as_ref() else {
-        return err("error", "Facebook is not configured");
-    };
-    let body = delivery.to_string();
-    let r = state
-        .http
-        .post(settings.webhook_address.clone())
-        .header("Content-Type", "application/json")
-        .header(
-            "X-Hub-Signature-256",
-            sign_webhook(secret_bytes(&settings.app_secret), body.as_bytes()),
-        )
-        .body(body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await;
-    match r {
-        Ok(resp) if resp.status().is_success() => ok(),
-        Ok(resp) => err(
-            "error",
-            format!("webhook address answered {}", resp.status()),
-        ),
-        Err(e) => err(
-            "error",
-            format!("webhook address unreachable: {}", e.without_url()),
-        ),
-    }
-}
-
-async fn verify_uploads(state: &AppState, merchant: Uuid, page: &PageId) -> Result<(), String> {
-    let meta_key = keys::page_metadata(&merchant, page);
-    match state.objects.head_sha256(&meta_key).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err("Metadata upload not found".into()),
-        Err(e) => return Err(format!("Upload verification failed: {e}")),
-    }
-    let psid = GraphId::parse(SELF_TEST_PSID).expect("constant is digits");
-    let conv_key = keys::conversation(&merchant, page, &psid);
-    let deadline = tokio::time::Instant::now() + SELF_TEST_WAIT;
-    let found = loop {
-        match state.objects.head_sha256(&conv_key).await {
-            Ok(Some(_)) => break true,
-            Ok(None) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Ok(None) => break false,
-            Err(e) => return Err(format!("Upload verification failed: {e}")),
+        Err(e) => {
+            tracing::error!(%page, error = %e, "could not queue the page's initial poll");
+            setup.failed.get_or_insert_with(|| err("failed", "the initial poll could not be queued"));
         }
-    };
-    // Remove the test conversation whatever happened; retry once later if it is not there
-    // yet (its message may still be queued).
-    let _ = state.objects.delete(&conv_key).await;
-    if !found {
-        // The message may still be queued: keep removing the test conversation for a while.
-        let objects = state.objects.clone();
-        tokio::spawn(async move {
-            for _ in 0..20 {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                if let Ok(Some(_)) = objects.head_sha256(&conv_key).await {
-                    let _ = objects.delete(&conv_key).await;
-                    return;
-                }
-            }
-        });
-        return Err("Conversation upload not found".into());
     }
-    Ok(())
+    if setup.failed.is_none() && (meta.is_err() || !hooks_ok) {
+        setup.failed = Some(err("failed", "Tests failed"));
+    }
+    if setup.failed.is_none() {
+        let meta_key = keys::page_metadata(&merchant, page);
+        match state.objects.head_sha256(&meta_key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => setup.failed = Some(err("failed", "Metadata upload not found")),
+            Err(e) => setup.failed = Some(err("failed", format!("Upload verification failed: {e}"))),
+        }
+    }
+    setup
+}
+
+/// A queued job's result as a status: its own verdict when done, `pending` while it runs.
+fn job_status(outcome: Option<Outcome>, verdict_in_result: bool) -> Value {
+    match outcome {
+        Some(o) if o.status == EventStatus::Done => match o.result {
+            Some(r) if verdict_in_result && r.get("status").is_some() => r,
+            _ => ok(),
+        },
+        Some(o) if o.status.is_finished() => err(
+            "error",
+            o.last_error.unwrap_or_else(|| "the job failed".into()),
+        ),
+        Some(_) => pending(),
+        None => err("error", "the job is not queued"),
+    }
+}
+
+async fn answer(state: &AppState, user: ConnectedUser, reports: Vec<PageSetup>) -> Value {
+    let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+    let mut webhook_test = Vec::new();
+    let mut polling_test = Vec::new();
+    let mut upload_status = user.rejected;
+    for r in reports {
+        let id = r.page.as_str();
+        let [meta_hook, msg_hook] = r.webhook_test;
+        webhook_test.push(json!({"page_id": id, "type": "metadata", "result": meta_hook}));
+        webhook_test.push(json!({"page_id": id, "type": "messages", "result": msg_hook}));
+        polling_test.push(json!({"page_id": id, "type": "metadata", "result": r.metadata_poll}));
+        let poll = match r.initial_poll {
+            Some(job) => job_status(state.events.outcome(job).await.ok().flatten(), false),
+            None => err("error", "the initial poll could not be queued"),
+        };
+        polling_test.push(json!({"page_id": id, "type": "conversations", "result": poll}));
+        let upload = match (r.failed, r.cleanup) {
+            (Some(failed), _) => failed,
+            (None, Some(job)) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                job_status(state.events.wait_for(job, left).await.ok().flatten(), true)
+            }
+            (None, None) => err("failed", "the self-test could not be queued"),
+        };
+        upload_status.push(json!({"page_id": id, "result": upload}));
+    }
+    json!({
+        "user_uuid": user.merchant,
+        "pages": {"data": user.public_pages, "paging": {}},
+        "webhook_test": webhook_test,
+        "polling_test": polling_test,
+        "upload_status": upload_status,
+    })
 }

@@ -1,36 +1,15 @@
-//! Queue handlers for Meta deliveries.
-//!
-//! A delivery is stored raw and fanned out here: each messaging item becomes an event grouped
-//! by its conversation (so merges of one conversation never run concurrently and a burst is
-//! merged in one write), each `changes` entry a debounced page refresh. Follow-ups commit in
-//! the same transaction that marks the delivery done.
+//! Fanning a raw Meta delivery out into jobs: each messaging item becomes a `FacebookMessage`
+//! in its conversation's group (so merges of one conversation never run concurrently and a
+//! burst is merged in one write), each `changes` entry a debounced `PageRefresh`.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::jobs::{FacebookMessage, PageRefresh};
 use super::messages;
-use super::pages::{self, FbError, METADATA_DEBOUNCE};
-use super::{MESSAGE_KIND, PAGE_KIND};
-use crate::jobs::{Handler, JobError};
+use crate::jobs::{Job, JobError};
 use crate::objects::keys::{GraphId, PageId};
 use crate::objects::sha256_hex;
-use crate::state::AppState;
-use crate::store::events::{Event, NewEvent};
-use crate::store::now_millis;
-
-#[derive(Serialize, Deserialize)]
-struct MessageJob {
-    page: String,
-    psid: String,
-    item: Value,
-}
-
-#[derive(Serialize, Deserialize)]
-struct PageJob {
-    page: String,
-}
+use crate::store::events::NewEvent;
 
 /// Splits one raw delivery into per-conversation and per-page events.
 pub fn fan_out(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
@@ -62,38 +41,31 @@ pub fn fan_out(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
             }
             let psid =
                 messages::customer_of(item, page.as_str()).and_then(|p| GraphId::parse(&p).ok());
-            let (Some(psid), Some(id)) = (psid, messages::entry_id(item)) else {
+            let (Some(psid), Some(_)) = (psid, messages::entry_id(item)) else {
                 rejected.push(format!("entry {ei}: messaging item without valid ids"));
                 continue;
             };
-            let job = MessageJob {
-                page: page.to_string(),
-                psid: psid.to_string(),
-                item: item.clone(),
-            };
-            out.push(NewEvent::new(
-                MESSAGE_KIND,
-                format!("fbmsg:{page}:{id}"),
-                format!("fbconv:{page}:{psid}"),
-                serde_json::to_vec(&job).expect("job serialises"),
-            ));
+            out.push(
+                FacebookMessage {
+                    page: page.clone(),
+                    psid,
+                    item: item.clone(),
+                }
+                .to_event(),
+            );
         }
         if entry
             .get("changes")
             .and_then(Value::as_array)
             .is_some_and(|c| !c.is_empty())
         {
-            let mut ev = NewEvent::new(
-                PAGE_KIND,
-                format!("fbpage:{page}:{delivery_hash}:{ei}"),
-                format!("fbpage:{page}"),
-                serde_json::to_vec(&PageJob {
-                    page: page.to_string(),
-                })
-                .expect("job serialises"),
+            out.push(
+                PageRefresh {
+                    page: page.clone(),
+                    source: format!("{delivery_hash}:{ei}"),
+                }
+                .to_event(),
             );
-            ev.run_at = Some(now_millis() + METADATA_DEBOUNCE.as_millis() as i64);
-            out.push(ev);
         }
     }
     if !rejected.is_empty() {
@@ -103,81 +75,6 @@ pub fn fan_out(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
         }
     }
     Ok(out)
-}
-
-pub struct DeliveryHandler;
-
-#[async_trait::async_trait]
-impl Handler for DeliveryHandler {
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<NewEvent>, JobError> {
-        let mut out = Vec::new();
-        for e in events {
-            out.extend(fan_out(&e.payload)?);
-        }
-        Ok(out)
-    }
-}
-
-/// Merges a batch of messaging items of one conversation in one write.
-pub struct MessageHandler {
-    pub state: AppState,
-}
-
-#[async_trait::async_trait]
-impl Handler for MessageHandler {
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<NewEvent>, JobError> {
-        // One group = one conversation, but be strict anyway: bucket by (page, psid).
-        let mut by_conv: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
-        for e in events {
-            let job: MessageJob = serde_json::from_slice(&e.payload)
-                .map_err(|err| JobError::Permanent(format!("bad message job: {err}")))?;
-            by_conv
-                .entry((job.page, job.psid))
-                .or_default()
-                .push(job.item);
-        }
-        for ((page, psid), items) in by_conv {
-            let page = PageId::parse(&page).map_err(|e| JobError::Permanent(e.to_string()))?;
-            let psid = GraphId::parse(&psid).map_err(|e| JobError::Permanent(e.to_string()))?;
-            // A merge needs no token: a page waiting for re-authorisation keeps its messages.
-            let rec = self
-                .state
-                .tokens
-                .page(&page)
-                .await
-                .map_err(FbError::from)?
-                .ok_or_else(|| FbError::UnknownPage(page.to_string()))?;
-            let outcome = pages::merge_entries(&self.state, &rec, &psid, items).await?;
-            tracing::debug!(%page, %psid, ?outcome, "conversation merged");
-        }
-        Ok(vec![])
-    }
-}
-
-/// Re-fetches page metadata after `changes` events (one fetch per batch).
-pub struct PageHandler {
-    pub state: AppState,
-}
-
-#[async_trait::async_trait]
-impl Handler for PageHandler {
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<NewEvent>, JobError> {
-        let mut done = std::collections::HashSet::new();
-        for e in events {
-            let job: PageJob = serde_json::from_slice(&e.payload)
-                .map_err(|err| JobError::Permanent(format!("bad page job: {err}")))?;
-            if !done.insert(job.page.clone()) {
-                continue;
-            }
-            let page = PageId::parse(&job.page).map_err(|e| JobError::Permanent(e.to_string()))?;
-            match pages::refresh_metadata(&self.state, &page).await {
-                Ok(outcome) => tracing::debug!(%page, ?outcome, "page metadata refreshed"),
-                Err(e @ FbError::UnknownPage(_)) => return Err(e.into()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(vec![])
-    }
 }
 
 #[cfg(test)]
@@ -194,14 +91,15 @@ mod tests {
           ]},{"id":"100","changes":[{"field":"name","value":"New"}]}]}"#;
         let evs = fan_out(body).unwrap();
         assert_eq!(evs.len(), 4);
-        assert_eq!(evs[0].group_key, "fbconv:100:5");
+        assert_eq!(evs[0].group_key(), "fbconv:100:5");
         assert_eq!(
-            evs[1].group_key, "fbconv:100:5",
+            evs[1].group_key(),
+            "fbconv:100:5",
             "the echo goes to the customer's conversation"
         );
-        assert_eq!(evs[2].group_key, "fbconv:100:6");
-        assert_eq!(evs[3].kind, PAGE_KIND);
-        assert!(evs[3].run_at.is_some());
+        assert_eq!(evs[2].group_key(), "fbconv:100:6");
+        assert_eq!(evs[3].kind(), crate::jobs::JobKind::FacebookPageRefresh.as_str());
+        assert!(evs[3].run_at().is_some(), "metadata refreshes are debounced");
     }
 
     #[test]

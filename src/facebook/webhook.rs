@@ -9,12 +9,12 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::jobs::FacebookDelivery;
 use super::signature::{verify_webhook, SignatureCheck};
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
-use crate::objects::sha256_hex;
+use crate::jobs::Job;
 use crate::state::AppState;
-use crate::store::events::NewEvent;
 
 fn reject(reason: &'static str) {
     metrics::counter!("webhooks_rejected_total", "source" => "facebook", "reason" => reason)
@@ -78,16 +78,14 @@ pub async fn receive(
         ));
     }
     // 3. Durable insert of the raw bytes; an identical redelivery is a no-op.
-    let hash = sha256_hex(&body);
-    state
-        .events
-        .enqueue(NewEvent::new(
-            super::DELIVERY_KIND,
-            format!("facebook:sha256:{hash}"),
-            format!("facebook:{}", &hash[..16]),
-            body.to_vec(),
-        ))
-        .await?;
+    let raw = String::from_utf8(body.to_vec())
+        .ok()
+        .and_then(|s| serde_json::value::RawValue::from_string(s).ok())
+        .ok_or_else(|| {
+            reject("malformed");
+            AppError::BadRequest("body is not JSON".into())
+        })?;
+    state.events.enqueue(FacebookDelivery(raw).to_event()).await?;
     metrics::counter!("webhooks_received_total", "source" => "facebook").increment(1);
     Ok(Json(json!({"status": "success"})))
 }

@@ -1,6 +1,8 @@
-//! The in-process cron (tokio-cron-scheduler): `POLL_SCHEDULE` polls every shop and page,
-//! `BACKUP_SCHEDULE` backs up the databases. A run that is still going when its next tick
-//! comes makes that tick skip (logged), so runs never overlap.
+//! The in-process cron (tokio-cron-scheduler): `POLL_SCHEDULE` queues a poll run (one job per
+//! shop and page, spread over `POLL_WINDOW_MINUTES`, plus the daily subscription checks),
+//! `BACKUP_SCHEDULE` backs up the databases. A tick that finds its previous run still going
+//! is skipped (logged), so runs never pile up. Finished poll runs get their summary line from
+//! a watcher every few seconds.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +14,10 @@ use crate::config::StorageSettings;
 use crate::state::AppState;
 
 /// Registers and starts both jobs. Keep the returned scheduler alive; `shutdown` it on exit.
-pub async fn start(state: AppState) -> anyhow::Result<JobScheduler> {
+pub async fn start(
+    state: AppState,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<JobScheduler> {
     let sched = JobScheduler::new().await?;
     let poll_state = state.clone();
     sched
@@ -37,6 +42,7 @@ pub async fn start(state: AppState) -> anyhow::Result<JobScheduler> {
         )?)
         .await?;
     sched.start().await?;
+    spawn_run_watcher(state.clone(), stop);
     tracing::info!(
         poll = %state.config.poll_schedule,
         backup = %state.config.backup_schedule,
@@ -66,18 +72,52 @@ where
     })?)
 }
 
-/// One scheduled poll of everything; ends with its one-line summary.
+/// One scheduled poll tick: queues the run, unless the previous scheduled run is still going.
 pub async fn run_poll(state: &AppState) {
-    match crate::poll::poll_everything(state).await {
-        Ok(run) => {
-            if run.failed() > 0 {
-                tracing::warn!(failures = ?[&run.shops.failures, &run.pages.failures], "{}", run.summary());
-            } else {
-                tracing::info!("{}", run.summary());
-            }
+    use crate::store::events::RunTrigger;
+    match state.events.runs(true, 100).await {
+        Ok(open) if open.iter().any(|r| r.trigger == RunTrigger::Schedule) => {
+            tracing::warn!("the previous scheduled poll is still running; this tick is skipped");
+            return;
         }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "poll run could not start");
+            return;
+        }
+    }
+    match crate::poll::start(
+        state,
+        crate::poll::Target::Everything,
+        RunTrigger::Schedule,
+        state.config.poll_window,
+    )
+    .await
+    {
+        Ok((run, jobs)) => tracing::info!(
+            %run,
+            jobs,
+            window_minutes = state.config.poll_window.as_secs() / 60,
+            "poll run queued"
+        ),
         Err(e) => tracing::error!(error = %e, "poll run could not start"),
     }
+}
+
+/// Logs each poll run's summary once its last job has finished (see `poll::finish_runs`).
+fn spawn_run_watcher(state: AppState, stop: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = crate::poll::finish_runs(&state).await {
+                tracing::warn!(error = %e, "summarising poll runs failed");
+            }
+        }
+    });
 }
 
 /// One scheduled backup; the copies go to the object store too when Spaces is configured.

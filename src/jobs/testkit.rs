@@ -1,11 +1,11 @@
-//! A built-in event kind for tests and benchmarks (feature `testkit`, never in release builds).
+//! A built-in job kind for tests and benchmarks (feature `testkit`, never in release builds).
 //!
 //! `POST /_testkit/webhook` takes the same path as a platform webhook: HMAC-SHA256 check of the
 //! raw body (base64 in `X-Testkit-Hmac-Sha256`, keyed with `STATE_TOKEN_SECRET`), durable
-//! insert, 200. The handler sleeps `delay_ms`, writes `_testkit/<id>.json` (idempotent) and
-//! records its effect as a follow-up event of kind `testkit_effect` with a unique dedupe key.
-//! The follow-up commits in the same transaction that marks the delivery done, so counting
-//! effect rows counts completed processings exactly: a run cut off by a crash leaves none.
+//! insert, 200. The job sleeps `delay_ms`, writes `_testkit/<id>.json` (idempotent) and records
+//! its effect as a follow-up `TestkitEffect` with a unique dedupe key. The follow-up commits in
+//! the same transaction that marks the delivery done, so counting effect rows counts completed
+//! runs exactly: a run cut off by a crash leaves none.
 
 use std::time::Duration;
 
@@ -13,25 +13,27 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{Handler, JobError};
+use super::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
 use crate::objects::keys::{testkit as testkit_key, GraphId};
-use crate::objects::ObjectStore;
 use crate::state::AppState;
-use crate::store::events::{Event, NewEvent};
+use crate::store::events::Pool;
 
-pub const EVENT_KIND: &str = "testkit";
-pub const EFFECT_KIND: &str = "testkit_effect";
-
-#[derive(Deserialize)]
-struct Delivery {
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TestkitDelivery {
     id: String,
     #[serde(default)]
     delay_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TestkitEffect {
+    id: String,
+    nonce: String,
 }
 
 pub async fn receive(
@@ -50,55 +52,69 @@ pub async fn receive(
     ) {
         return Err(AppError::Unauthorized("invalid signature".into()));
     }
-    let d: Delivery =
+    let d: TestkitDelivery =
         serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let id = GraphId::parse(&d.id).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    state
-        .events
-        .enqueue(NewEvent::new(
-            EVENT_KIND,
-            format!("testkit:{id}"),
-            format!("testkit:{id}"),
-            body.to_vec(),
-        ))
-        .await?;
+    GraphId::parse(&d.id).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    state.events.enqueue(d.to_event()).await?;
     Ok(Json(json!({"status": "success"})))
 }
 
-pub struct TestkitHandler {
-    pub objects: ObjectStore,
+fn id_of(raw: &str) -> Result<GraphId, JobError> {
+    GraphId::parse(raw).map_err(|e| JobError::Permanent(e.to_string()))
 }
 
-/// Effect rows need no processing; this handler just completes them.
-pub struct EffectHandler;
+impl Job for TestkitDelivery {
+    const KIND: JobKind = JobKind::Testkit;
+    const POOL: Pool = Pool::Messages;
+    type Context = AppState;
 
-#[async_trait::async_trait]
-impl Handler for EffectHandler {
-    async fn handle(&self, _events: Vec<Event>) -> Result<Vec<NewEvent>, JobError> {
-        Ok(vec![])
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(Self::KIND, &[&self.id])
     }
-}
 
-#[async_trait::async_trait]
-impl Handler for TestkitHandler {
-    async fn handle(&self, events: Vec<Event>) -> Result<Vec<NewEvent>, JobError> {
-        let mut effects = Vec::with_capacity(events.len());
-        for ev in events {
-            let d: Delivery = serde_json::from_slice(&ev.payload)
-                .map_err(|e| JobError::Permanent(e.to_string()))?;
-            let id = GraphId::parse(&d.id).map_err(|e| JobError::Permanent(e.to_string()))?;
+    fn group(&self) -> GroupKey {
+        // Validated at intake; an id that no longer parses gets a group of its own anyway.
+        match GraphId::parse(&self.id) {
+            Ok(id) => GroupKey::testkit(&id),
+            Err(_) => GroupKey::testkit_effects(),
+        }
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let mut out = JobOutput::done();
+        for d in batch {
+            let id = id_of(&d.id)?;
             tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
-            self.objects
+            state
+                .objects
                 .put_json_if_changed(&testkit_key(&id), &json!({"id": id.as_str()}))
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?;
-            effects.push(NewEvent::new(
-                EFFECT_KIND,
-                format!("{EFFECT_KIND}:{id}:{}", crate::config::random_token(12)),
-                EFFECT_KIND,
-                id.as_str().as_bytes().to_vec(),
-            ));
+            out = out.then(&TestkitEffect {
+                id: id.to_string(),
+                nonce: crate::config::random_token(12),
+            });
         }
-        Ok(effects)
+        Ok(out)
+    }
+}
+
+/// Effect rows need no processing; the job just completes them.
+impl Job for TestkitEffect {
+    const KIND: JobKind = JobKind::TestkitEffect;
+    const POOL: Pool = Pool::Messages;
+    const MAX_BATCH: usize = 500;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(Self::KIND, &[&self.id, &self.nonce])
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::testkit_effects()
+    }
+
+    async fn run(_: &AppState, _: Vec<Self>) -> Result<JobOutput, JobError> {
+        Ok(JobOutput::done())
     }
 }

@@ -18,9 +18,24 @@ pub enum InvalidId {
 
 const MYSHOPIFY: &str = ".myshopify.com";
 
-/// A validated `<name>.myshopify.com` domain, lower-case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A validated `<name>.myshopify.com` domain, lower-case. Deserialising validates too, so a
+/// queued job whose payload holds a bad domain fails to decode instead of running.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ShopDomain(String);
+
+impl TryFrom<String> for ShopDomain {
+    type Error = InvalidId;
+    fn try_from(s: String) -> Result<Self, InvalidId> {
+        ShopDomain::parse(&s)
+    }
+}
+
+impl From<ShopDomain> for String {
+    fn from(s: ShopDomain) -> String {
+        s.0
+    }
+}
 
 impl ShopDomain {
     /// Strict: exactly Shopify's shop-domain rule, `[a-z0-9][a-z0-9-]*\.myshopify\.com`.
@@ -64,9 +79,23 @@ impl fmt::Display for ShopDomain {
     }
 }
 
-/// A Facebook Graph ID (page id, PSID): digits only.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A Facebook Graph ID (page id, PSID): digits only. Deserialising validates too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct GraphId(String);
+
+impl TryFrom<String> for GraphId {
+    type Error = InvalidId;
+    fn try_from(s: String) -> Result<Self, InvalidId> {
+        GraphId::parse(&s)
+    }
+}
+
+impl From<GraphId> for String {
+    fn from(s: GraphId) -> String {
+        s.0
+    }
+}
 
 pub type PageId = GraphId;
 pub type Psid = GraphId;

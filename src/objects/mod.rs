@@ -141,12 +141,28 @@ impl ObjectStore {
             .collect())
     }
 
+    /// Deletes the objects (in batches of up to 1,000 per request on S3).
+    pub async fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), ObjectError> {
+        match &*self.backend {
+            Backend::S3(s) => {
+                for chunk in keys.chunks(s3::DELETE_BATCH) {
+                    s.delete_many(chunk).await?;
+                }
+                Ok(())
+            }
+            Backend::Local(l) => {
+                for k in keys {
+                    l.delete(k).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes every object under `prefix`; returns how many were deleted.
     pub async fn delete_prefix(&self, prefix: &ObjectKey) -> Result<usize, ObjectError> {
         let keys = self.list(prefix).await?;
-        for k in &keys {
-            self.delete(k).await?;
-        }
+        self.delete_many(&keys).await?;
         Ok(keys.len())
     }
 
@@ -169,29 +185,34 @@ impl ObjectStore {
             key: key.to_string(),
             reason: e.to_string(),
         })?;
-        self.put_bytes_if_changed(key, bytes).await
+        Ok(self.put_bytes_if_changed(key, bytes).await?.0)
     }
 
     async fn put_bytes_if_changed(
         &self,
         key: &ObjectKey,
         bytes: Vec<u8>,
-    ) -> Result<PutOutcome, ObjectError> {
+    ) -> Result<(PutOutcome, String), ObjectError> {
         let sha = sha256_hex(&bytes);
         if self.head_sha256(key).await?.as_deref() == Some(sha.as_str()) {
             metrics::counter!("uploads_total", "result" => "unchanged").increment(1);
-            return Ok(PutOutcome::Unchanged);
+            return Ok((PutOutcome::Unchanged, sha));
         }
         self.put(key, bytes, &sha, "application/json").await?;
         metrics::counter!("uploads_total", "result" => "written").increment(1);
-        Ok(PutOutcome::Written)
+        Ok((PutOutcome::Written, sha))
     }
 
     /// Read-modify-write of one JSON object, serialised per key within this process, and
     /// written only if the result changed. `f` gets the current value (`None` if absent).
-    /// Callers that can race across processes must also be serialised by the event queue
-    /// (events of one object share a group).
-    pub async fn update_json<F>(&self, key: &ObjectKey, f: F) -> Result<PutOutcome, ObjectError>
+    /// Returns the outcome and the SHA-256 of what the store now holds. Callers that can race
+    /// across processes must also be serialised by the event queue (jobs of one object share
+    /// a group).
+    pub async fn update_json<F>(
+        &self,
+        key: &ObjectKey,
+        f: F,
+    ) -> Result<(PutOutcome, String), ObjectError>
     where
         F: FnOnce(Option<Value>) -> Value,
     {
@@ -214,7 +235,11 @@ impl ObjectStore {
             None => None,
         };
         let next = f(current);
-        self.put_json_if_changed(key, &next).await
+        let bytes = canonical_json(&next).map_err(|e| ObjectError::BadJson {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.put_bytes_if_changed(key, bytes).await
     }
 }
 

@@ -7,12 +7,15 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ObjectCannedAcl;
+use aws_sdk_s3::types::{Delete, ObjectCannedAcl, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use secrecy::ExposeSecret;
 
 use super::{ObjectError, ObjectKey, SHA256_META};
 use crate::config::SpacesSettings;
+
+/// Most keys one DeleteObjects request may name.
+pub const DELETE_BATCH: usize = 1000;
 
 pub struct S3Store {
     client: Client,
@@ -154,6 +157,59 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| io_err(key.as_str(), describe(&e)))?;
+        Ok(())
+    }
+
+    /// One DeleteObjects request. S3 requires `Content-MD5` on it; newer SDKs send a CRC32
+    /// checksum instead, which S3-compatible stores (Spaces, older MinIO, Ceph) refuse with
+    /// `MissingContentMD5`, so the request carries the MD5 of its body and no CRC.
+    pub async fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), ObjectError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k.as_str()).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| io_err(keys[0].as_str(), e))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| io_err(keys[0].as_str(), e))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .customize()
+            .mutate_request(|req| {
+                use base64::Engine;
+                use md5::Digest;
+                let Some(body) = req.body().bytes() else {
+                    return;
+                };
+                let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
+                let headers = req.headers_mut();
+                headers.remove("x-amz-checksum-crc32");
+                headers.remove("x-amz-sdk-checksum-algorithm");
+                headers.insert("content-md5", md5);
+            })
+            .send()
+            .await
+            .map_err(|e| io_err(keys[0].as_str(), describe(&e)))?;
+        // Quiet mode lists only the keys that could not be deleted.
+        if let Some(err) = out.errors().first() {
+            return Err(io_err(
+                err.key().unwrap_or(keys[0].as_str()),
+                format!(
+                    "{} of {} objects not deleted: {}",
+                    out.errors().len(),
+                    keys.len(),
+                    err.code().unwrap_or("unknown error")
+                ),
+            ));
+        }
         Ok(())
     }
 

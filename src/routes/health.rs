@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::config::AppEnv;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store::tokens::AccountSummary;
+use crate::store::tokens::{AccountStatus, AccountSummary};
 
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
@@ -60,15 +60,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 fn account_report(list: &[AccountSummary]) -> Value {
-    let count = |s: &str| list.iter().filter(|a| a.status == s).count();
+    let count = |s: AccountStatus| list.iter().filter(|a| a.status == s).count();
     let needs: Vec<Value> = list
         .iter()
-        .filter(|a| a.status == "needs_reauth")
+        .filter(|a| a.status == AccountStatus::NeedsReauth)
         .map(|a| json!({"id": a.id, "reason": a.reason}))
         .collect();
     json!({
-        "active": count("active"),
-        "uninstalled": count("uninstalled"),
+        "active": count(AccountStatus::Active),
+        "uninstalled": count(AccountStatus::Uninstalled),
+        "deleting": count(AccountStatus::Deleting),
         "needs_reauth": needs,
     })
 }

@@ -37,6 +37,7 @@ pub async fn render(State(state): State<AppState>) -> Result<impl IntoResponse, 
     metrics::gauge!("queue_depth", "status" => "pending").set(q.pending as f64);
     metrics::gauge!("queue_depth", "status" => "running").set(q.running as f64);
     metrics::gauge!("queue_failed_events").set(q.failed as f64);
+    metrics::gauge!("queue_dead_letter_events").set(q.dead_lettered as f64);
     metrics::gauge!("queue_oldest_pending_age_seconds")
         .set(q.oldest_pending_age_ms as f64 / 1000.0);
     Ok((

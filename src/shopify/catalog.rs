@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
-use secrecy::SecretString;
 use serde_json::{json, Map, Value};
 
-use super::client::{ShopifyClient, ShopifyError};
+use super::api::ShopifyApi;
+use super::client::ShopifyError;
 use super::queries as q;
+use super::SyncError;
 use crate::objects::keys::ShopDomain;
 
 pub struct Catalog {
@@ -59,10 +60,10 @@ fn page(conn: &Value) -> (Vec<Value>, Option<String>) {
     (nodes, next)
 }
 
-fn at<'v>(v: &'v Value, pointer: &str, what: &str) -> Result<&'v Value, ShopifyError> {
-    v.pointer(pointer)
-        .filter(|x| !x.is_null())
-        .ok_or_else(|| ShopifyError::Permanent(format!("{what}: answer lacks {pointer}")))
+fn at<'v>(v: &'v Value, pointer: &str, what: &str) -> Result<&'v Value, SyncError> {
+    v.pointer(pointer).filter(|x| !x.is_null()).ok_or_else(|| {
+        ShopifyError::Permanent(format!("{what}: answer lacks {pointer}")).into()
+    })
 }
 
 fn id_of(v: &Value) -> Option<String> {
@@ -70,16 +71,13 @@ fn id_of(v: &Value) -> Option<String> {
 }
 
 struct Fetcher<'a> {
-    client: &'a ShopifyClient<'a>,
+    api: &'a ShopifyApi,
     shop: &'a ShopDomain,
-    token: &'a SecretString,
 }
 
 impl Fetcher<'_> {
-    async fn run(&self, op: &str, query: &str, vars: Value) -> Result<Value, ShopifyError> {
-        self.client
-            .graphql(self.shop, self.token, op, query, vars)
-            .await
+    async fn run(&self, op: &str, query: &str, vars: Value) -> Result<Value, SyncError> {
+        self.api.query(self.shop, op, query, vars).await
     }
 
     /// Walks a top-level connection to its end.
@@ -89,7 +87,7 @@ impl Fetcher<'_> {
         query: &str,
         root: &str,
         first: u32,
-    ) -> Result<Vec<Value>, ShopifyError> {
+    ) -> Result<Vec<Value>, SyncError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -115,7 +113,7 @@ impl Fetcher<'_> {
         op: &str,
         query: &str,
         conn_pointer: &str,
-    ) -> Result<Vec<Value>, ShopifyError> {
+    ) -> Result<Vec<Value>, SyncError> {
         let conn = node.get(field).cloned().unwrap_or(Value::Null);
         let (mut nodes, mut next) = page(&conn);
         let Some(id) = parent_id else {
@@ -137,16 +135,8 @@ impl Fetcher<'_> {
     }
 }
 
-pub async fn fetch_catalog(
-    client: &ShopifyClient<'_>,
-    shop: &ShopDomain,
-    token: &SecretString,
-) -> Result<Catalog, ShopifyError> {
-    let f = Fetcher {
-        client,
-        shop,
-        token,
-    };
+pub async fn fetch_catalog(api: &ShopifyApi, shop: &ShopDomain) -> Result<Catalog, SyncError> {
+    let f = Fetcher { api, shop };
     let shop_obj = at(&f.run("Shop", q::SHOP, json!({})).await?, "/shop", "Shop")?.clone();
 
     // Products, with every custom metafield.

@@ -52,23 +52,25 @@ impl std::fmt::Debug for TokenResponse {
     }
 }
 
-pub struct ShopifyClient<'a> {
-    http: &'a reqwest::Client,
-    settings: &'a ShopifySettings,
-    retry: &'a UpstreamRetry,
+/// Built once at start-up (kept in `AppState`); cheap to clone.
+#[derive(Clone)]
+pub struct ShopifyClient {
+    http: reqwest::Client,
+    settings: ShopifySettings,
+    retry: UpstreamRetry,
 }
 
-impl<'a> ShopifyClient<'a> {
-    pub fn new(
-        http: &'a reqwest::Client,
-        settings: &'a ShopifySettings,
-        retry: &'a UpstreamRetry,
-    ) -> Self {
+impl ShopifyClient {
+    pub fn new(http: reqwest::Client, settings: ShopifySettings, retry: UpstreamRetry) -> Self {
         ShopifyClient {
             http,
             settings,
             retry,
         }
+    }
+
+    pub fn settings(&self) -> &ShopifySettings {
+        &self.settings
     }
 
     /// `https://{shop}` (or the test template) for a validated shop.

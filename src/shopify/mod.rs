@@ -1,21 +1,25 @@
-//! Shopify: OAuth connect, signed webhooks, catalogue sync and polling.
+//! Shopify: OAuth connect, signed webhooks, catalogue sync and polling, as queued jobs.
 
+pub mod api;
 pub mod catalog;
 pub mod client;
+pub mod jobs;
 pub mod oauth;
-pub mod poll;
 pub mod queries;
 pub mod signature;
 pub mod subscriptions;
 pub mod sync;
+pub mod topics;
 pub mod webhook;
 
 use crate::config::ShopifySettings;
 use crate::error::AppError;
+use crate::jobs::JobError;
+use crate::objects::ObjectError;
 use crate::state::AppState;
-
-/// Event kind of Shopify webhook deliveries in the queue.
-pub const EVENT_KIND: &str = "shopify";
+use crate::store::StoreError;
+use api::ShopifyApi;
+use client::ShopifyError;
 
 /// Content deliveries wait this long before processing, so a burst of them (a bulk edit in
 /// the admin) is picked up by one catalogue refresh.
@@ -27,4 +31,40 @@ pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
             "Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET".into(),
         )
     })
+}
+
+/// The Admin API client of the configured app, for work on shops.
+pub fn api(state: &AppState) -> Result<&ShopifyApi, SyncError> {
+    state
+        .shopify
+        .as_deref()
+        .ok_or(SyncError::NotConfigured)
+}
+
+/// What stops work on a shop, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("shop {0} is not connected")]
+    NotConnected(String),
+    #[error("shop {0} needs to be reconnected: {1}")]
+    NeedsReauth(String, String),
+    #[error("Shopify is not configured")]
+    NotConfigured,
+    #[error(transparent)]
+    Shopify(#[from] ShopifyError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SyncError> for JobError {
+    fn from(e: SyncError) -> Self {
+        match &e {
+            SyncError::Shopify(ShopifyError::Transient(_))
+            | SyncError::Objects(_)
+            | SyncError::Store(_) => JobError::Retry(e.to_string()),
+            _ => JobError::Permanent(e.to_string()),
+        }
+    }
 }

@@ -1,4 +1,8 @@
 //! `GET /shopify/{shop}/login` and `GET /shopify/callback` (SPEC §4).
+//!
+//! The callback verifies (hmac, state, shop, timestamp), acts (code exchange, grant, session,
+//! webhooks, self-tests, initial sync queued) and answers (waiting a bounded time for the
+//! initial sync, `pending` after it). Every step is its own function.
 
 use std::time::Duration;
 
@@ -8,29 +12,36 @@ use axum::Json;
 use axum_extra::extract::cookie::CookieJar;
 use secrecy::SecretString;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
-use super::client::{ShopifyClient, ShopifyError};
+use super::jobs::{ShopifySync, SyncReason, SELF_TEST_EVENT_PREFIX};
 use super::signature::{sign_webhook, verify_oauth_query};
 use super::subscriptions::ensure_subscriptions;
-use super::sync::{sync_shop, SELF_TEST_EVENT_PREFIX};
+use crate::config::ShopifySettings;
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
+use crate::jobs::Job;
 use crate::oauth_state::StateError;
 use crate::objects::keys::ShopDomain;
 use crate::routes::session::{binding_cookie, session_cookie, session_merchant, take_binding};
 use crate::state::AppState;
+use crate::store::events::{EventId, EventStatus};
 use crate::store::now_secs;
 use crate::store::tokens::ShopGrant;
 
 /// Clock skew tolerated between Shopify's `timestamp` and ours.
 const CLOCK_SKEW_SECS: i64 = 300;
 
+fn api(state: &AppState) -> Result<&super::api::ShopifyApi, AppError> {
+    super::api(state).map_err(|e| AppError::NotConfigured(e.to_string()))
+}
+
 pub async fn login(
     State(state): State<AppState>,
     Path(shop): Path<String>,
     jar: CookieJar,
 ) -> Result<(CookieJar, Redirect), AppError> {
-    let settings = super::settings(&state)?;
+    super::settings(&state)?;
     let shop = ShopDomain::normalize(&shop).map_err(|e| AppError::BadRequest(e.to_string()))?;
     // A merchant who is already signed in adds this shop to their account.
     let merchant = session_merchant(&state, &jar).await?;
@@ -39,7 +50,8 @@ pub async fn login(
         .issue("shopify", merchant, Some(shop.to_string()))
         .await
         .map_err(state_error)?;
-    let url = ShopifyClient::new(&state.http, settings, &state.upstream_retry)
+    let url = api(&state)?
+        .client()
         .authorize_url(&shop, &token)
         .map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
     let jar = jar.add(binding_cookie(browser, state.config.secure_cookies()));
@@ -67,6 +79,29 @@ pub async fn callback(
     jar: CookieJar,
 ) -> Result<(CookieJar, Json<Value>), AppError> {
     let settings = super::settings(&state)?;
+    let (redirect, jar) = verify(&state, settings, query, jar).await?;
+    let connected = connect(&state, settings, redirect).await?;
+    let jar = jar.add(session_cookie(
+        connected.session_id.clone(),
+        state.config.secure_cookies(),
+    ));
+    let body = answer(&state, settings, connected).await;
+    Ok((jar, Json(body)))
+}
+
+/// A callback that came from Shopify, for a flow this browser started, for that shop.
+struct VerifiedRedirect {
+    shop: ShopDomain,
+    code: String,
+    merchant: Option<Uuid>,
+}
+
+async fn verify(
+    state: &AppState,
+    settings: &ShopifySettings,
+    query: Option<String>,
+    jar: CookieJar,
+) -> Result<(VerifiedRedirect, CookieJar), AppError> {
     let params: Vec<(String, String)> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
@@ -83,7 +118,6 @@ pub async fn callback(
             "missing code, shop, state, hmac or timestamp parameter".into(),
         ));
     };
-
     // 1. The redirect really comes from Shopify.
     if !verify_oauth_query(secret_bytes(&settings.api_secret), &params) {
         return Err(AppError::Unauthorized("invalid hmac signature".into()));
@@ -107,101 +141,147 @@ pub async fn callback(
     if ts + CLOCK_SKEW_SECS < claims.issued_at || ts > now_secs() + CLOCK_SKEW_SECS {
         return Err(AppError::BadRequest("stale OAuth redirect".into()));
     }
+    Ok((
+        VerifiedRedirect {
+            shop,
+            code: code.to_string(),
+            merchant: claims.merchant,
+        },
+        jar,
+    ))
+}
 
-    // 3. Exchange the code; the host is built from our template and the validated shop.
-    let client = ShopifyClient::new(&state.http, settings, &state.upstream_retry);
-    let grant = client.exchange_code(&shop, code).await.map_err(|e| {
-        tracing::warn!(%shop, error = %e, "Shopify code exchange failed");
-        AppError::Upstream("Shopify token exchange failed; start the connection again".into())
-    })?;
+/// What the connect did, for the answer.
+struct Connected {
+    shop: ShopDomain,
+    merchant: Uuid,
+    scope: String,
+    session_id: String,
+    webhook_status: Value,
+    webhook_test: Value,
+    polling_test: Value,
+    initial_sync: EventId,
+}
+
+async fn connect(
+    state: &AppState,
+    settings: &ShopifySettings,
+    redirect: VerifiedRedirect,
+) -> Result<Connected, AppError> {
+    let api = api(state)?;
+    let shop = redirect.shop;
+    // The host is built from our template and the validated shop.
+    let grant = api
+        .client()
+        .exchange_code(&shop, &redirect.code)
+        .await
+        .map_err(|e| {
+            tracing::warn!(%shop, error = %e, "Shopify code exchange failed");
+            AppError::Upstream("Shopify token exchange failed; start the connection again".into())
+        })?;
     let now = now_secs();
     let scope = grant.scope.clone();
-    let access = SecretString::from(grant.access_token);
     let merchant = state
         .tokens
         .save_shop_grant(
             &shop,
             ShopGrant {
-                access_token: access.clone(),
+                access_token: SecretString::from(grant.access_token),
                 scopes: scope.clone(),
                 expires_at: grant.expires_in.map(|s| now + s),
                 refresh_token: grant.refresh_token.map(SecretString::from),
                 refresh_token_expires_at: grant.refresh_token_expires_in.map(|s| now + s),
             },
-            claims.merchant,
+            redirect.merchant,
         )
         .await?;
     let session_id = state.sessions.create(merchant).await?;
-    let jar = jar.add(session_cookie(session_id, state.config.secure_cookies()));
     tracing::info!(%shop, %merchant, "shop connected");
 
-    // 4. Webhooks, then the self-tests, then the initial data.
-    let webhook_status =
-        match ensure_subscriptions(&client, &shop, &access, &settings.webhook_address).await {
-            Ok(r) => r.status(),
-            Err(e) => status_err("failed", e),
-        };
-    let webhook_test = self_test_webhook(&state, &shop).await;
-    let polling_test = match fetch_shop_probe(&client, &shop, &access).await {
-        Ok(()) => status_ok(),
+    // Webhooks, then the self-tests, then the initial sync (queued: it runs in the shop's
+    // group, after anything already queued for the shop, and survives a restart).
+    let webhook_status = match ensure_subscriptions(api, &shop, &settings.webhook_address).await
+    {
+        Ok(r) => r.status(),
+        Err(e) => status_err("failed", e),
+    };
+    let webhook_test = self_test_webhook(state, settings, &shop).await;
+    let polling_test = match api
+        .query(&shop, "Shop", super::queries::SHOP, json!({}))
+        .await
+    {
+        Ok(_) => status_ok(),
         Err(e) => status_err("error", e),
     };
-
-    let task_state = state.clone();
-    let task_shop = shop.clone();
-    let mut sync = tokio::spawn(async move { sync_shop(&task_state, &task_shop).await });
-    let (shopify_data, upload_status) = match tokio::time::timeout(
-        settings.initial_sync_wait,
-        &mut sync,
-    )
-    .await
-    {
-        Ok(Ok(Ok(outcome))) => (
-            outcome.summary.clone(),
-            json!({"status": "success", "shop_metadata": outcome.shop_metadata, "shop_products": outcome.shop_products}),
-        ),
-        Ok(Ok(Err(e))) => (Value::Null, status_err("failed", e)),
-        Ok(Err(join)) => (Value::Null, status_err("error", join)),
-        Err(_) => {
-            // The task keeps running; its result is logged by sync_shop.
-            tracing::info!(%shop, "initial sync still running; answering pending");
-            (Value::Null, json!({"status": "pending"}))
-        }
+    let installed_at = state
+        .tokens
+        .shop(&shop)
+        .await?
+        .map(|r| r.installed_at)
+        .unwrap_or(now);
+    let sync = ShopifySync {
+        shop: shop.clone(),
+        reason: SyncReason::Initial { installed_at },
     };
-
-    Ok((
-        jar,
-        Json(json!({
-            "user_uuid": merchant,
-            "shop": shop.as_str(),
-            "scope": scope,
-            "shopify_data": shopify_data,
-            "webhook_status": webhook_status,
-            "webhook_test": webhook_test,
-            "polling_test": polling_test,
-            "upload_status": upload_status,
-        })),
-    ))
+    let initial_sync = state.events.enqueue(sync.to_event()).await?.id();
+    Ok(Connected {
+        shop,
+        merchant,
+        scope,
+        session_id,
+        webhook_status,
+        webhook_test,
+        polling_test,
+        initial_sync,
+    })
 }
 
-/// The polling self-test: one small authenticated query.
-async fn fetch_shop_probe(
-    client: &ShopifyClient<'_>,
-    shop: &ShopDomain,
-    token: &SecretString,
-) -> Result<(), ShopifyError> {
-    client
-        .graphql(shop, token, "Shop", super::queries::SHOP, json!({}))
-        .await
-        .map(|_| ())
+/// The SPEC §4 answer, once the initial sync finished or `initial_sync_wait` passed.
+async fn answer(state: &AppState, settings: &ShopifySettings, c: Connected) -> Value {
+    let outcome = state
+        .events
+        .wait_for(c.initial_sync, settings.initial_sync_wait)
+        .await;
+    let (shopify_data, upload_status) = match outcome {
+        Ok(Some(o)) if o.status == EventStatus::Done => {
+            let r = o.result.unwrap_or(Value::Null);
+            (
+                r.get("summary").cloned().unwrap_or(Value::Null),
+                json!({
+                    "status": "success",
+                    "shop_metadata": r.get("shop_metadata"),
+                    "shop_products": r.get("shop_products"),
+                }),
+            )
+        }
+        Ok(Some(o)) if o.status.is_finished() => (
+            Value::Null,
+            status_err(
+                "failed",
+                o.last_error.unwrap_or_else(|| "initial sync failed".into()),
+            ),
+        ),
+        Ok(_) => {
+            tracing::info!(shop = %c.shop, "initial sync still running; answering pending");
+            (Value::Null, json!({"status": "pending"}))
+        }
+        Err(e) => (Value::Null, status_err("error", e)),
+    };
+    json!({
+        "user_uuid": c.merchant,
+        "shop": c.shop.as_str(),
+        "scope": c.scope,
+        "shopify_data": shopify_data,
+        "webhook_status": c.webhook_status,
+        "webhook_test": c.webhook_test,
+        "polling_test": c.polling_test,
+        "upload_status": upload_status,
+    })
 }
 
 /// Posts a correctly signed synthetic `products/update` delivery to our own webhook address
 /// and expects 200, proving address, signature check and durable intake work end to end.
-async fn self_test_webhook(state: &AppState, shop: &ShopDomain) -> Value {
-    let Some(settings) = state.config.shopify.as_ref() else {
-        return status_err("failed", "Shopify is not configured");
-    };
+async fn self_test_webhook(state: &AppState, settings: &ShopifySettings, shop: &ShopDomain) -> Value {
     let body = json!({
         "id": 0,
         "title": "salesbot-sync webhook self-test",

@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 
-use secrecy::SecretString;
 use serde_json::{json, Value};
 use url::Url;
 
-use super::client::{ShopifyClient, ShopifyError};
+use super::api::ShopifyApi;
 use super::queries as q;
+use super::SyncError;
 use crate::objects::keys::ShopDomain;
 
 #[derive(Debug, Default)]
@@ -44,19 +44,17 @@ fn same_address(a: &str, b: &Url) -> bool {
 }
 
 pub async fn ensure_subscriptions(
-    client: &ShopifyClient<'_>,
+    api: &ShopifyApi,
     shop: &ShopDomain,
-    token: &SecretString,
     address: &Url,
-) -> Result<SubscriptionReport, ShopifyError> {
+) -> Result<SubscriptionReport, SyncError> {
     // Everything registered for our address, across all pages.
     let mut have: HashSet<String> = HashSet::new();
     let mut after: Option<String> = None;
     loop {
-        let data = client
-            .graphql(
+        let data = api
+            .query(
                 shop,
-                token,
                 "WebhookSubscriptions",
                 q::WEBHOOK_SUBSCRIPTIONS,
                 json!({"first": q::WEBHOOKS_PAGE, "after": after}),
@@ -100,10 +98,9 @@ pub async fn ensure_subscriptions(
             report.existing.push(rest);
             continue;
         }
-        let r = client
-            .graphql(
+        let r = api
+            .query(
                 shop,
-                token,
                 "WebhookSubscriptionCreate",
                 q::WEBHOOK_SUBSCRIPTION_CREATE,
                 json!({"topic": topic, "webhookSubscription": {"uri": address.as_str(), "format": "JSON"}}),
@@ -124,7 +121,8 @@ pub async fn ensure_subscriptions(
                     report.failures.push((rest, errors.join("; ")));
                 }
             }
-            Err(ShopifyError::Unauthorized(m)) => return Err(ShopifyError::Unauthorized(m)),
+            // The shop cannot be reached at all: no point trying the other topics.
+            Err(e @ (SyncError::NeedsReauth(..) | SyncError::NotConnected(_))) => return Err(e),
             Err(e) => report.failures.push((rest, e.to_string())),
         }
     }

@@ -5,28 +5,17 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::jobs::ShopifyWebhook;
 use super::signature::verify_webhook;
+use super::topics::Topic;
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
+use crate::jobs::Job;
 use crate::objects::keys::ShopDomain;
 use crate::objects::sha256_hex;
 use crate::state::AppState;
-use crate::store::events::NewEvent;
-use crate::store::now_millis;
-
-/// What the queue keeps of a delivery. The body is not kept: every topic is answered by
-/// re-fetching from the Admin API, and compliance bodies carry customer data we do not store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShopifyDelivery {
-    pub topic: String,
-    pub shop: String,
-    pub event_id: Option<String>,
-    pub webhook_id: Option<String>,
-    pub triggered_at: Option<String>,
-}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -84,10 +73,17 @@ pub async fn receive(
         ));
     }
 
+    let Some(topic) = Topic::parse(topic) else {
+        // Not a topic we subscribe to (the app's configuration may list more): acknowledged,
+        // so Shopify does not retry it, and otherwise ignored.
+        tracing::info!(%shop, topic, "ignoring a webhook topic this service does not handle");
+        return Ok(Json(json!({"status": "success"})));
+    };
+
     // The topic and shop headers are not covered by the signature: a replayed signed body
     // must not be able to uninstall or redact another shop. Those topics name their shop in
     // the body; it must be the header's.
-    if matches!(topic, "app/uninstalled" | "shop/redact") {
+    if matches!(topic, Topic::AppUninstalled | Topic::ShopRedact) {
         let named = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
             ["shop_domain", "myshopify_domain"].iter().find_map(|k| {
                 v.get(*k)
@@ -103,49 +99,19 @@ pub async fn receive(
         }
     }
 
-    // 3. Durable insert, deduplicated by Shopify's event id (one per event, the same across
-    // retries), else the webhook id, else the content itself.
-    let event_id = header(&headers, "x-shopify-event-id").map(str::to_string);
-    let webhook_id = header(&headers, "x-shopify-webhook-id").map(str::to_string);
-    let dedupe = match (&event_id, &webhook_id) {
-        (Some(e), _) => format!("shopify:event:{e}"),
-        (None, Some(w)) => format!("shopify:webhook:{w}"),
-        (None, None) => format!(
-            "shopify:sha256:{}",
-            sha256_hex(
-                &[
-                    topic.as_bytes(),
-                    b"\n",
-                    shop.as_str().as_bytes(),
-                    b"\n",
-                    &body
-                ]
-                .concat()
-            )
-        ),
-    };
-    let delivery = ShopifyDelivery {
-        topic: topic.to_string(),
-        shop: shop.to_string(),
-        event_id,
-        webhook_id,
-        triggered_at: header(&headers, "x-shopify-triggered-at").map(str::to_string),
-    };
-    let payload = serde_json::to_vec(&delivery).map_err(AppError::internal)?;
-    let mut event = NewEvent::new(
-        super::EVENT_KIND,
-        dedupe,
-        format!("shopify:{shop}"),
-        payload,
-    );
-    if !matches!(
+    // 3. Durable insert, deduplicated by the job's key (event id, webhook id, or content).
+    let delivery = ShopifyWebhook {
         topic,
-        "app/uninstalled" | "shop/redact" | "customers/redact" | "customers/data_request"
-    ) {
-        event.run_at = Some(now_millis() + super::REFRESH_DEBOUNCE.as_millis() as i64);
-    }
-    let outcome = state.events.enqueue(event).await?;
+        event_id: header(&headers, "x-shopify-event-id").map(str::to_string),
+        webhook_id: header(&headers, "x-shopify-webhook-id").map(str::to_string),
+        triggered_at: header(&headers, "x-shopify-triggered-at").map(str::to_string),
+        digest: Some(sha256_hex(
+            &[topic.as_str().as_bytes(), b"\n", shop.as_str().as_bytes(), b"\n", &body].concat(),
+        )),
+        shop,
+    };
+    let outcome = state.events.enqueue(delivery.to_event()).await?;
     metrics::counter!("webhooks_received_total", "source" => "shopify").increment(1);
-    tracing::debug!(%shop, topic, ?outcome, "shopify webhook recorded");
+    tracing::debug!(shop = %delivery.shop, %topic, ?outcome, "shopify webhook recorded");
     Ok(Json(json!({"status": "success"})))
 }

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod sessions;
+mod text_enum;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use events::EventStore;
+pub(crate) use text_enum::text_enum;
+pub use text_enum::UnknownValue;
 pub use sessions::SessionStore;
 pub use tokens::TokenStore;
 
@@ -56,13 +59,17 @@ impl DbKind {
                 M::up(include_str!(
                     "../../migrations/tokens/0003_page_grantor.sql"
                 )),
+                M::up(include_str!(
+                    "../../migrations/tokens/0004_statuses_watermarks.sql"
+                )),
             ]),
             DbKind::Sessions => Migrations::new(vec![M::up(include_str!(
                 "../../migrations/sessions/0001_init.sql"
             ))]),
-            DbKind::Events => Migrations::new(vec![M::up(include_str!(
-                "../../migrations/events/0001_init.sql"
-            ))]),
+            DbKind::Events => Migrations::new(vec![
+                M::up(include_str!("../../migrations/events/0001_init.sql")),
+                M::up(include_str!("../../migrations/events/0002_typed_jobs.sql")),
+            ]),
         }
     }
 }

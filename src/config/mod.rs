@@ -1,0 +1,264 @@
+//! Typed configuration read from the environment (SPEC §2).
+//!
+//! `Settings::from_env` loads `.env` (dotenvy) and then reads the process environment;
+//! `Settings::from_vars` does the same from any map so tests can build settings without
+//! touching the global environment.
+//!
+//! Production (`APP_ENV=production`) is strict: every problem is collected and reported in one
+//! message. Development starts with nothing set and generates throw-away secrets.
+//!
+//! `reader` collects values and problems, `integrations` reads the Shopify, Meta and storage
+//! settings, `describe` prints the effective configuration with secrets masked.
+
+mod describe;
+mod integrations;
+mod reader;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use url::Url;
+
+pub use integrations::{FacebookSettings, ShopifySettings, SpacesSettings, StorageSettings};
+use integrations::{read_facebook, read_shopify, read_storage};
+use reader::Reader;
+pub use reader::{random_token, validate_cron};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub bind_addr: SocketAddr,
+    pub public_base_url: Url,
+    pub shopify: Option<ShopifySettings>,
+    pub facebook: Option<FacebookSettings>,
+    pub state_token_secret: SecretString,
+    pub token_encryption_key: SecretBox<[u8; 32]>,
+    pub token_db_path: PathBuf,
+    pub session_db_path: PathBuf,
+    pub events_db_path: PathBuf,
+    pub storage: StorageSettings,
+    pub poll_schedule: String,
+    pub backup_dir: PathBuf,
+    pub backup_schedule: String,
+    pub backup_keep: usize,
+    pub log_format: LogFormat,
+    /// Largest request body accepted, in bytes (SPEC §8: 1 MiB default).
+    pub max_body_bytes: usize,
+    /// Workers per pool (`WORKERS_MESSAGES`, `WORKERS_SYNC`, `WORKERS_POLL`).
+    pub workers: WorkerPools,
+    /// How long retryable work is retried before it is dead-lettered (`RETRY_HORIZON_HOURS`).
+    pub retry_horizon: Duration,
+    /// A scheduled poll's jobs are spread over this long (`POLL_WINDOW_MINUTES`), so a tick
+    /// does not start every shop and page at once.
+    pub poll_window: Duration,
+    /// Names of secrets generated for this run only (development).
+    pub generated_secrets: Vec<&'static str>,
+    /// Non-fatal findings to log at start-up.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// Whether the `session_id` cookie gets the `Secure` attribute.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_base_url.scheme() == "https"
+    }
+
+    pub fn token_key_bytes(&self) -> &[u8; 32] {
+        self.token_encryption_key.expose_secret()
+    }
+}
+
+/// Every problem found while reading the configuration, reported together.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub const DEFAULT_SHOPIFY_SCOPES: &str =
+    "read_product_listings,read_inventory,read_discounts,read_locations,read_products";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Workers per pool: Messenger merges (`messages`), Shopify syncs and deletions (`sync`),
+/// polls, refreshes and checks (`poll`). Pools never wait for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerPools {
+    pub messages: usize,
+    pub sync: usize,
+    pub poll: usize,
+}
+
+impl Default for WorkerPools {
+    fn default() -> Self {
+        WorkerPools {
+            messages: 4,
+            sync: 2,
+            poll: 2,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `.env` if present, then reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by dotenvy on stderr via the error.
+        if let Err(e) = dotenvy::dotenv() {
+            if !e.not_found() {
+                return Err(ConfigError {
+                    problems: vec![format!(".env could not be read: {e}")],
+                });
+            }
+        }
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Settings::from_vars(&vars)
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let app_env = match vars.get("APP_ENV").map(|s| s.trim().to_ascii_lowercase()) {
+            None => AppEnv::Development,
+            Some(s) if s.is_empty() || s == "development" || s == "dev" => AppEnv::Development,
+            Some(s) if s == "production" || s == "prod" => AppEnv::Production,
+            Some(s) => {
+                problems.push(format!(
+                    "APP_ENV is malformed (expected development or production, got {s:?})"
+                ));
+                AppEnv::Production
+            }
+        };
+        let mut r = Reader {
+            vars,
+            env: app_env,
+            problems,
+            warnings: Vec::new(),
+            generated: Vec::new(),
+        };
+
+        let bind_addr = r
+            .parse::<SocketAddr>("BIND_ADDR", "127.0.0.1:5000", "host:port")
+            .unwrap_or_else(|| ([127, 0, 0, 1], 5000).into());
+        let public_base_url = r
+            .url("PUBLIC_BASE_URL", "http://localhost:5000")
+            .unwrap_or_else(|| Url::parse("http://localhost:5000").unwrap());
+        if app_env == AppEnv::Production && public_base_url.scheme() == "http" {
+            r.warnings.push(
+                "PUBLIC_BASE_URL uses plain http in production: cookies are not marked Secure (fine only if TLS ends at a proxy in front)".into(),
+            );
+        }
+
+        let shopify = read_shopify(&mut r, &public_base_url);
+        let facebook = read_facebook(&mut r, &public_base_url);
+
+        let state_token_secret = r.secret("STATE_TOKEN_SECRET", 32);
+        let token_encryption_key = r.encryption_key();
+
+        let token_db_path = PathBuf::from(r.string_or("TOKEN_DB_PATH", "./data/tokens.db"));
+        let session_db_path = PathBuf::from(r.string_or("SESSION_DB_PATH", "./data/sessions.db"));
+        let events_db_path = PathBuf::from(r.string_or("EVENTS_DB_PATH", "./data/events.db"));
+
+        let storage = read_storage(&mut r);
+
+        let poll_schedule = r.cron("POLL_SCHEDULE", "0 0 0 * * *");
+        let backup_schedule = r.cron("BACKUP_SCHEDULE", "0 30 3 * * *");
+        let backup_dir = PathBuf::from(r.string_or("BACKUP_DIR", "./backups"));
+        let backup_keep = match r.parse::<usize>("BACKUP_KEEP", "7", "a positive integer") {
+            Some(0) => {
+                r.problems
+                    .push("BACKUP_KEEP is malformed (must be at least 1)".into());
+                1
+            }
+            Some(n) => n,
+            None => 7,
+        };
+        let log_format = match r
+            .string_or("LOG_FORMAT", "text")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                r.problems.push(format!(
+                    "LOG_FORMAT is malformed (expected text or json, got {other:?})"
+                ));
+                LogFormat::Text
+            }
+        };
+        let max_body_bytes = r
+            .parse::<usize>(
+                "MAX_BODY_BYTES",
+                &DEFAULT_MAX_BODY_BYTES.to_string(),
+                "a byte count",
+            )
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let defaults = WorkerPools::default();
+        let workers = WorkerPools {
+            messages: r.count("WORKERS_MESSAGES", defaults.messages),
+            sync: r.count("WORKERS_SYNC", defaults.sync),
+            poll: r.count("WORKERS_POLL", defaults.poll),
+        };
+        let retry_horizon = r
+            .hours("RETRY_HORIZON_HOURS", 72.0)
+            .unwrap_or(Duration::from_secs(72 * 3600));
+        let poll_window = r
+            .parse::<u64>("POLL_WINDOW_MINUTES", "60", "a number of minutes")
+            .map(|m| Duration::from_secs(m * 60))
+            .unwrap_or(Duration::from_secs(3600));
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Settings {
+            app_env,
+            bind_addr,
+            public_base_url,
+            shopify,
+            facebook,
+            state_token_secret,
+            token_encryption_key,
+            token_db_path,
+            session_db_path,
+            events_db_path,
+            storage,
+            poll_schedule,
+            backup_dir,
+            backup_schedule,
+            backup_keep,
+            log_format,
+            max_body_bytes,
+            workers,
+            retry_horizon,
+            poll_window,
+            generated_secrets: r.generated,
+            warnings: r.warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

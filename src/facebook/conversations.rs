@@ -1,0 +1,217 @@
+//! Polling Messenger conversations against their watermarks.
+//!
+//! A page poll lists the page's conversations and picks those whose Graph `updated_time` is
+//! newer than their watermark (or that have none); each of those is then read by a job of its
+//! own, in the conversation's queue group, newest message first, back to the newest message
+//! the previous poll stored (no gap), merged by `mid`, and its watermark moved. An unchanged
+//! page therefore costs one conversation listing: no object is read or written.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{GraphClient, GraphError};
+use super::pages::{active_page, merge_entries, on_graph_error, writable_page};
+use super::{graph, messages, FbError};
+use crate::objects::keys::{self, GraphId, PageId, Psid};
+use crate::objects::PutOutcome;
+use crate::state::AppState;
+use crate::store::tokens::{PageRecord, Watermark};
+
+const LIST_PAGE_SIZE: &str = "100";
+const MESSAGES_PAGE_SIZE: &str = "25";
+const MESSAGE_FIELDS: &str = "id,created_time,from,to,message,attachments,sticker";
+/// A guard against a paging loop in one conversation.
+const MAX_MESSAGE_PAGES: usize = 10_000;
+
+/// A conversation as listed by Graph, with its customer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConversationRef {
+    pub psid: Psid,
+    /// Graph's conversation id (`t_…`), checked to be a plain token.
+    pub conversation_id: String,
+    /// `updated_time`, unix ms.
+    pub updated_time: i64,
+}
+
+fn plain_conversation_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Every conversation of the page (every page of the listing).
+async fn list(state: &AppState, rec: &PageRecord) -> Result<Vec<ConversationRef>, FbError> {
+    let graph = graph(state)?;
+    let page = &rec.page_id;
+    let url = graph.url(
+        &format!("{page}/conversations"),
+        &[
+            ("platform", "messenger"),
+            ("fields", "id,updated_time,participants"),
+            ("limit", LIST_PAGE_SIZE),
+        ],
+    );
+    let listed = match graph.get_all(url, &rec.access_token).await {
+        Ok(c) => c,
+        Err(e) => return Err(on_graph_error(state, page, e).await),
+    };
+    let mut out = Vec::with_capacity(listed.len());
+    for conv in listed {
+        let Some(id) = conv
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| plain_conversation_id(id))
+        else {
+            continue;
+        };
+        let psid = conv
+            .pointer("/participants/data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("id").and_then(Value::as_str))
+            .find(|id| *id != page.as_str())
+            .and_then(|id| GraphId::parse(id).ok());
+        let updated = conv
+            .get("updated_time")
+            .and_then(Value::as_str)
+            .and_then(messages::parse_graph_time);
+        match (psid, updated) {
+            (Some(psid), Some(updated_time)) => out.push(ConversationRef {
+                psid,
+                conversation_id: id.to_string(),
+                updated_time,
+            }),
+            _ => tracing::debug!(%page, "conversation without a customer id or time skipped"),
+        }
+    }
+    Ok(out)
+}
+
+/// The page's conversations that changed since their watermark, and how many it has.
+pub async fn changed(state: &AppState, page: &PageId) -> Result<(Vec<ConversationRef>, usize), FbError> {
+    let rec = active_page(state, page).await?;
+    let all = list(state, &rec).await?;
+    let marks: HashMap<String, i64> = state.tokens.watermark_times(page).await?;
+    let total = all.len();
+    let changed = all
+        .into_iter()
+        .filter(|c| {
+            marks
+                .get(c.psid.as_str())
+                .is_none_or(|seen| c.updated_time > *seen)
+        })
+        .collect();
+    Ok((changed, total))
+}
+
+/// What one conversation poll did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationPolled {
+    pub object: PutOutcome,
+    /// Messages read from Graph.
+    pub fetched: usize,
+    /// Whether the whole conversation was read (no usable watermark).
+    pub full: bool,
+}
+
+/// Reads the conversation newest first back to its watermark, merges what was read and moves
+/// the watermark. The watermark is trusted only while the object it describes exists.
+pub async fn poll_one(
+    state: &AppState,
+    page: &PageId,
+    conv: &ConversationRef,
+) -> Result<ConversationPolled, FbError> {
+    let rec = active_page(state, page).await?;
+    let graph = graph(state)?;
+    let key = keys::conversation(&rec.merchant, page, &conv.psid);
+    let mark = match state.tokens.watermark(page, &conv.psid).await? {
+        Some(w) if state.objects.head_sha256(&key).await?.is_some() => Some(w),
+        _ => None,
+    };
+    let (fresh, newest) = match read_back(graph, &rec, conv, mark.as_ref()).await {
+        Ok(r) => r,
+        Err(e) => return Err(on_graph_error(state, page, e).await),
+    };
+    let fetched = fresh.len();
+    // A deletion that started while we read wins: nothing is written for the page then.
+    let rec = writable_page(state, page).await?;
+    let (object, sha) = merge_entries(state, &rec, &conv.psid, fresh).await?;
+    let (newest_ts, newest_mid) = match newest {
+        Some((ts, mid)) => (Some(ts), Some(mid)),
+        None => (
+            mark.as_ref().and_then(|m| m.newest_ts),
+            mark.as_ref().and_then(|m| m.newest_mid.clone()),
+        ),
+    };
+    state
+        .tokens
+        .save_watermark(
+            page,
+            &conv.psid,
+            Watermark {
+                conversation_id: conv.conversation_id.clone(),
+                updated_time: conv.updated_time,
+                newest_ts,
+                newest_mid,
+                object_sha256: Some(sha),
+            },
+        )
+        .await?;
+    Ok(ConversationPolled {
+        object,
+        fetched,
+        full: mark.is_none(),
+    })
+}
+
+/// Messages newer than the watermark in the webhook shape, and the newest one's (time, mid).
+async fn read_back(
+    graph: &GraphClient,
+    rec: &PageRecord,
+    conv: &ConversationRef,
+    mark: Option<&Watermark>,
+) -> Result<(Vec<Value>, Option<(i64, String)>), GraphError> {
+    let page = rec.page_id.as_str();
+    let mut fresh = Vec::new();
+    let mut newest: Option<(i64, String)> = None;
+    let mut next = Some(graph.url(
+        &format!("{}/messages", conv.conversation_id),
+        &[("fields", MESSAGE_FIELDS), ("limit", MESSAGES_PAGE_SIZE)],
+    ));
+    let mut pages = 0;
+    'pages: while let Some(url) = next.take() {
+        pages += 1;
+        let v = graph.get(url, &rec.access_token).await?;
+        for m in v
+            .get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| messages::from_graph(m, page))
+        {
+            let ts = m.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+            let mid = messages::entry_id(&m).unwrap_or_default();
+            if let Some(w) = mark {
+                // Joined the stored part: the previous poll read everything from here back.
+                if w.newest_mid.as_deref() == Some(mid.as_str())
+                    || w.newest_ts.is_some_and(|t| ts < t)
+                {
+                    break 'pages;
+                }
+            }
+            if newest.as_ref().is_none_or(|(t, _)| ts > *t) {
+                newest = Some((ts, mid));
+            }
+            fresh.push(m);
+        }
+        if pages < MAX_MESSAGE_PAGES {
+            next = graph.next_page(&v);
+        }
+    }
+    Ok((fresh, newest))
+}

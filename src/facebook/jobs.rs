@@ -1,0 +1,287 @@
+//! Facebook's queued jobs. Every write to a conversation object runs in that conversation's
+//! group (merges, its poll, the self-test clean-up); every write to a page's metadata in the
+//! page's group (refreshes, page polls).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, value::RawValue, Value};
+
+use super::conversations::{self, ConversationRef};
+use super::pages::{self, writable_page};
+use super::{graph, FbError};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::objects::keys::{GraphId, PageId, Psid};
+use crate::objects::{sha256_hex, PutOutcome};
+use crate::state::AppState;
+use crate::store::events::{Pool, RunId};
+
+/// How long page metadata refreshes wait after a `changes` event, so a burst of edits becomes
+/// one fetch.
+pub const METADATA_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// A raw, signature-checked delivery, stored exactly as received (the payload is the body).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FacebookDelivery(pub Box<RawValue>);
+
+impl Job for FacebookDelivery {
+    const KIND: JobKind = JobKind::FacebookWebhook;
+    const POOL: Pool = Pool::Messages;
+    type Context = AppState;
+
+    /// An identical redelivery is a no-op.
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(Self::KIND, &[&"sha256", &sha256_hex(self.0.get().as_bytes())])
+    }
+
+    /// A delivery touches nothing until fanned out: spread over groups by its digest.
+    fn group(&self) -> GroupKey {
+        GroupKey::delivery(&sha256_hex(self.0.get().as_bytes()))
+    }
+
+    async fn run(_: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let mut out = JobOutput::done();
+        for d in batch {
+            out = out.then_events(super::process::fan_out(d.0.get().as_bytes())?);
+        }
+        Ok(out)
+    }
+}
+
+/// One Messenger item (message, echo, attachment, postback) for one conversation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FacebookMessage {
+    pub page: PageId,
+    pub psid: Psid,
+    pub item: Value,
+}
+
+impl FacebookMessage {
+    /// The dedupe key of the item with this id (the self-test looks its message up by it).
+    pub fn dedupe_for(page: &PageId, entry_id: &str) -> DedupeKey {
+        DedupeKey::new(JobKind::FacebookMessage, &[page, &entry_id])
+    }
+}
+
+impl Job for FacebookMessage {
+    const KIND: JobKind = JobKind::FacebookMessage;
+    const POOL: Pool = Pool::Messages;
+    /// A burst into one conversation is merged in one write.
+    const MAX_BATCH: usize = 500;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        let id = super::messages::entry_id(&self.item).unwrap_or_default();
+        FacebookMessage::dedupe_for(&self.page, &id)
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::conversation(&self.page, &self.psid)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        // One group = one conversation, but be strict anyway: bucket by (page, psid).
+        let mut by_conv: BTreeMap<(PageId, Psid), Vec<Value>> = BTreeMap::new();
+        for m in batch {
+            by_conv.entry((m.page, m.psid)).or_default().push(m.item);
+        }
+        let mut written = 0;
+        for ((page, psid), items) in by_conv {
+            // A merge needs no token: a page waiting for re-authorisation keeps its messages.
+            let rec = writable_page(state, &page).await?;
+            let (outcome, _) = pages::merge_entries(state, &rec, &psid, items).await?;
+            written += usize::from(outcome == PutOutcome::Written);
+            tracing::debug!(%page, %psid, ?outcome, "conversation merged");
+        }
+        Ok(JobOutput::done().with_result(json!({"written": written})))
+    }
+}
+
+/// A page metadata refresh after `changes` events (one fetch per batch).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PageRefresh {
+    pub page: PageId,
+    /// The delivery and entry it came from (older rows have none).
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Job for PageRefresh {
+    const KIND: JobKind = JobKind::FacebookPageRefresh;
+    const POOL: Pool = Pool::Poll;
+    const MAX_BATCH: usize = 100;
+    const DELAY: Duration = METADATA_DEBOUNCE;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(Self::KIND, &[&self.page, &self.source])
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::page(&self.page)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let mut done = HashSet::new();
+        for job in batch {
+            if done.insert(job.page.clone()) {
+                let outcome = pages::refresh_metadata(state, &job.page).await?;
+                tracing::debug!(page = %job.page, ?outcome, "page metadata refreshed");
+            }
+        }
+        Ok(JobOutput::done())
+    }
+}
+
+/// Why a page is polled.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum PollReason {
+    /// Right after connect; `at` is the connect time (unix ms), for the dedupe key.
+    Initial { at: i64 },
+    /// Part of a poll run (scheduled or from the CLI).
+    Poll { run: RunId },
+}
+
+/// A poll of one page: its metadata, then a `ConversationPoll` for each conversation that
+/// changed since its watermark (follow-ups, in their conversations' groups).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PagePoll {
+    pub page: PageId,
+    #[serde(flatten)]
+    pub reason: PollReason,
+}
+
+impl Job for PagePoll {
+    const KIND: JobKind = JobKind::FacebookPagePoll;
+    const POOL: Pool = Pool::Poll;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        match self.reason {
+            PollReason::Initial { at } => DedupeKey::new(Self::KIND, &[&self.page, &"initial", &at]),
+            PollReason::Poll { run } => DedupeKey::new(Self::KIND, &[&self.page, &"run", &run]),
+        }
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::page(&self.page)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let page = &batch[0].page;
+        let started = std::time::Instant::now();
+        let r = async {
+            let meta = pages::refresh_metadata(state, page).await?;
+            let (changed, total) = conversations::changed(state, page).await?;
+            Ok::<_, FbError>((meta, changed, total))
+        }
+        .await;
+        metrics::counter!("poll_runs_total", "source" => "facebook").increment(1);
+        metrics::histogram!("poll_duration_seconds", "source" => "facebook")
+            .record(started.elapsed().as_secs_f64());
+        let (meta, changed, total) = r.map_err(|e| {
+            metrics::counter!("poll_failures_total", "source" => "facebook").increment(1);
+            tracing::warn!(%page, error = %e, "page poll failed");
+            JobError::from(e)
+        })?;
+        tracing::info!(%page, conversations = total, changed = changed.len(), "page polled");
+        let written = usize::from(meta == PutOutcome::Written);
+        let result = json!({
+            "written": written,
+            "unchanged": 1 - written,
+            "conversations": total,
+            "changed": changed.len(),
+        });
+        let follow_ups = changed.into_iter().map(|conversation| {
+            ConversationPoll {
+                page: page.clone(),
+                conversation,
+            }
+            .to_event()
+        });
+        Ok(JobOutput::done()
+            .with_result(result)
+            .then_events(follow_ups))
+    }
+}
+
+/// One conversation read back to its watermark and merged.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConversationPoll {
+    pub page: PageId,
+    #[serde(flatten)]
+    pub conversation: ConversationRef,
+}
+
+impl Job for ConversationPoll {
+    const KIND: JobKind = JobKind::FacebookConversationPoll;
+    const POOL: Pool = Pool::Poll;
+    type Context = AppState;
+
+    /// The same conversation state is read once, whichever polls ask for it.
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(
+            Self::KIND,
+            &[&self.page, &self.conversation.psid, &self.conversation.updated_time],
+        )
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::conversation(&self.page, &self.conversation.psid)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let job = &batch[0];
+        let polled = conversations::poll_one(state, &job.page, &job.conversation).await?;
+        let written = usize::from(polled.object == PutOutcome::Written);
+        Ok(JobOutput::done().with_result(json!({
+            "written": written,
+            "unchanged": 1 - written,
+            "fetched": polled.fetched,
+            "full": polled.full,
+        })))
+    }
+}
+
+/// The daily check that the app is still subscribed to the page (Meta drops subscriptions,
+/// e.g. after a page role change); a missing one is re-created.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PageSubscriptionCheck {
+    pub page: PageId,
+    pub run: RunId,
+}
+
+impl Job for PageSubscriptionCheck {
+    const KIND: JobKind = JobKind::FacebookSubscriptions;
+    const POOL: Pool = Pool::Poll;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(Self::KIND, &[&self.page, &self.run])
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::page(&self.page)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let page = &batch[0].page;
+        let rec = pages::active_page(state, page).await?;
+        let subscribed = match pages::ensure_subscribed(graph(state)?, page, &rec.access_token).await {
+            Ok(s) => s,
+            Err(FbError::Graph(e)) => return Err(pages::on_graph_error(state, page, e).await.into()),
+            Err(e) => return Err(e.into()),
+        };
+        if subscribed {
+            metrics::counter!("subscriptions_repaired_total", "platform" => "facebook").increment(1);
+            tracing::warn!(%page, "the app's page subscription was missing and has been re-created");
+        }
+        Ok(JobOutput::done().with_result(json!({"missing": subscribed})))
+    }
+}
+
+/// Facebook user ids are Graph ids too (digits).
+pub type FacebookUserId = GraphId;

@@ -1,0 +1,337 @@
+//! Worker pools: each pool's workers claim batches of their pool's kinds, run them in an
+//! instrumented span and record the outcome event by event.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::registry::{BatchRun, Registry};
+use super::retry::{Next, RetryPolicy};
+use super::JobError;
+use crate::store::events::{ClaimSpec, Event, EventId, EventStatus, EventStore, Pool, Record};
+use crate::store::now_millis;
+
+pub use crate::config::WorkerPools as PoolSizes;
+
+fn pool_size(p: &PoolSizes, pool: Pool) -> usize {
+    match pool {
+        Pool::Messages => p.messages,
+        Pool::Sync => p.sync,
+        Pool::Poll => p.poll,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub pools: PoolSizes,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    /// How often an idle worker looks for events whose backoff ran out.
+    pub idle_poll: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            pools: PoolSizes::default(),
+            lease: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Pool sizes and retry horizon as configured; the other values as in production.
+    pub fn from_settings(settings: &crate::config::Settings) -> WorkerConfig {
+        WorkerConfig {
+            pools: settings.workers,
+            retry: RetryPolicy {
+                horizon: settings.retry_horizon,
+                ..RetryPolicy::default()
+            },
+            ..WorkerConfig::default()
+        }
+    }
+}
+
+/// Starts every pool's workers; they stop after finishing their current batch once
+/// `shutdown` fires.
+pub fn spawn_workers<C: Clone + Send + Sync + 'static>(
+    events: EventStore,
+    registry: Arc<Registry<C>>,
+    ctx: C,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let instance = crate::config::random_token(6);
+    for pool in Pool::ALL {
+        let spec = registry.claim_spec(*pool);
+        for n in 0..pool_size(&config.pools, *pool) {
+            let worker = Worker {
+                id: format!("{instance}-{pool}-{n}"),
+                pool: *pool,
+                spec: spec.clone(),
+                events: events.clone(),
+                registry: registry.clone(),
+                ctx: ctx.clone(),
+                config: config.clone(),
+            };
+            let shutdown = shutdown.clone();
+            set.spawn(async move { worker.run(shutdown).await });
+        }
+    }
+    set
+}
+
+struct Worker<C> {
+    id: String,
+    pool: Pool,
+    spec: ClaimSpec,
+    events: EventStore,
+    registry: Arc<Registry<C>>,
+    ctx: C,
+    config: WorkerConfig,
+}
+
+impl<C: Clone + Send + Sync + 'static> Worker<C> {
+    async fn run(self, shutdown: CancellationToken) {
+        let wakers = self.events.wakers();
+        let notify = wakers.pool(self.pool);
+        while !shutdown.is_cancelled() {
+            // Register interest before looking, so an insert between the claim and the wait
+            // still wakes us.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self
+                .events
+                .claim(&self.id, &self.spec, self.config.lease)
+                .await
+            {
+                Ok(Some(batch)) if !batch.is_empty() => {
+                    // There may be more ready groups: pass the wake-up on to another worker.
+                    notify.notify_one();
+                    self.run_batch(batch).await
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(self.config.idle_poll) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(pool = %self.pool, error = %e, "claiming events failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_batch(&self, batch: Vec<Event>) {
+        let kind = batch[0].kind.clone();
+        let span = tracing::info_span!(
+            "job",
+            %kind,
+            group = %batch[0].group_key,
+            events = batch.len(),
+            attempts = batch.iter().map(|e| e.attempts).max().unwrap_or(1),
+        );
+        self.execute(kind, batch).instrument(span).await
+    }
+
+    async fn execute(&self, kind: String, batch: Vec<Event>) {
+        let started = Instant::now();
+        let oldest = batch.iter().map(|e| e.received_at).min().unwrap_or(0);
+        let Some(runner) = self.registry.get(&kind) else {
+            let reason = format!("no job type for kind {kind:?} in this build");
+            tracing::error!(%reason, "event failed for good");
+            let rec = Record {
+                given_up: batch
+                    .iter()
+                    .map(|e| (e.id, EventStatus::Failed, reason.clone()))
+                    .collect(),
+                ..Record::default()
+            };
+            self.store(rec).await;
+            return;
+        };
+        let run_id = batch[0].run_id;
+        let by_id: Vec<(EventId, u32, i64)> = batch
+            .iter()
+            .map(|e| (e.id, e.attempts, e.received_at))
+            .collect();
+        let ids: Vec<EventId> = batch.iter().map(|e| e.id).collect();
+
+        let heartbeat = AbortOnDrop(self.heartbeat(ids.clone()));
+        // In a task of its own, so a panicking job fails this batch (retried later) instead
+        // of killing the worker and leaving its lease renewed forever.
+        let task = runner.run(self.ctx.clone(), batch);
+        let run = match tokio::spawn(task.in_current_span()).await {
+            Ok(r) => r,
+            Err(e) => BatchRun {
+                forever: Vec::new(),
+                ran: ids,
+                undecodable: Vec::new(),
+                outcome: Err(JobError::Retry(format!("job panicked: {e}"))),
+            },
+        };
+        drop(heartbeat);
+        metrics::histogram!("job_duration_seconds", "kind" => kind.clone())
+            .record(started.elapsed().as_secs_f64());
+
+        let mut rec = Record::default();
+        for (id, reason) in &run.undecodable {
+            tracing::error!(event = %id, %reason, "event failed for good");
+            rec.given_up.push((*id, EventStatus::Failed, reason.clone()));
+        }
+        let ran = run.ran.len() as u64;
+        let result = match run.outcome {
+            Ok(out) => {
+                metrics::histogram!("event_processing_lag_seconds", "kind" => kind.clone())
+                    .record((now_millis() - oldest).max(0) as f64 / 1000.0);
+                tracing::debug!("job done");
+                rec.done = run.ran;
+                rec.result = out.result.map(|v| v.to_string());
+                rec.follow_ups = out
+                    .follow_ups
+                    .into_iter()
+                    .map(|f| f.in_run(run_id))
+                    .collect();
+                "done"
+            }
+            Err(JobError::Permanent(reason)) => {
+                tracing::error!(%reason, "job failed for good");
+                for id in run.ran {
+                    rec.given_up.push((id, EventStatus::Failed, reason.clone()));
+                }
+                "failed"
+            }
+            Err(JobError::Later { after, reason }) => {
+                tracing::debug!(%reason, after_ms = after.as_millis() as u64, "job runs again later");
+                let now = now_millis();
+                for (id, _, received_at) in by_id.iter().filter(|(id, ..)| run.ran.contains(id)) {
+                    let forever = run.forever.contains(id);
+                    if !forever && now - received_at >= self.config.retry.horizon.as_millis() as i64
+                    {
+                        rec.given_up.push((*id, EventStatus::Dead, reason.clone()));
+                    } else {
+                        rec.retry.push((*id, now + after.as_millis() as i64, reason.clone()));
+                    }
+                }
+                "later"
+            }
+            Err(JobError::Retry(reason)) => {
+                let now = now_millis();
+                let mut retried = 0;
+                for (id, attempts, received_at) in
+                    by_id.iter().filter(|(id, ..)| run.ran.contains(id))
+                {
+                    let forever = run.forever.contains(id);
+                    match self.config.retry.next(*attempts, *received_at, now, forever) {
+                        Next::RetryAt(at) => {
+                            retried += 1;
+                            rec.retry.push((*id, at, reason.clone()));
+                        }
+                        Next::DeadLetter => {
+                            metrics::counter!("events_dead_lettered_total", "kind" => kind.clone())
+                                .increment(1);
+                            tracing::error!(
+                                event = %id,
+                                attempts,
+                                %reason,
+                                "event dead-lettered: its retry horizon has passed (salesbot-sync requeue-failed brings it back)"
+                            );
+                            rec.given_up.push((*id, EventStatus::Dead, reason.clone()));
+                        }
+                    }
+                }
+                if retried > 0 {
+                    let first = rec.retry.iter().map(|r| r.1).min().unwrap_or(now);
+                    tracing::warn!(%reason, events = retried, retry_in_ms = (first - now).max(0), "job failed; will retry");
+                }
+                "retry"
+            }
+        };
+        metrics::counter!("events_processed_total", "kind" => kind, "result" => result)
+            .increment(ran);
+        self.store(rec).await;
+    }
+
+    async fn store(&self, rec: Record) {
+        if let Err(e) = self.events.record(&self.id, rec).await {
+            // The lease runs out and another worker (or the next start) picks the events up.
+            tracing::error!(error = %e, "recording the job result failed");
+        }
+    }
+
+    fn heartbeat(&self, ids: Vec<EventId>) -> tokio::task::JoinHandle<()> {
+        let events = self.events.clone();
+        let worker = self.id.clone();
+        let lease = self.config.lease;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(lease / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = events.extend_lease(ids.clone(), &worker, lease).await {
+                    tracing::warn!(error = %e, "extending the event lease failed");
+                }
+            }
+        })
+    }
+}
+
+/// Aborts the task when dropped (also on unwinding).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long finished rows are kept: done ones a week (their dedupe keys must outlive the
+/// platforms' redelivery windows), failed and dead-lettered ones a month (operators look at
+/// them; `requeue-failed` can still bring them back).
+const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
+const KEEP_GIVEN_UP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Housekeeping: returns events with expired leases to the queue every 30 s and prunes
+/// finished rows hourly, so the queue does not grow without bound.
+pub fn spawn_housekeeping(
+    events: EventStore,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reap = tokio::time::interval(Duration::from_secs(30));
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = reap.tick() => {
+                    match events.reclaim_expired().await {
+                        Ok(n) if n > 0 => tracing::warn!(events = n, "re-queued events whose lease expired"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "re-queuing expired events failed"),
+                    }
+                }
+                _ = prune.tick() => {
+                    match events.prune_finished(KEEP_DONE, KEEP_GIVEN_UP).await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned finished events"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning events failed"),
+                    }
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    })
+}

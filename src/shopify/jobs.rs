@@ -1,0 +1,244 @@
+//! Shopify's queued jobs. All of them run in the shop's group, so deliveries, syncs, polls and
+//! redaction of one shop never overlap, whichever process or pool runs them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::subscriptions::ensure_subscriptions;
+use super::sync::{redact_shop, sync_shop};
+use super::topics::Topic;
+use super::{SyncError, REFRESH_DEBOUNCE};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::objects::keys::ShopDomain;
+use crate::state::AppState;
+use crate::store::events::{Pool, RunId};
+use crate::store::tokens::AccountStatus;
+
+/// Event ids of the callback's own signed test delivery start with this; the callback queues
+/// the initial sync itself, so the delivery does not fetch again.
+pub const SELF_TEST_EVENT_PREFIX: &str = "salesbot-self-test-";
+
+/// A verified webhook delivery. The body is not kept: every topic is answered by re-fetching
+/// from the Admin API, and compliance bodies carry customer data we do not store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShopifyWebhook {
+    pub topic: Topic,
+    pub shop: ShopDomain,
+    pub event_id: Option<String>,
+    pub webhook_id: Option<String>,
+    pub triggered_at: Option<String>,
+    /// SHA-256 of topic, shop and body: the dedupe key when Shopify sent no ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl ShopifyWebhook {
+    fn is_self_test(&self) -> bool {
+        self.event_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with(SELF_TEST_EVENT_PREFIX))
+    }
+
+    fn triggered_at_secs(&self) -> Option<i64> {
+        self.triggered_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp())
+    }
+}
+
+impl Job for ShopifyWebhook {
+    const KIND: JobKind = JobKind::ShopifyWebhook;
+    const POOL: Pool = Pool::Sync;
+    /// A burst for one shop is one run.
+    const MAX_BATCH: usize = 500;
+    type Context = AppState;
+
+    /// Shopify's event id (one per event, the same across retries), else the webhook id,
+    /// else the content itself.
+    fn dedupe_key(&self) -> DedupeKey {
+        match (&self.event_id, &self.webhook_id, &self.digest) {
+            (Some(e), _, _) => DedupeKey::new(Self::KIND, &[&"event", e]),
+            (None, Some(w), _) => DedupeKey::new(Self::KIND, &[&"webhook", w]),
+            (None, None, d) => {
+                DedupeKey::new(Self::KIND, &[&"sha256", &d.as_deref().unwrap_or("")])
+            }
+        }
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::shop(&self.shop)
+    }
+
+    /// Content deliveries wait so a burst becomes one refresh; lifecycle ones do not.
+    fn delay(&self) -> std::time::Duration {
+        if self.topic.is_content() {
+            REFRESH_DEBOUNCE
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
+    /// Redaction is compliance work.
+    fn retry_forever(&self) -> bool {
+        self.topic == Topic::ShopRedact
+    }
+
+    /// Lifecycle topics first, then at most one catalogue refresh for every content topic.
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let shop = batch[0].shop.clone();
+        let mut refresh = false;
+        let mut redact = false;
+        for d in &batch {
+            match d.topic {
+                Topic::AppUninstalled => uninstall(state, d).await?,
+                Topic::ShopRedact => redact = true,
+                Topic::CustomersRedact | Topic::CustomersDataRequest => {
+                    // We keep no customer data: nothing to delete or report.
+                    tracing::info!(%shop, topic = %d.topic, "compliance request acknowledged (no customer data is stored)");
+                }
+                _ if d.is_self_test() => {}
+                _ => refresh = true,
+            }
+        }
+        if redact {
+            let deleted = redact_shop(state, &shop).await?;
+            return Ok(JobOutput::done().with_result(json!({"redacted_objects": deleted})));
+        }
+        if !refresh {
+            return Ok(JobOutput::done());
+        }
+        match sync_shop(state, &shop).await {
+            Ok(out) => Ok(JobOutput::done().with_result(json!({
+                "shop_metadata": out.shop_metadata,
+                "shop_products": out.shop_products,
+            }))),
+            // Deliveries can trail an uninstall: nothing to do, and nothing to retry.
+            Err(SyncError::NotConnected(s)) => {
+                tracing::info!(shop = %s, "delivery for a shop that is not connected; ignored");
+                Err(JobError::Permanent(format!("shop {s} is not connected")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `app/uninstalled`: delete the token and stop polling, unless the uninstall is older than
+/// the latest install (a stale delivery after a reinstall).
+async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<(), SyncError> {
+    let Some(rec) = state.tokens.shop(&d.shop).await? else {
+        return Ok(());
+    };
+    if d.triggered_at_secs().is_some_and(|t| t < rec.installed_at) {
+        tracing::info!(shop = %d.shop, "ignoring app/uninstalled older than the latest install");
+        return Ok(());
+    }
+    state
+        .tokens
+        .set_shop_status(&d.shop, AccountStatus::Uninstalled, Some("app/uninstalled".into()))
+        .await?;
+    tracing::info!(shop = %d.shop, "app uninstalled: token deleted, polling stopped");
+    Ok(())
+}
+
+/// Why a shop's catalogue is synced in full.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum SyncReason {
+    /// After a (re)install; unix seconds of that install.
+    Initial { installed_at: i64 },
+    /// Part of a poll run (scheduled or from the CLI).
+    Poll { run: RunId },
+}
+
+/// A full catalogue sync of one shop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShopifySync {
+    pub shop: ShopDomain,
+    #[serde(flatten)]
+    pub reason: SyncReason,
+}
+
+impl Job for ShopifySync {
+    const KIND: JobKind = JobKind::ShopifySync;
+    const POOL: Pool = Pool::Sync;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        match self.reason {
+            SyncReason::Initial { installed_at } => {
+                DedupeKey::new(Self::KIND, &[&self.shop, &"initial", &installed_at])
+            }
+            SyncReason::Poll { run } => DedupeKey::new(Self::KIND, &[&self.shop, &"run", &run]),
+        }
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::shop(&self.shop)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let job = &batch[0];
+        let started = std::time::Instant::now();
+        let r = sync_shop(state, &job.shop).await;
+        if matches!(job.reason, SyncReason::Poll { .. }) {
+            metrics::counter!("poll_runs_total", "source" => "shopify").increment(1);
+            metrics::histogram!("poll_duration_seconds", "source" => "shopify")
+                .record(started.elapsed().as_secs_f64());
+            if r.is_err() {
+                metrics::counter!("poll_failures_total", "source" => "shopify").increment(1);
+            }
+        }
+        let out = r.map_err(|e| {
+            tracing::warn!(shop = %job.shop, error = %e, "shop sync failed");
+            JobError::from(e)
+        })?;
+        Ok(JobOutput::done().with_result(json!({
+            "written": out.written(),
+            "unchanged": 2 - out.written(),
+            "shop_metadata": out.shop_metadata,
+            "shop_products": out.shop_products,
+            "summary": out.summary,
+        })))
+    }
+}
+
+/// The daily check that every webhook topic is still subscribed (Shopify deletes a
+/// subscription after 48 hours of failed deliveries); missing ones are re-created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShopifySubscriptionCheck {
+    pub shop: ShopDomain,
+    pub run: RunId,
+}
+
+impl Job for ShopifySubscriptionCheck {
+    const KIND: JobKind = JobKind::ShopifySubscriptions;
+    const POOL: Pool = Pool::Poll;
+    type Context = AppState;
+
+    fn dedupe_key(&self) -> DedupeKey {
+        DedupeKey::new(Self::KIND, &[&self.shop, &self.run])
+    }
+
+    fn group(&self) -> GroupKey {
+        GroupKey::shop(&self.shop)
+    }
+
+    async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
+        let shop = &batch[0].shop;
+        let address = &super::settings(state)
+            .map_err(|e| JobError::Permanent(e.to_string()))?
+            .webhook_address;
+        let api = super::api(state)?;
+        let report = ensure_subscriptions(api, shop, address).await?;
+        if !report.created.is_empty() {
+            metrics::counter!("subscriptions_repaired_total", "platform" => "shopify")
+                .increment(report.created.len() as u64);
+            tracing::warn!(%shop, missing = ?report.created, "webhook subscriptions were missing and have been re-created");
+        }
+        Ok(JobOutput::done().with_result(json!({
+            "missing": report.created,
+            "failures": report.failures.len(),
+        })))
+    }
+}

@@ -1,0 +1,735 @@
+//! The durable queue: webhook deliveries and every background job, as rows of `events.db`.
+//!
+//! One writer thread owns the only connection that writes (see `writer`); reads (stats,
+//! outcomes, listings) use a second connection, which WAL lets run alongside.
+//!
+//! Semantics the workers rely on:
+//! - a claim takes the oldest *ready* event of a pool whose group has nothing running, and
+//!   with it other events of the same group and kind that are ready or have never been tried
+//!   (a debounced burst for one object is one run); events waiting out a backoff stay put;
+//! - every event keeps its own attempt count; a failed batch is rescheduled event by event;
+//! - an outcome is recorded only by the worker holding the lease;
+//! - follow-up events commit in the same transaction that marks their parent done.
+
+mod types;
+mod writer;
+
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use tokio::sync::{oneshot, Notify};
+
+pub use types::{
+    EventId, EventRow, EventStatus, Enqueued, Event, NewEvent, Outcome, Pool, QueueStats, RunId,
+    RunKind, RunTrigger,
+};
+use types::parse_result;
+use writer::{insert_event, writer_loop, Cmd, InsertReq, WriteFn};
+
+use super::{now_millis, open_connection, Db, DbKind, StoreError};
+
+/// Inserts waiting for the writer before new ones are turned away (503, the sender retries).
+const WRITER_QUEUE_CAP: usize = 50_000;
+/// How often a waiter re-reads an outcome when no in-process completion wakes it (the job may
+/// run in another process).
+const WAIT_RECHECK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("the event queue is full; retry later")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Wake-ups: one per pool (new work for its workers), one for anyone waiting on an outcome.
+pub struct Wakers {
+    pools: [Notify; 3],
+    finished: Notify,
+}
+
+impl Wakers {
+    fn new() -> Wakers {
+        Wakers {
+            pools: [Notify::new(), Notify::new(), Notify::new()],
+            finished: Notify::new(),
+        }
+    }
+
+    pub fn pool(&self, pool: Pool) -> &Notify {
+        &self.pools[match pool {
+            Pool::Messages => 0,
+            Pool::Sync => 1,
+            Pool::Poll => 2,
+        }]
+    }
+
+    fn wake(&self, pool: Pool) {
+        self.pool(pool).notify_one();
+    }
+}
+
+/// What to claim: a pool, and how many events of one group each kind takes per run.
+#[derive(Clone)]
+pub struct ClaimSpec {
+    pub pool: Pool,
+    /// Kind → most events per batch; kinds not listed take one.
+    pub max_batch: Arc<std::collections::HashMap<&'static str, usize>>,
+}
+
+/// The outcome of one batch, recorded in one transaction.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Finished; follow-ups and the result are recorded with them.
+    pub done: Vec<EventId>,
+    pub follow_ups: Vec<NewEvent>,
+    pub result: Option<String>,
+    /// Tried again at the given time (unix ms), with the reason.
+    pub retry: Vec<(EventId, i64, String)>,
+    /// Given up, as `Failed` (permanent) or `Dead` (retry horizon passed), with the reason.
+    pub given_up: Vec<(EventId, EventStatus, String)>,
+}
+
+/// A poll run and how far its jobs got.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub kind: RunKind,
+    pub trigger: RunTrigger,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub summary: Option<serde_json::Value>,
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    db: Db,
+    writer: std_mpsc::SyncSender<Cmd>,
+    wakers: Arc<Wakers>,
+}
+
+/// `group_key` matches one of `exact` or starts with one of `prefixes`, as SQL with params.
+fn group_filter(exact: &[String], prefixes: &[String]) -> (String, Vec<String>) {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    for g in exact {
+        clauses.push("group_key = ?".to_string());
+        params.push(g.clone());
+    }
+    for p in prefixes {
+        // A range instead of LIKE: it uses the index, and no character of the prefix is a
+        // wildcard. The upper bound is the prefix with its last byte raised by one.
+        let mut upper = p.clone().into_bytes();
+        match upper.last_mut() {
+            Some(b) if *b < 0x7f => *b += 1,
+            _ => continue,
+        }
+        clauses.push("(group_key >= ? AND group_key < ?)".to_string());
+        params.push(p.clone());
+        params.push(String::from_utf8(upper).unwrap_or_default());
+    }
+    if clauses.is_empty() {
+        return ("0".into(), params);
+    }
+    (format!("({})", clauses.join(" OR ")), params)
+}
+
+fn outcome_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome> {
+    Ok(Outcome {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        group_key: r.get(2)?,
+        status: r.get(3)?,
+        attempts: r.get(4)?,
+        last_error: r.get(5)?,
+        result: parse_result(r.get(6)?),
+    })
+}
+
+const OUTCOME_COLUMNS: &str = "id, kind, group_key, status, attempts, last_error, result";
+
+impl EventStore {
+    pub fn open(path: &Path) -> Result<EventStore, StoreError> {
+        let db = Db::open(path, DbKind::Events)?;
+        let writer_conn = open_connection(path, DbKind::Events)?;
+        let (tx, rx) = std_mpsc::sync_channel(WRITER_QUEUE_CAP);
+        let wakers = Arc::new(Wakers::new());
+        let w = wakers.clone();
+        std::thread::Builder::new()
+            .name("events-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx, w))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: format!("could not start writer thread: {e}"),
+            })?;
+        Ok(EventStore { db, writer: tx, wakers })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn wakers(&self) -> Arc<Wakers> {
+        self.wakers.clone()
+    }
+
+    /// Durably records an event; returns once the row is committed (or known as a duplicate).
+    pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, EnqueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .try_send(Cmd::Insert(InsertReq { event, reply }))
+            .map_err(|e| match e {
+                std_mpsc::TrySendError::Full(_) => EnqueueError::Busy,
+                std_mpsc::TrySendError::Disconnected(_) => EnqueueError::Store(StoreError::Closed),
+            })?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Records many events in one transaction (a poll run's fan-out).
+    pub async fn enqueue_all(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        let wakers = self.wakers.clone();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let now = now_millis();
+            let out = events
+                .iter()
+                .map(|e| insert_event(&tx, e, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            for (e, o) in events.iter().zip(&out) {
+                if matches!(o, Enqueued::Inserted(_)) {
+                    wakers.wake(e.pool);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer thread and returns its result.
+    async fn write<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: WriteFn = Box::new(move |c| {
+            let _ = reply.send(f(c));
+        });
+        // A full channel means thousands of inserts are waiting; block briefly rather than
+        // fail a completion (the inserts drain fast).
+        let tx = self.writer.clone();
+        tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job)))
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Puts events left `running` by a process that died back to `pending`. Only the process
+    /// holding the queue lock calls this, before its workers start.
+    pub async fn recover_orphans(&self) -> Result<usize, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL
+                 WHERE status = 'running'",
+                [],
+            )?)
+        })
+        .await
+    }
+
+    /// Claims a batch for a worker of `spec.pool` (see the module docs), or `None`.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        spec: &ClaimSpec,
+        lease: Duration,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        let worker = worker.to_string();
+        let lease_ms = lease.as_millis() as i64;
+        let spec = spec.clone();
+        self.write(move |c| {
+            // Deferred: a look that finds nothing commits without writing (no fsync).
+            let tx = c.transaction()?;
+            let now = now_millis();
+            let head: Option<(EventId, String, String)> = tx
+                .prepare_cached(
+                    "SELECT e.id, e.group_key, e.kind FROM events e
+                     WHERE e.status = 'pending' AND e.pool = ?1 AND e.run_at <= ?2
+                       AND NOT EXISTS (SELECT 1 FROM events r
+                                       WHERE r.status = 'running' AND r.group_key = e.group_key)
+                     ORDER BY e.run_at, e.id LIMIT 1",
+                )?
+                .query_row(params![spec.pool, now], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            let Some((head, group, kind)) = head else {
+                return Ok(None);
+            };
+            let max = spec.max_batch.get(kind.as_str()).copied().unwrap_or(1).max(1);
+            let mut events = tx
+                .prepare_cached(
+                    "UPDATE events SET status = 'running', attempts = attempts + 1,
+                            locked_by = ?1, locked_until = ?2
+                     WHERE id = ?3
+                        OR id IN (SELECT id FROM events
+                                  WHERE status = 'pending' AND group_key = ?4 AND kind = ?5
+                                    AND id != ?3 AND (run_at <= ?6 OR attempts = 0)
+                                  ORDER BY id LIMIT ?7)
+                     RETURNING id, kind, dedupe_key, group_key, payload, attempts, received_at,
+                               run_id",
+                )?
+                .query_map(
+                    params![worker, now + lease_ms, head, group, kind, now, (max - 1) as i64],
+                    |r| {
+                        Ok(Event {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            dedupe_key: r.get(2)?,
+                            group_key: r.get(3)?,
+                            payload: r.get(4)?,
+                            attempts: r.get(5)?,
+                            received_at: r.get(6)?,
+                            run_id: r.get(7)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            events.sort_by_key(|e| e.id);
+            Ok(Some(events))
+        })
+        .await
+    }
+
+    /// Records how a batch ended, in one transaction: done events (with their follow-ups and
+    /// result), retries, and events given up. Only rows this worker still holds are touched.
+    pub async fn record(&self, worker: &str, rec: Record) -> Result<(), StoreError> {
+        let worker = worker.to_string();
+        let wakers = self.wakers.clone();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let now = now_millis();
+            let mut touched: Vec<EventId> = Vec::new();
+            for id in &rec.done {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE events SET status = 'done', finished_at = ?1, locked_by = NULL,
+                                locked_until = NULL, last_error = NULL, payload = x'', result = ?2
+                         WHERE id = ?3 AND status = 'running' AND locked_by = ?4",
+                    )?
+                    .execute(params![now, rec.result, id, worker])?;
+                if n == 1 {
+                    touched.push(*id);
+                }
+            }
+            // Follow-ups only when the parent really completed under this lease: after a lease
+            // was taken over, the new holder produces them.
+            let mut follow_pools = Vec::new();
+            if !touched.is_empty() {
+                for ev in &rec.follow_ups {
+                    if matches!(insert_event(&tx, ev, now)?, Enqueued::Inserted(_)) {
+                        follow_pools.push(ev.pool);
+                    }
+                }
+            }
+            for (id, at, reason) in &rec.retry {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE events SET status = 'pending', run_at = ?1, last_error = ?2,
+                                locked_by = NULL, locked_until = NULL
+                         WHERE id = ?3 AND status = 'running' AND locked_by = ?4",
+                    )?
+                    .execute(params![at, reason, id, worker])?;
+                if n == 1 {
+                    touched.push(*id);
+                }
+            }
+            for (id, status, reason) in &rec.given_up {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE events SET status = ?1, finished_at = ?2, last_error = ?3,
+                                locked_by = NULL, locked_until = NULL
+                         WHERE id = ?4 AND status = 'running' AND locked_by = ?5",
+                    )?
+                    .execute(params![status, now, reason, id, worker])?;
+                if n == 1 {
+                    touched.push(*id);
+                }
+            }
+            // The group is free again: wake the pools that have work waiting in it (another
+            // pool's worker would otherwise only notice on its idle poll).
+            let mut pools: Vec<Pool> = Vec::new();
+            if let Some(first) = touched.first() {
+                let mut st = tx.prepare_cached(
+                    "SELECT DISTINCT p.pool FROM events p
+                     WHERE p.status = 'pending'
+                       AND p.group_key = (SELECT group_key FROM events WHERE id = ?1)",
+                )?;
+                let rows = st.query_map([first], |r| r.get::<_, Pool>(0))?;
+                for p in rows {
+                    pools.push(p?);
+                }
+            }
+            tx.commit()?;
+            for p in follow_pools.into_iter().chain(pools) {
+                wakers.wake(p);
+            }
+            wakers.finished.notify_waiters();
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives every failed and dead-lettered event fresh attempts and a fresh retry horizon
+    /// (after an outage is over).
+    pub async fn requeue_failed(&self) -> Result<usize, StoreError> {
+        let wakers = self.wakers.clone();
+        self.write(move |c| {
+            let now = now_millis();
+            let n = c.execute(
+                "UPDATE events SET status = 'pending', attempts = 0, run_at = ?1, received_at = ?1,
+                        finished_at = NULL, locked_by = NULL, locked_until = NULL
+                 WHERE status IN ('failed', 'dead')",
+                [now],
+            )?;
+            for p in Pool::ALL {
+                wakers.wake(*p);
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Returns events whose lease ran out (a handler stuck past its heartbeat) to `pending`.
+    pub async fn reclaim_expired(&self) -> Result<usize, StoreError> {
+        self.write(|c| {
+            Ok(c.execute(
+                "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL
+                 WHERE status = 'running' AND locked_until < ?1",
+                [now_millis()],
+            )?)
+        })
+        .await
+    }
+
+    /// Keeps a long-running claim alive.
+    pub async fn extend_lease(
+        &self,
+        ids: Vec<EventId>,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let worker = worker.to_string();
+        self.write(move |c| {
+            let until = now_millis() + lease.as_millis() as i64;
+            let tx = c.transaction()?;
+            for id in ids {
+                tx.prepare_cached(
+                    "UPDATE events SET locked_until = ?1
+                     WHERE id = ?2 AND locked_by = ?3 AND status = 'running'",
+                )?
+                .execute(params![until, id, worker])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn stats(&self) -> Result<QueueStats, StoreError> {
+        self.db
+            .call(|c| {
+                let mut s = QueueStats::default();
+                let mut st = c.prepare_cached("SELECT status, COUNT(*) FROM events GROUP BY status")?;
+                let rows = st.query_map([], |r| Ok((r.get::<_, EventStatus>(0)?, r.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    let (status, n) = row?;
+                    match status {
+                        EventStatus::Pending => s.pending = n,
+                        EventStatus::Running => s.running = n,
+                        EventStatus::Done => s.done = n,
+                        EventStatus::Failed => s.failed = n,
+                        EventStatus::Dead => s.dead_lettered = n,
+                    }
+                }
+                let oldest: Option<i64> = c.query_row(
+                    "SELECT MIN(received_at) FROM events WHERE status IN ('pending', 'running')",
+                    [],
+                    |r| r.get(0),
+                )?;
+                s.oldest_pending_age_ms = oldest.map(|o| (now_millis() - o).max(0)).unwrap_or(0);
+                Ok(s)
+            })
+            .await
+    }
+
+    /// The newest dead-lettered and failed events with their reasons (for operators).
+    pub async fn recent_failures(&self, limit: usize) -> Result<Vec<EventRow>, StoreError> {
+        self.rows_where(
+            "status IN ('failed', 'dead') ORDER BY finished_at DESC, id DESC LIMIT ?1",
+            vec![limit as i64],
+        )
+        .await
+    }
+
+    /// Deletes finished events: done ones older than `done_age` (their dedupe keys go with
+    /// them, so it must exceed the platforms' redelivery window: Shopify retries for 48 hours),
+    /// failed and dead ones older than `given_up_age`.
+    pub async fn prune_finished(
+        &self,
+        done_age: Duration,
+        given_up_age: Duration,
+    ) -> Result<usize, StoreError> {
+        let now = now_millis();
+        let done_cutoff = now - done_age.as_millis() as i64;
+        let given_up_cutoff = now - given_up_age.as_millis() as i64;
+        self.write(move |c| {
+            let a = c.execute(
+                "DELETE FROM events WHERE status = 'done' AND finished_at < ?1",
+                [done_cutoff],
+            )?;
+            let b = c.execute(
+                "DELETE FROM events WHERE status IN ('failed', 'dead') AND finished_at < ?1",
+                [given_up_cutoff],
+            )?;
+            let runs = c.execute(
+                "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1",
+                [given_up_cutoff],
+            )?;
+            Ok(a + b + runs)
+        })
+        .await
+    }
+
+    /// How the event stands now (`None`: no such event, e.g. pruned).
+    pub async fn outcome(&self, id: EventId) -> Result<Option<Outcome>, StoreError> {
+        self.db
+            .call(move |c| {
+                Ok(c
+                    .prepare_cached(&format!("SELECT {OUTCOME_COLUMNS} FROM events WHERE id = ?1"))?
+                    .query_row([id], outcome_from_row)
+                    .optional()?)
+            })
+            .await
+    }
+
+    /// How the event with this dedupe key stands (`None`: not queued, or pruned).
+    pub async fn outcome_of_key(&self, dedupe_key: &str) -> Result<Option<Outcome>, StoreError> {
+        let key = dedupe_key.to_string();
+        self.db
+            .call(move |c| {
+                Ok(c
+                    .prepare_cached(&format!(
+                        "SELECT {OUTCOME_COLUMNS} FROM events WHERE dedupe_key = ?1"
+                    ))?
+                    .query_row([key], outcome_from_row)
+                    .optional()?)
+            })
+            .await
+    }
+
+    /// Waits until the event is finished or `timeout` passes; returns how it stands then.
+    pub async fn wait_for(
+        &self,
+        id: EventId,
+        timeout: Duration,
+    ) -> Result<Option<Outcome>, StoreError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let finished = self.wakers.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let now = self.outcome(id).await?;
+            let done = now.as_ref().is_none_or(|o| o.status.is_finished());
+            if done || tokio::time::Instant::now() >= deadline {
+                return Ok(now);
+            }
+            let step = (deadline - tokio::time::Instant::now()).min(WAIT_RECHECK);
+            tokio::select! {
+                _ = &mut finished => {}
+                _ = tokio::time::sleep(step) => {}
+            }
+        }
+    }
+
+    /// Events running now in the given groups (exact keys or key prefixes).
+    pub async fn running_in_groups(
+        &self,
+        exact: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<i64, StoreError> {
+        self.db
+            .call(move |c| {
+                let (filter, params) = group_filter(&exact, &prefixes);
+                let sql = format!("SELECT COUNT(*) FROM events WHERE status = 'running' AND {filter}");
+                Ok(c.query_row(&sql, params_from_iter(params), |r| r.get(0))?)
+            })
+            .await
+    }
+
+    /// Deletes every event of the given groups that is not running (their payloads may hold a
+    /// person's messages); returns how many.
+    pub async fn purge_groups(
+        &self,
+        exact: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<usize, StoreError> {
+        self.write(move |c| {
+            let (filter, params) = group_filter(&exact, &prefixes);
+            let sql = format!("DELETE FROM events WHERE status != 'running' AND {filter}");
+            Ok(c.execute(&sql, params_from_iter(params))?)
+        })
+        .await
+    }
+
+    /// Payloads of unfinished (pending, failed, dead) events of `kind`.
+    pub async fn unfinished_payloads(
+        &self,
+        kind: &'static str,
+    ) -> Result<Vec<(EventId, Vec<u8>)>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT id, payload FROM events
+                     WHERE kind = ?1 AND status IN ('pending', 'failed', 'dead')",
+                )?;
+                let v = st
+                    .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    /// Replaces the payload of an event that is not running (`None` deletes the event).
+    pub async fn rewrite_payload(
+        &self,
+        id: EventId,
+        payload: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let n = match payload {
+                Some(p) => c.execute(
+                    "UPDATE events SET payload = ?1 WHERE id = ?2 AND status != 'running'",
+                    params![p, id],
+                )?,
+                None => c.execute(
+                    "DELETE FROM events WHERE id = ?1 AND status != 'running'",
+                    [id],
+                )?,
+            };
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    // --- runs ---------------------------------------------------------------------------
+
+    pub async fn create_run(&self, kind: RunKind, trigger: RunTrigger) -> Result<RunId, StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO runs (kind, trigger, started_at) VALUES (?1, ?2, ?3)",
+                params![kind, trigger, now_millis()],
+            )?;
+            Ok(RunId(c.last_insert_rowid()))
+        })
+        .await
+    }
+
+    /// Every job of the run, with how it stands.
+    pub async fn run_jobs(&self, run: RunId) -> Result<Vec<Outcome>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {OUTCOME_COLUMNS} FROM events WHERE run_id = ?1 ORDER BY id"
+                ))?;
+                let v = st
+                    .query_map([run], outcome_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    pub async fn finish_run(&self, run: RunId, summary: serde_json::Value) -> Result<(), StoreError> {
+        let summary = summary.to_string();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE id = ?3 AND finished_at IS NULL",
+                params![now_millis(), summary, run],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn runs(&self, unfinished_only: bool, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.db
+            .call(move |c| {
+                let sql = if unfinished_only {
+                    "SELECT id, kind, trigger, started_at, finished_at, summary FROM runs
+                     WHERE finished_at IS NULL ORDER BY id DESC LIMIT ?1"
+                } else {
+                    "SELECT id, kind, trigger, started_at, finished_at, summary FROM runs
+                     ORDER BY id DESC LIMIT ?1"
+                };
+                let mut st = c.prepare_cached(sql)?;
+                let v = st
+                    .query_map([limit as i64], |r| {
+                        Ok(RunRecord {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            trigger: r.get(2)?,
+                            started_at: r.get(3)?,
+                            finished_at: r.get(4)?,
+                            summary: parse_result(r.get(5)?),
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    // --- diagnostics ----------------------------------------------------------------------
+
+    /// Every event row, for tests and diagnostics.
+    pub async fn rows(&self) -> Result<Vec<EventRow>, StoreError> {
+        self.rows_where("1 ORDER BY id", Vec::new()).await
+    }
+
+    async fn rows_where(&self, filter: &'static str, params: Vec<i64>) -> Result<Vec<EventRow>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT id, kind, dedupe_key, group_key, status, attempts, last_error, run_id
+                     FROM events WHERE {filter}"
+                ))?;
+                let v = st
+                    .query_map(params_from_iter(params), |r| {
+                        Ok(EventRow {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            dedupe_key: r.get(2)?,
+                            group_key: r.get(3)?,
+                            status: r.get(4)?,
+                            attempts: r.get(5)?,
+                            last_error: r.get(6)?,
+                            run_id: r.get(7)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+//! Merchants, shops, Facebook users and pages, and the per-conversation poll watermarks. Every
+//! token is encrypted with the row's key as associated data, so a ciphertext moved to another
+//! row does not decrypt.
+//!
+//! `shops` and `facebook` hold the queries of each integration; this module the shared parts.
+
+mod facebook;
+mod shops;
+mod watermarks;
+
+use rusqlite::{params, OptionalExtension};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::{text_enum, Db, StoreError};
+use crate::crypto::TokenCipher;
+use crate::objects::keys::{PageId, ShopDomain};
+
+pub use watermarks::Watermark;
+
+#[derive(Clone)]
+pub struct TokenStore {
+    db: Db,
+    cipher: TokenCipher,
+}
+
+text_enum!(
+    /// Where a shop or page stands. The SQL of each table allows the states that table can be
+    /// in; reading anything else is an error.
+    AccountStatus, "account status" {
+        Active => "active",
+        /// A shop whose app was uninstalled (its token is deleted).
+        Uninstalled => "uninstalled",
+        /// The token was refused and cannot be refreshed: the merchant must reconnect.
+        NeedsReauth => "needs_reauth",
+        /// A page whose data is being deleted: nothing may write to it any more.
+        Deleting => "deleting",
+    }
+);
+
+/// What an OAuth exchange with Shopify gave us.
+pub struct ShopGrant {
+    pub access_token: SecretString,
+    pub scopes: String,
+    /// Unix seconds; `None` for non-expiring offline tokens.
+    pub expires_at: Option<i64>,
+    pub refresh_token: Option<SecretString>,
+    pub refresh_token_expires_at: Option<i64>,
+}
+
+pub struct ShopRecord {
+    pub domain: ShopDomain,
+    pub merchant: Uuid,
+    pub access_token: Option<SecretString>,
+    pub scopes: String,
+    pub expires_at: Option<i64>,
+    pub refresh_token: Option<SecretString>,
+    pub refresh_token_expires_at: Option<i64>,
+    pub status: AccountStatus,
+    pub status_reason: Option<String>,
+    /// Unix seconds of the latest (re)install.
+    pub installed_at: i64,
+}
+
+pub struct PageRecord {
+    pub page_id: PageId,
+    pub merchant: Uuid,
+    pub name: Option<String>,
+    pub access_token: SecretString,
+    pub status: AccountStatus,
+    pub status_reason: Option<String>,
+}
+
+pub struct FacebookUserRecord {
+    pub merchant: Uuid,
+    pub fb_user_id: Option<String>,
+    pub access_token: SecretString,
+    pub expires_at: Option<i64>,
+    pub status: AccountStatus,
+}
+
+/// A short status line per shop/page for `/` and the logs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountSummary {
+    pub id: String,
+    pub merchant: Uuid,
+    pub status: AccountStatus,
+    pub reason: Option<String>,
+}
+
+fn shop_aad(domain: &str) -> Vec<u8> {
+    format!("shop:{domain}").into_bytes()
+}
+fn shop_refresh_aad(domain: &str) -> Vec<u8> {
+    format!("shop-refresh:{domain}").into_bytes()
+}
+fn page_aad(page: &str) -> Vec<u8> {
+    format!("page:{page}").into_bytes()
+}
+fn user_aad(merchant: &Uuid) -> Vec<u8> {
+    format!("fb-user:{merchant}").into_bytes()
+}
+
+fn parse_uuid(s: String) -> Result<Uuid, rusqlite::Error> {
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+impl TokenStore {
+    pub fn new(db: Db, cipher: TokenCipher) -> Self {
+        TokenStore { db, cipher }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The first column of `sql` (one optional text parameter), parsed with `parse`. Rows were
+    /// validated on the way in; anything that no longer parses is skipped (never polled).
+    async fn ids<T>(
+        &self,
+        sql: &'static str,
+        param: Option<String>,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<String> = self
+            .db
+            .call(move |c| {
+                let mut st = c.prepare_cached(sql)?;
+                let v = match param {
+                    Some(p) => st
+                        .query_map([p], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?,
+                    None => st
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<Vec<String>, _>>()?,
+                };
+                Ok(v)
+            })
+            .await?;
+        Ok(rows.iter().filter_map(|r| parse(r)).collect())
+    }
+
+    pub async fn shop_summaries(&self) -> Result<Vec<AccountSummary>, StoreError> {
+        self.summaries(
+            "SELECT domain, merchant_uuid, status, status_reason FROM shops ORDER BY domain",
+        )
+        .await
+    }
+
+    pub async fn page_summaries(&self) -> Result<Vec<AccountSummary>, StoreError> {
+        self.summaries(
+            "SELECT page_id, merchant_uuid, status, status_reason FROM pages ORDER BY page_id",
+        )
+        .await
+    }
+
+    async fn summaries(&self, sql: &'static str) -> Result<Vec<AccountSummary>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare(sql)?;
+                let v = st
+                    .query_map([], |r| {
+                        Ok(AccountSummary {
+                            id: r.get(0)?,
+                            merchant: parse_uuid(r.get(1)?)?,
+                            status: r.get(2)?,
+                            reason: r.get(3)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    pub async fn merchant_exists(&self, merchant: Uuid) -> Result<bool, StoreError> {
+        self.db
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT 1 FROM merchants WHERE uuid = ?1",
+                    [merchant.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+            })
+            .await
+    }
+
+    /// Re-encrypts every stored token with `new` in one transaction; returns how many values
+    /// were re-encrypted. Fails without changing anything if any value does not decrypt.
+    pub async fn rotate_key(&self, new: TokenCipher) -> Result<usize, StoreError> {
+        let old = self.cipher.clone();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let mut n = 0;
+                // (table, key column, token column, associated-data prefix)
+                let columns: [(&str, &str, &str, &str); 4] = [
+                    ("shops", "domain", "access_token", "shop"),
+                    ("shops", "domain", "refresh_token", "shop-refresh"),
+                    ("facebook_users", "merchant_uuid", "access_token", "fb-user"),
+                    ("pages", "page_id", "access_token", "page"),
+                ];
+                for (table, key, col, prefix) in columns {
+                    let rows: Vec<(String, Vec<u8>)> = {
+                        let mut st = tx.prepare(&format!(
+                            "SELECT {key}, {col} FROM {table} WHERE {col} IS NOT NULL"
+                        ))?;
+                        let v = st
+                            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect::<Result<Vec<_>, _>>()?;
+                        v
+                    };
+                    for (id, blob) in rows {
+                        let aad = format!("{prefix}:{id}").into_bytes();
+                        let plain = old.decrypt(&blob, &aad)?;
+                        let fresh = new.encrypt(plain.expose_secret(), &aad);
+                        tx.execute(
+                            &format!("UPDATE {table} SET {col} = ?1 WHERE {key} = ?2"),
+                            params![fresh, id],
+                        )?;
+                        n += 1;
+                    }
+                }
+                tx.commit()?;
+                Ok(n)
+            })
+            .await
+    }}
+
+#[cfg(test)]
+mod tests;

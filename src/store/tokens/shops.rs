@@ -1,0 +1,223 @@
+//! Shopify shops: grants, token rotation, install state.
+
+use rusqlite::{params, OptionalExtension};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+use super::{parse_uuid, shop_aad, shop_refresh_aad, AccountStatus, ShopGrant, ShopRecord, TokenStore};
+use crate::objects::keys::ShopDomain;
+use crate::store::{now_secs, StoreError};
+
+impl TokenStore {
+    /// Records a (re)install. The shop keeps its merchant UUID across reinstalls; a new shop
+    /// joins `merchant` when given (a logged-in merchant adding a shop), else gets a new UUID.
+    pub async fn save_shop_grant(
+        &self,
+        domain: &ShopDomain,
+        grant: ShopGrant,
+        merchant: Option<Uuid>,
+    ) -> Result<Uuid, StoreError> {
+        let domain = domain.as_str().to_string();
+        let token = self
+            .cipher
+            .encrypt(grant.access_token.expose_secret(), &shop_aad(&domain));
+        let refresh = grant.refresh_token.as_ref().map(|r| {
+            self.cipher
+                .encrypt(r.expose_secret(), &shop_refresh_aad(&domain))
+        });
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let now = now_secs();
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT merchant_uuid FROM shops WHERE domain = ?1",
+                        [&domain],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let merchant = match existing {
+                    Some(m) => parse_uuid(m)?,
+                    None => merchant.unwrap_or_else(Uuid::new_v4),
+                };
+                tx.execute(
+                    "INSERT OR IGNORE INTO merchants (uuid, created_at) VALUES (?1, ?2)",
+                    params![merchant.to_string(), now],
+                )?;
+                tx.execute(
+                    "INSERT INTO shops (domain, merchant_uuid, access_token, scopes, token_expires_at,
+                        refresh_token, refresh_token_expires_at, status, status_reason,
+                        installed_at, uninstalled_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'active', NULL, ?8, NULL, ?8)
+                     ON CONFLICT(domain) DO UPDATE SET
+                        access_token = excluded.access_token, scopes = excluded.scopes,
+                        token_expires_at = excluded.token_expires_at,
+                        refresh_token = excluded.refresh_token,
+                        refresh_token_expires_at = excluded.refresh_token_expires_at,
+                        status = 'active', status_reason = NULL,
+                        installed_at = excluded.installed_at, uninstalled_at = NULL,
+                        updated_at = excluded.updated_at",
+                    params![
+                        domain,
+                        merchant.to_string(),
+                        token,
+                        grant.scopes,
+                        grant.expires_at,
+                        refresh,
+                        grant.refresh_token_expires_at,
+                        now
+                    ],
+                )?;
+                tx.commit()?;
+                Ok(merchant)
+            })
+            .await
+    }
+
+    /// Replaces the tokens of an active shop after a refresh, leaving its install state alone;
+    /// false when the shop is no longer active (e.g. uninstalled meanwhile).
+    pub async fn update_shop_tokens(
+        &self,
+        domain: &ShopDomain,
+        grant: ShopGrant,
+    ) -> Result<bool, StoreError> {
+        let d = domain.as_str().to_string();
+        let token = self
+            .cipher
+            .encrypt(grant.access_token.expose_secret(), &shop_aad(&d));
+        let refresh = grant.refresh_token.as_ref().map(|r| {
+            self.cipher
+                .encrypt(r.expose_secret(), &shop_refresh_aad(&d))
+        });
+        self.db
+            .call(move |c| {
+                Ok(c.execute(
+                    "UPDATE shops SET access_token = ?2, scopes = ?3, token_expires_at = ?4,
+                        refresh_token = ?5, refresh_token_expires_at = ?6, updated_at = ?7
+                     WHERE domain = ?1 AND status = 'active'",
+                    params![
+                        d,
+                        token,
+                        grant.scopes,
+                        grant.expires_at,
+                        refresh,
+                        grant.refresh_token_expires_at,
+                        now_secs()
+                    ],
+                )? == 1)
+            })
+            .await
+    }
+
+    pub async fn shop(&self, domain: &ShopDomain) -> Result<Option<ShopRecord>, StoreError> {
+        let d = domain.as_str().to_string();
+        let row = self
+            .db
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT merchant_uuid, access_token, scopes, token_expires_at, refresh_token,
+                            refresh_token_expires_at, status, status_reason, installed_at
+                     FROM shops WHERE domain = ?1",
+                    [&d],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<Vec<u8>>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<Vec<u8>>>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
+                            r.get::<_, AccountStatus>(6)?,
+                            r.get::<_, Option<String>>(7)?,
+                            r.get::<_, i64>(8)?,
+                        ))
+                    },
+                )
+                .optional()?)
+            })
+            .await?;
+        let Some((m, tok, scopes, exp, refresh, rexp, status, reason, installed_at)) = row else {
+            return Ok(None);
+        };
+        let d = domain.as_str();
+        Ok(Some(ShopRecord {
+            domain: domain.clone(),
+            merchant: parse_uuid(m)?,
+            access_token: tok
+                .map(|t| self.cipher.decrypt(&t, &shop_aad(d)))
+                .transpose()?,
+            scopes,
+            expires_at: exp,
+            refresh_token: refresh
+                .map(|t| self.cipher.decrypt(&t, &shop_refresh_aad(d)))
+                .transpose()?,
+            refresh_token_expires_at: rexp,
+            status,
+            status_reason: reason,
+            installed_at,
+        }))
+    }
+
+    /// When the shop was last (re)installed, unix seconds.
+    pub async fn shop_installed_at(&self, domain: &ShopDomain) -> Result<Option<i64>, StoreError> {
+        let d = domain.as_str().to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT installed_at FROM shops WHERE domain = ?1",
+                    [d],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+    }
+
+    /// Domains of every shop that should be polled.
+    pub async fn active_shops(&self) -> Result<Vec<ShopDomain>, StoreError> {
+        self.ids(
+            "SELECT domain FROM shops WHERE status = 'active' AND access_token IS NOT NULL ORDER BY domain",
+            None,
+            |d| ShopDomain::parse(d).ok(),
+        )
+        .await
+    }
+
+    pub async fn set_shop_status(
+        &self,
+        domain: &ShopDomain,
+        status: AccountStatus,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        let d = domain.as_str().to_string();
+        self.db
+            .call(move |c| {
+                let now = now_secs();
+                if status == AccountStatus::Uninstalled {
+                    // Revoke: the token is useless after uninstall and must not linger.
+                    c.execute(
+                        "UPDATE shops SET status = 'uninstalled', status_reason = ?2,
+                            access_token = NULL, refresh_token = NULL, token_expires_at = NULL,
+                            refresh_token_expires_at = NULL, uninstalled_at = ?3, updated_at = ?3
+                         WHERE domain = ?1",
+                        params![d, reason, now],
+                    )?;
+                } else {
+                    c.execute(
+                        "UPDATE shops SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE domain = ?1",
+                        params![d, status, reason, now],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Removes every record of the shop (Shopify's `shop/redact`).
+    pub async fn delete_shop(&self, domain: &ShopDomain) -> Result<bool, StoreError> {
+        let d = domain.as_str().to_string();
+        self.db
+            .call(move |c| Ok(c.execute("DELETE FROM shops WHERE domain = ?1", [d])? > 0))
+            .await
+    }
+}
