@@ -71,7 +71,10 @@ pub async fn start(
     for shop in shops {
         let at = now + offset(shop.as_str(), window);
         if checks {
-            let check = ShopifySubscriptionCheck { shop: shop.clone(), run };
+            let check = ShopifySubscriptionCheck {
+                shop: shop.clone(),
+                run,
+            };
             events.push(check.to_event().in_run(Some(run)).at(at));
         }
         let sync = ShopifySync {
@@ -83,7 +86,10 @@ pub async fn start(
     for page in pages {
         let at = now + offset(page.as_str(), window);
         if checks {
-            let check = PageSubscriptionCheck { page: page.clone(), run };
+            let check = PageSubscriptionCheck {
+                page: page.clone(),
+                run,
+            };
             events.push(check.to_event().in_run(Some(run)).at(at));
         }
         let poll = PagePoll {
@@ -126,9 +132,14 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn finished(&self) -> bool {
-        [&self.shops, &self.pages, &self.conversations, &self.subscription_checks]
-            .iter()
-            .all(|t| t.pending == 0)
+        [
+            &self.shops,
+            &self.pages,
+            &self.conversations,
+            &self.subscription_checks,
+        ]
+        .iter()
+        .all(|t| t.pending == 0)
     }
 
     pub fn failed(&self) -> usize {

@@ -6,10 +6,10 @@ use std::time::Duration;
 use crate::config::Settings;
 use crate::crypto::TokenCipher;
 use crate::facebook::client::GraphClient;
-use crate::shopify::api::ShopifyApi;
-use crate::shopify::client::ShopifyClient;
 use crate::oauth_state::StateSigner;
 use crate::objects::ObjectStore;
+use crate::shopify::api::ShopifyApi;
+use crate::shopify::client::ShopifyClient;
 use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
 
 /// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in

@@ -2,7 +2,6 @@
 
 use super::{Settings, StorageSettings};
 
-
 fn mask(present: bool, generated: bool) -> &'static str {
     match (present, generated) {
         (_, true) => "******** (generated for this run only)",

@@ -23,8 +23,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
-pub use integrations::{FacebookSettings, ShopifySettings, SpacesSettings, StorageSettings};
 use integrations::{read_facebook, read_shopify, read_storage};
+pub use integrations::{FacebookSettings, ShopifySettings, SpacesSettings, StorageSettings};
 use reader::Reader;
 pub use reader::{random_token, validate_cron};
 
@@ -39,7 +39,6 @@ pub enum LogFormat {
     Text,
     Json,
 }
-
 
 pub struct Settings {
     pub app_env: AppEnv,

@@ -9,7 +9,6 @@ use url::Url;
 
 use super::AppEnv;
 
-
 pub(super) struct Reader<'a> {
     pub(super) vars: &'a HashMap<String, String>,
     pub(super) env: AppEnv,
@@ -35,7 +34,12 @@ impl<'a> Reader<'a> {
         self.get(name).unwrap_or(default).to_string()
     }
 
-    pub(super) fn parse<T: std::str::FromStr>(&mut self, name: &str, default: &str, what: &str) -> Option<T> {
+    pub(super) fn parse<T: std::str::FromStr>(
+        &mut self,
+        name: &str,
+        default: &str,
+        what: &str,
+    ) -> Option<T> {
         let raw = self.get(name).unwrap_or(default);
         match raw.parse::<T>() {
             Ok(v) => Some(v),

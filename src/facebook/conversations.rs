@@ -93,7 +93,10 @@ async fn list(state: &AppState, rec: &PageRecord) -> Result<Vec<ConversationRef>
 }
 
 /// The page's conversations that changed since their watermark, and how many it has.
-pub async fn changed(state: &AppState, page: &PageId) -> Result<(Vec<ConversationRef>, usize), FbError> {
+pub async fn changed(
+    state: &AppState,
+    page: &PageId,
+) -> Result<(Vec<ConversationRef>, usize), FbError> {
     let rec = active_page(state, page).await?;
     let all = list(state, &rec).await?;
     let marks: HashMap<String, i64> = state.tokens.watermark_times(page).await?;

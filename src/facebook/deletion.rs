@@ -188,7 +188,11 @@ impl Job for DataDeletion {
             .await
             .map_err(|e| retry(&e))?;
         for (_, page) in &pages {
-            state.tokens.delete_page(page).await.map_err(|e| retry(&e))?;
+            state
+                .tokens
+                .delete_page(page)
+                .await
+                .map_err(|e| retry(&e))?;
         }
         for merchant in state
             .tokens
@@ -205,7 +209,12 @@ impl Job for DataDeletion {
         record_done(state, &job.code, deleted)
             .await
             .map_err(|e| retry(&e))?;
-        tracing::info!(pages = deleted.pages, objects = deleted.objects, events = deleted.events, "Facebook data deletion done");
+        tracing::info!(
+            pages = deleted.pages,
+            objects = deleted.objects,
+            events = deleted.events,
+            "Facebook data deletion done"
+        );
         Ok(JobOutput::done().with_result(deleted))
     }
 }

@@ -33,7 +33,10 @@ impl Job for FacebookDelivery {
 
     /// An identical redelivery is a no-op.
     fn dedupe_key(&self) -> DedupeKey {
-        DedupeKey::new(Self::KIND, &[&"sha256", &sha256_hex(self.0.get().as_bytes())])
+        DedupeKey::new(
+            Self::KIND,
+            &[&"sha256", &sha256_hex(self.0.get().as_bytes())],
+        )
     }
 
     /// A delivery touches nothing until fanned out: spread over groups by its digest.
@@ -161,7 +164,9 @@ impl Job for PagePoll {
 
     fn dedupe_key(&self) -> DedupeKey {
         match self.reason {
-            PollReason::Initial { at } => DedupeKey::new(Self::KIND, &[&self.page, &"initial", &at]),
+            PollReason::Initial { at } => {
+                DedupeKey::new(Self::KIND, &[&self.page, &"initial", &at])
+            }
             PollReason::Poll { run } => DedupeKey::new(Self::KIND, &[&self.page, &"run", &run]),
         }
     }
@@ -225,7 +230,11 @@ impl Job for ConversationPoll {
     fn dedupe_key(&self) -> DedupeKey {
         DedupeKey::new(
             Self::KIND,
-            &[&self.page, &self.conversation.psid, &self.conversation.updated_time],
+            &[
+                &self.page,
+                &self.conversation.psid,
+                &self.conversation.updated_time,
+            ],
         )
     }
 
@@ -270,13 +279,17 @@ impl Job for PageSubscriptionCheck {
     async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
         let page = &batch[0].page;
         let rec = pages::active_page(state, page).await?;
-        let subscribed = match pages::ensure_subscribed(graph(state)?, page, &rec.access_token).await {
-            Ok(s) => s,
-            Err(FbError::Graph(e)) => return Err(pages::on_graph_error(state, page, e).await.into()),
-            Err(e) => return Err(e.into()),
-        };
+        let subscribed =
+            match pages::ensure_subscribed(graph(state)?, page, &rec.access_token).await {
+                Ok(s) => s,
+                Err(FbError::Graph(e)) => {
+                    return Err(pages::on_graph_error(state, page, e).await.into())
+                }
+                Err(e) => return Err(e.into()),
+            };
         if subscribed {
-            metrics::counter!("subscriptions_repaired_total", "platform" => "facebook").increment(1);
+            metrics::counter!("subscriptions_repaired_total", "platform" => "facebook")
+                .increment(1);
             tracing::warn!(%page, "the app's page subscription was missing and has been re-created");
         }
         Ok(JobOutput::done().with_result(json!({"missing": subscribed})))

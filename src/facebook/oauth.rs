@@ -281,7 +281,9 @@ async fn set_up_page(
         }
         Err(e) => {
             tracing::error!(%page, error = %e, "could not queue the page's initial poll");
-            setup.failed.get_or_insert_with(|| err("failed", "the initial poll could not be queued"));
+            setup
+                .failed
+                .get_or_insert_with(|| err("failed", "the initial poll could not be queued"));
         }
     }
     if setup.failed.is_none() && (meta.is_err() || !hooks_ok) {
@@ -292,7 +294,9 @@ async fn set_up_page(
         match state.objects.head_sha256(&meta_key).await {
             Ok(Some(_)) => {}
             Ok(None) => setup.failed = Some(err("failed", "Metadata upload not found")),
-            Err(e) => setup.failed = Some(err("failed", format!("Upload verification failed: {e}"))),
+            Err(e) => {
+                setup.failed = Some(err("failed", format!("Upload verification failed: {e}")))
+            }
         }
     }
     setup

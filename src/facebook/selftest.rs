@@ -125,7 +125,10 @@ impl SelfTestCleanup {
 
 impl Job for SelfTestCleanup {
     const KIND: JobKind = JobKind::FacebookSelfTest;
-    const POOL: Pool = Pool::Poll;
+    /// A HEAD and a DELETE on one conversation: short work, beside the merges.
+    const POOL: Pool = Pool::Messages;
+    /// The test message is normally merged within this.
+    const DELAY: Duration = Duration::from_millis(200);
     type Context = AppState;
 
     fn dedupe_key(&self) -> DedupeKey {
@@ -140,7 +143,9 @@ impl Job for SelfTestCleanup {
         let job = &batch[0];
         let Some(rec) = state.tokens.page(&job.page).await.map_err(store)? else {
             // Disconnected or deleted meanwhile: its objects went with it.
-            return Ok(JobOutput::done().with_result(err("failed", "the page is no longer connected")));
+            return Ok(
+                JobOutput::done().with_result(err("failed", "the page is no longer connected"))
+            );
         };
         let key = keys::conversation(&rec.merchant, &job.page, &self_test_psid());
         let message = state
@@ -149,13 +154,11 @@ impl Job for SelfTestCleanup {
             .await
             .map_err(store)?;
         let verdict = match message.map(|o| (o.status, o.last_error)) {
-            Some((EventStatus::Done, _)) => {
-                match state.objects.head_sha256(&key).await {
-                    Ok(Some(_)) => ok(),
-                    Ok(None) => err("failed", "Conversation upload not found"),
-                    Err(e) => return Err(JobError::Retry(e.to_string())),
-                }
-            }
+            Some((EventStatus::Done, _)) => match state.objects.head_sha256(&key).await {
+                Ok(Some(_)) => ok(),
+                Ok(None) => err("failed", "Conversation upload not found"),
+                Err(e) => return Err(JobError::Retry(e.to_string())),
+            },
             Some((status, reason)) if status.is_finished() => err(
                 "failed",
                 format!(

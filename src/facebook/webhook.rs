@@ -85,7 +85,10 @@ pub async fn receive(
             reject("malformed");
             AppError::BadRequest("body is not JSON".into())
         })?;
-    state.events.enqueue(FacebookDelivery(raw).to_event()).await?;
+    state
+        .events
+        .enqueue(FacebookDelivery(raw).to_event())
+        .await?;
     metrics::counter!("webhooks_received_total", "source" => "facebook").increment(1);
     Ok(Json(json!({"status": "success"})))
 }

@@ -35,7 +35,10 @@ impl GroupKey {
 
     /// A raw Meta delivery (it touches nothing until fanned out): spread by its digest.
     pub fn delivery(sha256_hex: &str) -> GroupKey {
-        GroupKey(format!("facebook:{}", &sha256_hex[..16.min(sha256_hex.len())]))
+        GroupKey(format!(
+            "facebook:{}",
+            &sha256_hex[..16.min(sha256_hex.len())]
+        ))
     }
 
     /// Work for one Facebook user (their data deletion).
@@ -79,11 +82,7 @@ impl DedupeKey {
         for p in parts {
             s.push(':');
             let part = p.to_string();
-            s.extend(
-                part.chars()
-                    .filter(|c| c.is_ascii_graphic())
-                    .take(200),
-            );
+            s.extend(part.chars().filter(|c| c.is_ascii_graphic()).take(200));
         }
         DedupeKey(s)
     }
@@ -113,7 +112,10 @@ mod tests {
         let page = GraphId::parse("100").unwrap();
         let psid = GraphId::parse("5").unwrap();
         assert_eq!(GroupKey::shop(&shop).as_str(), "shopify:acme.myshopify.com");
-        assert_eq!(GroupKey::conversation(&page, &psid).as_str(), "fbconv:100:5");
+        assert_eq!(
+            GroupKey::conversation(&page, &psid).as_str(),
+            "fbconv:100:5"
+        );
         assert!(GroupKey::conversation(&page, &psid)
             .as_str()
             .starts_with(&GroupKey::conversations_of(&page)));

@@ -71,7 +71,10 @@ mod tests {
     fn delays_grow_to_the_cap() {
         let p = RetryPolicy::default();
         let d1 = p.delay(1);
-        assert!(d1 >= Duration::from_secs(2) && d1 <= Duration::from_secs(4), "{d1:?}");
+        assert!(
+            d1 >= Duration::from_secs(2) && d1 <= Duration::from_secs(4),
+            "{d1:?}"
+        );
         assert!(p.delay(5) >= Duration::from_secs(32));
         for n in [12, 20, 1000, u32::MAX] {
             assert!(p.delay(n) <= Duration::from_secs(900), "{n}");
@@ -84,7 +87,10 @@ mod tests {
         let p = RetryPolicy::default();
         let now = 1_000_000_000_000;
         // Many attempts, young event: still retried.
-        assert!(matches!(p.next(500, now - 3_600_000, now, false), Next::RetryAt(_)));
+        assert!(matches!(
+            p.next(500, now - 3_600_000, now, false),
+            Next::RetryAt(_)
+        ));
         // Past the horizon: dead-lettered, unless it is compliance work.
         let old = now - 73 * 3_600_000;
         assert_eq!(p.next(2, old, now, false), Next::DeadLetter);

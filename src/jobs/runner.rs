@@ -191,7 +191,8 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         let mut rec = Record::default();
         for (id, reason) in &run.undecodable {
             tracing::error!(event = %id, %reason, "event failed for good");
-            rec.given_up.push((*id, EventStatus::Failed, reason.clone()));
+            rec.given_up
+                .push((*id, EventStatus::Failed, reason.clone()));
         }
         let ran = run.ran.len() as u64;
         let result = match run.outcome {
@@ -224,7 +225,8 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                     {
                         rec.given_up.push((*id, EventStatus::Dead, reason.clone()));
                     } else {
-                        rec.retry.push((*id, now + after.as_millis() as i64, reason.clone()));
+                        rec.retry
+                            .push((*id, now + after.as_millis() as i64, reason.clone()));
                     }
                 }
                 "later"
@@ -236,7 +238,11 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                     by_id.iter().filter(|(id, ..)| run.ran.contains(id))
                 {
                     let forever = run.forever.contains(id);
-                    match self.config.retry.next(*attempts, *received_at, now, forever) {
+                    match self
+                        .config
+                        .retry
+                        .next(*attempts, *received_at, now, forever)
+                    {
                         Next::RetryAt(at) => {
                             retried += 1;
                             rec.retry.push((*id, at, reason.clone()));

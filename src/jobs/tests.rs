@@ -195,8 +195,15 @@ async fn an_undecodable_payload_fails_alone_and_its_batch_mates_run() {
     };
     let rows = h.until(finished).await;
     let status: Vec<EventStatus> = rows.iter().map(|r| r.status).collect();
-    assert_eq!(status, [EventStatus::Done, EventStatus::Failed, EventStatus::Done]);
-    assert!(rows[1].last_error.as_deref().unwrap().contains("could not be decoded"));
+    assert_eq!(
+        status,
+        [EventStatus::Done, EventStatus::Failed, EventStatus::Done]
+    );
+    assert!(rows[1]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("could not be decoded"));
     assert_eq!(*ctx.batch_sizes.lock().unwrap(), vec![2]);
     h.stop().await;
 }
@@ -209,7 +216,11 @@ async fn unknown_kinds_fail_with_a_reason() {
     h.q.enqueue(e).await.unwrap();
     let rows = h.until(finished).await;
     assert_eq!(rows[0].status, EventStatus::Failed);
-    assert!(rows[0].last_error.as_deref().unwrap().contains("no job type"));
+    assert!(rows[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no job type"));
     h.stop().await;
 }
 
@@ -234,8 +245,15 @@ async fn retryable_work_is_dead_lettered_after_its_horizon_not_after_a_count() {
         .until(|rows| rows.iter().any(|r| r.status == EventStatus::Dead))
         .await;
     assert_eq!(rows[0].status, EventStatus::Dead);
-    assert!(rows[0].attempts > 3, "retried until the horizon: {}", rows[0].attempts);
-    assert_eq!(rows[0].last_error.as_deref().map(|e| e.starts_with("try")), Some(true));
+    assert!(
+        rows[0].attempts > 3,
+        "retried until the horizon: {}",
+        rows[0].attempts
+    );
+    assert_eq!(
+        rows[0].last_error.as_deref().map(|e| e.starts_with("try")),
+        Some(true)
+    );
     // Compliance work keeps trying past the horizon.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let rows = h.q.rows().await.unwrap();

@@ -20,7 +20,9 @@ const MYSHOPIFY: &str = ".myshopify.com";
 
 /// A validated `<name>.myshopify.com` domain, lower-case. Deserialising validates too, so a
 /// queued job whose payload holds a bad domain fails to decode instead of running.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ShopDomain(String);
 
@@ -80,7 +82,9 @@ impl fmt::Display for ShopDomain {
 }
 
 /// A Facebook Graph ID (page id, PSID): digits only. Deserialising validates too.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct GraphId(String);
 

@@ -116,7 +116,11 @@ impl ShopifyApi {
                 let access = SecretString::from(t.access_token);
                 let grant = ShopGrant {
                     access_token: access.clone(),
-                    scopes: if t.scope.is_empty() { rec.scopes } else { t.scope },
+                    scopes: if t.scope.is_empty() {
+                        rec.scopes
+                    } else {
+                        t.scope
+                    },
                     expires_at: t.expires_in.map(|s| now + s),
                     refresh_token: t.refresh_token.map(SecretString::from).or(Some(refresh)),
                     refresh_token_expires_at: t

@@ -61,9 +61,9 @@ fn page(conn: &Value) -> (Vec<Value>, Option<String>) {
 }
 
 fn at<'v>(v: &'v Value, pointer: &str, what: &str) -> Result<&'v Value, SyncError> {
-    v.pointer(pointer).filter(|x| !x.is_null()).ok_or_else(|| {
-        ShopifyError::Permanent(format!("{what}: answer lacks {pointer}")).into()
-    })
+    v.pointer(pointer)
+        .filter(|x| !x.is_null())
+        .ok_or_else(|| ShopifyError::Permanent(format!("{what}: answer lacks {pointer}")).into())
 }
 
 fn id_of(v: &Value) -> Option<String> {

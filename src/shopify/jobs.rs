@@ -135,7 +135,11 @@ async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<(), SyncError
     }
     state
         .tokens
-        .set_shop_status(&d.shop, AccountStatus::Uninstalled, Some("app/uninstalled".into()))
+        .set_shop_status(
+            &d.shop,
+            AccountStatus::Uninstalled,
+            Some("app/uninstalled".into()),
+        )
         .await?;
     tracing::info!(shop = %d.shop, "app uninstalled: token deleted, polling stopped");
     Ok(())

@@ -35,10 +35,7 @@ pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
 
 /// The Admin API client of the configured app, for work on shops.
 pub fn api(state: &AppState) -> Result<&ShopifyApi, SyncError> {
-    state
-        .shopify
-        .as_deref()
-        .ok_or(SyncError::NotConfigured)
+    state.shopify.as_deref().ok_or(SyncError::NotConfigured)
 }
 
 /// What stops work on a shop, and whether trying again can help.

@@ -200,8 +200,7 @@ async fn connect(
 
     // Webhooks, then the self-tests, then the initial sync (queued: it runs in the shop's
     // group, after anything already queued for the shop, and survives a restart).
-    let webhook_status = match ensure_subscriptions(api, &shop, &settings.webhook_address).await
-    {
+    let webhook_status = match ensure_subscriptions(api, &shop, &settings.webhook_address).await {
         Ok(r) => r.status(),
         Err(e) => status_err("failed", e),
     };
@@ -281,7 +280,11 @@ async fn answer(state: &AppState, settings: &ShopifySettings, c: Connected) -> V
 
 /// Posts a correctly signed synthetic `products/update` delivery to our own webhook address
 /// and expects 200, proving address, signature check and durable intake work end to end.
-async fn self_test_webhook(state: &AppState, settings: &ShopifySettings, shop: &ShopDomain) -> Value {
+async fn self_test_webhook(
+    state: &AppState,
+    settings: &ShopifySettings,
+    shop: &ShopDomain,
+) -> Value {
     let body = json!({
         "id": 0,
         "title": "salesbot-sync webhook self-test",

@@ -106,7 +106,14 @@ pub async fn receive(
         webhook_id: header(&headers, "x-shopify-webhook-id").map(str::to_string),
         triggered_at: header(&headers, "x-shopify-triggered-at").map(str::to_string),
         digest: Some(sha256_hex(
-            &[topic.as_str().as_bytes(), b"\n", shop.as_str().as_bytes(), b"\n", &body].concat(),
+            &[
+                topic.as_str().as_bytes(),
+                b"\n",
+                shop.as_str().as_bytes(),
+                b"\n",
+                &body,
+            ]
+            .concat(),
         )),
         shop,
     };

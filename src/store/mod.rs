@@ -15,9 +15,9 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 
 pub use events::EventStore;
+pub use sessions::SessionStore;
 pub(crate) use text_enum::text_enum;
 pub use text_enum::UnknownValue;
-pub use sessions::SessionStore;
 pub use tokens::TokenStore;
 
 #[derive(Debug, thiserror::Error)]

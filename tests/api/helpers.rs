@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use salesbot_sync::config::Settings;
-use salesbot_sync::jobs::{RetryPolicy, WorkerConfig};
+use salesbot_sync::jobs::{PoolSizes, WorkerConfig};
 use salesbot_sync::startup::Application;
 use salesbot_sync::state::AppState;
 use tempfile::TempDir;
@@ -21,13 +21,19 @@ pub const S3_BUCKET: &str = "salesbot-test";
 pub const STATE_SECRET: &str = "test-state-secret-0123456789abcdef0123456789";
 pub const ENCRYPTION_KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
-/// Requests the embedded S3 server saw, by HTTP method.
+/// Requests the embedded S3 server saw, by HTTP method (POST is DeleteObjects here), and
+/// the faults it is told to inject.
 #[derive(Default)]
 pub struct S3Counters {
     pub put: AtomicUsize,
     pub head: AtomicUsize,
     pub get: AtomicUsize,
     pub delete: AtomicUsize,
+    pub post: AtomicUsize,
+    /// While set, every request is answered 503 (an outage of the store).
+    pub down: std::sync::atomic::AtomicBool,
+    /// Milliseconds every DELETE and POST waits before it is served.
+    pub delete_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct S3Server {
@@ -49,6 +55,22 @@ impl S3Server {
     }
     pub fn gets(&self) -> usize {
         self.counters.get.load(Ordering::SeqCst)
+    }
+    pub fn heads(&self) -> usize {
+        self.counters.head.load(Ordering::SeqCst)
+    }
+    /// DELETE and DeleteObjects requests.
+    pub fn deletes(&self) -> usize {
+        self.counters.delete.load(Ordering::SeqCst) + self.counters.post.load(Ordering::SeqCst)
+    }
+    /// Starts or ends an outage: every request answers 503 meanwhile.
+    pub fn set_down(&self, down: bool) {
+        self.counters.down.store(down, Ordering::SeqCst);
+    }
+    pub fn set_delete_delay(&self, d: Duration) {
+        self.counters
+            .delete_delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
     /// Path of an object's body in the s3s-fs folder.
     pub fn object_path(&self, key: &str) -> std::path::PathBuf {
@@ -86,21 +108,42 @@ pub async fn start_s3() -> S3Server {
             };
             let svc = service.clone();
             let c = c.clone();
-            let handler =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let handler = hyper::service::service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| {
                     let counter = match *req.method() {
                         hyper::Method::PUT => Some(&c.put),
                         hyper::Method::HEAD => Some(&c.head),
                         hyper::Method::GET => Some(&c.get),
                         hyper::Method::DELETE => Some(&c.delete),
+                        hyper::Method::POST => Some(&c.post),
                         _ => None,
                     };
-                    if let Some(n) = counter {
+                    let deleting =
+                        matches!(*req.method(), hyper::Method::DELETE | hyper::Method::POST);
+                    let delay = c.delete_delay_ms.load(Ordering::SeqCst);
+                    let down = c.down.load(Ordering::SeqCst);
+                    if let (Some(n), false) = (counter, down) {
                         n.fetch_add(1, Ordering::SeqCst);
                     }
                     let svc = svc.clone();
-                    async move { hyper::service::Service::call(&svc, req).await }
-                });
+                    async move {
+                        if down {
+                            return Ok(hyper::Response::builder()
+                                .status(503)
+                                .header("content-type", "application/xml")
+                                .body(s3s::Body::from(
+                                    "<Error><Code>ServiceUnavailable</Code><Message>outage</Message></Error>"
+                                        .to_string(),
+                                ))
+                                .unwrap());
+                        }
+                        if deleting && delay > 0 {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                        }
+                        hyper::service::Service::call(&svc, req).await
+                    }
+                },
+            );
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(socket), handler)
@@ -166,18 +209,18 @@ pub fn test_vars(dir: &std::path::Path, extra: &[(String, String)]) -> HashMap<S
     vars
 }
 
-pub fn fast_workers() -> WorkerConfig {
-    WorkerConfig {
-        workers: 4,
-        lease: Duration::from_secs(30),
-        max_batch: 500,
-        retry: RetryPolicy {
-            min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-            max_attempts: 5,
-        },
-        idle_poll: Duration::from_millis(50),
-    }
+/// Test timing for the workers: short backoffs and idle polls. Pool sizes and the retry
+/// horizon stay as configured (tests set `RETRY_HORIZON_HOURS` when they need to).
+pub fn fast_workers(w: &mut WorkerConfig) {
+    w.pools = PoolSizes {
+        messages: 4,
+        sync: 2,
+        poll: 2,
+    };
+    w.lease = Duration::from_secs(30);
+    w.retry.min_delay = Duration::from_millis(20);
+    w.retry.max_delay = Duration::from_millis(200);
+    w.idle_poll = Duration::from_millis(50);
 }
 
 pub async fn spawn_app(extra: &[(String, String)]) -> TestApp {
@@ -218,7 +261,7 @@ pub async fn spawn_app_at(path: &std::path::Path, extra: &[(String, String)]) ->
         vars.insert(k.clone(), v.clone());
     }
     let settings = Settings::from_vars(&vars).expect("test settings");
-    let app = Application::build_with(settings, fast_workers())
+    let app = Application::build_with(settings, fast_workers)
         .await
         .expect("application builds");
     let port = app.port();
@@ -417,4 +460,31 @@ pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").to_string())
         .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// Polls now through the queue, as `salesbot-sync poll` does, and waits for the run.
+pub async fn poll_now(
+    app: &TestApp,
+    target: salesbot_sync::poll::Target,
+) -> salesbot_sync::poll::RunSummary {
+    let (run, _) = salesbot_sync::poll::start(
+        &app.state,
+        target,
+        salesbot_sync::store::events::RunTrigger::Cli,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        salesbot_sync::poll::wait(&app.state, run),
+    )
+    .await
+    .expect("the poll run finishes")
+    .unwrap()
+}
+
+/// Polls every connected shop and page now.
+pub async fn poll_everything(app: &TestApp) -> salesbot_sync::poll::RunSummary {
+    poll_now(app, salesbot_sync::poll::Target::Everything).await
 }

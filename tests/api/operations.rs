@@ -11,9 +11,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::facebook::fb_connect;
+use crate::helpers::*;
 use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
 use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
-use crate::helpers::*;
 
 struct Fakes {
     shopify: FakeShopify,
@@ -207,10 +207,8 @@ async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
 
     // Polls keep writing to the same keys.
     f.graph.set_page_name(page.as_str(), "New Store Name");
-    let run = salesbot_sync::poll::poll_everything(&app.state)
-        .await
-        .unwrap();
-    assert_eq!(run.failed(), 0, "{}", run.summary());
+    let run = poll_everything(&app).await;
+    assert_eq!(run.failed(), 0, "{}: {:?}", run.line(), run.failures);
     assert_eq!(
         read(keys::page_metadata(&uuid, &page))["name"],
         "New Store Name"
@@ -320,6 +318,7 @@ async fn the_scheduler_polls_and_backs_up_on_its_schedules() {
     let mut extra = f.vars();
     extra.extend(vars(&[
         ("POLL_SCHEDULE", "* * * * * *"),
+        ("POLL_WINDOW_MINUTES", "0"),
         ("BACKUP_SCHEDULE", "*/2 * * * * *"),
         ("BACKUP_KEEP", "2"),
     ]));
@@ -330,6 +329,19 @@ async fn the_scheduler_polls_and_backs_up_on_its_schedules() {
     eventually("two scheduled polls", || {
         let f = &f;
         async move { f.shopify.requests("Shop") >= before + 2 }
+    })
+    .await;
+    // Each tick is a run of queued jobs; finished runs get their summary.
+    let events = app.state.events.clone();
+    eventually("a scheduled run summarised", || {
+        let events = events.clone();
+        async move {
+            events.runs(false, 10).await.unwrap().iter().any(|r| {
+                r.summary
+                    .as_ref()
+                    .is_some_and(|s| s["shops"]["ok"] == 1 && s["subscription_checks"]["ok"] == 1)
+            })
+        }
     })
     .await;
     eventually("scheduled backups, pruned to BACKUP_KEEP", || {

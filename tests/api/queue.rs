@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use salesbot_sync::store::events::EventStatus;
 use salesbot_sync::store::EventStore;
 
 use crate::helpers::*;
@@ -40,7 +41,7 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
             "every ack is a row"
         );
         rows.iter()
-            .filter(|r| r.kind == "testkit" && r.status == "done")
+            .filter(|r| r.kind == "testkit" && r.status == EventStatus::Done)
             .count()
     };
     assert!(
@@ -60,7 +61,7 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
         async move {
             let rows = q.rows().await.unwrap();
             rows.iter()
-                .filter(|r| r.kind == "testkit" && r.status == "done")
+                .filter(|r| r.kind == "testkit" && r.status == EventStatus::Done)
                 .count()
                 == N
                 && rows.iter().filter(|r| r.kind == "testkit_effect").count() >= N

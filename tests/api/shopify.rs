@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use salesbot_sync::objects::keys::{self, ShopDomain};
-use salesbot_sync::shopify::poll::poll_all_shops;
+use salesbot_sync::poll::Target;
 use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::shopify::sync::sync_shop;
+use salesbot_sync::store::events::EventStatus;
 use serde_json::Value;
 use uuid::Uuid;
 
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use crate::helpers::*;
+use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 
 pub struct Env {
     pub app: TestApp,
@@ -493,9 +494,14 @@ async fn unchanged_poll_writes_nothing_and_a_price_change_writes_products_only()
 
     let puts = env.s3.puts();
     let gets = env.s3.gets();
-    let report = poll_all_shops(&env.app.state).await.unwrap();
+    let report = poll_everything(&env.app).await;
     assert_eq!(
-        (report.ok, report.failed, report.written, report.unchanged),
+        (
+            report.shops.ok,
+            report.shops.failed,
+            report.written,
+            report.unchanged
+        ),
         (1, 0, 0, 2)
     );
     assert_eq!(env.s3.puts(), puts, "unchanged data is not uploaded");
@@ -569,7 +575,10 @@ async fn a_burst_of_500_updates_causes_one_refresh_not_500() {
             .count(),
         500
     );
-    assert!(rows.iter().all(|r| r.status == "done"), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.status == EventStatus::Done),
+        "{rows:?}"
+    );
     let uuid = app_shop(&env, &ShopDomain::parse("acme.myshopify.com").unwrap()).await;
     let products = object(
         &env,
@@ -597,9 +606,10 @@ async fn throttling_429_and_5xx_are_waited_out() {
     // Endless 5xx: a bounded number of attempts, then a retryable error.
     env.fake.reset_counters();
     env.fake.fail_next(500, 100);
-    let mut quick = env.app.state.clone();
-    quick.upstream_retry.min_delay = Duration::from_millis(5);
-    quick.upstream_retry.max_delay = Duration::from_millis(20);
+    let mut retry = env.app.state.upstream_retry.clone();
+    retry.min_delay = Duration::from_millis(5);
+    retry.max_delay = Duration::from_millis(20);
+    let quick = env.app.state.clone().with_upstream_retry(retry);
     let started = std::time::Instant::now();
     let err = sync_shop(&quick, &shop).await.unwrap_err();
     assert!(err.to_string().contains("temporarily unavailable"), "{err}");
@@ -621,8 +631,8 @@ async fn revoked_token_marks_reauth_and_other_shops_keep_syncing() {
     env.fake.revoke_tokens("acme.myshopify.com");
     env.fake
         .set_variant_price("bravo.myshopify.com", 0, 0, "7.77");
-    let report = poll_all_shops(&env.app.state).await.unwrap();
-    assert_eq!((report.ok, report.failed), (1, 1));
+    let report = poll_everything(&env.app).await;
+    assert_eq!((report.shops.ok, report.shops.failed), (1, 1));
     assert_eq!(report.written, 1, "bravo's change is still written");
     assert!(report.failures[0].0.contains("acme"));
     let index: Value = env
@@ -638,11 +648,11 @@ async fn revoked_token_marks_reauth_and_other_shops_keep_syncing() {
     let needs = &index["integrations"]["shopify"]["shops"]["needs_reauth"];
     assert_eq!(needs[0]["id"], "acme.myshopify.com", "{index}");
     // Not polled again until the merchant reconnects.
-    let report = poll_all_shops(&env.app.state).await.unwrap();
-    assert_eq!((report.ok, report.failed), (1, 0));
+    let report = poll_everything(&env.app).await;
+    assert_eq!((report.shops.ok, report.shops.failed), (1, 0));
     assert_eq!(connect(&env, "acme").await.0, 200);
-    let report = poll_all_shops(&env.app.state).await.unwrap();
-    assert_eq!((report.ok, report.failed), (2, 0));
+    let report = poll_everything(&env.app).await;
+    assert_eq!((report.shops.ok, report.shops.failed), (2, 0));
     env.app.stop().await.unwrap();
 }
 
@@ -712,8 +722,18 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
         .unwrap()
         .is_empty());
     env.fake.reset_counters();
-    let report = poll_all_shops(&env.app.state).await.unwrap();
-    assert_eq!(report.ok + report.failed, 0);
+    let report = poll_everything(&env.app).await;
+    assert_eq!(report.shops.ok + report.shops.failed, 0);
+    let report = poll_now(&env.app, Target::Shop(shop.clone())).await;
+    assert_eq!(
+        report.shops.failed, 1,
+        "asked for by name, it reports why it was not polled"
+    );
+    assert!(
+        report.failures[0].1.contains("not connected"),
+        "{:?}",
+        report.failures
+    );
     assert_eq!(env.fake.total_graphql_requests(), 0);
     // A product update trailing the uninstall fails for good, with a reason, not retried.
     assert_eq!(
@@ -726,7 +746,7 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
         .iter()
         .find(|r| r.dedupe_key == "shopify:event:late-1")
         .unwrap();
-    assert_eq!(late.status, "failed");
+    assert_eq!(late.status, EventStatus::Failed);
     assert!(late
         .last_error
         .as_deref()
@@ -768,7 +788,10 @@ async fn shop_redact_deletes_objects_and_records_and_customer_topics_are_acknowl
         .object_path(keys::shop_metadata(&uuid, &shop).as_str())
         .exists());
     let rows = env.app.state.events.rows().await.unwrap();
-    assert!(rows.iter().all(|r| r.status == "done"), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.status == EventStatus::Done),
+        "{rows:?}"
+    );
     env.app.stop().await.unwrap();
 }
 

@@ -22,11 +22,11 @@ use std::time::Duration;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use tokio::sync::{oneshot, Notify};
 
+use types::parse_result;
 pub use types::{
-    EventId, EventRow, EventStatus, Enqueued, Event, NewEvent, Outcome, Pool, QueueStats, RunId,
+    Enqueued, Event, EventId, EventRow, EventStatus, NewEvent, Outcome, Pool, QueueStats, RunId,
     RunKind, RunTrigger,
 };
-use types::parse_result;
 use writer::{insert_event, writer_loop, Cmd, InsertReq, WriteFn};
 
 use super::{now_millis, open_connection, Db, DbKind, StoreError};
@@ -165,7 +165,11 @@ impl EventStore {
                 path: path.to_path_buf(),
                 reason: format!("could not start writer thread: {e}"),
             })?;
-        Ok(EventStore { db, writer: tx, wakers })
+        Ok(EventStore {
+            db,
+            writer: tx,
+            wakers,
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -271,7 +275,12 @@ impl EventStore {
             let Some((head, group, kind)) = head else {
                 return Ok(None);
             };
-            let max = spec.max_batch.get(kind.as_str()).copied().unwrap_or(1).max(1);
+            let max = spec
+                .max_batch
+                .get(kind.as_str())
+                .copied()
+                .unwrap_or(1)
+                .max(1);
             let mut events = tx
                 .prepare_cached(
                     "UPDATE events SET status = 'running', attempts = attempts + 1,
@@ -285,7 +294,15 @@ impl EventStore {
                                run_id",
                 )?
                 .query_map(
-                    params![worker, now + lease_ms, head, group, kind, now, (max - 1) as i64],
+                    params![
+                        worker,
+                        now + lease_ms,
+                        head,
+                        group,
+                        kind,
+                        now,
+                        (max - 1) as i64
+                    ],
                     |r| {
                         Ok(Event {
                             id: r.get(0)?,
@@ -446,8 +463,11 @@ impl EventStore {
         self.db
             .call(|c| {
                 let mut s = QueueStats::default();
-                let mut st = c.prepare_cached("SELECT status, COUNT(*) FROM events GROUP BY status")?;
-                let rows = st.query_map([], |r| Ok((r.get::<_, EventStatus>(0)?, r.get::<_, i64>(1)?)))?;
+                let mut st =
+                    c.prepare_cached("SELECT status, COUNT(*) FROM events GROUP BY status")?;
+                let rows = st.query_map([], |r| {
+                    Ok((r.get::<_, EventStatus>(0)?, r.get::<_, i64>(1)?))
+                })?;
                 for row in rows {
                     let (status, n) = row?;
                     match status {
@@ -511,10 +531,11 @@ impl EventStore {
     pub async fn outcome(&self, id: EventId) -> Result<Option<Outcome>, StoreError> {
         self.db
             .call(move |c| {
-                Ok(c
-                    .prepare_cached(&format!("SELECT {OUTCOME_COLUMNS} FROM events WHERE id = ?1"))?
-                    .query_row([id], outcome_from_row)
-                    .optional()?)
+                Ok(c.prepare_cached(&format!(
+                    "SELECT {OUTCOME_COLUMNS} FROM events WHERE id = ?1"
+                ))?
+                .query_row([id], outcome_from_row)
+                .optional()?)
             })
             .await
     }
@@ -524,12 +545,11 @@ impl EventStore {
         let key = dedupe_key.to_string();
         self.db
             .call(move |c| {
-                Ok(c
-                    .prepare_cached(&format!(
-                        "SELECT {OUTCOME_COLUMNS} FROM events WHERE dedupe_key = ?1"
-                    ))?
-                    .query_row([key], outcome_from_row)
-                    .optional()?)
+                Ok(c.prepare_cached(&format!(
+                    "SELECT {OUTCOME_COLUMNS} FROM events WHERE dedupe_key = ?1"
+                ))?
+                .query_row([key], outcome_from_row)
+                .optional()?)
             })
             .await
     }
@@ -567,7 +587,8 @@ impl EventStore {
         self.db
             .call(move |c| {
                 let (filter, params) = group_filter(&exact, &prefixes);
-                let sql = format!("SELECT COUNT(*) FROM events WHERE status = 'running' AND {filter}");
+                let sql =
+                    format!("SELECT COUNT(*) FROM events WHERE status = 'running' AND {filter}");
                 Ok(c.query_row(&sql, params_from_iter(params), |r| r.get(0))?)
             })
             .await
@@ -631,7 +652,11 @@ impl EventStore {
 
     // --- runs ---------------------------------------------------------------------------
 
-    pub async fn create_run(&self, kind: RunKind, trigger: RunTrigger) -> Result<RunId, StoreError> {
+    pub async fn create_run(
+        &self,
+        kind: RunKind,
+        trigger: RunTrigger,
+    ) -> Result<RunId, StoreError> {
         self.write(move |c| {
             c.execute(
                 "INSERT INTO runs (kind, trigger, started_at) VALUES (?1, ?2, ?3)",
@@ -657,7 +682,11 @@ impl EventStore {
             .await
     }
 
-    pub async fn finish_run(&self, run: RunId, summary: serde_json::Value) -> Result<(), StoreError> {
+    pub async fn finish_run(
+        &self,
+        run: RunId,
+        summary: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let summary = summary.to_string();
         self.write(move |c| {
             c.execute(
@@ -669,7 +698,11 @@ impl EventStore {
         .await
     }
 
-    pub async fn runs(&self, unfinished_only: bool, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    pub async fn runs(
+        &self,
+        unfinished_only: bool,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         self.db
             .call(move |c| {
                 let sql = if unfinished_only {
@@ -704,7 +737,11 @@ impl EventStore {
         self.rows_where("1 ORDER BY id", Vec::new()).await
     }
 
-    async fn rows_where(&self, filter: &'static str, params: Vec<i64>) -> Result<Vec<EventRow>, StoreError> {
+    async fn rows_where(
+        &self,
+        filter: &'static str,
+        params: Vec<i64>,
+    ) -> Result<Vec<EventRow>, StoreError> {
         self.db
             .call(move |c| {
                 let mut st = c.prepare_cached(&format!(

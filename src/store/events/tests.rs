@@ -58,7 +58,10 @@ async fn duplicate_insert_is_a_no_op_that_names_the_original() {
         q.enqueue(ev("a", "g")).await.unwrap(),
         Enqueued::Duplicate(first.id())
     );
-    let again = q.enqueue_all(vec![ev("a", "g"), ev("b", "g")]).await.unwrap();
+    let again = q
+        .enqueue_all(vec![ev("a", "g"), ev("b", "g")])
+        .await
+        .unwrap();
     assert_eq!(again[0], Enqueued::Duplicate(first.id()));
     assert!(matches!(again[1], Enqueued::Inserted(_)));
     assert_eq!(q.rows().await.unwrap().len(), 2);
@@ -74,18 +77,42 @@ async fn a_group_is_never_claimed_twice_at_once_and_pools_stay_apart() {
     q.enqueue(in_pool(ev("s", "g3"), Pool::Sync, "testkit"))
         .await
         .unwrap();
-    let first = q.claim("w1", &spec(Pool::Messages, 10), LEASE).await.unwrap().unwrap();
-    assert_eq!(first.len(), 3, "the ready events of the group come together");
+    let first = q
+        .claim("w1", &spec(Pool::Messages, 10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.len(),
+        3,
+        "the ready events of the group come together"
+    );
     q.enqueue(ev("a3", "g1")).await.unwrap();
-    let second = q.claim("w2", &spec(Pool::Messages, 10), LEASE).await.unwrap().unwrap();
+    let second = q
+        .claim("w2", &spec(Pool::Messages, 10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].group_key, "g2");
     // g1 still running: its new event waits; the sync pool's event is not ours.
-    assert!(q.claim("w3", &spec(Pool::Messages, 10), LEASE).await.unwrap().is_none());
-    let sync = q.claim("s1", &spec(Pool::Sync, 10), LEASE).await.unwrap().unwrap();
+    assert!(q
+        .claim("w3", &spec(Pool::Messages, 10), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    let sync = q
+        .claim("s1", &spec(Pool::Sync, 10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(sync[0].dedupe_key, "s");
     q.record("w1", done(ids(&first))).await.unwrap();
-    let third = q.claim("w3", &spec(Pool::Messages, 10), LEASE).await.unwrap().unwrap();
+    let third = q
+        .claim("w3", &spec(Pool::Messages, 10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(third[0].dedupe_key, "a3");
 }
 
@@ -95,14 +122,25 @@ async fn a_group_running_in_one_pool_holds_its_events_of_every_pool() {
     q.enqueue(in_pool(ev("poll", "conv"), Pool::Poll, "testkit"))
         .await
         .unwrap();
-    let polling = q.claim("p", &spec(Pool::Poll, 10), LEASE).await.unwrap().unwrap();
+    let polling = q
+        .claim("p", &spec(Pool::Poll, 10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     q.enqueue(ev("merge", "conv")).await.unwrap();
     assert!(
-        q.claim("m", &spec(Pool::Messages, 10), LEASE).await.unwrap().is_none(),
+        q.claim("m", &spec(Pool::Messages, 10), LEASE)
+            .await
+            .unwrap()
+            .is_none(),
         "a merge never runs beside the conversation's poll"
     );
     q.record("p", done(ids(&polling))).await.unwrap();
-    let merge = q.claim("m", &spec(Pool::Messages, 10), LEASE).await.unwrap().unwrap();
+    let merge = q
+        .claim("m", &spec(Pool::Messages, 10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(merge[0].dedupe_key, "merge");
 }
 
@@ -110,7 +148,11 @@ async fn a_group_running_in_one_pool_holds_its_events_of_every_pool() {
 async fn events_waiting_out_a_backoff_are_not_swept_into_a_new_arrivals_batch() {
     let (_d, q) = open();
     q.enqueue(ev("old", "conv")).await.unwrap();
-    let c = q.claim("w", &spec(Pool::Messages, 500), LEASE).await.unwrap().unwrap();
+    let c = q
+        .claim("w", &spec(Pool::Messages, 500), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     q.record(
         "w",
         Record {
@@ -122,7 +164,11 @@ async fn events_waiting_out_a_backoff_are_not_swept_into_a_new_arrivals_batch() 
     .unwrap();
     // A new message for the same conversation: it runs alone, the old one keeps its attempts.
     q.enqueue(ev("new", "conv")).await.unwrap();
-    let batch = q.claim("w", &spec(Pool::Messages, 500), LEASE).await.unwrap().unwrap();
+    let batch = q
+        .claim("w", &spec(Pool::Messages, 500), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].dedupe_key, "new");
     assert_eq!(batch[0].attempts, 1);
@@ -141,7 +187,11 @@ async fn events_waiting_out_a_backoff_are_not_swept_into_a_new_arrivals_batch() 
         vec![1, 1],
         "each event counts its own attempts"
     );
-    assert!(q.claim("w", &spec(Pool::Messages, 500), LEASE).await.unwrap().is_none());
+    assert!(q
+        .claim("w", &spec(Pool::Messages, 500), LEASE)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -150,23 +200,38 @@ async fn a_ready_head_brings_its_debounced_group_along_but_not_other_groups() {
     let later = ev("later", "g").at(now_millis() + 60_000);
     q.enqueue(later).await.unwrap();
     assert!(
-        q.claim("w", &spec(Pool::Messages, 10), LEASE).await.unwrap().is_none(),
+        q.claim("w", &spec(Pool::Messages, 10), LEASE)
+            .await
+            .unwrap()
+            .is_none(),
         "nothing ready yet"
     );
     q.enqueue(ev("now", "g")).await.unwrap();
     q.enqueue(ev("other-group", "h").at(now_millis() + 60_000))
         .await
         .unwrap();
-    let batch = q.claim("w", &spec(Pool::Messages, 10), LEASE).await.unwrap().unwrap();
+    let batch = q
+        .claim("w", &spec(Pool::Messages, 10), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     let keys: Vec<&str> = batch.iter().map(|e| e.dedupe_key.as_str()).collect();
-    assert_eq!(keys, ["later", "now"], "fresh events of the group come along");
+    assert_eq!(
+        keys,
+        ["later", "now"],
+        "fresh events of the group come along"
+    );
     // A kind that takes one at a time always gets the ready head, not an older future event.
     let (_d2, q) = open();
     q.enqueue(ev("future", "g").at(now_millis() + 60_000))
         .await
         .unwrap();
     q.enqueue(ev("ready", "g")).await.unwrap();
-    let one = q.claim("w", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let one = q
+        .claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].dedupe_key, "ready");
 }
@@ -176,7 +241,11 @@ async fn outcomes_are_recorded_only_under_the_lease_and_follow_ups_go_with_them(
     let (_d, q) = open();
     let run = q.create_run(RunKind::Poll, RunTrigger::Cli).await.unwrap();
     q.enqueue(ev("a", "g").in_run(Some(run))).await.unwrap();
-    let c = q.claim("w", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let c = q
+        .claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(c[0].run_id, Some(run));
     // An intruder's outcome (e.g. after its lease was taken over) changes nothing.
     q.record(
@@ -212,7 +281,11 @@ async fn outcomes_are_recorded_only_under_the_lease_and_follow_ups_go_with_them(
     let payload: Vec<u8> = q
         .db()
         .call(move |c2| {
-            Ok(c2.query_row("SELECT payload FROM events WHERE id = ?1", [c[0].id], |r| r.get(0))?)
+            Ok(
+                c2.query_row("SELECT payload FROM events WHERE id = ?1", [c[0].id], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .await
         .unwrap();
@@ -225,8 +298,16 @@ async fn given_up_events_keep_their_reason_and_requeue_brings_them_back() {
     let (_d, q) = open();
     q.enqueue(ev("perm", "g1")).await.unwrap();
     q.enqueue(ev("dead", "g2")).await.unwrap();
-    let a = q.claim("w", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
-    let b = q.claim("w", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let a = q
+        .claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = q
+        .claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     q.record(
         "w",
         Record {
@@ -243,26 +324,55 @@ async fn given_up_events_keep_their_reason_and_requeue_brings_them_back() {
     assert_eq!((s.failed, s.dead_lettered, s.pending), (1, 1, 0));
     let failures = q.recent_failures(10).await.unwrap();
     assert_eq!(failures.len(), 2);
-    assert!(failures.iter().any(|r| r.last_error.as_deref() == Some("store down for 72 h")));
+    assert!(failures
+        .iter()
+        .any(|r| r.last_error.as_deref() == Some("store down for 72 h")));
     assert_eq!(q.requeue_failed().await.unwrap(), 2);
-    let again = q.claim("w", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let again = q
+        .claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again[0].attempts, 1, "fresh attempts");
-    assert!(now_millis() - again[0].received_at < 60_000, "a fresh retry horizon");
+    assert!(
+        now_millis() - again[0].received_at < 60_000,
+        "a fresh retry horizon"
+    );
 }
 
 #[tokio::test]
 async fn orphans_and_expired_leases_return_to_the_queue() {
     let (_d, q) = open();
     q.enqueue(ev("a", "g")).await.unwrap();
-    let c = q.claim("w", &spec(Pool::Messages, 1), Duration::ZERO).await.unwrap().unwrap();
-    assert!(q.claim("w2", &spec(Pool::Messages, 1), LEASE).await.unwrap().is_none());
+    let c = q
+        .claim("w", &spec(Pool::Messages, 1), Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(q
+        .claim("w2", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .is_none());
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(q.reclaim_expired().await.unwrap(), 1);
-    let again = q.claim("w2", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let again = q
+        .claim("w2", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again[0].id, c[0].id);
-    assert_eq!(q.reclaim_expired().await.unwrap(), 0, "a live lease is kept");
+    assert_eq!(
+        q.reclaim_expired().await.unwrap(),
+        0,
+        "a live lease is kept"
+    );
     assert_eq!(q.recover_orphans().await.unwrap(), 1);
-    let third = q.claim("w3", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let third = q
+        .claim("w3", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(third[0].attempts, 3);
 }
 
@@ -270,11 +380,19 @@ async fn orphans_and_expired_leases_return_to_the_queue() {
 async fn waiting_for_an_outcome_returns_when_it_is_recorded() {
     let (_d, q) = open();
     let id = q.enqueue(ev("a", "g")).await.unwrap().id();
-    let pending = q.wait_for(id, Duration::from_millis(50)).await.unwrap().unwrap();
+    let pending = q
+        .wait_for(id, Duration::from_millis(50))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(pending.status, EventStatus::Pending);
     let q2 = q.clone();
     let waiter = tokio::spawn(async move { q2.wait_for(id, Duration::from_secs(30)).await });
-    let c = q.claim("w", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let c = q
+        .claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     let started = std::time::Instant::now();
     q.record("w", done(ids(&c))).await.unwrap();
     let o = waiter.await.unwrap().unwrap().unwrap();
@@ -285,10 +403,19 @@ async fn waiting_for_an_outcome_returns_when_it_is_recorded() {
 #[tokio::test]
 async fn group_prefixes_select_exactly_their_groups() {
     let (_d, q) = open();
-    for (k, g) in [("1", "fbconv:12:5"), ("2", "fbconv:12:6"), ("3", "fbconv:123:5"), ("4", "fbpage:12")] {
+    for (k, g) in [
+        ("1", "fbconv:12:5"),
+        ("2", "fbconv:12:6"),
+        ("3", "fbconv:123:5"),
+        ("4", "fbpage:12"),
+    ] {
         q.enqueue(ev(k, g)).await.unwrap();
     }
-    let c = q.claim("w", &spec(Pool::Messages, 1), LEASE).await.unwrap().unwrap();
+    let c = q
+        .claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(c[0].group_key, "fbconv:12:5");
     let n = q
         .running_in_groups(vec!["fbpage:12".into()], vec!["fbconv:12:".into()])
@@ -300,7 +427,13 @@ async fn group_prefixes_select_exactly_their_groups() {
         .await
         .unwrap();
     assert_eq!(purged, 2, "the running one stays, page 123 is another page");
-    let left: Vec<String> = q.rows().await.unwrap().into_iter().map(|r| r.group_key).collect();
+    let left: Vec<String> = q
+        .rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.group_key)
+        .collect();
     assert_eq!(left, ["fbconv:12:5", "fbconv:123:5"]);
 }
 

@@ -11,7 +11,9 @@ use serde::Serialize;
 pub struct EventId(pub i64);
 
 /// Id of a run (a poll of everything, or of one shop or page from the CLI).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct RunId(pub i64);
 
@@ -44,7 +46,10 @@ text_enum!(
 impl EventStatus {
     /// Done, failed or dead: nothing will run it again (short of `requeue-failed`).
     pub fn is_finished(self) -> bool {
-        matches!(self, EventStatus::Done | EventStatus::Failed | EventStatus::Dead)
+        matches!(
+            self,
+            EventStatus::Done | EventStatus::Failed | EventStatus::Dead
+        )
     }
 }
 

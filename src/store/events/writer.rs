@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::types::{EventId, Enqueued, NewEvent};
+use super::types::{Enqueued, EventId, NewEvent};
 use super::Wakers;
 use crate::store::StoreError;
 

@@ -229,7 +229,8 @@ impl TokenStore {
                 Ok(n)
             })
             .await
-    }}
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,9 @@ use rusqlite::{params, OptionalExtension};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use super::{parse_uuid, shop_aad, shop_refresh_aad, AccountStatus, ShopGrant, ShopRecord, TokenStore};
+use super::{
+    parse_uuid, shop_aad, shop_refresh_aad, AccountStatus, ShopGrant, ShopRecord, TokenStore,
+};
 use crate::objects::keys::ShopDomain;
 use crate::store::{now_secs, StoreError};
 

@@ -43,7 +43,11 @@ impl TokenStore {
             .await
     }
 
-    pub async fn watermark(&self, page: &PageId, psid: &Psid) -> Result<Option<Watermark>, StoreError> {
+    pub async fn watermark(
+        &self,
+        page: &PageId,
+        psid: &Psid,
+    ) -> Result<Option<Watermark>, StoreError> {
         let (p, s) = (page.as_str().to_string(), psid.as_str().to_string());
         self.db
             .call(move |c| {
