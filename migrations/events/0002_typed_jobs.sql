@@ -47,12 +47,12 @@ CREATE INDEX events_unfinished_by_group ON events(group_key) WHERE status IN ('p
 CREATE INDEX events_by_run ON events(run_id) WHERE run_id IS NOT NULL;
 CREATE INDEX events_given_up ON events(finished_at) WHERE status IN ('failed', 'dead');
 
--- A poll run (scheduled or from the CLI): the jobs it queued carry its id, and its summary is
--- written once every one of them has finished.
+-- A poll run (scheduled, from the CLI, or the initial polls of a connect): the jobs it queued
+-- carry its id, and its summary is written once every one of them has finished.
 CREATE TABLE runs (
     id           INTEGER PRIMARY KEY,
     kind         TEXT NOT NULL CHECK (kind IN ('poll')),
-    trigger      TEXT NOT NULL CHECK (trigger IN ('schedule', 'cli')),
+    trigger      TEXT NOT NULL CHECK (trigger IN ('schedule', 'cli', 'connect')),
     started_at   INTEGER NOT NULL,            -- unix ms
     finished_at  INTEGER,
     summary      TEXT                         -- JSON, see src/poll.rs

@@ -24,12 +24,13 @@ use super::pages;
 use super::selftest::{post_test_deliveries, SelfTestCleanup};
 use crate::config::FacebookSettings;
 use crate::error::AppError;
+use crate::jobs::GroupKey;
 use crate::jobs::Job;
 use crate::objects::keys::{self, PageId};
 use crate::routes::session::{binding_cookie, require_session, take_binding};
 use crate::shopify::oauth::state_error;
 use crate::state::AppState;
-use crate::store::events::{EventId, EventStatus, Outcome};
+use crate::store::events::{EventId, EventStatus, Outcome, RunId, RunKind, RunTrigger};
 use crate::store::{now_millis, now_secs};
 
 /// Pages set up at once (each is a handful of Graph calls).
@@ -98,15 +99,20 @@ pub async fn callback(
     let connected = connect_user(&state, authorized).await?;
     let merchant = connected.merchant;
     let state_ref = &state;
+    // The initial polls of every page are one run: the answer reports it done or pending.
+    let run = state
+        .events
+        .create_run(RunKind::Poll, RunTrigger::Connect)
+        .await?;
     let reports: Vec<PageSetup> = futures::stream::iter(connected.pages.clone())
         .map(|(page, token)| async move {
-            set_up_page(state_ref, settings, merchant, &page, &token).await
+            set_up_page(state_ref, settings, merchant, &page, &token, run).await
         })
         .buffered(PAGES_AT_ONCE)
         .collect()
         .await;
     tracing::info!(merchant = %connected.merchant, pages = connected.public_pages.len(), "Facebook connected");
-    Ok((jar, Json(answer(&state, connected, reports).await)))
+    Ok((jar, Json(answer(&state, connected, reports, run).await)))
 }
 
 /// A dialog answer for a flow this browser started.
@@ -226,8 +232,8 @@ struct PageSetup {
     page: PageId,
     webhook_test: [Value; 2],
     metadata_poll: Value,
-    /// `None` when the page's set-up failed before its jobs were queued.
-    initial_poll: Option<EventId>,
+    /// Whether the initial poll was queued.
+    polling: bool,
     cleanup: Option<EventId>,
     /// A failure that already decides the page's upload status.
     failed: Option<Value>,
@@ -239,12 +245,13 @@ async fn set_up_page(
     merchant: Uuid,
     page: &PageId,
     token: &SecretString,
+    run: RunId,
 ) -> PageSetup {
     let mut setup = PageSetup {
         page: page.clone(),
         webhook_test: [Value::Null, Value::Null],
         metadata_poll: Value::Null,
-        initial_poll: None,
+        polling: false,
         cleanup: None,
         failed: None,
     };
@@ -272,11 +279,11 @@ async fn set_up_page(
     let cleanup = SelfTestCleanup::new(page.clone(), posted.mid);
     match state
         .events
-        .enqueue_all(vec![poll.to_event(), cleanup.to_event()])
+        .enqueue_all(vec![poll.to_event().in_run(Some(run)), cleanup.to_event()])
         .await
     {
         Ok(ids) => {
-            setup.initial_poll = ids.first().map(|e| e.id());
+            setup.polling = true;
             setup.cleanup = ids.get(1).map(|e| e.id());
         }
         Err(e) => {
@@ -302,11 +309,11 @@ async fn set_up_page(
     setup
 }
 
-/// A queued job's result as a status: its own verdict when done, `pending` while it runs.
-fn job_status(outcome: Option<Outcome>, verdict_in_result: bool) -> Value {
+/// A queued job's verdict (its result) when done, `pending` while it runs.
+fn job_status(outcome: Option<Outcome>) -> Value {
     match outcome {
         Some(o) if o.status == EventStatus::Done => match o.result {
-            Some(r) if verdict_in_result && r.get("status").is_some() => r,
+            Some(r) if r.get("status").is_some() => r,
             _ => ok(),
         },
         Some(o) if o.status.is_finished() => err(
@@ -318,7 +325,40 @@ fn job_status(outcome: Option<Outcome>, verdict_in_result: bool) -> Value {
     }
 }
 
-async fn answer(state: &AppState, user: ConnectedUser, reports: Vec<PageSetup>) -> Value {
+/// The page's part of the connect's poll run: `success` once its poll and every conversation
+/// it queued are done, `pending` while any runs.
+fn page_poll_status(jobs: &[Outcome], page: &PageId) -> Value {
+    let meta = GroupKey::page(page).into_string();
+    let convs = GroupKey::conversations_of(page);
+    let mine: Vec<&Outcome> = jobs
+        .iter()
+        .filter(|j| j.group_key == meta || j.group_key.starts_with(&convs))
+        .collect();
+    if let Some(failed) = mine
+        .iter()
+        .find(|j| matches!(j.status, EventStatus::Failed | EventStatus::Dead))
+    {
+        return err(
+            "error",
+            failed
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the poll failed".into()),
+        );
+    }
+    if mine.is_empty() || mine.iter().any(|j| !j.status.is_finished()) {
+        pending()
+    } else {
+        ok()
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    user: ConnectedUser,
+    reports: Vec<PageSetup>,
+    run: RunId,
+) -> Value {
     let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
     let mut webhook_test = Vec::new();
     let mut polling_test = Vec::new();
@@ -329,19 +369,23 @@ async fn answer(state: &AppState, user: ConnectedUser, reports: Vec<PageSetup>) 
         webhook_test.push(json!({"page_id": id, "type": "metadata", "result": meta_hook}));
         webhook_test.push(json!({"page_id": id, "type": "messages", "result": msg_hook}));
         polling_test.push(json!({"page_id": id, "type": "metadata", "result": r.metadata_poll}));
-        let poll = match r.initial_poll {
-            Some(job) => job_status(state.events.outcome(job).await.ok().flatten(), false),
-            None => err("error", "the initial poll could not be queued"),
-        };
-        polling_test.push(json!({"page_id": id, "type": "conversations", "result": poll}));
         let upload = match (r.failed, r.cleanup) {
             (Some(failed), _) => failed,
             (None, Some(job)) => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                job_status(state.events.wait_for(job, left).await.ok().flatten(), true)
+                job_status(state.events.wait_for(job, left).await.ok().flatten())
             }
             (None, None) => err("failed", "the self-test could not be queued"),
         };
+        let poll = if r.polling {
+            match state.events.run_jobs(run).await {
+                Ok(jobs) => page_poll_status(&jobs, &r.page),
+                Err(e) => err("error", e),
+            }
+        } else {
+            err("error", "the initial poll could not be queued")
+        };
+        polling_test.push(json!({"page_id": id, "type": "conversations", "result": poll}));
         upload_status.push(json!({"page_id": id, "result": upload}));
     }
     json!({

@@ -439,6 +439,12 @@ impl FakeShopify {
             .unwrap_or(0)
     }
 
+    /// The most GraphQL requests for `shop` ever answered at the same time (1 when every
+    /// client of the shop waits for its previous answer before asking again).
+    pub fn max_in_flight(&self, shop: &str) -> usize {
+        self.st().max_in_flight.get(shop).copied().unwrap_or(0)
+    }
+
     pub fn total_graphql_requests(&self) -> usize {
         self.st().total_graphql
     }
@@ -463,6 +469,7 @@ impl FakeShopify {
         st.refreshes = 0;
         st.rejected_token_requests = 0;
         st.subscription_creates = 0;
+        st.max_in_flight.clear();
     }
 
     // --- Catalogue inspection --------------------------------------------------------------
@@ -587,6 +594,9 @@ pub struct State {
     throttle_next: usize,
     fail_next: (u16, usize),
     delay: Duration,
+    /// GraphQL requests being answered now, per shop, and the most ever at once.
+    in_flight: HashMap<String, usize>,
+    max_in_flight: HashMap<String, usize>,
     op_requests: HashMap<String, usize>,
     shop_op_requests: HashMap<(String, String), usize>,
     total_graphql: usize,
@@ -1452,6 +1462,8 @@ impl State {
             throttle_next: 0,
             fail_next: (500, 0),
             delay: Duration::ZERO,
+            in_flight: HashMap::new(),
+            max_in_flight: HashMap::new(),
             op_requests: HashMap::new(),
             shop_op_requests: HashMap::new(),
             total_graphql: 0,
@@ -2003,11 +2015,23 @@ async fn graphql_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let delay = lock(&state).delay;
+    let delay = {
+        let mut st = lock(&state);
+        let n = st.in_flight.entry(shop.clone()).or_default();
+        *n += 1;
+        let now = *n;
+        let max = st.max_in_flight.entry(shop.clone()).or_default();
+        *max = (*max).max(now);
+        st.delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    lock(&state).handle_graphql(&shop, &version, &headers, &body)
+    let mut st = lock(&state);
+    if let Some(n) = st.in_flight.get_mut(&shop) {
+        *n -= 1;
+    }
+    st.handle_graphql(&shop, &version, &headers, &body)
 }
 
 async fn fallback_handler(

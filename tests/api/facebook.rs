@@ -22,10 +22,15 @@ pub struct FbEnv {
 }
 
 pub async fn fb_env() -> FbEnv {
-    let fake = FakeGraph::start(FakeGraphConfig::default()).await;
+    fb_env_with(FakeGraphConfig::default(), &[]).await
+}
+
+pub async fn fb_env_with(config: FakeGraphConfig, extra_vars: &[(String, String)]) -> FbEnv {
+    let fake = FakeGraph::start(config).await;
     let s3 = start_s3().await;
     let mut extra = fake.vars();
     extra.extend(s3.vars());
+    extra.extend(extra_vars.iter().cloned());
     let app = spawn_app(&extra).await;
     FbEnv { app, fake, s3 }
 }
@@ -48,9 +53,19 @@ pub async fn fb_connect(
     cookie: &str,
     user: usize,
 ) -> (u16, Value) {
-    let r = app
-        .client
-        .get(app.url("/facebook/login"))
+    fb_connect_at(&app.client, &app.address, fake, cookie, user).await
+}
+
+/// The same through any running server at `base`.
+pub async fn fb_connect_at(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeGraph,
+    cookie: &str,
+    user: usize,
+) -> (u16, Value) {
+    let r = client
+        .get(format!("{base}/facebook/login"))
         .header("Cookie", cookie)
         .send()
         .await
@@ -60,9 +75,11 @@ pub async fn fb_connect(
     let dialog = r.headers()["location"].to_str().unwrap().to_string();
     let back = fake.approve(&dialog, user).expect("dialog approves");
     let back = back.split('#').next().unwrap().to_string();
-    assert!(back.starts_with(&app.url("/facebook/callback")), "{back}");
-    let r = app
-        .client
+    assert!(
+        back.starts_with(&format!("{base}/facebook/callback")),
+        "{back}"
+    );
+    let r = client
         .get(back)
         .header("Cookie", format!("{cookie}; {binding}"))
         .send()
@@ -76,13 +93,13 @@ pub async fn fb_connect(
     )
 }
 
-fn read(s3: &S3Server, key: &keys::ObjectKey) -> Option<Value> {
+pub fn read(s3: &S3Server, key: &keys::ObjectKey) -> Option<Value> {
     std::fs::read(s3.object_path(key.as_str()))
         .ok()
         .map(|b| serde_json::from_slice(&b).unwrap())
 }
 
-async fn post_signed(app: &TestApp, fake: &FakeGraph, body: &[u8]) -> u16 {
+pub async fn post_signed(app: &TestApp, fake: &FakeGraph, body: &[u8]) -> u16 {
     app.client
         .post(app.url("/facebook/webhook"))
         .header("X-Hub-Signature-256", fake.signature_256(body))
@@ -229,7 +246,7 @@ async fn full_connect_flow_stores_pages_subscribes_and_uploads_without_tokens() 
     env.app.stop().await.unwrap();
 }
 
-fn walk_objects(s3: &S3Server) -> String {
+pub fn walk_objects(s3: &S3Server) -> String {
     fn walk(dir: &std::path::Path, out: &mut String) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let p = e.path();
@@ -595,7 +612,7 @@ async fn a_revoked_page_token_marks_that_page_and_others_continue() {
     env.app.stop().await.unwrap();
 }
 
-fn signed_request(secret: &str, payload: &Value) -> String {
+pub fn signed_request(secret: &str, payload: &Value) -> String {
     let p = URL_SAFE_NO_PAD.encode(payload.to_string());
     let sig = URL_SAFE_NO_PAD.encode(salesbot_sync::crypto::hmac_sha256(
         secret.as_bytes(),

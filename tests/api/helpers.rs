@@ -34,6 +34,8 @@ pub struct S3Counters {
     pub down: std::sync::atomic::AtomicBool,
     /// Milliseconds every DELETE and POST waits before it is served.
     pub delete_delay_ms: std::sync::atomic::AtomicU64,
+    /// Milliseconds every PUT waits before it is served.
+    pub put_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct S3Server {
@@ -56,16 +58,18 @@ impl S3Server {
     pub fn gets(&self) -> usize {
         self.counters.get.load(Ordering::SeqCst)
     }
-    pub fn heads(&self) -> usize {
-        self.counters.head.load(Ordering::SeqCst)
-    }
-    /// DELETE and DeleteObjects requests.
-    pub fn deletes(&self) -> usize {
-        self.counters.delete.load(Ordering::SeqCst) + self.counters.post.load(Ordering::SeqCst)
+    /// DeleteObjects requests (batched deletes).
+    pub fn delete_batches(&self) -> usize {
+        self.counters.post.load(Ordering::SeqCst)
     }
     /// Starts or ends an outage: every request answers 503 meanwhile.
     pub fn set_down(&self, down: bool) {
         self.counters.down.store(down, Ordering::SeqCst);
+    }
+    pub fn set_put_delay(&self, d: Duration) {
+        self.counters
+            .put_delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
     pub fn set_delete_delay(&self, d: Duration) {
         self.counters
@@ -118,9 +122,13 @@ pub async fn start_s3() -> S3Server {
                         hyper::Method::POST => Some(&c.post),
                         _ => None,
                     };
-                    let deleting =
-                        matches!(*req.method(), hyper::Method::DELETE | hyper::Method::POST);
-                    let delay = c.delete_delay_ms.load(Ordering::SeqCst);
+                    let delay = match *req.method() {
+                        hyper::Method::DELETE | hyper::Method::POST => {
+                            c.delete_delay_ms.load(Ordering::SeqCst)
+                        }
+                        hyper::Method::PUT => c.put_delay_ms.load(Ordering::SeqCst),
+                        _ => 0,
+                    };
                     let down = c.down.load(Ordering::SeqCst);
                     if let (Some(n), false) = (counter, down) {
                         n.fetch_add(1, Ordering::SeqCst);
@@ -137,7 +145,7 @@ pub async fn start_s3() -> S3Server {
                                 ))
                                 .unwrap());
                         }
-                        if deleting && delay > 0 {
+                        if delay > 0 {
                             tokio::time::sleep(Duration::from_millis(delay)).await;
                         }
                         hyper::service::Service::call(&svc, req).await
@@ -290,18 +298,28 @@ pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// Polls `f` until it returns true or 30 s pass (generous: CI machines are shared).
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
+pub async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..1200 {
+    eventually_within(Duration::from_secs(30), what, f).await
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
         if f().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("timed out waiting for: {what}");
+    panic!("timed out after {limit:?} waiting for: {what}");
 }
 
 /// The published vectors in shared/test-vectors/vectors.json.

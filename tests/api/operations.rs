@@ -56,7 +56,7 @@ fn now() -> String {
 }
 
 /// Shopify connect through `base` (any running server); returns (json, session cookie).
-async fn shopify_connect(
+pub async fn shopify_connect(
     client: &reqwest::Client,
     base: &str,
     fake: &FakeShopify,

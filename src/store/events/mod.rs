@@ -226,10 +226,12 @@ impl EventStore {
         // A full channel means thousands of inserts are waiting; block briefly rather than
         // fail a completion (the inserts drain fast).
         let tx = self.writer.clone();
-        tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job)))
+        let sent = tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job)).is_ok())
             .await
-            .map_err(|_| StoreError::Closed)?
             .map_err(|_| StoreError::Closed)?;
+        if !sent {
+            return Err(StoreError::Closed);
+        }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

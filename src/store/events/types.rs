@@ -78,6 +78,8 @@ text_enum!(
     RunTrigger, "run trigger" {
         Schedule => "schedule",
         Cli => "cli",
+        /// The initial polls of a Facebook connect.
+        Connect => "connect",
     }
 );
 
