@@ -11,6 +11,8 @@
 //! - an outcome is recorded only by the worker holding the lease;
 //! - follow-up events commit in the same transaction that marks their parent done.
 
+mod groups;
+mod runs;
 mod types;
 mod writer;
 
@@ -111,33 +113,7 @@ pub struct EventStore {
     wakers: Arc<Wakers>,
 }
 
-/// `group_key` matches one of `exact` or starts with one of `prefixes`, as SQL with params.
-fn group_filter(exact: &[String], prefixes: &[String]) -> (String, Vec<String>) {
-    let mut clauses = Vec::new();
-    let mut params = Vec::new();
-    for g in exact {
-        clauses.push("group_key = ?".to_string());
-        params.push(g.clone());
-    }
-    for p in prefixes {
-        // A range instead of LIKE: it uses the index, and no character of the prefix is a
-        // wildcard. The upper bound is the prefix with its last byte raised by one.
-        let mut upper = p.clone().into_bytes();
-        match upper.last_mut() {
-            Some(b) if *b < 0x7f => *b += 1,
-            _ => continue,
-        }
-        clauses.push("(group_key >= ? AND group_key < ?)".to_string());
-        params.push(p.clone());
-        params.push(String::from_utf8(upper).unwrap_or_default());
-    }
-    if clauses.is_empty() {
-        return ("0".into(), params);
-    }
-    (format!("({})", clauses.join(" OR ")), params)
-}
-
-fn outcome_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome> {
+pub(super) fn outcome_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome> {
     Ok(Outcome {
         id: r.get(0)?,
         kind: r.get(1)?,
@@ -149,7 +125,8 @@ fn outcome_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome> {
     })
 }
 
-const OUTCOME_COLUMNS: &str = "id, kind, group_key, status, attempts, last_error, result";
+pub(super) const OUTCOME_COLUMNS: &str =
+    "id, kind, group_key, status, attempts, last_error, result";
 
 impl EventStore {
     pub fn open(path: &Path) -> Result<EventStore, StoreError> {
@@ -578,158 +555,6 @@ impl EventStore {
                 _ = tokio::time::sleep(step) => {}
             }
         }
-    }
-
-    /// Events running now in the given groups (exact keys or key prefixes).
-    pub async fn running_in_groups(
-        &self,
-        exact: Vec<String>,
-        prefixes: Vec<String>,
-    ) -> Result<i64, StoreError> {
-        self.db
-            .call(move |c| {
-                let (filter, params) = group_filter(&exact, &prefixes);
-                let sql =
-                    format!("SELECT COUNT(*) FROM events WHERE status = 'running' AND {filter}");
-                Ok(c.query_row(&sql, params_from_iter(params), |r| r.get(0))?)
-            })
-            .await
-    }
-
-    /// Deletes every event of the given groups that is not running (their payloads may hold a
-    /// person's messages); returns how many.
-    pub async fn purge_groups(
-        &self,
-        exact: Vec<String>,
-        prefixes: Vec<String>,
-    ) -> Result<usize, StoreError> {
-        self.write(move |c| {
-            let (filter, params) = group_filter(&exact, &prefixes);
-            let sql = format!("DELETE FROM events WHERE status != 'running' AND {filter}");
-            Ok(c.execute(&sql, params_from_iter(params))?)
-        })
-        .await
-    }
-
-    /// Payloads of unfinished (pending, failed, dead) events of `kind`.
-    pub async fn unfinished_payloads(
-        &self,
-        kind: &'static str,
-    ) -> Result<Vec<(EventId, Vec<u8>)>, StoreError> {
-        self.db
-            .call(move |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT id, payload FROM events
-                     WHERE kind = ?1 AND status IN ('pending', 'failed', 'dead')",
-                )?;
-                let v = st
-                    .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(v)
-            })
-            .await
-    }
-
-    /// Replaces the payload of an event that is not running (`None` deletes the event).
-    pub async fn rewrite_payload(
-        &self,
-        id: EventId,
-        payload: Option<Vec<u8>>,
-    ) -> Result<bool, StoreError> {
-        self.write(move |c| {
-            let n = match payload {
-                Some(p) => c.execute(
-                    "UPDATE events SET payload = ?1 WHERE id = ?2 AND status != 'running'",
-                    params![p, id],
-                )?,
-                None => c.execute(
-                    "DELETE FROM events WHERE id = ?1 AND status != 'running'",
-                    [id],
-                )?,
-            };
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    // --- runs ---------------------------------------------------------------------------
-
-    pub async fn create_run(
-        &self,
-        kind: RunKind,
-        trigger: RunTrigger,
-    ) -> Result<RunId, StoreError> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO runs (kind, trigger, started_at) VALUES (?1, ?2, ?3)",
-                params![kind, trigger, now_millis()],
-            )?;
-            Ok(RunId(c.last_insert_rowid()))
-        })
-        .await
-    }
-
-    /// Every job of the run, with how it stands.
-    pub async fn run_jobs(&self, run: RunId) -> Result<Vec<Outcome>, StoreError> {
-        self.db
-            .call(move |c| {
-                let mut st = c.prepare_cached(&format!(
-                    "SELECT {OUTCOME_COLUMNS} FROM events WHERE run_id = ?1 ORDER BY id"
-                ))?;
-                let v = st
-                    .query_map([run], outcome_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(v)
-            })
-            .await
-    }
-
-    pub async fn finish_run(
-        &self,
-        run: RunId,
-        summary: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let summary = summary.to_string();
-        self.write(move |c| {
-            c.execute(
-                "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE id = ?3 AND finished_at IS NULL",
-                params![now_millis(), summary, run],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn runs(
-        &self,
-        unfinished_only: bool,
-        limit: usize,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        self.db
-            .call(move |c| {
-                let sql = if unfinished_only {
-                    "SELECT id, kind, trigger, started_at, finished_at, summary FROM runs
-                     WHERE finished_at IS NULL ORDER BY id DESC LIMIT ?1"
-                } else {
-                    "SELECT id, kind, trigger, started_at, finished_at, summary FROM runs
-                     ORDER BY id DESC LIMIT ?1"
-                };
-                let mut st = c.prepare_cached(sql)?;
-                let v = st
-                    .query_map([limit as i64], |r| {
-                        Ok(RunRecord {
-                            id: r.get(0)?,
-                            kind: r.get(1)?,
-                            trigger: r.get(2)?,
-                            started_at: r.get(3)?,
-                            finished_at: r.get(4)?,
-                            summary: parse_result(r.get(5)?),
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(v)
-            })
-            .await
     }
 
     // --- diagnostics ----------------------------------------------------------------------

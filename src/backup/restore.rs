@@ -1,0 +1,283 @@
+//! Verifying a set and swapping it in.
+
+use super::*;
+
+/// A set that passed every check, with the schema version of each copy.
+pub(super) struct VerifiedSet {
+    pub(super) files: Vec<(DbKind, PathBuf, i64)>,
+}
+
+pub(super) fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// Checks a backup set without changing anything: manifest present and parseable, every
+/// database listed once, every file present with the listed size and SHA-256, integrity check
+/// `ok`, expected tables present, schema not newer than this build knows.
+pub fn verify_set(from: &Path) -> anyhow::Result<Manifest> {
+    verify(from).map(|(m, _)| m)
+}
+
+pub(super) fn verify(from: &Path) -> anyhow::Result<(Manifest, VerifiedSet)> {
+    let set = from.display();
+    if !from.is_dir() {
+        bail!("backup set {set} is not a folder");
+    }
+    let manifest_path = from.join(MANIFEST);
+    let text = match std::fs::read(&manifest_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("backup set {set} is incomplete: {MANIFEST} is missing")
+        }
+        Err(e) => bail!("backup set {set}: {MANIFEST} cannot be read: {e}"),
+    };
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| anyhow!("backup set {set}: {MANIFEST} is not a valid manifest: {e}"))?;
+
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut files = Vec::new();
+    for f in &manifest.files {
+        let Some(kind) = kind_from_name(&f.db) else {
+            bail!(
+                "backup set {set}: {MANIFEST} lists an unknown database {:?}",
+                f.db
+            );
+        };
+        if !seen.insert(kind.name()) {
+            bail!(
+                "backup set {set}: {MANIFEST} lists the {} database twice",
+                f.db
+            );
+        }
+        let plain = Path::new(&f.file).file_name().and_then(|n| n.to_str())
+            == Some(f.file.as_str())
+            && !f.file.starts_with('.');
+        if !plain {
+            bail!(
+                "backup set {set}: {MANIFEST} names an invalid file {:?}",
+                f.file
+            );
+        }
+        let path = from.join(&f.file);
+        let name = &f.file;
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => bail!("backup set {set}: {name} is not a file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("backup set {set}: {name} is missing")
+            }
+            Err(e) => bail!("backup set {set}: {name} cannot be read: {e}"),
+        };
+        if meta.len() != f.bytes {
+            bail!(
+                "backup set {set}: {name} has {} bytes, the manifest says {}",
+                meta.len(),
+                f.bytes
+            );
+        }
+        let (_, sha) = sha256_file(&path)
+            .map_err(|e| anyhow!("backup set {set}: {name} cannot be read: {e}"))?;
+        if !sha.eq_ignore_ascii_case(&f.sha256) {
+            bail!(
+                "backup set {set}: {name} is damaged (sha256 {sha}, the manifest says {})",
+                f.sha256
+            );
+        }
+        let conn = open_read_only(&path)
+            .map_err(|e| anyhow!("backup set {set}: {name} cannot be opened: {e}"))?;
+        integrity_check(&conn).map_err(|e| anyhow!("backup set {set}: {name}: {e}"))?;
+        let tables = table_names(&conn)
+            .map_err(|e| anyhow!("backup set {set}: {name} cannot be read: {e}"))?;
+        let missing: Vec<&str> = expected_tables(kind)
+            .iter()
+            .copied()
+            .filter(|t| !tables.contains(*t))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "backup set {set}: {name} is not a {} database (missing tables: {})",
+                kind.name(),
+                missing.join(", ")
+            );
+        }
+        let version = user_version(&conn)
+            .map_err(|e| anyhow!("backup set {set}: {name} cannot be read: {e}"))?;
+        if version != f.schema_version {
+            bail!(
+                "backup set {set}: {name} has schema version {version}, the manifest says {}",
+                f.schema_version
+            );
+        }
+        let latest = latest_schema_version(kind)?;
+        if version > latest {
+            bail!(
+                "backup set {set}: {name} was made by a newer salesbot-sync (schema version {version}, this build knows up to {latest})"
+            );
+        }
+        drop(conn);
+        files.push((kind, path, version));
+    }
+    for kind in ALL_KINDS {
+        if !seen.contains(kind.name()) {
+            bail!(
+                "backup set {set} is incomplete: the {} database ({}) is not in the manifest",
+                kind.name(),
+                file_name_of(kind)
+            );
+        }
+    }
+    // Restore in a fixed order.
+    files.sort_by_key(|(k, _, _)| ALL_KINDS.iter().position(|x| x == k));
+    Ok((manifest, VerifiedSet { files }))
+}
+
+/// Restores the set in `from` over the configured databases. Synchronous (callers use
+/// `spawn_blocking`). Nothing is changed unless the whole set verifies; the databases being
+/// replaced are first copied to `BACKUP_DIR/pre-restore-<timestamp>/`. Stopping the server
+/// first is recommended but not required: each database is replaced in one transaction.
+pub fn restore(settings: &Settings, from: &Path) -> anyhow::Result<RestoreReport> {
+    let (_, verified) = verify(from)?;
+    let mut warnings = Vec::new();
+
+    // Safety copy of what is there now.
+    let present: Vec<(DbKind, PathBuf)> = ALL_KINDS
+        .into_iter()
+        .map(|k| (k, live_path(settings, k)))
+        .filter(|(_, p)| p.exists())
+        .collect();
+    let safety_copy = if present.is_empty() {
+        None
+    } else {
+        let now = crate::store::now_secs();
+        let (_, dir) = create_set_dir(&settings.backup_dir, PRE_RESTORE_PREFIX, now)?;
+        let mut entries = Vec::new();
+        for (kind, path) in &present {
+            let file = file_name_of(*kind);
+            let dest = dir.join(&file);
+            match safety_copy_one(path, &dest) {
+                Ok((c, warning)) => {
+                    if let Some(w) = warning {
+                        warnings.push(format!("current {} database: {w}", kind.name()));
+                    }
+                    entries.push(ManifestFile {
+                        db: kind.name().to_string(),
+                        file,
+                        bytes: c.bytes,
+                        sha256: c.sha256,
+                        schema_version: c.schema_version,
+                    });
+                }
+                Err(e) => bail!(
+                    "nothing was restored: could not save the current {} database {} to {} ({e:#}); if the file is damaged beyond opening, move it aside and run restore again",
+                    kind.name(),
+                    path.display(),
+                    dir.display()
+                ),
+            }
+        }
+        write_manifest(
+            &dir,
+            &Manifest {
+                created_at: rfc3339(now),
+                files: entries,
+            },
+        )?;
+        Some(dir)
+    };
+
+    let mut restored = Vec::new();
+    for (kind, src, version) in &verified.files {
+        let live = live_path(settings, *kind);
+        let after = restore_one(src, &live, *kind).map_err(|e| {
+            let done: Vec<&str> = restored.iter().map(|r: &RestoredDb| r.db).collect();
+            let saved = safety_copy
+                .as_ref()
+                .map(|p| format!("; the previous databases are in {}", p.display()))
+                .unwrap_or_default();
+            anyhow!(
+                "restore of the {} database into {} failed after restoring [{}]: {e:#}{saved}",
+                kind.name(),
+                live.display(),
+                done.join(", ")
+            )
+        })?;
+        restored.push(RestoredDb {
+            db: kind.name(),
+            path: live,
+            schema_version_backup: *version,
+            schema_version_now: after,
+        });
+    }
+    let report = RestoreReport {
+        from: from.to_path_buf(),
+        safety_copy,
+        restored,
+        warnings,
+    };
+    tracing::info!("{}", report.summary());
+    Ok(report)
+}
+
+/// Online copy of a live database for the pre-restore safety folder. A failed integrity check
+/// is a warning here (a damaged database is a common reason to restore).
+pub(super) fn safety_copy_one(
+    src_path: &Path,
+    dest: &Path,
+) -> anyhow::Result<(CopiedDb, Option<String>)> {
+    let src = Connection::open_with_flags(
+        src_path,
+        OpenFlags::default() & !OpenFlags::SQLITE_OPEN_CREATE,
+    )?;
+    src.busy_timeout(Duration::from_secs(10))?;
+    src.execute_batch("BEGIN DEFERRED")?;
+    src.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    let mut dst = Connection::open(dest)?;
+    {
+        let backup = Backup::new(&src, &mut dst)?;
+        run_backup(&backup, PAGES_PER_STEP)?;
+    }
+    src.execute_batch("COMMIT")?;
+    drop(src);
+    dst.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))?;
+    let warning = integrity_check(&dst).err();
+    let schema_version = user_version(&dst).unwrap_or(0);
+    dst.close().map_err(|(_, e)| anyhow!("close failed: {e}"))?;
+    let (bytes, sha256) = sha256_file(dest)?;
+    Ok((
+        CopiedDb {
+            schema_version,
+            bytes,
+            sha256,
+        },
+        warning,
+    ))
+}
+
+/// Replaces the database at `live` with the verified copy `src` through the backup API (one
+/// write transaction on the live file, so connections that have it open see either the old or
+/// the new database), then applies any newer migrations. Returns the schema version after.
+pub(super) fn restore_one(src: &Path, live: &Path, kind: DbKind) -> anyhow::Result<i64> {
+    if let Some(dir) = live.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let source = open_read_only(src)?;
+    let mut dst = Connection::open(live)?;
+    crate::store::configure(&dst)?;
+    {
+        let backup = Backup::new(&source, &mut dst)?;
+        // All pages in one step: the source is a quiet file, and the live file changes in one
+        // transaction.
+        run_backup(&backup, -1)?;
+    }
+    drop(source);
+    integrity_check(&dst).map_err(|e| anyhow!("restored file {}: {e}", live.display()))?;
+    dst.close().map_err(|(_, e)| anyhow!("close failed: {e}"))?;
+    // Bring an older backup up to this build's schema (and back to WAL mode).
+    let conn = crate::store::open_connection(live, kind)?;
+    Ok(user_version(&conn)?)
+}

@@ -1,0 +1,106 @@
+//! Queries over queue groups: what runs in a page's groups, and purging them (data deletion).
+
+use rusqlite::{params, params_from_iter};
+
+use super::{EventId, EventStore};
+use crate::store::StoreError;
+
+/// `group_key` matches one of `exact` or starts with one of `prefixes`, as SQL with params.
+fn group_filter(exact: &[String], prefixes: &[String]) -> (String, Vec<String>) {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    for g in exact {
+        clauses.push("group_key = ?".to_string());
+        params.push(g.clone());
+    }
+    for p in prefixes {
+        // A range instead of LIKE: it uses the index, and no character of the prefix is a
+        // wildcard. The upper bound is the prefix with its last byte raised by one.
+        let mut upper = p.clone().into_bytes();
+        match upper.last_mut() {
+            Some(b) if *b < 0x7f => *b += 1,
+            _ => continue,
+        }
+        clauses.push("(group_key >= ? AND group_key < ?)".to_string());
+        params.push(p.clone());
+        params.push(String::from_utf8(upper).unwrap_or_default());
+    }
+    if clauses.is_empty() {
+        return ("0".into(), params);
+    }
+    (format!("({})", clauses.join(" OR ")), params)
+}
+
+impl EventStore {
+    /// Events running now in the given groups (exact keys or key prefixes).
+    pub async fn running_in_groups(
+        &self,
+        exact: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<i64, StoreError> {
+        self.db
+            .call(move |c| {
+                let (filter, params) = group_filter(&exact, &prefixes);
+                let sql =
+                    format!("SELECT COUNT(*) FROM events WHERE status = 'running' AND {filter}");
+                Ok(c.query_row(&sql, params_from_iter(params), |r| r.get(0))?)
+            })
+            .await
+    }
+
+    /// Deletes every event of the given groups that is not running (their payloads may hold a
+    /// person's messages); returns how many.
+    pub async fn purge_groups(
+        &self,
+        exact: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<usize, StoreError> {
+        self.write(move |c| {
+            let (filter, params) = group_filter(&exact, &prefixes);
+            let sql = format!("DELETE FROM events WHERE status != 'running' AND {filter}");
+            Ok(c.execute(&sql, params_from_iter(params))?)
+        })
+        .await
+    }
+
+    /// Payloads of unfinished (pending, failed, dead) events of `kind`.
+    pub async fn unfinished_payloads(
+        &self,
+        kind: &'static str,
+    ) -> Result<Vec<(EventId, Vec<u8>)>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT id, payload FROM events
+                     WHERE kind = ?1 AND status IN ('pending', 'failed', 'dead')",
+                )?;
+                let v = st
+                    .query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    /// Replaces the payload of an event that is not running (`None` deletes the event).
+    pub async fn rewrite_payload(
+        &self,
+        id: EventId,
+        payload: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let n = match payload {
+                Some(p) => c.execute(
+                    "UPDATE events SET payload = ?1 WHERE id = ?2 AND status != 'running'",
+                    params![p, id],
+                )?,
+                None => c.execute(
+                    "DELETE FROM events WHERE id = ?1 AND status != 'running'",
+                    [id],
+                )?,
+            };
+            Ok(n == 1)
+        })
+        .await
+    }
+}

@@ -1,0 +1,89 @@
+//! Poll runs: a row per run, its jobs found by `run_id`, its summary once they are done.
+
+use rusqlite::params;
+
+use super::types::parse_result;
+use super::{
+    outcome_from_row, EventStore, Outcome, RunId, RunKind, RunRecord, RunTrigger, OUTCOME_COLUMNS,
+};
+use crate::store::{now_millis, StoreError};
+
+impl EventStore {
+    pub async fn create_run(
+        &self,
+        kind: RunKind,
+        trigger: RunTrigger,
+    ) -> Result<RunId, StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO runs (kind, trigger, started_at) VALUES (?1, ?2, ?3)",
+                params![kind, trigger, now_millis()],
+            )?;
+            Ok(RunId(c.last_insert_rowid()))
+        })
+        .await
+    }
+
+    /// Every job of the run, with how it stands.
+    pub async fn run_jobs(&self, run: RunId) -> Result<Vec<Outcome>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {OUTCOME_COLUMNS} FROM events WHERE run_id = ?1 ORDER BY id"
+                ))?;
+                let v = st
+                    .query_map([run], outcome_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    pub async fn finish_run(
+        &self,
+        run: RunId,
+        summary: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let summary = summary.to_string();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE id = ?3 AND finished_at IS NULL",
+                params![now_millis(), summary, run],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn runs(
+        &self,
+        unfinished_only: bool,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        self.db
+            .call(move |c| {
+                let sql = if unfinished_only {
+                    "SELECT id, kind, trigger, started_at, finished_at, summary FROM runs
+                     WHERE finished_at IS NULL ORDER BY id DESC LIMIT ?1"
+                } else {
+                    "SELECT id, kind, trigger, started_at, finished_at, summary FROM runs
+                     ORDER BY id DESC LIMIT ?1"
+                };
+                let mut st = c.prepare_cached(sql)?;
+                let v = st
+                    .query_map([limit as i64], |r| {
+                        Ok(RunRecord {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            trigger: r.get(2)?,
+                            started_at: r.get(3)?,
+                            finished_at: r.get(4)?,
+                            summary: parse_result(r.get(5)?),
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+}
