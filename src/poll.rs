@@ -238,24 +238,24 @@ pub async fn progress(state: &AppState, run: RunId) -> Result<RunSummary, StoreE
 /// Waits until every job of the run (follow-ups included) has finished.
 pub async fn wait(state: &AppState, run: RunId) -> Result<RunSummary, StoreError> {
     let started = std::time::Instant::now();
-    loop {
-        let mut s = progress(state, run).await?;
-        if s.finished() {
-            s.duration = started.elapsed();
-            return Ok(s);
-        }
+    // A page's follow-ups are queued in the transaction that finishes the page's poll, so a
+    // count of zero open jobs means the whole run is done.
+    while state.events.run_open_jobs(run).await? > 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let mut s = progress(state, run).await?;
+    s.duration = started.elapsed();
+    Ok(s)
 }
 
 /// Writes the summary of every run whose jobs have all finished, and logs its line.
 pub async fn finish_runs(state: &AppState) -> Result<usize, StoreError> {
     let mut finished = 0;
     for r in state.events.runs(true, 100).await? {
-        let mut s = progress(state, r.id).await?;
-        if !s.finished() {
+        if state.events.run_open_jobs(r.id).await? > 0 {
             continue;
         }
+        let mut s = progress(state, r.id).await?;
         s.duration = Duration::from_millis((now_millis() - r.started_at).max(0) as u64);
         let mut json = serde_json::to_value(&s).unwrap_or(Value::Null);
         if let Some(o) = json.as_object_mut() {

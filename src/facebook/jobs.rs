@@ -47,7 +47,7 @@ impl Job for FacebookDelivery {
     async fn run(_: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
         let mut out = JobOutput::done();
         for d in batch {
-            out = out.then_events(super::process::fan_out(d.0.get().as_bytes())?);
+            out = out.then_events(super::process::jobs_of(d.0.get().as_bytes())?);
         }
         Ok(out)
     }

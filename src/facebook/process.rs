@@ -11,8 +11,14 @@ use crate::objects::keys::{GraphId, PageId};
 use crate::objects::sha256_hex;
 use crate::store::events::NewEvent;
 
-/// Splits one raw delivery into per-conversation and per-page events.
-pub fn fan_out(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
+/// The jobs of one delivery, and what of it could not become a job (with the reason).
+pub struct FanOut {
+    pub events: Vec<NewEvent>,
+    pub rejected: Vec<String>,
+}
+
+/// Splits one raw delivery into per-conversation and per-page jobs.
+pub fn fan_out(body: &[u8]) -> Result<FanOut, JobError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| JobError::Permanent(format!("delivery is not JSON: {e}")))?;
     let delivery_hash = &sha256_hex(body)[..24];
@@ -68,13 +74,22 @@ pub fn fan_out(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
             );
         }
     }
-    if !rejected.is_empty() {
-        tracing::warn!(problems = ?rejected, "parts of a Facebook delivery were rejected");
-        if out.is_empty() {
-            return Err(JobError::Permanent(rejected.join("; ")));
+    Ok(FanOut {
+        events: out,
+        rejected,
+    })
+}
+
+/// The jobs of a delivery; a delivery none of whose parts is usable fails with the reasons.
+pub fn jobs_of(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
+    let f = fan_out(body)?;
+    if !f.rejected.is_empty() {
+        tracing::warn!(problems = ?f.rejected, "parts of a Facebook delivery were rejected");
+        if f.events.is_empty() {
+            return Err(JobError::Permanent(f.rejected.join("; ")));
         }
     }
-    Ok(out)
+    Ok(f.events)
 }
 
 #[cfg(test)]
@@ -89,7 +104,7 @@ mod tests {
             {"sender":{"id":"5"},"recipient":{"id":"100"},"timestamp":3,"delivery":{"mids":["m2"]}},
             {"sender":{"id":"6"},"recipient":{"id":"100"},"timestamp":4,"postback":{"title":"Buy","payload":"B"}}
           ]},{"id":"100","changes":[{"field":"name","value":"New"}]}]}"#;
-        let evs = fan_out(body).unwrap();
+        let evs = jobs_of(body).unwrap();
         assert_eq!(evs.len(), 4);
         assert_eq!(evs[0].group_key(), "fbconv:100:5");
         assert_eq!(
@@ -112,9 +127,9 @@ mod tests {
     fn traversal_page_ids_are_rejected() {
         let body = br#"{"object":"page","entry":[{"id":"../../x","messaging":[
             {"sender":{"id":"5"},"recipient":{"id":"../../x"},"timestamp":1,"message":{"mid":"m1"}}]}]}"#;
-        assert!(matches!(fan_out(body), Err(JobError::Permanent(_))));
+        assert!(matches!(jobs_of(body), Err(JobError::Permanent(_))));
         let body = br#"{"object":"page","entry":[{"id":"100","messaging":[
             {"sender":{"id":"../5"},"recipient":{"id":"100"},"timestamp":1,"message":{"mid":"m1"}}]}]}"#;
-        assert!(matches!(fan_out(body), Err(JobError::Permanent(_))));
+        assert!(matches!(jobs_of(body), Err(JobError::Permanent(_))));
     }
 }

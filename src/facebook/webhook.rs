@@ -46,6 +46,15 @@ pub async fn verify(
     }
 }
 
+/// The delivery itself as a job, exactly as received.
+fn raw_delivery(body: &[u8]) -> Result<crate::store::events::NewEvent, AppError> {
+    let raw = String::from_utf8(body.to_vec())
+        .ok()
+        .and_then(|s| serde_json::value::RawValue::from_string(s).ok())
+        .ok_or_else(|| AppError::BadRequest("body is not JSON".into()))?;
+    Ok(FacebookDelivery(raw).to_event())
+}
+
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -77,18 +86,26 @@ pub async fn receive(
             "Invalid webhook object: expected \"page\"".into(),
         ));
     }
-    // 3. Durable insert of the raw bytes; an identical redelivery is a no-op.
-    let raw = String::from_utf8(body.to_vec())
-        .ok()
-        .and_then(|s| serde_json::value::RawValue::from_string(s).ok())
-        .ok_or_else(|| {
-            reject("malformed");
-            AppError::BadRequest("body is not JSON".into())
-        })?;
-    state
-        .events
-        .enqueue(FacebookDelivery(raw).to_event())
-        .await?;
+    // 3. Fanned out here into one job per conversation and page, all recorded durably in one
+    // commit before the 200 (a redelivery's jobs have the same dedupe keys: no-ops). A
+    // delivery with parts that cannot become jobs is also kept raw: its job fails with the
+    // reasons, so operators see them.
+    let mut jobs = match super::process::fan_out(&body) {
+        Ok(f) if f.rejected.is_empty() => f.events,
+        Ok(f) => {
+            reject("invalid_items");
+            let mut jobs = f.events;
+            jobs.push(raw_delivery(&body)?);
+            jobs
+        }
+        Err(_) => vec![raw_delivery(&body)?],
+    };
+    if jobs.is_empty() {
+        // Only receipts and the like, which are not conversation entries: kept raw, so the
+        // delivery is still on record (its job finds nothing to do).
+        jobs.push(raw_delivery(&body)?);
+    }
+    state.events.enqueue_together(jobs).await?;
     metrics::counter!("webhooks_received_total", "source" => "facebook").increment(1);
     Ok(Json(json!({"status": "success"})))
 }

@@ -55,7 +55,7 @@ impl EventStore {
         exact: Vec<String>,
         prefixes: Vec<String>,
     ) -> Result<usize, StoreError> {
-        self.write(move |c| {
+        self.write_durable(move |c| {
             let (filter, params) = group_filter(&exact, &prefixes);
             let sql = format!("DELETE FROM events WHERE status != 'running' AND {filter}");
             Ok(c.execute(&sql, params_from_iter(params))?)
@@ -88,7 +88,7 @@ impl EventStore {
         id: EventId,
         payload: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
-        self.write(move |c| {
+        self.write_durable(move |c| {
             let n = match payload {
                 Some(p) => c.execute(
                     "UPDATE events SET payload = ?1 WHERE id = ?2 AND status != 'running'",

@@ -29,7 +29,7 @@ pub use types::{
     Enqueued, Event, EventId, EventRow, EventStatus, NewEvent, Outcome, Pool, QueueStats, RunId,
     RunKind, RunTrigger,
 };
-use writer::{insert_event, writer_loop, Cmd, InsertReq, WriteFn};
+use writer::{insert_event, writer_loop, Cmd, Durability, InsertReq, WriteFn};
 
 use super::{now_millis, open_connection, Db, DbKind, StoreError};
 
@@ -159,9 +159,21 @@ impl EventStore {
 
     /// Durably records an event; returns once the row is committed (or known as a duplicate).
     pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, EnqueueError> {
+        let out = self.enqueue_together(vec![event]).await?;
+        out.into_iter()
+            .next()
+            .ok_or(EnqueueError::Store(StoreError::Closed))
+    }
+
+    /// Durably records events all together (in the same commit), with group commit: the
+    /// intake path of a delivery that fans out into several jobs.
+    pub async fn enqueue_together(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Enqueued>, EnqueueError> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .try_send(Cmd::Insert(InsertReq { event, reply }))
+            .try_send(Cmd::Insert(InsertReq { events, reply }))
             .map_err(|e| match e {
                 std_mpsc::TrySendError::Full(_) => EnqueueError::Busy,
                 std_mpsc::TrySendError::Disconnected(_) => EnqueueError::Store(StoreError::Closed),
@@ -172,7 +184,7 @@ impl EventStore {
     /// Records many events in one transaction (a poll run's fan-out).
     pub async fn enqueue_all(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
         let wakers = self.wakers.clone();
-        self.write(move |c| {
+        self.write_durable(move |c| {
             let tx = c.transaction()?;
             let now = now_millis();
             let out = events
@@ -190,8 +202,26 @@ impl EventStore {
         .await
     }
 
-    /// Runs `f` on the writer thread and returns its result.
-    async fn write<F, R>(&self, f: F) -> Result<R, StoreError>
+    /// Runs bookkeeping `f` (claims, outcomes, leases) on the writer thread and returns its
+    /// result; see `Durability::Relaxed`.
+    pub(super) async fn write<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_with(Durability::Relaxed, f).await
+    }
+
+    /// Runs `f` on the writer thread with its commit fsynced (new work being recorded).
+    pub(super) async fn write_durable<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_with(Durability::Durable, f).await
+    }
+
+    async fn write_with<F, R>(&self, durability: Durability, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
@@ -203,9 +233,10 @@ impl EventStore {
         // A full channel means thousands of inserts are waiting; block briefly rather than
         // fail a completion (the inserts drain fast).
         let tx = self.writer.clone();
-        let sent = tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job)).is_ok())
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let sent =
+            tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job, durability)).is_ok())
+                .await
+                .map_err(|_| StoreError::Closed)?;
         if !sent {
             return Err(StoreError::Closed);
         }
@@ -386,7 +417,7 @@ impl EventStore {
     /// (after an outage is over).
     pub async fn requeue_failed(&self) -> Result<usize, StoreError> {
         let wakers = self.wakers.clone();
-        self.write(move |c| {
+        self.write_durable(move |c| {
             let now = now_millis();
             let n = c.execute(
                 "UPDATE events SET status = 'pending', attempts = 0, run_at = ?1, received_at = ?1,

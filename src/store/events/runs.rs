@@ -14,7 +14,7 @@ impl EventStore {
         kind: RunKind,
         trigger: RunTrigger,
     ) -> Result<RunId, StoreError> {
-        self.write(move |c| {
+        self.write_durable(move |c| {
             c.execute(
                 "INSERT INTO runs (kind, trigger, started_at) VALUES (?1, ?2, ?3)",
                 params![kind, trigger, now_millis()],
@@ -35,6 +35,19 @@ impl EventStore {
                     .query_map([run], outcome_from_row)?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(v)
+            })
+            .await
+    }
+
+    /// How many of the run's jobs are still pending or running (cheap: an index count).
+    pub async fn run_open_jobs(&self, run: RunId) -> Result<i64, StoreError> {
+        self.db
+            .call(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT COUNT(*) FROM events
+                     WHERE run_id = ?1 AND status IN ('pending', 'running')",
+                )?
+                .query_row([run], |r| r.get(0))?)
             })
             .await
     }

@@ -18,16 +18,54 @@ use crate::store::StoreError;
 /// Most requests one commit carries.
 const MAX_GROUP_COMMIT: usize = 2048;
 
+/// Events that must be recorded together (one delivery fanned out), and who waits for them.
 pub(super) struct InsertReq {
-    pub event: NewEvent,
-    pub reply: oneshot::Sender<Result<Enqueued, StoreError>>,
+    pub events: Vec<NewEvent>,
+    pub reply: oneshot::Sender<Result<Vec<Enqueued>, StoreError>>,
 }
 
+/// Bookkeeping work for the writer thread.
 pub(super) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// How a write must survive a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// Acknowledged work (webhook deliveries, queued jobs): the commit is fsynced
+    /// (`synchronous=FULL`) before anyone is told it is recorded.
+    Durable,
+    /// Bookkeeping (claims, outcomes, leases): a power loss may roll the last of these back,
+    /// which only makes idempotent work run again, so they skip the fsync
+    /// (`synchronous=NORMAL`; WAL keeps them atomic and safe against a killed process).
+    Relaxed,
+}
 
 pub(super) enum Cmd {
     Insert(InsertReq),
-    Write(WriteFn),
+    Write(WriteFn, Durability),
+}
+
+/// The writer connection's current `synchronous` mode, switched only when a write needs
+/// another.
+struct Mode(Option<Durability>);
+
+impl Mode {
+    fn set(&mut self, conn: &Connection, want: Durability) {
+        if self.0 == Some(want) {
+            return;
+        }
+        let value = match want {
+            Durability::Durable => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        match conn.pragma_update(None, "synchronous", value) {
+            Ok(()) => self.0 = Some(want),
+            // Stay on the safe side: FULL is the connection's default.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not switch the queue's synchronous mode");
+                self.0 = None;
+            }
+        }
+    }
 }
 
 /// Inserts one event unless its dedupe key exists; returns the row's id either way.
@@ -66,6 +104,7 @@ pub(super) fn insert_event(
 
 pub(super) fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Cmd>, wakers: Arc<Wakers>) {
     let mut pending: Option<Cmd> = None;
+    let mut mode = Mode(None);
     loop {
         let first = match pending.take() {
             Some(c) => c,
@@ -75,7 +114,8 @@ pub(super) fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Cmd>, wak
             },
         };
         let first = match first {
-            Cmd::Write(f) => {
+            Cmd::Write(f, durability) => {
+                mode.set(&conn, durability);
                 f(&mut conn);
                 continue;
             }
@@ -94,17 +134,23 @@ pub(super) fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Cmd>, wak
                 Err(_) => break,
             }
         }
+        mode.set(&conn, Durability::Durable);
         commit_inserts(&mut conn, batch, &wakers);
     }
 }
 
 fn commit_inserts(conn: &mut Connection, batch: Vec<InsertReq>, wakers: &Wakers) {
-    let result = (|| -> Result<Vec<Enqueued>, rusqlite::Error> {
+    let result = (|| -> Result<Vec<Vec<Enqueued>>, rusqlite::Error> {
         let tx = conn.transaction()?;
         let now = crate::store::now_millis();
         let out = batch
             .iter()
-            .map(|r| insert_event(&tx, &r.event, now))
+            .map(|r| {
+                r.events
+                    .iter()
+                    .map(|e| insert_event(&tx, e, now))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         tx.commit()?;
         Ok(out)
@@ -112,10 +158,12 @@ fn commit_inserts(conn: &mut Connection, batch: Vec<InsertReq>, wakers: &Wakers)
     match result {
         Ok(outcomes) => {
             for (req, outcome) in batch.into_iter().zip(outcomes) {
-                if matches!(outcome, Enqueued::Inserted(_)) {
-                    // One worker of the event's pool wakes; a worker that claims work wakes
-                    // the next (see jobs).
-                    wakers.wake(req.event.pool);
+                for (e, o) in req.events.iter().zip(&outcome) {
+                    if matches!(o, Enqueued::Inserted(_)) {
+                        // One worker of the event's pool wakes; a worker that claims work
+                        // wakes the next (see jobs).
+                        wakers.wake(e.pool);
+                    }
                 }
                 let _ = req.reply.send(Ok(outcome));
             }

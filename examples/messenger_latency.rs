@@ -1,0 +1,464 @@
+//! Benchmark: Messenger end-to-end latency (webhook acknowledged → message in its conversation
+//! object) under load, while Shopify full syncs keep the sync pool busy.
+//!
+//! It starts the simulated Graph and Shopify APIs in this process, runs the real server binary
+//! against them (local object store in a temporary folder), connects shops and a page through
+//! the real OAuth flows, starts the full syncs with `salesbot-sync poll --shop …` (through the
+//! server's queue), then posts signed deliveries on a fixed schedule (open loop) over many
+//! conversations and watches the conversation files for each message.
+//!
+//! ```text
+//! cargo build --release --examples
+//! ./target/release/examples/messenger_latency --bin target/release/salesbot-sync
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::Parser;
+use salesbot_sync::shopify::signature::sign_oauth_query;
+use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(about = "Messenger end-to-end latency with Shopify syncs running")]
+struct Args {
+    /// The server binary.
+    #[arg(long, default_value = "target/release/salesbot-sync")]
+    bin: PathBuf,
+    /// Deliveries per second (open loop).
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Conversations the deliveries are spread over.
+    #[arg(long, default_value_t = 200)]
+    conversations: usize,
+    /// Shops fully synced during the load.
+    #[arg(long, default_value_t = 4)]
+    shops: usize,
+    /// Products per shop.
+    #[arg(long, default_value_t = 2000)]
+    products: usize,
+    /// Delay of every simulated Shopify answer (keeps the syncs running).
+    #[arg(long, default_value_t = 40)]
+    shopify_delay_ms: u64,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn env(
+    dir: &Path,
+    port: u16,
+    shopify: &FakeShopify,
+    graph: &FakeGraph,
+    shops: usize,
+) -> Vec<(String, String)> {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let mut v: Vec<(String, String)> = vec![
+        ("BIND_ADDR".into(), format!("127.0.0.1:{port}")),
+        ("PUBLIC_BASE_URL".into(), format!("http://127.0.0.1:{port}")),
+        (
+            "STATE_TOKEN_SECRET".into(),
+            "bench-state-secret-0123456789abcdef0123".into(),
+        ),
+        (
+            "TOKEN_ENCRYPTION_KEY".into(),
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+        ),
+        ("TOKEN_DB_PATH".into(), p("tokens.db")),
+        ("SESSION_DB_PATH".into(), p("sessions.db")),
+        ("EVENTS_DB_PATH".into(), p("events.db")),
+        ("STORAGE_DIR".into(), p("objects")),
+        ("BACKUP_DIR".into(), p("backups")),
+        ("SHOPIFY_INITIAL_SYNC_WAIT_SECS".into(), "0".into()),
+        ("WORKERS_SYNC".into(), shops.max(1).to_string()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    v.extend(shopify.vars());
+    v.extend(graph.vars());
+    v
+}
+
+async fn queue(client: &reqwest::Client, base: &str) -> Value {
+    client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["queue"]
+        .clone()
+}
+
+async fn settle(client: &reqwest::Client, base: &str) {
+    loop {
+        let q = queue(client, base).await;
+        let ready_now = q["pending"].as_i64() == Some(0) && q["running"].as_i64() == Some(0);
+        if ready_now {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn connect_shop(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeShopify,
+    name: &str,
+) -> String {
+    let shop = format!("{name}.myshopify.com");
+    let r = client
+        .get(format!("{base}/shopify/{name}/login"))
+        .send()
+        .await
+        .unwrap();
+    let binding = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("oauth_binding="))
+        .unwrap();
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let ts = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut params = vec![
+        ("code".to_string(), fake.issue_code(&shop)),
+        ("shop".to_string(), shop),
+        ("state".to_string(), state),
+        ("timestamp".to_string(), ts),
+    ];
+    let h = sign_oauth_query(fake.config().api_secret.as_bytes(), &params);
+    params.push(("hmac".to_string(), h));
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish();
+    let r = client
+        .get(format!("{base}/shopify/callback?{q}"))
+        .header("Cookie", binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "shop connect");
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("session_id="))
+        .unwrap()
+}
+
+async fn connect_page(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeGraph,
+    cookie: &str,
+) -> Value {
+    let r = client
+        .get(format!("{base}/facebook/login"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let binding = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("oauth_binding="))
+        .unwrap();
+    let dialog = r.headers()["location"].to_str().unwrap().to_string();
+    let back = fake.approve(&dialog, 0).unwrap();
+    let r = client
+        .get(back.split('#').next().unwrap())
+        .header("Cookie", format!("{cookie}; {binding}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "page connect");
+    r.json().await.unwrap()
+}
+
+/// Watches conversation files and records when each `mid` first appears.
+fn watch(
+    dir: PathBuf,
+    seen: Arc<Mutex<HashMap<String, Instant>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut mtimes: HashMap<PathBuf, SystemTime> = HashMap::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let now = Instant::now();
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = e.path();
+                let Ok(m) = e.metadata().and_then(|m| m.modified()) else {
+                    continue;
+                };
+                if mtimes.get(&path) == Some(&m) {
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                    continue;
+                };
+                mtimes.insert(path, m);
+                let mut s = seen.lock().unwrap();
+                for item in v.as_array().into_iter().flatten() {
+                    if let Some(mid) = item.pointer("/message/mid").and_then(Value::as_str) {
+                        s.entry(mid.to_string()).or_insert(now);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    // Children run in a temporary folder: resolve the binary from here.
+    args.bin = std::fs::canonicalize(&args.bin).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot find {}: {e} (build it with cargo build --release)",
+            args.bin.display()
+        )
+    })?;
+    let shopify = FakeShopify::start(FakeConfig {
+        products: args.products,
+        ..FakeConfig::default()
+    })
+    .await;
+    let graph = FakeGraph::start(FakeGraphConfig {
+        pages_per_user: 1,
+        conversations_per_page: 3,
+        ..FakeGraphConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let vars = env(dir.path(), port, &shopify, &graph, args.shops);
+    let child = Command::new(&args.bin)
+        .arg("serve")
+        .envs(vars.iter().cloned())
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start {}: {e} (build it with cargo build --release)",
+                args.bin.display()
+            )
+        })?;
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .build()?;
+    for _ in 0..200 {
+        if client
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    eprintln!(
+        "connecting {} shops ({} products each) and a page…",
+        args.shops, args.products
+    );
+    let mut cookie = String::new();
+    for i in 0..args.shops.max(1) {
+        cookie = connect_shop(&client, &server.base, &shopify, &format!("bench{i}")).await;
+    }
+    let page_answer = connect_page(&client, &server.base, &graph, &cookie).await;
+    let merchant = page_answer["user_uuid"].as_str().unwrap().to_string();
+    let page = graph.page_ids(0)[0].clone();
+    settle(&client, &server.base).await;
+
+    // The full syncs: queued by the CLI into the server's queue, slow answers keep them going.
+    shopify.set_delay(Duration::from_millis(args.shopify_delay_ms));
+    let mut polls = Vec::new();
+    for i in 0..args.shops {
+        polls.push(
+            Command::new(&args.bin)
+                .args(["poll", "--shop", &format!("bench{i}")])
+                .envs(vars.iter().cloned())
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+    }
+    let syncing_since = Instant::now();
+    while queue(&client, &server.base).await["running"]
+        .as_i64()
+        .unwrap_or(0)
+        < args.shops as i64
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if syncing_since.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("the syncs did not start");
+        }
+    }
+
+    let conv_dir = dir
+        .path()
+        .join("objects/users")
+        .join(&merchant)
+        .join("facebook")
+        .join(&page)
+        .join("conversations");
+    std::fs::create_dir_all(&conv_dir)?;
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch(conv_dir, seen.clone(), stop.clone());
+
+    let total = (args.rate * args.seconds as f64) as usize;
+    eprintln!(
+        "posting {total} deliveries at {}/s over {} conversations while {} syncs run…",
+        args.rate, args.conversations, args.shops
+    );
+    let url = format!("{}/facebook/webhook", server.base);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let base_ts = 1_800_000_000_000i64;
+    for i in 0..total {
+        let at = started + Duration::from_secs_f64(i as f64 / args.rate);
+        tokio::time::sleep_until(at.into()).await;
+        let psid = format!("9100{:06}", i % args.conversations);
+        let mid = format!("m_bench_{i}");
+        let body = json!({"object": "page", "entry": [{"id": page, "time": base_ts + i as i64, "messaging": [{
+            "sender": {"id": psid}, "recipient": {"id": page}, "timestamp": base_ts + i as i64,
+            "message": {"mid": mid, "text": "how much is the blue one?"}}]}]}).to_string();
+        let sig = graph.signature_256(body.as_bytes());
+        let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
+        tasks.spawn(async move {
+            sent.lock().unwrap().insert(mid, at);
+            let r = client
+                .post(url)
+                .header("X-Hub-Signature-256", sig)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let ok = r.map(|r| r.status().is_success()).unwrap_or(false);
+            (ok, at.elapsed())
+        });
+    }
+    let mut acks = Vec::with_capacity(total);
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (ok, d) = r?;
+        if ok {
+            acks.push(d)
+        } else {
+            failed += 1
+        }
+    }
+    let send_window = started.elapsed();
+    let syncs_running = queue(&client, &server.base).await["running"]
+        .as_i64()
+        .unwrap_or(0);
+    // Wait for the last messages to land (or give up after 30 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    shopify.set_delay(Duration::ZERO);
+    for mut p in polls {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+
+    let seen = seen.lock().unwrap();
+    let sent = sent.lock().unwrap();
+    let mut e2e: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(mid, at)| seen.get(mid).map(|t| t.saturating_duration_since(*at)))
+        .collect();
+    e2e.sort();
+    acks.sort();
+    println!("deliveries: {total} at {}/s over {} conversations, {} Shopify full syncs running ({} still running at the end)", args.rate, args.conversations, args.shops, syncs_running);
+    println!(
+        "acknowledged: {} ({} failed) in {:.1} s; ack p50 {} p99 {} max {}",
+        acks.len(),
+        failed,
+        send_window.as_secs_f64(),
+        ms(percentile(&acks, 0.5)),
+        ms(percentile(&acks, 0.99)),
+        ms(percentile(&acks, 1.0))
+    );
+    println!(
+        "end to end (ack → in the object): stored {} of {}; p50 {} p99 {} max {}",
+        e2e.len(),
+        total,
+        ms(percentile(&e2e, 0.5)),
+        ms(percentile(&e2e, 0.99)),
+        ms(percentile(&e2e, 1.0))
+    );
+    drop(server);
+    Ok(())
+}
