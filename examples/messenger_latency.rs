@@ -48,6 +48,37 @@ struct Args {
     /// Delay of every simulated Shopify answer (keeps the syncs running).
     #[arg(long, default_value_t = 40)]
     shopify_delay_ms: u64,
+    /// Object store: `s3` (an S3 server over HTTP in this process, as in production) or
+    /// `local` (the local folder backend, which fsyncs every object).
+    #[arg(long, default_value = "local")]
+    store: String,
+}
+
+const S3_KEY: &str = "bench-access-key";
+const S3_SECRET: &str = "bench-secret-key";
+const S3_BUCKET: &str = "bench";
+
+/// An S3 server (s3s over the s3s-fs file system) on a loopback port; returns its endpoint.
+async fn start_s3(root: &Path) -> String {
+    std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+    let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(root).unwrap());
+    b.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let svc = service.clone();
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
+                .await;
+            });
+        }
+    });
+    format!("http://{addr}")
 }
 
 fn free_port() -> u16 {
@@ -82,6 +113,7 @@ impl Drop for Server {
 }
 
 fn env(
+    s3: Option<&str>,
     dir: &Path,
     port: u16,
     shopify: &FakeShopify,
@@ -111,6 +143,15 @@ fn env(
     ];
     v.extend(shopify.vars());
     v.extend(graph.vars());
+    if let Some(endpoint) = s3 {
+        v.extend([
+            ("SPACES_KEY".into(), S3_KEY.into()),
+            ("SPACES_SECRET".into(), S3_SECRET.into()),
+            ("SPACES_BUCKET".into(), S3_BUCKET.into()),
+            ("SPACES_REGION".into(), "us-east-1".into()),
+            ("SPACES_ENDPOINT".into(), endpoint.to_string()),
+        ]);
+    }
     v
 }
 
@@ -235,29 +276,34 @@ fn watch(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut mtimes: HashMap<PathBuf, SystemTime> = HashMap::new();
+        // Objects are replaced by a rename, so the inode tells a new version apart even within
+        // one tick of the file system's clock.
+        let mut versions: HashMap<PathBuf, (u64, SystemTime)> = HashMap::new();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let now = Instant::now();
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let path = e.path();
-                let Ok(m) = e.metadata().and_then(|m| m.modified()) else {
+                let Ok(meta) = e.metadata() else {
                     continue;
                 };
-                if mtimes.get(&path) == Some(&m) {
+                let version = (
+                    std::os::unix::fs::MetadataExt::ino(&meta),
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                );
+                if versions.get(&path) == Some(&version) {
                     continue;
                 }
                 let Ok(bytes) = std::fs::read(&path) else {
                     continue;
                 };
-                let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
-                    continue;
-                };
-                mtimes.insert(path, m);
+                versions.insert(path, version);
+                // A substring scan, not a JSON parse: the watcher shares the cores with the
+                // server and should cost as little as possible.
+                let text = String::from_utf8_lossy(&bytes);
                 let mut s = seen.lock().unwrap();
-                for item in v.as_array().into_iter().flatten() {
-                    if let Some(mid) = item.pointer("/message/mid").and_then(Value::as_str) {
-                        s.entry(mid.to_string()).or_insert(now);
-                    }
+                for part in text.split("\"m_bench_").skip(1) {
+                    let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+                    s.entry(format!("m_bench_{digits}")).or_insert(now);
                 }
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -275,20 +321,50 @@ async fn main() -> anyhow::Result<()> {
             args.bin.display()
         )
     })?;
-    let shopify = FakeShopify::start(FakeConfig {
-        products: args.products,
-        ..FakeConfig::default()
-    })
-    .await;
-    let graph = FakeGraph::start(FakeGraphConfig {
-        pages_per_user: 1,
-        conversations_per_page: 3,
-        ..FakeGraphConfig::default()
-    })
-    .await;
+    // The simulators answer on a runtime of their own, so serving the syncs never delays the
+    // load generator's schedule (which would be counted as the server's latency).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let products = args.products;
     let dir = tempfile::tempdir()?;
+    let s3_root = dir.path().join("s3");
+    let use_s3 = args.store == "s3";
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let shopify = FakeShopify::start(FakeConfig {
+                products,
+                ..FakeConfig::default()
+            })
+            .await;
+            let graph = FakeGraph::start(FakeGraphConfig {
+                pages_per_user: 1,
+                conversations_per_page: 3,
+                ..FakeGraphConfig::default()
+            })
+            .await;
+            let s3 = if use_s3 {
+                Some(start_s3(&s3_root).await)
+            } else {
+                None
+            };
+            tx.send((shopify, graph, s3)).unwrap();
+            std::future::pending::<()>().await
+        })
+    });
+    let (shopify, graph, s3) = rx.recv()?;
     let port = free_port();
-    let vars = env(dir.path(), port, &shopify, &graph, args.shops);
+    let vars = env(
+        s3.as_deref(),
+        dir.path(),
+        port,
+        &shopify,
+        &graph,
+        args.shops,
+    );
     let child = Command::new(&args.bin)
         .arg("serve")
         .envs(vars.iter().cloned())
@@ -361,9 +437,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let conv_dir = dir
-        .path()
-        .join("objects/users")
+    let objects_root = if use_s3 {
+        dir.path().join("s3").join(S3_BUCKET)
+    } else {
+        dir.path().join("objects")
+    };
+    let conv_dir = objects_root
+        .join("users")
         .join(&merchant)
         .join("facebook")
         .join(&page)
@@ -435,6 +515,20 @@ async fn main() -> anyhow::Result<()> {
 
     let seen = seen.lock().unwrap();
     let sent = sent.lock().unwrap();
+    if std::env::var("BENCH_TIMELINE").is_ok() {
+        // Worst end-to-end latency per second of sending, to see whether the tail is a stall.
+        let mut worst: std::collections::BTreeMap<u64, Duration> = Default::default();
+        for (mid, at) in sent.iter() {
+            if let Some(t) = seen.get(mid) {
+                let sec = at.saturating_duration_since(started).as_secs();
+                let w = worst.entry(sec).or_default();
+                *w = (*w).max(t.saturating_duration_since(*at));
+            }
+        }
+        for (sec, w) in worst {
+            eprintln!("  second {sec:>3}: worst {}", ms(w));
+        }
+    }
     let mut e2e: Vec<Duration> = sent
         .iter()
         .filter_map(|(mid, at)| seen.get(mid).map(|t| t.saturating_duration_since(*at)))
@@ -459,6 +553,20 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&e2e, 0.99)),
         ms(percentile(&e2e, 1.0))
     );
+    if std::env::var("BENCH_METRICS").is_ok() {
+        let text = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in text
+            .lines()
+            .filter(|l| l.contains("kind=\"facebook_message\"") && !l.starts_with('#'))
+        {
+            eprintln!("  {line}");
+        }
+    }
     drop(server);
     Ok(())
 }

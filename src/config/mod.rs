@@ -112,8 +112,10 @@ pub struct WorkerPools {
 
 impl Default for WorkerPools {
     fn default() -> Self {
+        // Merges wait on the object store (a GET and a PUT, tens of milliseconds on Spaces),
+        // so the Messenger pool is wide; syncs are few and long, polls are background work.
         WorkerPools {
-            messages: 4,
+            messages: 16,
             sync: 2,
             poll: 2,
         }

@@ -11,7 +11,9 @@ use tracing::Instrument;
 use super::registry::{BatchRun, Registry};
 use super::retry::{Next, RetryPolicy};
 use super::JobError;
-use crate::store::events::{ClaimSpec, Event, EventId, EventStatus, EventStore, Pool, Record};
+use crate::store::events::{
+    Claim, ClaimSpec, Event, EventId, EventStatus, EventStore, Pool, Record,
+};
 use crate::store::now_millis;
 
 pub use crate::config::WorkerPools as PoolSizes;
@@ -113,15 +115,25 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                 .claim(&self.id, &self.spec, self.config.lease)
                 .await
             {
-                Ok(Some(batch)) if !batch.is_empty() => {
+                Ok(Claim::Batch(batch)) if !batch.is_empty() => {
                     // There may be more ready groups: pass the wake-up on to another worker.
                     notify.notify_one();
                     self.run_batch(batch).await
                 }
-                Ok(_) => {
+                Ok(idle) => {
+                    // Sleep until new work, the next debounce or backoff running out, or the
+                    // idle poll (a group finishing wakes us too, see `EventStore::record`).
+                    let mut nap = self.config.idle_poll;
+                    if let Claim::Idle {
+                        next_run_at: Some(at),
+                    } = idle
+                    {
+                        let until = Duration::from_millis((at - now_millis()).max(1) as u64);
+                        nap = nap.min(until);
+                    }
                     tokio::select! {
                         _ = &mut notified => {}
-                        _ = tokio::time::sleep(self.config.idle_poll) => {}
+                        _ = tokio::time::sleep(nap) => {}
                         _ = shutdown.cancelled() => {}
                     }
                 }

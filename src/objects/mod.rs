@@ -18,6 +18,10 @@ pub use keys::ObjectKey;
 pub use local::LocalStore;
 pub use s3::S3Store;
 
+/// Bodies above this are serialised and hashed on the blocking pool, not the async runtime
+/// (whose few threads also answer webhooks).
+pub const LARGE_BODY: usize = 256 * 1024;
+
 /// User-metadata name holding the SHA-256 (hex) of the object's canonical bytes.
 pub const SHA256_META: &str = "sha256";
 
@@ -116,9 +120,21 @@ impl ObjectStore {
     }
 
     pub async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ObjectError> {
+        Ok(self.get_with_sha256(key).await?.map(|(b, _)| b))
+    }
+
+    /// The body and the SHA-256 the store holds for it (S3: the `sha256` metadata returned
+    /// with the body; local: computed), so a read-modify-write needs no extra HEAD.
+    async fn get_with_sha256(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, ObjectError> {
         match &*self.backend {
             Backend::S3(s) => s.get(key).await,
-            Backend::Local(l) => l.get(key).await,
+            Backend::Local(l) => Ok(l.get(key).await?.map(|b| {
+                let sha = sha256_hex(&b);
+                (b, Some(sha))
+            })),
         }
     }
 
@@ -188,12 +204,27 @@ impl ObjectStore {
         Ok(self.put_bytes_if_changed(key, bytes).await?.0)
     }
 
-    async fn put_bytes_if_changed(
+    /// Writes canonical JSON bytes unless the stored object already has them (by HEAD).
+    /// Large bodies are hashed off the async runtime.
+    pub async fn put_bytes_if_changed(
         &self,
         key: &ObjectKey,
         bytes: Vec<u8>,
     ) -> Result<(PutOutcome, String), ObjectError> {
-        let sha = sha256_hex(&bytes);
+        let (bytes, sha) = if bytes.len() > LARGE_BODY {
+            tokio::task::spawn_blocking(move || {
+                let sha = sha256_hex(&bytes);
+                (bytes, sha)
+            })
+            .await
+            .map_err(|e| ObjectError::Io {
+                key: key.to_string(),
+                reason: e.to_string(),
+            })?
+        } else {
+            let sha = sha256_hex(&bytes);
+            (bytes, sha)
+        };
         if self.head_sha256(key).await?.as_deref() == Some(sha.as_str()) {
             metrics::counter!("uploads_total", "result" => "unchanged").increment(1);
             return Ok((PutOutcome::Unchanged, sha));
@@ -223,23 +254,31 @@ impl ObjectStore {
             map.entry(key.as_str().to_string()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        let current = match self.get(key).await? {
-            Some(b) => {
+        let (current, stored_sha) = match self.get_with_sha256(key).await? {
+            Some((b, sha)) => (
                 Some(
                     serde_json::from_slice::<Value>(&b).map_err(|e| ObjectError::BadJson {
                         key: key.to_string(),
                         reason: e.to_string(),
                     })?,
-                )
-            }
-            None => None,
+                ),
+                sha,
+            ),
+            None => (None, None),
         };
         let next = f(current);
         let bytes = canonical_json(&next).map_err(|e| ObjectError::BadJson {
             key: key.to_string(),
             reason: e.to_string(),
         })?;
-        self.put_bytes_if_changed(key, bytes).await
+        let sha = sha256_hex(&bytes);
+        if stored_sha.as_deref() == Some(sha.as_str()) {
+            metrics::counter!("uploads_total", "result" => "unchanged").increment(1);
+            return Ok((PutOutcome::Unchanged, sha));
+        }
+        self.put(key, bytes, &sha, "application/json").await?;
+        metrics::counter!("uploads_total", "result" => "written").increment(1);
+        Ok((PutOutcome::Written, sha))
     }
 }
 

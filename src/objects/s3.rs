@@ -122,7 +122,11 @@ impl S3Store {
         Ok(())
     }
 
-    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ObjectError> {
+    /// The body and the stored `sha256` metadata (absent for objects written by others).
+    pub async fn get(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, ObjectError> {
         match self
             .client
             .get_object()
@@ -132,12 +136,13 @@ impl S3Store {
             .await
         {
             Ok(out) => {
+                let sha = out.metadata().and_then(|m| m.get(SHA256_META)).cloned();
                 let data = out
                     .body
                     .collect()
                     .await
                     .map_err(|e| io_err(key.as_str(), e))?;
-                Ok(Some(data.into_bytes().to_vec()))
+                Ok(Some((data.into_bytes().to_vec(), sha)))
             }
             Err(e)
                 if e.as_service_error().map(|s| s.is_no_such_key()) == Some(true)

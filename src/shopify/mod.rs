@@ -47,6 +47,9 @@ pub enum SyncError {
     NeedsReauth(String, String),
     #[error("Shopify is not configured")]
     NotConfigured,
+    /// A bug or a crashed task: retried, as the next run may not hit it.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Shopify(#[from] ShopifyError),
     #[error(transparent)]
@@ -60,7 +63,8 @@ impl From<SyncError> for JobError {
         match &e {
             SyncError::Shopify(ShopifyError::Transient(_))
             | SyncError::Objects(_)
-            | SyncError::Store(_) => JobError::Retry(e.to_string()),
+            | SyncError::Store(_)
+            | SyncError::Internal(_) => JobError::Retry(e.to_string()),
             _ => JobError::Permanent(e.to_string()),
         }
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::catalog::{fetch_catalog, Catalog};
 use super::SyncError;
 use crate::objects::keys::{self, ShopDomain};
-use crate::objects::PutOutcome;
+use crate::objects::{canonical_json, PutOutcome};
 use crate::state::AppState;
 use crate::store::tokens::AccountStatus;
 
@@ -46,25 +46,42 @@ pub async fn sync_shop(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcom
     {
         return Err(SyncError::NotConnected(shop.to_string()));
     }
-    let shop_metadata = state
+    let summary = catalog.summary();
+    let counts = (
+        catalog.products.len(),
+        catalog.collections.len(),
+        catalog.discounts.len(),
+    );
+    // Serialising a large catalogue takes a while: off the async runtime, which also answers
+    // webhooks.
+    let (meta_bytes, product_bytes) = tokio::task::spawn_blocking(move || {
+        (
+            canonical_json(&catalog.metadata_json()),
+            canonical_json(&catalog.products_json()),
+        )
+    })
+    .await
+    .map_err(|e| SyncError::Internal(format!("serialising the catalogue: {e}")))?;
+    let bad = |e: serde_json::Error| SyncError::Internal(format!("serialising the catalogue: {e}"));
+    let (shop_metadata, _) = state
         .objects
-        .put_json_if_changed(
+        .put_bytes_if_changed(
             &keys::shop_metadata(&merchant, shop),
-            &catalog.metadata_json(),
+            meta_bytes.map_err(bad)?,
         )
         .await?;
-    let shop_products = state
+    let (shop_products, _) = state
         .objects
-        .put_json_if_changed(
+        .put_bytes_if_changed(
             &keys::shop_products(&merchant, shop),
-            &catalog.products_json(),
+            product_bytes.map_err(bad)?,
         )
         .await?;
     tracing::info!(
         %shop,
-        products = catalog.products.len(),
-        collections = catalog.collections.len(),
-        discounts = catalog.discounts.len(),
+        products = counts.0,
+        collections = counts.1,
+        discounts = counts.2,
         ?shop_metadata,
         ?shop_products,
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -73,7 +90,7 @@ pub async fn sync_shop(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcom
     Ok(SyncOutcome {
         shop_metadata,
         shop_products,
-        summary: catalog.summary(),
+        summary,
     })
 }
 

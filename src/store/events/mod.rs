@@ -82,6 +82,26 @@ pub struct ClaimSpec {
     pub max_batch: Arc<std::collections::HashMap<&'static str, usize>>,
 }
 
+/// What a claim found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Events of one group and kind, oldest first.
+    Batch(Vec<Event>),
+    /// Nothing ready; the pool's next event becomes ready at this time (unix ms), if any is
+    /// waiting for its time (others may wait for their group to finish).
+    Idle { next_run_at: Option<i64> },
+}
+
+impl Claim {
+    /// The batch, if any (tests and tools).
+    pub fn batch(self) -> Option<Vec<Event>> {
+        match self {
+            Claim::Batch(b) => Some(b),
+            Claim::Idle { .. } => None,
+        }
+    }
+}
+
 /// The outcome of one batch, recorded in one transaction.
 #[derive(Debug, Default)]
 pub struct Record {
@@ -262,7 +282,7 @@ impl EventStore {
         worker: &str,
         spec: &ClaimSpec,
         lease: Duration,
-    ) -> Result<Option<Vec<Event>>, StoreError> {
+    ) -> Result<Claim, StoreError> {
         let worker = worker.to_string();
         let lease_ms = lease.as_millis() as i64;
         let spec = spec.clone();
@@ -283,7 +303,16 @@ impl EventStore {
                 })
                 .optional()?;
             let Some((head, group, kind)) = head else {
-                return Ok(None);
+                // When the pool's next event becomes ready (a debounce or backoff running
+                // out), so an idle worker can sleep exactly until then.
+                let next: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT MIN(run_at) FROM events WHERE status = 'pending' AND pool = ?1",
+                    )?
+                    .query_row([spec.pool], |r| r.get(0))?;
+                return Ok(Claim::Idle {
+                    next_run_at: next.filter(|t| *t > now),
+                });
             };
             let max = spec
                 .max_batch
@@ -329,7 +358,7 @@ impl EventStore {
                 .collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
             events.sort_by_key(|e| e.id);
-            Ok(Some(events))
+            Ok(Claim::Batch(events))
         })
         .await
     }

@@ -81,6 +81,7 @@ async fn a_group_is_never_claimed_twice_at_once_and_pools_stay_apart() {
         .claim("w1", &spec(Pool::Messages, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(
         first.len(),
@@ -92,6 +93,7 @@ async fn a_group_is_never_claimed_twice_at_once_and_pools_stay_apart() {
         .claim("w2", &spec(Pool::Messages, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].group_key, "g2");
@@ -100,11 +102,13 @@ async fn a_group_is_never_claimed_twice_at_once_and_pools_stay_apart() {
         .claim("w3", &spec(Pool::Messages, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .is_none());
     let sync = q
         .claim("s1", &spec(Pool::Sync, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(sync[0].dedupe_key, "s");
     q.record("w1", done(ids(&first))).await.unwrap();
@@ -112,6 +116,7 @@ async fn a_group_is_never_claimed_twice_at_once_and_pools_stay_apart() {
         .claim("w3", &spec(Pool::Messages, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(third[0].dedupe_key, "a3");
 }
@@ -126,12 +131,14 @@ async fn a_group_running_in_one_pool_holds_its_events_of_every_pool() {
         .claim("p", &spec(Pool::Poll, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     q.enqueue(ev("merge", "conv")).await.unwrap();
     assert!(
         q.claim("m", &spec(Pool::Messages, 10), LEASE)
             .await
             .unwrap()
+            .batch()
             .is_none(),
         "a merge never runs beside the conversation's poll"
     );
@@ -140,6 +147,7 @@ async fn a_group_running_in_one_pool_holds_its_events_of_every_pool() {
         .claim("m", &spec(Pool::Messages, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(merge[0].dedupe_key, "merge");
 }
@@ -152,6 +160,7 @@ async fn events_waiting_out_a_backoff_are_not_swept_into_a_new_arrivals_batch() 
         .claim("w", &spec(Pool::Messages, 500), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     q.record(
         "w",
@@ -168,6 +177,7 @@ async fn events_waiting_out_a_backoff_are_not_swept_into_a_new_arrivals_batch() 
         .claim("w", &spec(Pool::Messages, 500), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].dedupe_key, "new");
@@ -191,6 +201,7 @@ async fn events_waiting_out_a_backoff_are_not_swept_into_a_new_arrivals_batch() 
         .claim("w", &spec(Pool::Messages, 500), LEASE)
         .await
         .unwrap()
+        .batch()
         .is_none());
 }
 
@@ -203,6 +214,7 @@ async fn a_ready_head_brings_its_debounced_group_along_but_not_other_groups() {
         q.claim("w", &spec(Pool::Messages, 10), LEASE)
             .await
             .unwrap()
+            .batch()
             .is_none(),
         "nothing ready yet"
     );
@@ -214,6 +226,7 @@ async fn a_ready_head_brings_its_debounced_group_along_but_not_other_groups() {
         .claim("w", &spec(Pool::Messages, 10), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     let keys: Vec<&str> = batch.iter().map(|e| e.dedupe_key.as_str()).collect();
     assert_eq!(
@@ -231,6 +244,7 @@ async fn a_ready_head_brings_its_debounced_group_along_but_not_other_groups() {
         .claim("w", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].dedupe_key, "ready");
@@ -245,6 +259,7 @@ async fn outcomes_are_recorded_only_under_the_lease_and_follow_ups_go_with_them(
         .claim("w", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(c[0].run_id, Some(run));
     // An intruder's outcome (e.g. after its lease was taken over) changes nothing.
@@ -302,11 +317,13 @@ async fn given_up_events_keep_their_reason_and_requeue_brings_them_back() {
         .claim("w", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     let b = q
         .claim("w", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     q.record(
         "w",
@@ -332,6 +349,7 @@ async fn given_up_events_keep_their_reason_and_requeue_brings_them_back() {
         .claim("w", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(again[0].attempts, 1, "fresh attempts");
     assert!(
@@ -348,11 +366,13 @@ async fn orphans_and_expired_leases_return_to_the_queue() {
         .claim("w", &spec(Pool::Messages, 1), Duration::ZERO)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert!(q
         .claim("w2", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .is_none());
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(q.reclaim_expired().await.unwrap(), 1);
@@ -360,6 +380,7 @@ async fn orphans_and_expired_leases_return_to_the_queue() {
         .claim("w2", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(again[0].id, c[0].id);
     assert_eq!(
@@ -372,6 +393,7 @@ async fn orphans_and_expired_leases_return_to_the_queue() {
         .claim("w3", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(third[0].attempts, 3);
 }
@@ -392,6 +414,7 @@ async fn waiting_for_an_outcome_returns_when_it_is_recorded() {
         .claim("w", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     let started = std::time::Instant::now();
     q.record("w", done(ids(&c))).await.unwrap();
@@ -415,6 +438,7 @@ async fn group_prefixes_select_exactly_their_groups() {
         .claim("w", &spec(Pool::Messages, 1), LEASE)
         .await
         .unwrap()
+        .batch()
         .unwrap();
     assert_eq!(c[0].group_key, "fbconv:12:5");
     let n = q
