@@ -43,7 +43,6 @@ CREATE INDEX events_pending ON events(pool, run_at, id) WHERE status = 'pending'
 CREATE INDEX events_pending_by_group ON events(group_key, kind, id) WHERE status = 'pending';
 CREATE INDEX events_running ON events(group_key, locked_until) WHERE status = 'running';
 CREATE INDEX events_finished ON events(finished_at) WHERE status = 'done';
-CREATE INDEX events_unfinished_by_group ON events(group_key) WHERE status IN ('pending', 'failed', 'dead');
 CREATE INDEX events_by_run ON events(run_id) WHERE run_id IS NOT NULL;
 CREATE INDEX events_given_up ON events(finished_at) WHERE status IN ('failed', 'dead');
 
