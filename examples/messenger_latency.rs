@@ -513,8 +513,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = p.wait();
     }
 
-    let seen = seen.lock().unwrap();
-    let sent = sent.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
     if std::env::var("BENCH_TIMELINE").is_ok() {
         // Worst end-to-end latency per second of sending, to see whether the tail is a stall.
         let mut worst: std::collections::BTreeMap<u64, Duration> = Default::default();

@@ -37,12 +37,15 @@ pub enum Command {
         #[arg(long = "from", value_name = "DIR")]
         from: std::path::PathBuf,
     },
-    /// Put every failed event back in the queue with fresh attempts (e.g. after an outage).
+    /// Put every failed and dead-lettered event back in the queue with fresh attempts and a
+    /// fresh retry horizon (e.g. after a long outage).
     RequeueFailed,
     /// Re-encrypt every stored token with NEW_TOKEN_ENCRYPTION_KEY (stop the service first,
     /// then set TOKEN_ENCRYPTION_KEY to the new key and start it again).
     RotateKey,
-    /// Re-fetch connected shops and pages now and upload what changed (all by default).
+    /// Poll connected shops and pages now (all by default): the jobs go into the server's
+    /// queue (so they never race its webhook work), and the command waits for them and prints
+    /// a summary. With no server running it works the queue itself.
     Poll {
         /// Poll only this shop (`name` or `name.myshopify.com`).
         #[arg(long)]
@@ -101,7 +104,9 @@ pub fn main() -> ExitCode {
         Command::RequeueFailed => run_async(async move {
             let events = crate::store::EventStore::open(&settings.events_db_path)?;
             let n = events.requeue_failed().await?;
-            println!("re-queued {n} failed event(s); a running server processes them now");
+            println!(
+                "re-queued {n} failed or dead-lettered event(s); a running server processes them now"
+            );
             Ok(())
         }),
         Command::Serve => {
