@@ -29,8 +29,10 @@ pub const SHOP: &str = r#"query Shop {
   }
 }"#;
 
-pub const PRODUCTS: &str = r#"query Products($first: Int!, $after: String) {
-  products(first: $first, after: $after, sortKey: ID) {
+/// Every product (no `$query`), or those a search selects (`updated_at:>='…'` for
+/// reconciliation and bulk edits).
+pub const PRODUCTS: &str = r#"query Products($first: Int!, $after: String, $query: String) {
+  products(first: $first, after: $after, query: $query, sortKey: ID) {
     edges {
       cursor
       node {
@@ -71,8 +73,9 @@ pub const PRODUCT_METAFIELDS: &str = r#"query ProductMetafields($id: ID!, $first
   }
 }"#;
 
-pub const PRODUCT_VARIANTS: &str = r#"query ProductVariants($first: Int!, $after: String) {
-  productVariants(first: $first, after: $after, sortKey: ID) {
+/// Every variant (no `$query`), or those of some products (`product_ids:1,2,3`).
+pub const PRODUCT_VARIANTS: &str = r#"query ProductVariants($first: Int!, $after: String, $query: String) {
+  productVariants(first: $first, after: $after, query: $query, sortKey: ID) {
     edges {
       cursor
       node {
@@ -166,6 +169,198 @@ pub const DISCOUNT_CODES: &str = r#"query DiscountCodes($id: ID!, $first: Int!, 
   }
 }"#;
 
+/// Page size of the ids-only product listing (cost 2 + 250).
+pub const PRODUCT_IDS_PAGE: u32 = 250;
+/// Variants of one product per page of `PRODUCT` (cost ≈ 13 + 2 + 40 × 21 < 1,000).
+pub const PRODUCT_VARIANTS_PAGE: u32 = 40;
+
+pub const PRODUCTS_COUNT: &str = r#"query ProductsCount {
+  productsCount(limit: null) { count precision }
+}"#;
+
+/// Ids of every product, to find deletions cheaply.
+pub const PRODUCT_IDS: &str = r#"query ProductIds($first: Int!, $after: String) {
+  products(first: $first, after: $after, sortKey: ID) {
+    edges { cursor node { id } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+/// One product with the fields of `PRODUCTS`, and its variants with the fields of
+/// `PRODUCT_VARIANTS` (without `product`), paged by `$after` (products may have 2,048).
+pub const PRODUCT: &str = r#"query Product($id: ID!, $first: Int!, $after: String) {
+  product(id: $id) {
+    id
+    title
+    handle
+    description
+    productType
+    vendor
+    tags
+    status
+    onlineStoreUrl
+    totalInventory
+    createdAt
+    updatedAt
+    options { name values }
+    featuredImage { url altText }
+    priceRangeV2 {
+      minVariantPrice { amount currencyCode }
+      maxVariantPrice { amount currencyCode }
+    }
+    metafields(namespace: "custom", first: 5) {
+      edges { cursor node { namespace key type value } }
+      pageInfo { hasNextPage endCursor }
+    }
+    variants(first: $first, after: $after, sortKey: ID) {
+      edges {
+        cursor
+        node {
+          id
+          title
+          sku
+          price
+          compareAtPrice
+          availableForSale
+          inventoryQuantity
+          selectedOptions { name value }
+          inventoryItem {
+            id
+            inventoryLevels(first: 5) {
+              edges { cursor node { location { id name } quantities(names: ["available"]) { name quantity } } }
+              pageInfo { hasNextPage endCursor }
+            }
+          }
+        }
+      }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"#;
+
+/// An inventory item: its levels and what they change on its variant and product.
+pub const INVENTORY_ITEM: &str = r#"query InventoryItem($id: ID!) {
+  inventoryItem(id: $id) {
+    id
+    variant {
+      id
+      inventoryQuantity
+      availableForSale
+      product { id totalInventory }
+    }
+    inventoryLevels(first: 5) {
+      edges { cursor node { location { id name } quantities(names: ["available"]) { name quantity } } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"#;
+
+/// One collection with the fields of `COLLECTIONS`.
+pub const COLLECTION: &str = r#"query Collection($id: ID!) {
+  collection(id: $id) {
+    id
+    title
+    handle
+    description
+    updatedAt
+    products(first: 50) {
+      edges { cursor node { handle } }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}"#;
+
+/// One code discount with the fields of `CODE_DISCOUNTS`.
+pub const CODE_DISCOUNT: &str = r#"query CodeDiscount($id: ID!) {
+  codeDiscountNode(id: $id) {
+    id
+    codeDiscount {
+      __typename
+      ... on DiscountCodeBasic { title status summary startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+      ... on DiscountCodeBxgy { title status summary startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+      ... on DiscountCodeFreeShipping { title status summary startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+      ... on DiscountCodeApp { title status startsAt endsAt usageLimit appliesOncePerCustomer codes(first: 10) { edges { cursor node { code } } pageInfo { hasNextPage endCursor } } }
+    }
+  }
+}"#;
+
+/// Starts a bulk query (the documents below); children are not grouped under their parents.
+pub const BULK_RUN: &str = r#"mutation BulkOperationRunQuery($query: String!) {
+  bulkOperationRunQuery(query: $query, groupObjects: false) {
+    bulkOperation { id status }
+    userErrors { field message code }
+  }
+}"#;
+
+pub const BULK_STATUS: &str = r#"query BulkOperation($id: ID!) {
+  bulkOperation(id: $id) {
+    id
+    status
+    errorCode
+    objectCount
+    url
+    partialDataUrl
+  }
+}"#;
+
+/// Bulk document of every product with its `custom` metafields (the fields of `PRODUCTS`).
+/// Metafield lines carry `__parentId` = the product.
+pub const BULK_PRODUCTS: &str = r#"{
+  products {
+    edges {
+      node {
+        id
+        title
+        handle
+        description
+        productType
+        vendor
+        tags
+        status
+        onlineStoreUrl
+        totalInventory
+        createdAt
+        updatedAt
+        options { name values }
+        featuredImage { url altText }
+        priceRangeV2 {
+          minVariantPrice { amount currencyCode }
+          maxVariantPrice { amount currencyCode }
+        }
+        metafields(namespace: "custom") {
+          edges { node { namespace key type value } }
+        }
+      }
+    }
+  }
+}"#;
+
+/// Bulk document of every variant with its inventory levels (the fields of
+/// `PRODUCT_VARIANTS`). Level lines carry `__parentId` = the variant (or its inventory item).
+pub const BULK_VARIANTS: &str = r#"{
+  productVariants {
+    edges {
+      node {
+        id
+        title
+        sku
+        price
+        compareAtPrice
+        availableForSale
+        inventoryQuantity
+        selectedOptions { name value }
+        product { id }
+        inventoryItem {
+          id
+          inventoryLevels {
+            edges { node { location { id name } quantities(names: ["available"]) { name quantity } } }
+          }
+        }
+      }
+    }
+  }
+}"#;
+
 pub const WEBHOOK_SUBSCRIPTIONS: &str = r#"query WebhookSubscriptions($first: Int!, $after: String) {
   webhookSubscriptions(first: $first, after: $after) {
     edges { cursor node { id topic uri } }
@@ -195,4 +390,5 @@ pub const TOPICS: &[(&str, &str)] = &[
     ("DISCOUNTS_UPDATE", "discounts/update"),
     ("DISCOUNTS_DELETE", "discounts/delete"),
     ("APP_UNINSTALLED", "app/uninstalled"),
+    ("BULK_OPERATIONS_FINISH", "bulk_operations/finish"),
 ];
