@@ -145,16 +145,14 @@ async fn poll(
     };
     // The jobs go into the server's queue, so they are serialised with its webhook work. When
     // no server holds the queue, this process works it until the run is done.
-    let lock = crate::startup::lock_queue(&settings.events_db_path).ok();
+    let queue = settings.events_db_path.clone();
     let worker_config = crate::jobs::WorkerConfig::from_settings(&settings);
     let state = crate::state::AppState::build(settings)?;
-    let local = match lock {
-        Some(lock) => Some(LocalWorkers::start(&state, worker_config, lock).await?),
-        None => None,
-    };
+    let mut local: Option<LocalWorkers> = None;
     let _progress = Progress::start("polling");
     let mut failures = Vec::new();
     for target in targets {
+        let started = std::time::Instant::now();
         let (run, _) = crate::poll::start(
             &state,
             target,
@@ -162,7 +160,17 @@ async fn poll(
             std::time::Duration::ZERO,
         )
         .await?;
-        let summary = crate::poll::wait(&state, run).await?;
+        while state.events.run_open_jobs(run).await? > 0 {
+            // No server (or the one there was stopped): work the queue here.
+            if local.is_none() {
+                if let Ok(lock) = crate::startup::lock_queue(&queue) {
+                    local = Some(LocalWorkers::start(&state, worker_config.clone(), lock).await?);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut summary = crate::poll::progress(&state, run).await?;
+        summary.duration = started.elapsed();
         println!("{}", summary.line());
         failures.extend(summary.failures);
     }

@@ -67,6 +67,29 @@ pub async fn start(
         Target::Shop(s) => (vec![s], Vec::new()),
         Target::Page(p) => (Vec::new(), vec![p]),
     };
+    // A scheduled run leaves out accounts whose previous poll is still queued or running (a
+    // shop that keeps failing retries on its own; the others are polled as usual).
+    let busy = if trigger == RunTrigger::Schedule {
+        state
+            .events
+            .open_groups(vec![
+                JobKind::ShopifySync.as_str(),
+                JobKind::FacebookPagePoll.as_str(),
+            ])
+            .await?
+    } else {
+        Default::default()
+    };
+    let (shops, pages): (Vec<ShopDomain>, Vec<PageId>) = (
+        shops
+            .into_iter()
+            .filter(|s| !busy.contains(crate::jobs::GroupKey::shop(s).as_str()))
+            .collect(),
+        pages
+            .into_iter()
+            .filter(|p| !busy.contains(crate::jobs::GroupKey::page(p).as_str()))
+            .collect(),
+    );
     let mut events: Vec<NewEvent> = Vec::new();
     for shop in shops {
         let at = now + offset(shop.as_str(), window);
@@ -253,6 +276,12 @@ pub async fn finish_runs(state: &AppState) -> Result<usize, StoreError> {
     let mut finished = 0;
     for r in state.events.runs(true, 100).await? {
         if state.events.run_open_jobs(r.id).await? > 0 {
+            continue;
+        }
+        // A run's jobs are queued after its row is made (a connect's polls, seconds later):
+        // a young run without any is not finished, it has not started.
+        let young = now_millis() - r.started_at < 60_000;
+        if young && state.events.run_jobs(r.id).await?.is_empty() {
             continue;
         }
         let mut s = progress(state, r.id).await?;

@@ -77,6 +77,10 @@ impl Application {
                 "re-queued events left running by a previous process"
             );
         }
+        let deletions = crate::facebook::deletion::resume_pending(&state).await?;
+        if deletions > 0 {
+            tracing::info!(deletions, "data deletion requests not done yet are queued");
+        }
         Ok(Application {
             _queue_lock: queue_lock,
             listener,

@@ -10,6 +10,7 @@ use crate::oauth_state::StateSigner;
 use crate::objects::ObjectStore;
 use crate::shopify::api::ShopifyApi;
 use crate::shopify::client::ShopifyClient;
+use crate::store::catalog::CatalogStore;
 use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
 
 /// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in
@@ -37,6 +38,8 @@ pub struct AppState {
     pub tokens: TokenStore,
     pub sessions: SessionStore,
     pub events: EventStore,
+    /// The Shopify catalogue cache the objects are built from.
+    pub catalog: CatalogStore,
     pub objects: ObjectStore,
     pub states: StateSigner,
     /// Shared HTTP client for Shopify and Meta; redirects are never followed so a platform
@@ -55,6 +58,7 @@ impl AppState {
         let tokens = TokenStore::new(Db::open(&config.token_db_path, DbKind::Tokens)?, cipher);
         let sessions = SessionStore::new(Db::open(&config.session_db_path, DbKind::Sessions)?);
         let events = EventStore::open(&config.events_db_path)?;
+        let catalog = CatalogStore::open(&config.catalog_db_path)?;
         let objects = ObjectStore::from_settings(&config.storage)?;
         let states = StateSigner::new(config.state_token_secret.clone(), sessions.clone());
         let http = reqwest::Client::builder()
@@ -68,6 +72,7 @@ impl AppState {
             tokens,
             sessions,
             events,
+            catalog,
             objects,
             states,
             http,

@@ -45,6 +45,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(120);
 /// younger ones may belong to a backup running in another process right now.
 const STALE_INCOMPLETE_SECS: i64 = 3600;
 
+/// The databases a backup holds. The catalogue is not one of them: it is a cache of Shopify's
+/// data that a full sync rebuilds, and it can be far larger than the rest.
 const ALL_KINDS: [DbKind; 3] = [DbKind::Tokens, DbKind::Sessions, DbKind::Events];
 
 fn expected_tables(kind: DbKind) -> &'static [&'static str] {
@@ -52,6 +54,7 @@ fn expected_tables(kind: DbKind) -> &'static [&'static str] {
         DbKind::Tokens => &["merchants", "shops", "pages", "facebook_users"],
         DbKind::Sessions => &["sessions", "oauth_states"],
         DbKind::Events => &["events"],
+        DbKind::Catalog => &["entities"],
     }
 }
 
@@ -68,6 +71,7 @@ fn live_path(settings: &Settings, kind: DbKind) -> PathBuf {
         DbKind::Tokens => settings.token_db_path.clone(),
         DbKind::Sessions => settings.session_db_path.clone(),
         DbKind::Events => settings.events_db_path.clone(),
+        DbKind::Catalog => settings.catalog_db_path.clone(),
     }
 }
 

@@ -37,6 +37,14 @@ impl Settings {
                     "SHOPIFY_SHOP_URL_TEMPLATE".into(),
                     s.shop_url_template.clone(),
                 ));
+                lines.push((
+                    "SHOPIFY_BULK_THRESHOLD".into(),
+                    s.bulk_threshold.to_string(),
+                ));
+                lines.push((
+                    "SHOPIFY_FULL_SYNC_DAYS".into(),
+                    (s.full_sync_every.as_secs() / 86_400).to_string(),
+                ));
             }
             None => lines.push((
                 "SHOPIFY_*".into(),
@@ -79,6 +87,10 @@ impl Settings {
         lines.push((
             "EVENTS_DB_PATH".into(),
             self.events_db_path.display().to_string(),
+        ));
+        lines.push((
+            "CATALOG_DB_PATH".into(),
+            self.catalog_db_path.display().to_string(),
         ));
         match &self.storage {
             StorageSettings::Spaces(s) => {

@@ -21,6 +21,10 @@ pub struct ShopifySettings {
     pub shop_url_template: String,
     /// How long the OAuth callback waits for the initial sync before answering `pending`.
     pub initial_sync_wait: std::time::Duration,
+    /// Full syncs of shops with more products than this use a bulk operation.
+    pub bulk_threshold: u64,
+    /// How often a shop's catalogue is checked in full (otherwise polls read what changed).
+    pub full_sync_every: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -113,8 +117,13 @@ pub(super) fn read_shopify(r: &mut Reader<'_>, base: &Url) -> Option<ShopifySett
         "20",
         "a number of seconds",
     )?;
+    let bulk_threshold =
+        r.parse::<u64>("SHOPIFY_BULK_THRESHOLD", "2000", "a number of products")?;
+    let full_days = r.parse::<u64>("SHOPIFY_FULL_SYNC_DAYS", "7", "a number of days")?;
     Some(ShopifySettings {
         initial_sync_wait: std::time::Duration::from_secs(wait),
+        bulk_threshold,
+        full_sync_every: std::time::Duration::from_secs(full_days.max(1) * 86_400),
         api_key: key.to_string(),
         api_secret: SecretString::from(secret.to_string()),
         redirect_uri,

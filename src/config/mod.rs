@@ -51,6 +51,8 @@ pub struct Settings {
     pub token_db_path: PathBuf,
     pub session_db_path: PathBuf,
     pub events_db_path: PathBuf,
+    /// The Shopify catalogue store (a cache rebuilt by a full sync; not backed up).
+    pub catalog_db_path: PathBuf,
     pub storage: StorageSettings,
     pub poll_schedule: String,
     pub backup_dir: PathBuf,
@@ -179,6 +181,7 @@ impl Settings {
         let token_db_path = PathBuf::from(r.string_or("TOKEN_DB_PATH", "./data/tokens.db"));
         let session_db_path = PathBuf::from(r.string_or("SESSION_DB_PATH", "./data/sessions.db"));
         let events_db_path = PathBuf::from(r.string_or("EVENTS_DB_PATH", "./data/events.db"));
+        let catalog_db_path = PathBuf::from(r.string_or("CATALOG_DB_PATH", "./data/catalog.db"));
 
         let storage = read_storage(&mut r);
 
@@ -245,6 +248,7 @@ impl Settings {
             token_db_path,
             session_db_path,
             events_db_path,
+            catalog_db_path,
             storage,
             poll_schedule,
             backup_dir,

@@ -57,7 +57,7 @@ async fn list(state: &AppState, rec: &PageRecord) -> Result<Vec<ConversationRef>
     );
     let listed = match graph.get_all(url, &rec.access_token).await {
         Ok(c) => c,
-        Err(e) => return Err(on_graph_error(state, page, e).await),
+        Err(e) => return Err(on_graph_error(state, rec, e).await),
     };
     let mut out = Vec::with_capacity(listed.len());
     for conv in listed {
@@ -132,18 +132,25 @@ pub async fn poll_one(
     let rec = active_page(state, page).await?;
     let graph = graph(state)?;
     let key = keys::conversation(&rec.merchant, page, &conv.psid);
-    let mark = match state.tokens.watermark(page, &conv.psid).await? {
-        Some(w) if state.objects.head_sha256(&key).await?.is_some() => Some(w),
-        _ => None,
+    // The watermark describes an object: it is trusted only while that object exists.
+    let stored = state.objects.head_sha256(&key).await?;
+    let mark = match &stored {
+        Some(_) => state.tokens.watermark(page, &conv.psid).await?,
+        None => None,
     };
     let (fresh, newest) = match read_back(graph, &rec, conv, mark.as_ref()).await {
         Ok(r) => r,
-        Err(e) => return Err(on_graph_error(state, page, e).await),
+        Err(e) => return Err(on_graph_error(state, &rec, e).await),
     };
     let fetched = fresh.len();
     // A deletion that started while we read wins: nothing is written for the page then.
     let rec = writable_page(state, page).await?;
-    let (object, sha) = merge_entries(state, &rec, &conv.psid, fresh).await?;
+    let (object, sha) = match (&stored, fresh.is_empty()) {
+        // Nothing newer than what is stored (the conversation's time moved for something
+        // that is not a message): no read or write of the object, just the watermark.
+        (Some(sha), true) => (PutOutcome::Unchanged, sha.clone()),
+        _ => merge_entries(state, &rec, &conv.psid, fresh).await?,
+    };
     let (newest_ts, newest_mid) = match newest {
         Some((ts, mid)) => (Some(ts), Some(mid)),
         None => (

@@ -90,6 +90,37 @@ async fn record_request(state: &AppState, code: &str, user: &GraphId) -> Result<
         .await
 }
 
+/// Queues the job of every deletion that is not done (its job may never have been queued, or
+/// an earlier version recorded it failed). Called at start-up; a queued job is a no-op.
+pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
+    let rows: Vec<(String, String)> = state
+        .tokens
+        .db()
+        .call(|c| {
+            let mut st = c.prepare(
+                "SELECT confirmation_code, fb_user_id FROM data_deletions
+                 WHERE status IN ('pending', 'failed')",
+            )?;
+            let v = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        })
+        .await?;
+    let jobs: Vec<_> = rows
+        .into_iter()
+        .filter_map(|(code, user)| {
+            let user = GraphId::parse(&user).ok()?;
+            Some(DataDeletion { code, user }.to_event())
+        })
+        .collect();
+    let n = jobs.len();
+    if n > 0 {
+        state.events.enqueue_all(jobs).await?;
+    }
+    Ok(n)
+}
+
 /// What a finished deletion removed.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Deleted {
@@ -107,7 +138,7 @@ async fn record_done(state: &AppState, code: &str, d: Deleted) -> Result<(), Sto
             c.execute(
                 "UPDATE data_deletions SET status = 'done', completed_at = ?2,
                         detail = ?3, pages_deleted = ?4, objects_deleted = ?5, events_deleted = ?6
-                 WHERE confirmation_code = ?1",
+                 WHERE confirmation_code = ?1 AND status != 'done'",
                 params![
                     code,
                     now_secs(),
@@ -160,7 +191,13 @@ impl Job for DataDeletion {
             .events
             .running_in_groups(exact.clone(), prefixes.clone())
             .await
-            .map_err(|e| retry(&e))?;
+            .map_err(|e| retry(&e))?
+            // A raw delivery being fanned out may be about to queue messages of the pages.
+            + state
+                .events
+                .running_of_kind(JobKind::FacebookWebhook.as_str())
+                .await
+                .map_err(|e| retry(&e))?;
         if running > 0 {
             return Err(JobError::Later {
                 after: WAIT_FOR_RUNNING,
@@ -181,7 +218,7 @@ impl Job for DataDeletion {
         }
         deleted.events += state
             .events
-            .purge_groups(exact, prefixes)
+            .purge_groups(exact.clone(), prefixes.clone())
             .await
             .map_err(|e| retry(&e))?;
         deleted.events += purge_raw_deliveries(state, &pages)
@@ -194,6 +231,13 @@ impl Job for DataDeletion {
                 .await
                 .map_err(|e| retry(&e))?;
         }
+        // Anything queued for the pages while the above ran (they were marked, so it could
+        // not write) goes too.
+        deleted.events += state
+            .events
+            .purge_groups(exact, prefixes)
+            .await
+            .map_err(|e| retry(&e))?;
         for merchant in state
             .tokens
             .merchants_of_facebook_user(job.user.as_str())

@@ -46,8 +46,16 @@ impl Job for FacebookDelivery {
 
     async fn run(_: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
         let mut out = JobOutput::done();
+        let mut rejected = Vec::new();
         for d in batch {
-            out = out.then_events(super::process::jobs_of(d.0.get().as_bytes())?);
+            let f = super::process::jobs_of(d.0.get().as_bytes())?;
+            rejected.extend(f.rejected);
+            out = out.then_events(f.events);
+        }
+        // The usable parts went on (their jobs were also queued at intake: same dedupe keys);
+        // what could not be used is recorded on this delivery's row.
+        if !rejected.is_empty() {
+            out = out.with_result(serde_json::json!({ "rejected": rejected }));
         }
         Ok(out)
     }
@@ -73,6 +81,9 @@ impl Job for FacebookMessage {
     const POOL: Pool = Pool::Messages;
     /// A burst into one conversation is merged in one write.
     const MAX_BATCH: usize = 500;
+    /// A message that failed for good (its page is unknown or being deleted) is a person's
+    /// words with nowhere to go: not kept.
+    const KEEP_FAILED_PAYLOAD: bool = false;
     type Context = AppState;
 
     fn dedupe_key(&self) -> DedupeKey {
@@ -102,13 +113,23 @@ impl Job for FacebookMessage {
     }
 }
 
-/// A page metadata refresh after `changes` events (one fetch per batch).
+/// A page metadata refresh after `changes` events (one fetch per batch), or at connect.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PageRefresh {
     pub page: PageId,
-    /// The delivery and entry it came from (older rows have none).
+    /// The delivery and entry it came from, or `connect:<ms>` (older rows have none).
     #[serde(default)]
     pub source: String,
+}
+
+impl PageRefresh {
+    /// The connect callback's refresh: at once, not debounced.
+    pub fn connect(page: PageId) -> PageRefresh {
+        PageRefresh {
+            page,
+            source: format!("connect:{}", crate::store::now_millis()),
+        }
+    }
 }
 
 impl Job for PageRefresh {
@@ -124,6 +145,14 @@ impl Job for PageRefresh {
 
     fn group(&self) -> GroupKey {
         GroupKey::page(&self.page)
+    }
+
+    fn delay(&self) -> Duration {
+        if self.source.starts_with("connect:") {
+            Duration::ZERO
+        } else {
+            METADATA_DEBOUNCE
+        }
     }
 
     async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
@@ -283,7 +312,7 @@ impl Job for PageSubscriptionCheck {
             match pages::ensure_subscribed(graph(state)?, page, &rec.access_token).await {
                 Ok(s) => s,
                 Err(FbError::Graph(e)) => {
-                    return Err(pages::on_graph_error(state, page, e).await.into())
+                    return Err(pages::on_graph_error(state, &rec, e).await.into())
                 }
                 Err(e) => return Err(e.into()),
             };

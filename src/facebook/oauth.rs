@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::client::{GraphClient, GraphError};
-use super::jobs::{PagePoll, PollReason};
+use super::jobs::{PagePoll, PageRefresh, PollReason};
 use super::pages;
 use super::selftest::{post_test_deliveries, SelfTestCleanup};
 use crate::config::FacebookSettings;
@@ -31,6 +31,7 @@ use crate::routes::session::{binding_cookie, require_session, take_binding};
 use crate::shopify::oauth::state_error;
 use crate::state::AppState;
 use crate::store::events::{EventId, EventStatus, Outcome, RunId, RunKind, RunTrigger};
+use crate::store::tokens::SavedPage;
 use crate::store::{now_millis, now_secs};
 
 /// Pages set up at once (each is a handful of Graph calls).
@@ -38,6 +39,8 @@ const PAGES_AT_ONCE: usize = 8;
 /// How long the answer waits, in all, for the self-test verifications before reporting them
 /// pending (they normally take milliseconds: one queued merge).
 const ANSWER_WAIT: Duration = Duration::from_secs(3);
+/// How long a page's set-up waits for its metadata refresh job (one Graph call).
+const METADATA_WAIT: Duration = Duration::from_secs(4);
 
 fn graph(state: &AppState) -> Result<&GraphClient, AppError> {
     state
@@ -218,11 +221,17 @@ async fn connect_user(state: &AppState, a: Authorized) -> Result<ConnectedUser, 
             .map(str::to_string);
         // Every page is stored before the per-page work, so a client that gives up waiting
         // still leaves every page connected (webhooks and polls pick them up).
-        state
+        match state
             .tokens
             .save_page(&page, a.merchant, fb_user_id.clone(), name, &token)
-            .await?;
-        out.pages.push((page, token));
+            .await?
+        {
+            SavedPage::Saved(_) => out.pages.push((page, token)),
+            SavedPage::BeingDeleted => out.rejected.push(json!({
+                "page_id": page.as_str(),
+                "result": err("failed", "this page's data is being deleted; connect it again in a minute"),
+            })),
+        }
     }
     Ok(out)
 }
@@ -263,11 +272,6 @@ async fn set_up_page(
             ));
         }
     }
-    let meta = pages::refresh_metadata(state, page).await;
-    setup.metadata_poll = match &meta {
-        Ok(_) => ok(),
-        Err(e) => err("error", e),
-    };
     let posted = post_test_deliveries(state, settings, page).await;
     let message_ok = posted.message["status"] == "success";
     let hooks_ok = posted.metadata["status"] == "success" && message_ok;
@@ -277,15 +281,22 @@ async fn set_up_page(
         page: page.clone(),
         reason: PollReason::Initial { at: now_millis() },
     };
-    let mut jobs = vec![poll.to_event().in_run(Some(run))];
+    // The metadata is read by a job in the page's group too (never beside a poll or a
+    // deletion of the page), queued first so it runs first.
+    let mut jobs = vec![
+        PageRefresh::connect(page.clone()).to_event(),
+        poll.to_event().in_run(Some(run)),
+    ];
     // Nothing to verify or remove when the test message was not accepted.
     if message_ok {
         jobs.push(SelfTestCleanup::new(page.clone(), posted.mid).to_event());
     }
+    let mut refresh = None;
     match state.events.enqueue_all(jobs).await {
         Ok(ids) => {
             setup.polling = true;
-            setup.cleanup = ids.get(1).map(|e| e.id());
+            refresh = ids.first().map(|e| e.id());
+            setup.cleanup = ids.get(2).map(|e| e.id());
         }
         Err(e) => {
             tracing::error!(%page, error = %e, "could not queue the page's initial poll");
@@ -294,7 +305,20 @@ async fn set_up_page(
                 .get_or_insert_with(|| err("failed", "the initial poll could not be queued"));
         }
     }
-    if setup.failed.is_none() && (meta.is_err() || !hooks_ok) {
+    let meta = match refresh {
+        Some(job) => job_status(
+            state
+                .events
+                .wait_for(job, METADATA_WAIT)
+                .await
+                .ok()
+                .flatten(),
+        ),
+        None => err("error", "the metadata refresh could not be queued"),
+    };
+    let meta_ok = meta["status"] == "success";
+    setup.metadata_poll = meta;
+    if setup.failed.is_none() && (!meta_ok || !hooks_ok) {
         setup.failed = Some(err("failed", "Tests failed"));
     }
     if setup.failed.is_none() {

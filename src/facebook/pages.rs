@@ -40,16 +40,23 @@ pub async fn active_page(state: &AppState, page: &PageId) -> Result<PageRecord, 
     Ok(rec)
 }
 
-/// Turns a Graph 190 into a page marked for re-authorisation.
-pub async fn on_graph_error(state: &AppState, page: &PageId, e: GraphError) -> FbError {
+/// Turns a Graph 190 on the record's token into a page marked for re-authorisation (unless a
+/// reconnect replaced the token meanwhile, or the page is being deleted).
+pub async fn on_graph_error(state: &AppState, rec: &PageRecord, e: GraphError) -> FbError {
+    let page = &rec.page_id;
     if let GraphError::InvalidToken(m) = &e {
-        tracing::warn!(%page, reason = %m, "page token rejected: the merchant must reconnect Facebook");
-        if let Err(se) = state
+        match state
             .tokens
-            .set_page_status(page, AccountStatus::NeedsReauth, Some(m.clone()))
+            .mark_page_reauth(page, &rec.access_token, m.clone())
             .await
         {
-            return se.into();
+            Ok(true) => {
+                tracing::warn!(%page, reason = %m, "page token rejected: the merchant must reconnect Facebook")
+            }
+            Ok(false) => {
+                tracing::info!(%page, "a replaced page token was rejected; the page stays as it is")
+            }
+            Err(se) => return se.into(),
         }
         return FbError::NeedsReauth(page.to_string(), m.clone());
     }
@@ -64,7 +71,7 @@ pub async fn refresh_metadata(state: &AppState, page: &PageId) -> Result<PutOutc
         .await
     {
         Ok(mut v) => v.pop().unwrap_or(Value::Null),
-        Err(e) => return Err(on_graph_error(state, page, e).await),
+        Err(e) => return Err(on_graph_error(state, &rec, e).await),
     };
     if let Some(o) = meta.as_object_mut() {
         // Never store a token, whatever Graph sends back.

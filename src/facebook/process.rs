@@ -81,7 +81,7 @@ pub fn fan_out(body: &[u8]) -> Result<FanOut, JobError> {
 }
 
 /// The jobs of a delivery; a delivery none of whose parts is usable fails with the reasons.
-pub fn jobs_of(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
+pub fn jobs_of(body: &[u8]) -> Result<FanOut, JobError> {
     let f = fan_out(body)?;
     if !f.rejected.is_empty() {
         tracing::warn!(problems = ?f.rejected, "parts of a Facebook delivery were rejected");
@@ -89,7 +89,7 @@ pub fn jobs_of(body: &[u8]) -> Result<Vec<NewEvent>, JobError> {
             return Err(JobError::Permanent(f.rejected.join("; ")));
         }
     }
-    Ok(f.events)
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -104,7 +104,7 @@ mod tests {
             {"sender":{"id":"5"},"recipient":{"id":"100"},"timestamp":3,"delivery":{"mids":["m2"]}},
             {"sender":{"id":"6"},"recipient":{"id":"100"},"timestamp":4,"postback":{"title":"Buy","payload":"B"}}
           ]},{"id":"100","changes":[{"field":"name","value":"New"}]}]}"#;
-        let evs = jobs_of(body).unwrap();
+        let evs = jobs_of(body).unwrap().events;
         assert_eq!(evs.len(), 4);
         assert_eq!(evs[0].group_key(), "fbconv:100:5");
         assert_eq!(

@@ -88,9 +88,9 @@ pub async fn receive(
     }
     // 3. Fanned out here into one job per conversation and page, all recorded durably in one
     // commit before the 200 (a redelivery's jobs have the same dedupe keys: no-ops). A
-    // delivery with parts that cannot become jobs is also kept raw: its job fails with the
-    // reasons, so operators see them.
-    let mut jobs = match super::process::fan_out(&body) {
+    // delivery with parts that cannot become jobs is also kept raw: its job records the
+    // reasons (failing when nothing in it was usable), so operators see them.
+    let jobs = match super::process::fan_out(&body) {
         Ok(f) if f.rejected.is_empty() => f.events,
         Ok(f) => {
             reject("invalid_items");
@@ -101,9 +101,10 @@ pub async fn receive(
         Err(_) => vec![raw_delivery(&body)?],
     };
     if jobs.is_empty() {
-        // Only receipts and the like, which are not conversation entries: kept raw, so the
-        // delivery is still on record (its job finds nothing to do).
-        jobs.push(raw_delivery(&body)?);
+        // Only receipts and the like, which are not conversation entries: nothing to do and
+        // nothing worth a row (a busy page sends more receipts than messages).
+        metrics::counter!("webhooks_received_total", "source" => "facebook").increment(1);
+        return Ok(Json(json!({"status": "success"})));
     }
     state.events.enqueue_together(jobs).await?;
     metrics::counter!("webhooks_received_total", "source" => "facebook").increment(1);

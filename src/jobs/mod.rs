@@ -93,6 +93,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
     const DELAY: Duration = Duration::ZERO;
     /// Compliance work (data deletion, redaction): retryable failures never dead-letter.
     const RETRY_FOREVER: bool = false;
+    /// Whether a job that failed for good keeps its payload (for `requeue-failed` and for
+    /// operators). Jobs whose payload is a person's message that can never be stored drop it.
+    const KEEP_FAILED_PAYLOAD: bool = true;
 
     /// What the job runs with (the application state).
     type Context: Clone + Send + Sync + 'static;

@@ -25,6 +25,8 @@ pub(super) struct BatchRun {
 pub(super) trait Runnable<C>: Send + Sync {
     fn pool(&self) -> Pool;
     fn max_batch(&self) -> usize;
+    fn keep_failed_payload(&self) -> bool;
+    fn retry_forever_by_default(&self) -> bool;
     fn run(&self, ctx: C, events: Vec<Event>) -> BoxFuture<'static, BatchRun>;
 }
 
@@ -37,6 +39,14 @@ impl<J: Job> Runnable<J::Context> for Typed<J> {
 
     fn max_batch(&self) -> usize {
         J::MAX_BATCH
+    }
+
+    fn keep_failed_payload(&self) -> bool {
+        J::KEEP_FAILED_PAYLOAD
+    }
+
+    fn retry_forever_by_default(&self) -> bool {
+        J::RETRY_FOREVER
     }
 
     fn run(&self, ctx: J::Context, events: Vec<Event>) -> BoxFuture<'static, BatchRun> {

@@ -107,8 +107,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         while !shutdown.is_cancelled() {
             // Register interest before looking, so an insert between the claim and the wait
             // still wakes us.
-            let notified = notify.notified();
-            tokio::pin!(notified);
+            let mut notified = Box::pin(notify.notified());
             notified.as_mut().enable();
             match self
                 .events
@@ -116,6 +115,9 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                 .await
             {
                 Ok(Claim::Batch(batch)) if !batch.is_empty() => {
+                    // Not waiting while busy: a wake-up meant for an idle worker must not land
+                    // here (a dropped, notified `Notified` passes it on).
+                    drop(notified);
                     // There may be more ready groups: pass the wake-up on to another worker.
                     notify.notify_one();
                     self.run_batch(batch).await
@@ -190,7 +192,12 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         let run = match tokio::spawn(task.in_current_span()).await {
             Ok(r) => r,
             Err(e) => BatchRun {
-                forever: Vec::new(),
+                // The payloads were never decoded here: the type's default decides.
+                forever: if runner.retry_forever_by_default() {
+                    ids.clone()
+                } else {
+                    Vec::new()
+                },
                 ran: ids,
                 undecodable: Vec::new(),
                 outcome: Err(JobError::Retry(format!("job panicked: {e}"))),
@@ -200,7 +207,10 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         metrics::histogram!("job_duration_seconds", "kind" => kind.clone())
             .record(started.elapsed().as_secs_f64());
 
-        let mut rec = Record::default();
+        let mut rec = Record {
+            forget_failed_payloads: !runner.keep_failed_payload(),
+            ..Record::default()
+        };
         for (id, reason) in &run.undecodable {
             tracing::error!(event = %id, %reason, "event failed for good");
             rec.given_up

@@ -1,8 +1,8 @@
 //! The in-process cron (tokio-cron-scheduler): `POLL_SCHEDULE` queues a poll run (one job per
 //! shop and page, spread over `POLL_WINDOW_MINUTES`, plus the daily subscription checks),
-//! `BACKUP_SCHEDULE` backs up the databases. A tick that finds its previous run still going
-//! is skipped (logged), so runs never pile up. Finished poll runs get their summary line from
-//! a watcher every few seconds.
+//! `BACKUP_SCHEDULE` backs up the databases. An account whose previous poll is still queued
+//! or running is left out of the next tick's run, so polls never pile up behind a failing
+//! account. Finished poll runs get their summary line from a watcher every few seconds.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,20 +72,10 @@ where
     })?)
 }
 
-/// One scheduled poll tick: queues the run, unless the previous scheduled run is still going.
+/// One scheduled poll tick: queues the run (accounts whose previous poll is still going are
+/// left out of it, see `poll::start`).
 pub async fn run_poll(state: &AppState) {
     use crate::store::events::RunTrigger;
-    match state.events.runs(true, 100).await {
-        Ok(open) if open.iter().any(|r| r.trigger == RunTrigger::Schedule) => {
-            tracing::warn!("the previous scheduled poll is still running; this tick is skipped");
-            return;
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "poll run could not start");
-            return;
-        }
-    }
     match crate::poll::start(
         state,
         crate::poll::Target::Everything,

@@ -62,6 +62,28 @@ impl LocalStore {
         .map_err(|e| io_err(key.as_str(), e))?
     }
 
+    /// Starts a streamed write of `key`: a temporary file next to it, renamed into place by
+    /// `StreamingFile::finish`.
+    pub async fn begin(&self, key: &ObjectKey) -> Result<StreamingFile, ObjectError> {
+        let path = self.path(key.as_str());
+        let k = key.as_str().to_string();
+        tokio::task::spawn_blocking(move || {
+            let dir = path.parent().expect("object paths have a parent");
+            std::fs::create_dir_all(dir).map_err(|e| io_err(&k, e))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(dir)
+                .map_err(|e| io_err(&k, e))?;
+            Ok(StreamingFile {
+                tmp: Some(tmp),
+                dest: path,
+                key: k,
+            })
+        })
+        .await
+        .map_err(|e| io_err(key.as_str(), e))?
+    }
+
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError> {
         match tokio::fs::remove_file(self.path(key.as_str())).await {
             Ok(()) => Ok(()),
@@ -121,5 +143,40 @@ impl LocalStore {
                 self.root.display()
             )))
         }
+    }
+}
+
+/// A local object being written piece by piece (dropped unfinished: the temporary file goes).
+pub struct StreamingFile {
+    tmp: Option<tempfile::NamedTempFile>,
+    dest: PathBuf,
+    key: String,
+}
+
+impl StreamingFile {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), ObjectError> {
+        let mut tmp = self.tmp.take().expect("a file being written");
+        let data = data.to_vec();
+        let k = self.key.clone();
+        let tmp = tokio::task::spawn_blocking(move || -> Result<_, ObjectError> {
+            tmp.write_all(&data).map_err(|e| io_err(&k, e))?;
+            Ok(tmp)
+        })
+        .await
+        .map_err(|e| io_err(&self.key, e))??;
+        self.tmp = Some(tmp);
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<(), ObjectError> {
+        let tmp = self.tmp.take().expect("a file being written");
+        let (dest, k) = (self.dest.clone(), self.key.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), ObjectError> {
+            tmp.as_file().sync_all().map_err(|e| io_err(&k, e))?;
+            tmp.persist(&dest).map_err(|e| io_err(&k, e.error))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(&self.key, e))?
     }
 }

@@ -4,6 +4,7 @@
 pub mod keys;
 mod local;
 mod s3;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
+pub use sha2::Sha256 as Hasher;
 use sha2::{Digest, Sha256};
 
 use crate::config::StorageSettings;
 pub use keys::ObjectKey;
 pub use local::LocalStore;
 pub use s3::S3Store;
+pub use upload::{Upload, MULTIPART_THRESHOLD};
 
 /// Bodies above this are serialised and hashed on the blocking pool, not the async runtime
 /// (whose few threads also answer webhooks).

@@ -7,7 +7,9 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectCannedAcl, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectCannedAcl, ObjectIdentifier,
+};
 use aws_sdk_s3::Client;
 use secrecy::ExposeSecret;
 
@@ -159,6 +161,90 @@ impl S3Store {
             .delete_object()
             .bucket(&self.bucket)
             .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| io_err(key.as_str(), describe(&e)))?;
+        Ok(())
+    }
+
+    /// Starts a multipart upload carrying the object's attributes; returns its upload id.
+    pub async fn create_multipart(
+        &self,
+        key: &ObjectKey,
+        sha256: &str,
+    ) -> Result<String, ObjectError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type("application/json")
+            .acl(ObjectCannedAcl::Private)
+            .metadata(SHA256_META, sha256)
+            .send()
+            .await
+            .map_err(|e| io_err(key.as_str(), describe(&e)))?;
+        out.upload_id()
+            .map(str::to_string)
+            .ok_or_else(|| io_err(key.as_str(), "the store answered no upload id"))
+    }
+
+    /// Uploads part `number` (1-based); returns its ETag.
+    pub async fn upload_part(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> Result<String, ObjectError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| io_err(key.as_str(), describe(&e)))?;
+        out.e_tag()
+            .map(str::to_string)
+            .ok_or_else(|| io_err(key.as_str(), "the store answered a part without an ETag"))
+    }
+
+    pub async fn complete_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<(), ObjectError> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| io_err(key.as_str(), describe(&e)))?;
+        Ok(())
+    }
+
+    pub async fn abort_multipart(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+    ) -> Result<(), ObjectError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
             .send()
             .await
             .map_err(|e| io_err(key.as_str(), describe(&e)))?;

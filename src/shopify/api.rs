@@ -28,6 +28,9 @@ pub struct ShopifyApi {
     tokens: TokenStore,
     /// One refresh at a time per shop.
     refreshing: Mutex<HashMap<ShopDomain, Arc<tokio::sync::Mutex<()>>>>,
+    /// Woken by `bulk_operations/finish` deliveries, so a sync waiting for its bulk operation
+    /// does not wait for its next status poll.
+    bulk_finished: Mutex<HashMap<ShopDomain, Arc<tokio::sync::Notify>>>,
 }
 
 fn due(rec: &ShopRecord) -> bool {
@@ -41,7 +44,19 @@ impl ShopifyApi {
             client,
             tokens,
             refreshing: Mutex::new(HashMap::new()),
+            bulk_finished: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What a sync waiting for a bulk operation of `shop` waits on.
+    pub fn bulk_finished(&self, shop: &ShopDomain) -> Arc<tokio::sync::Notify> {
+        let mut map = self.bulk_finished.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(shop.clone()).or_default().clone()
+    }
+
+    /// A `bulk_operations/finish` delivery for `shop` arrived.
+    pub fn notify_bulk_finished(&self, shop: &ShopDomain) {
+        self.bulk_finished(shop).notify_one();
     }
 
     pub fn client(&self) -> &ShopifyClient {
@@ -108,7 +123,7 @@ impl ShopifyApi {
             } else {
                 "the access token expired and there is no refresh token"
             };
-            return Err(self.mark_reauth(shop, reason).await);
+            return Err(self.mark_reauth(shop, rec.installed_at, reason).await);
         };
         match self.client.refresh_token(shop, &refresh).await {
             Ok(t) => {
@@ -128,29 +143,43 @@ impl ShopifyApi {
                         .map(|s| now + s)
                         .or(rec.refresh_token_expires_at),
                 };
-                if !self.tokens.update_shop_tokens(shop, grant).await? {
-                    // Uninstalled (or marked) while we refreshed: do not bring it back.
-                    return Err(SyncError::NotConnected(shop.to_string()));
+                if !self
+                    .tokens
+                    .update_shop_tokens(shop, grant, rec.installed_at)
+                    .await?
+                {
+                    // Uninstalled or reinstalled while we refreshed: the stored grant wins.
+                    return Err(SyncError::Shopify(ShopifyError::Transient(
+                        "the shop's grant changed during a token refresh".into(),
+                    )));
                 }
                 metrics::counter!("shopify_token_refreshes_total").increment(1);
                 tracing::info!(%shop, "refreshed the Shopify access token");
                 Ok(access)
             }
             Err(ShopifyError::Unauthorized(m)) | Err(ShopifyError::Permanent(m)) => Err(self
-                .mark_reauth(shop, &format!("Shopify refused the token refresh: {m}"))
+                .mark_reauth(
+                    shop,
+                    rec.installed_at,
+                    &format!("Shopify refused the token refresh: {m}"),
+                )
                 .await),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn mark_reauth(&self, shop: &ShopDomain, reason: &str) -> SyncError {
-        tracing::warn!(%shop, reason, "shop needs re-authorisation: the merchant must reconnect");
-        if let Err(e) = self
+    /// Marks the install the token belonged to (a reinstall since is left alone).
+    async fn mark_reauth(&self, shop: &ShopDomain, installed_at: i64, reason: &str) -> SyncError {
+        match self
             .tokens
-            .set_shop_status(shop, AccountStatus::NeedsReauth, Some(reason.to_string()))
+            .mark_shop_reauth(shop, installed_at, reason.to_string())
             .await
         {
-            return e.into();
+            Ok(true) => {
+                tracing::warn!(%shop, reason, "shop needs re-authorisation: the merchant must reconnect")
+            }
+            Ok(false) => {}
+            Err(e) => return e.into(),
         }
         SyncError::NeedsReauth(shop.to_string(), reason.to_string())
     }
@@ -177,9 +206,11 @@ impl ShopifyApi {
                     .graphql(shop, &fresh, operation, query, variables)
                     .await
                 {
-                    Err(ShopifyError::Unauthorized(m)) => Err(self
-                        .mark_reauth(shop, &format!("Shopify rejected a fresh token ({m})"))
-                        .await),
+                    // Only a refused refresh means the merchant must reconnect: try again
+                    // later, when the next attempt's refresh decides.
+                    Err(ShopifyError::Unauthorized(m)) => Err(SyncError::Shopify(
+                        ShopifyError::Transient(format!("a fresh token was rejected too ({m})")),
+                    )),
                     other => Ok(other?),
                 }
             }

@@ -1,7 +1,11 @@
-//! Fetches a shop's complete catalogue (every page of every connection) and shapes the two
-//! objects of SPEC §3: `shop_metadata.json` and `shop_products.json`.
-
-use std::collections::HashMap;
+//! The shapes of the catalogue objects (SPEC §3), built one entity at a time, and the walks of
+//! paginated connections that feed them.
+//!
+//! `shop_products.json` is `{"products": [...]}` and `shop_metadata.json` is
+//! `{"collections": [...], "discounts": [...], "shop": {...}}`, every entry canonical JSON
+//! with GraphQL `edges/node` wrappers removed. Each entry is shaped here from the nodes of
+//! whichever query fetched it (a page of a full sync, a single-entity query after a webhook, a
+//! bulk operation's lines), so every path stores the same bytes for the same data.
 
 use serde_json::{json, Map, Value};
 
@@ -9,37 +13,12 @@ use super::api::ShopifyApi;
 use super::client::ShopifyError;
 use super::queries as q;
 use super::SyncError;
+use crate::objects::canonical_json;
 use crate::objects::keys::ShopDomain;
-
-pub struct Catalog {
-    pub shop: Value,
-    pub products: Vec<Value>,
-    pub collections: Vec<Value>,
-    pub discounts: Vec<Value>,
-}
-
-impl Catalog {
-    pub fn metadata_json(&self) -> Value {
-        json!({"shop": self.shop, "collections": self.collections, "discounts": self.discounts})
-    }
-
-    pub fn products_json(&self) -> Value {
-        json!({"products": self.products})
-    }
-
-    /// The callback's `shopify_data`: the shop object and counts, not the catalogue itself.
-    pub fn summary(&self) -> Value {
-        json!({
-            "shop": self.shop,
-            "products_count": self.products.len(),
-            "collections_count": self.collections.len(),
-            "discounts_count": self.discounts.len(),
-        })
-    }
-}
+use crate::store::catalog::EntityRow;
 
 /// One page of a connection: its nodes and the cursor of the next page, if any.
-fn page(conn: &Value) -> (Vec<Value>, Option<String>) {
+pub fn page(conn: &Value) -> (Vec<Value>, Option<String>) {
     let nodes = conn
         .get("edges")
         .and_then(Value::as_array)
@@ -60,40 +39,59 @@ fn page(conn: &Value) -> (Vec<Value>, Option<String>) {
     (nodes, next)
 }
 
-fn at<'v>(v: &'v Value, pointer: &str, what: &str) -> Result<&'v Value, SyncError> {
+pub fn at<'v>(v: &'v Value, pointer: &str, what: &str) -> Result<&'v Value, SyncError> {
     v.pointer(pointer)
         .filter(|x| !x.is_null())
         .ok_or_else(|| ShopifyError::Permanent(format!("{what}: answer lacks {pointer}")).into())
 }
 
-fn id_of(v: &Value) -> Option<String> {
+pub fn id_of(v: &Value) -> Option<String> {
     v.get("id").and_then(Value::as_str).map(str::to_string)
 }
 
-struct Fetcher<'a> {
-    api: &'a ShopifyApi,
-    shop: &'a ShopDomain,
+/// The numeric tail of a GID (`gid://shopify/Product/1001` → 1001).
+pub fn gid_number(gid: &str) -> Option<i64> {
+    gid.rsplit('/').next()?.parse().ok()
+}
+
+pub fn gid(kind: &str, id: i64) -> String {
+    format!("gid://shopify/{kind}/{id}")
+}
+
+/// Orders by the numeric tail of a GID, then by the string.
+fn gid_order(v: &Value) -> (u64, String) {
+    let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
+    let n = id
+        .rsplit('/')
+        .next()
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    (n, id.to_string())
+}
+
+pub struct Fetcher<'a> {
+    pub api: &'a ShopifyApi,
+    pub shop: &'a ShopDomain,
 }
 
 impl Fetcher<'_> {
-    async fn run(&self, op: &str, query: &str, vars: Value) -> Result<Value, SyncError> {
+    pub async fn run(&self, op: &str, query: &str, vars: Value) -> Result<Value, SyncError> {
         self.api.query(self.shop, op, query, vars).await
     }
 
-    /// Walks a top-level connection to its end.
-    async fn all(
+    /// Walks a top-level connection to its end (`vars` without `after`).
+    pub async fn all(
         &self,
         op: &str,
         query: &str,
         root: &str,
-        first: u32,
+        mut vars: Value,
     ) -> Result<Vec<Value>, SyncError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let data = self
-                .run(op, query, json!({"first": first, "after": after}))
-                .await?;
+            vars["after"] = json!(after);
+            let data = self.run(op, query, vars.clone()).await?;
             let (nodes, next) = page(at(&data, &format!("/{root}"), op)?);
             out.extend(nodes);
             match next {
@@ -105,7 +103,7 @@ impl Fetcher<'_> {
 
     /// Completes a nested connection at `field` of `node` when it has more pages, with a
     /// follow-up query on the parent `id`; returns the full node list.
-    async fn complete_nested(
+    pub async fn complete_nested(
         &self,
         node: &Value,
         field: &str,
@@ -133,179 +131,98 @@ impl Fetcher<'_> {
         }
         Ok(nodes)
     }
-}
 
-pub async fn fetch_catalog(api: &ShopifyApi, shop: &ShopDomain) -> Result<Catalog, SyncError> {
-    let f = Fetcher { api, shop };
-    let shop_obj = at(&f.run("Shop", q::SHOP, json!({})).await?, "/shop", "Shop")?.clone();
-
-    // Products, with every custom metafield.
-    let mut products: Vec<Value> = Vec::new();
-    for mut p in f
-        .all("Products", q::PRODUCTS, "products", q::PRODUCTS_PAGE)
-        .await?
-    {
-        let metafields = f
-            .complete_nested(
-                &p,
-                "metafields",
-                id_of(&p),
-                "ProductMetafields",
-                q::PRODUCT_METAFIELDS,
-                "/product/metafields",
-            )
-            .await?;
-        if let Some(o) = p.as_object_mut() {
-            o.insert("metafields".into(), Value::Array(metafields));
-            o.insert("variants".into(), Value::Array(Vec::new()));
-        }
-        products.push(p);
-    }
-    let index: HashMap<String, usize> = products
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| id_of(p).map(|id| (id, i)))
-        .collect();
-
-    // Variants, each with inventory per location, attached to their product.
-    for v in f
-        .all(
-            "ProductVariants",
-            q::PRODUCT_VARIANTS,
-            "productVariants",
-            q::VARIANTS_PAGE,
+    /// A product node's `custom` metafields, every page.
+    pub async fn metafields_of(&self, product: &Value) -> Result<Vec<Value>, SyncError> {
+        self.complete_nested(
+            product,
+            "metafields",
+            id_of(product),
+            "ProductMetafields",
+            q::PRODUCT_METAFIELDS,
+            "/product/metafields",
         )
-        .await?
-    {
-        let item = v.get("inventoryItem").cloned().unwrap_or(Value::Null);
-        let levels = f
-            .complete_nested(
-                &item,
-                "inventoryLevels",
-                id_of(&item),
-                "InventoryLevels",
-                q::INVENTORY_LEVELS,
-                "/inventoryItem/inventoryLevels",
-            )
-            .await?;
-        let product_id = v.pointer("/product/id").and_then(Value::as_str);
-        let Some(&i) = product_id.and_then(|id| index.get(id)) else {
-            // A variant created after the product pages were read: the next sync has both.
-            continue;
-        };
-        let variant = shape_variant(v, levels);
-        if let Some(list) = products[i]
-            .get_mut("variants")
-            .and_then(Value::as_array_mut)
-        {
-            list.push(variant);
-        }
+        .await
     }
-    let mut products: Vec<Value> = products.into_iter().map(shape_product).collect();
-    products.sort_by_key(gid_order);
 
-    // Collections with every product handle.
-    let mut collections = Vec::new();
-    for c in f
-        .all(
-            "Collections",
-            q::COLLECTIONS,
-            "collections",
-            q::COLLECTIONS_PAGE,
+    /// A variant node's inventory levels, every page.
+    pub async fn levels_of(&self, variant: &Value) -> Result<Vec<Value>, SyncError> {
+        let item = variant.get("inventoryItem").cloned().unwrap_or(Value::Null);
+        self.complete_nested(
+            &item,
+            "inventoryLevels",
+            id_of(&item),
+            "InventoryLevels",
+            q::INVENTORY_LEVELS,
+            "/inventoryItem/inventoryLevels",
         )
-        .await?
-    {
-        let handles: Vec<Value> = f
+        .await
+    }
+
+    /// A collection node with every product handle, shaped.
+    pub async fn collection(&self, node: Value) -> Result<Value, SyncError> {
+        let handles = self
             .complete_nested(
-                &c,
+                &node,
                 "products",
-                id_of(&c),
+                id_of(&node),
                 "CollectionProducts",
                 q::COLLECTION_PRODUCTS,
                 "/collection/products",
             )
-            .await?
-            .into_iter()
-            .filter_map(|p| p.get("handle").cloned())
-            .collect();
-        let mut o = c.as_object().cloned().unwrap_or_default();
-        o.remove("products");
-        o.insert("productHandles".into(), Value::Array(handles));
-        collections.push(Value::Object(o));
+            .await?;
+        Ok(shape_collection(node, handles))
     }
-    collections.sort_by_key(gid_order);
 
-    // Code discounts with every code.
-    let mut discounts = Vec::new();
-    for d in f
-        .all(
-            "CodeDiscounts",
-            q::CODE_DISCOUNTS,
-            "codeDiscountNodes",
-            q::DISCOUNTS_PAGE,
-        )
-        .await?
-    {
-        let body = d.get("codeDiscount").cloned().unwrap_or(Value::Null);
-        let codes: Vec<Value> = f
+    /// A code discount node with every code, shaped.
+    pub async fn discount(&self, node: Value) -> Result<Value, SyncError> {
+        let body = node.get("codeDiscount").cloned().unwrap_or(Value::Null);
+        let codes = self
             .complete_nested(
                 &body,
                 "codes",
-                id_of(&d),
+                id_of(&node),
                 "DiscountCodes",
                 q::DISCOUNT_CODES,
                 "/codeDiscountNode/codeDiscount/codes",
             )
-            .await?
-            .into_iter()
-            .filter_map(|c| c.get("code").cloned())
-            .collect();
-        let mut o = Map::new();
-        o.insert("id".into(), d.get("id").cloned().unwrap_or(Value::Null));
-        if let Some(b) = body.as_object() {
-            for (k, v) in b {
-                match k.as_str() {
-                    "codes" => {}
-                    "__typename" => {
-                        o.insert("type".into(), v.clone());
-                    }
-                    _ => {
-                        o.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        o.insert("codes".into(), Value::Array(codes));
-        discounts.push(Value::Object(o));
+            .await?;
+        Ok(shape_discount(node, codes))
     }
-    discounts.sort_by_key(gid_order);
-
-    Ok(Catalog {
-        shop: shop_obj,
-        products,
-        collections,
-        discounts,
-    })
 }
 
-/// Orders by the numeric tail of a GID (`gid://shopify/Product/1001`), then by the string.
-fn gid_order(v: &Value) -> (u64, String) {
-    let id = v.get("id").and_then(Value::as_str).unwrap_or_default();
-    let n = id
-        .rsplit('/')
-        .next()
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    (n, id.to_string())
+/// A product's own fields with its metafields as a list (variants are added by
+/// `with_variants`).
+pub fn shape_product(mut node: Value, metafields: Vec<Value>) -> Value {
+    if let Some(o) = node.as_object_mut() {
+        o.insert("metafields".into(), Value::Array(metafields));
+        o.remove("variants");
+    }
+    node
+}
+
+/// The product entry: its fields and its variants in id order.
+pub fn with_variants(mut product: Value, mut variants: Vec<Value>) -> Value {
+    variants.sort_by_key(gid_order);
+    if let Some(o) = product.as_object_mut() {
+        o.insert("variants".into(), Value::Array(variants));
+    }
+    product
 }
 
 /// A variant without its `product` back-reference, with inventory as
 /// `[{location: {id, name}, available}]`.
-fn shape_variant(v: Value, levels: Vec<Value>) -> Value {
+pub fn shape_variant(v: Value, levels: Vec<Value>) -> Value {
     let mut o = v.as_object().cloned().unwrap_or_default();
     o.remove("product");
     o.remove("inventoryItem");
-    let levels: Vec<Value> = levels
+    o.remove("__parentId");
+    o.insert("inventoryLevels".into(), Value::Array(shape_levels(levels)));
+    Value::Object(o)
+}
+
+pub fn shape_levels(levels: Vec<Value>) -> Vec<Value> {
+    levels
         .into_iter()
         .map(|l| {
             let available = l
@@ -319,16 +236,88 @@ fn shape_variant(v: Value, levels: Vec<Value>) -> Value {
                 .unwrap_or(Value::Null);
             json!({"location": l.get("location").cloned().unwrap_or(Value::Null), "available": available})
         })
+        .collect()
+}
+
+pub fn shape_collection(node: Value, handles: Vec<Value>) -> Value {
+    let handles: Vec<Value> = handles
+        .into_iter()
+        .filter_map(|p| p.get("handle").cloned())
         .collect();
-    o.insert("inventoryLevels".into(), Value::Array(levels));
+    let mut o = node.as_object().cloned().unwrap_or_default();
+    o.remove("products");
+    o.insert("productHandles".into(), Value::Array(handles));
     Value::Object(o)
 }
 
-fn shape_product(mut p: Value) -> Value {
-    if let Some(list) = p.get_mut("variants").and_then(Value::as_array_mut) {
-        list.sort_by_key(gid_order);
+pub fn shape_discount(node: Value, codes: Vec<Value>) -> Value {
+    let body = node.get("codeDiscount").cloned().unwrap_or(Value::Null);
+    let codes: Vec<Value> = codes
+        .into_iter()
+        .filter_map(|c| c.get("code").cloned())
+        .collect();
+    let mut o = Map::new();
+    o.insert("id".into(), node.get("id").cloned().unwrap_or(Value::Null));
+    if let Some(b) = body.as_object() {
+        for (k, v) in b {
+            match k.as_str() {
+                "codes" => {}
+                "__typename" => {
+                    o.insert("type".into(), v.clone());
+                }
+                _ => {
+                    o.insert(k.clone(), v.clone());
+                }
+            }
+        }
     }
-    p
+    o.insert("codes".into(), Value::Array(codes));
+    Value::Object(o)
+}
+
+/// A shaped entry as a store row (canonical bytes, id from its GID).
+pub fn row(entry: &Value) -> Result<EntityRow, SyncError> {
+    let gid = entry.get("id").and_then(Value::as_str).unwrap_or_default();
+    let id = gid_number(gid).ok_or_else(|| {
+        ShopifyError::Permanent(format!("an entry without a numeric id: {gid:?}"))
+    })?;
+    let body = canonical_json(entry)
+        .map_err(|e| SyncError::Internal(format!("serialising an entry: {e}")))?;
+    Ok(EntityRow {
+        id,
+        body,
+        handle: entry
+            .get("handle")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        updated_at: entry
+            .get("updatedAt")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+/// `(inventory item, variant)` ids of a product entry's variants (for the item index); the
+/// item ids come from the variant nodes before shaping drops them.
+pub fn inventory_pairs(variants: &[Value]) -> Vec<(i64, i64)> {
+    variants
+        .iter()
+        .filter_map(|v| {
+            let item = v.pointer("/inventoryItem/id").and_then(Value::as_str)?;
+            let id = v.get("id").and_then(Value::as_str)?;
+            Some((gid_number(item)?, gid_number(id)?))
+        })
+        .collect()
+}
+
+/// The callback's `shopify_data`: the shop object and counts.
+pub fn summary(shop: Value, products: i64, collections: i64, discounts: i64) -> Value {
+    json!({
+        "shop": shop,
+        "products_count": products,
+        "collections_count": collections,
+        "discounts_count": discounts,
+    })
 }
 
 #[cfg(test)]
@@ -355,6 +344,7 @@ mod tests {
             "product": {"id": "gid://shopify/Product/1"},
             "inventoryItem": {"id": "gid://shopify/InventoryItem/3"}
         });
+        assert_eq!(inventory_pairs(std::slice::from_ref(&v)), vec![(3, 2)]);
         let levels = vec![json!({
             "location": {"id": "gid://shopify/Location/1", "name": "Main"},
             "quantities": [{"name": "available", "quantity": 4}]
@@ -362,5 +352,26 @@ mod tests {
         let out = shape_variant(v, levels);
         assert_eq!(out["inventoryLevels"][0]["available"], 4);
         assert!(out.get("product").is_none() && out.get("inventoryItem").is_none());
+    }
+
+    #[test]
+    fn rows_are_canonical_and_numbered_by_their_gid() {
+        let p = with_variants(
+            shape_product(
+                json!({"title": "T", "id": "gid://shopify/Product/1001", "handle": "t"}),
+                vec![],
+            ),
+            vec![
+                json!({"id": "gid://shopify/ProductVariant/9"}),
+                json!({"id": "gid://shopify/ProductVariant/10"}),
+            ],
+        );
+        let r = row(&p).unwrap();
+        assert_eq!(r.id, 1001);
+        assert_eq!(r.handle.as_deref(), Some("t"));
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            r#"{"handle":"t","id":"gid://shopify/Product/1001","metafields":[],"title":"T","variants":[{"id":"gid://shopify/ProductVariant/9"},{"id":"gid://shopify/ProductVariant/10"}]}"#
+        );
     }
 }

@@ -73,6 +73,11 @@ impl ShopifyClient {
         &self.settings
     }
 
+    /// The HTTP client (redirects off), e.g. for bulk result files.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// `https://{shop}` (or the test template) for a validated shop.
     pub fn shop_base(&self, shop: &ShopDomain) -> Result<Url, ShopifyError> {
         let raw = self
@@ -231,8 +236,12 @@ impl ShopifyClient {
         let status = resp.status();
         match status.as_u16() {
             200..=299 => {}
-            401 | 403 => {
-                return Attempt::Fail(ShopifyError::Unauthorized(format!("HTTP {status}")))
+            401 => return Attempt::Fail(ShopifyError::Unauthorized(format!("HTTP {status}"))),
+            // Missing scopes or a closed store: refreshing the token cannot help.
+            403 => {
+                return Attempt::Fail(ShopifyError::Permanent(format!(
+                    "HTTP {status}: the app may not do this on the shop"
+                )))
             }
             429 => {
                 let after = resp

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::subscriptions::ensure_subscriptions;
-use super::sync::{redact_shop, sync_shop};
-use super::topics::Topic;
+use super::sync::{self, redact_shop, Applied, Changes, SyncOutcome};
+use super::topics::{EntityTopic, Topic};
 use super::{SyncError, REFRESH_DEBOUNCE};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::ShopDomain;
@@ -30,6 +30,10 @@ pub struct ShopifyWebhook {
     /// SHA-256 of topic, shop and body: the dedupe key when Shopify sent no ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The id of the entity the body names (a product, inventory item, collection or code
+    /// discount): all that is kept of the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<i64>,
 }
 
 impl ShopifyWebhook {
@@ -39,12 +43,48 @@ impl ShopifyWebhook {
             .is_some_and(|id| id.starts_with(SELF_TEST_EVENT_PREFIX))
     }
 
-    fn triggered_at_secs(&self) -> Option<i64> {
+    fn triggered_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.triggered_at
             .as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.timestamp())
+            .map(|t| t.with_timezone(&chrono::Utc))
     }
+
+    fn triggered_at_secs(&self) -> Option<i64> {
+        self.triggered_at().map(|t| t.timestamp())
+    }
+
+    /// Adds what this content delivery names to `changes`.
+    fn note(&self, changes: &mut Changes) {
+        let (Some((kind, deleted)), Some(id)) = (self.topic.entity(), self.entity) else {
+            changes.unknown = true;
+            return;
+        };
+        let set = match (kind, deleted) {
+            (EntityTopic::Product, false) => &mut changes.products,
+            (EntityTopic::Product, true) => &mut changes.deleted_products,
+            (EntityTopic::InventoryItem, _) => &mut changes.inventory_items,
+            (EntityTopic::Collection, false) => &mut changes.collections,
+            (EntityTopic::Collection, true) => &mut changes.deleted_collections,
+            (EntityTopic::Discount, false) => &mut changes.discounts,
+            (EntityTopic::Discount, true) => &mut changes.deleted_discounts,
+        };
+        set.insert(id);
+        if let Some(t) = self.triggered_at() {
+            changes.since = Some(changes.since.map_or(t, |s| s.min(t)));
+        }
+    }
+}
+
+fn outcome_json(out: &SyncOutcome) -> serde_json::Value {
+    json!({
+        "written": out.written(),
+        "unchanged": 2 - out.written(),
+        "shop_metadata": out.shop_metadata,
+        "shop_products": out.shop_products,
+        "summary": out.summary,
+        "detail": out.detail,
+    })
 }
 
 impl Job for ShopifyWebhook {
@@ -84,35 +124,52 @@ impl Job for ShopifyWebhook {
         self.topic == Topic::ShopRedact
     }
 
-    /// Lifecycle topics first, then at most one catalogue refresh for every content topic.
+    /// Lifecycle topics first, then every entity the content topics name, each read once.
     async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
         let shop = batch[0].shop.clone();
-        let mut refresh = false;
+        let mut changes = Changes::default();
         let mut redact = false;
+        let mut uninstalled = false;
         for d in &batch {
             match d.topic {
-                Topic::AppUninstalled => uninstall(state, d).await?,
+                Topic::AppUninstalled => uninstalled |= uninstall(state, d).await?,
                 Topic::ShopRedact => redact = true,
                 Topic::CustomersRedact | Topic::CustomersDataRequest => {
                     // We keep no customer data: nothing to delete or report.
                     tracing::info!(%shop, topic = %d.topic, "compliance request acknowledged (no customer data is stored)");
                 }
+                // Handled at intake (it only wakes a waiting sync).
+                Topic::BulkOperationsFinish => {}
                 _ if d.is_self_test() => {}
-                _ => refresh = true,
+                _ => d.note(&mut changes),
             }
         }
         if redact {
             let deleted = redact_shop(state, &shop).await?;
             return Ok(JobOutput::done().with_result(json!({"redacted_objects": deleted})));
         }
-        if !refresh {
+        if changes.is_empty() || uninstalled {
+            // Content deliveries that trailed the uninstall in this batch: nothing to read.
             return Ok(JobOutput::done());
         }
-        match sync_shop(state, &shop).await {
-            Ok(out) => Ok(JobOutput::done().with_result(json!({
-                "shop_metadata": out.shop_metadata,
-                "shop_products": out.shop_products,
-            }))),
+        match sync::apply(state, &shop, changes).await {
+            Ok(Applied::Done(out)) => Ok(JobOutput::done().with_result(outcome_json(&out))),
+            Ok(Applied::NeedsFullSync) => {
+                // The catalogue was never complete: its initial sync (queued at connect, the
+                // same job) reads everything, these changes included.
+                let Some(rec) = state.tokens.shop(&shop).await.map_err(SyncError::from)? else {
+                    return Err(JobError::Permanent(format!("shop {shop} is not connected")));
+                };
+                let full = ShopifySync {
+                    shop: shop.clone(),
+                    reason: SyncReason::Initial {
+                        installed_at: rec.installed_at,
+                    },
+                };
+                Ok(JobOutput::done()
+                    .with_result(json!({"read": "queued the initial sync"}))
+                    .then(&full))
+            }
             // Deliveries can trail an uninstall: nothing to do, and nothing to retry.
             Err(SyncError::NotConnected(s)) => {
                 tracing::info!(shop = %s, "delivery for a shop that is not connected; ignored");
@@ -123,15 +180,16 @@ impl Job for ShopifyWebhook {
     }
 }
 
-/// `app/uninstalled`: delete the token and stop polling, unless the uninstall is older than
-/// the latest install (a stale delivery after a reinstall).
-async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<(), SyncError> {
+/// `app/uninstalled`: delete the token, stop polling and drop the catalogue cache, unless
+/// the uninstall is older than the latest install (a stale delivery after a reinstall).
+/// Returns whether the shop was uninstalled.
+async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<bool, SyncError> {
     let Some(rec) = state.tokens.shop(&d.shop).await? else {
-        return Ok(());
+        return Ok(false);
     };
     if d.triggered_at_secs().is_some_and(|t| t < rec.installed_at) {
         tracing::info!(shop = %d.shop, "ignoring app/uninstalled older than the latest install");
-        return Ok(());
+        return Ok(false);
     }
     state
         .tokens
@@ -141,8 +199,9 @@ async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<(), SyncError
             Some("app/uninstalled".into()),
         )
         .await?;
+    state.catalog.remove_shop(&d.shop).await?;
     tracing::info!(shop = %d.shop, "app uninstalled: token deleted, polling stopped");
-    Ok(())
+    Ok(true)
 }
 
 /// Why a shop's catalogue is synced in full.
@@ -184,7 +243,10 @@ impl Job for ShopifySync {
     async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
         let job = &batch[0];
         let started = std::time::Instant::now();
-        let r = sync_shop(state, &job.shop).await;
+        let r = match job.reason {
+            SyncReason::Initial { .. } => sync::full(state, &job.shop).await,
+            SyncReason::Poll { .. } => sync::reconcile(state, &job.shop).await,
+        };
         if matches!(job.reason, SyncReason::Poll { .. }) {
             metrics::counter!("poll_runs_total", "source" => "shopify").increment(1);
             metrics::histogram!("poll_duration_seconds", "source" => "shopify")
@@ -197,13 +259,7 @@ impl Job for ShopifySync {
             tracing::warn!(shop = %job.shop, error = %e, "shop sync failed");
             JobError::from(e)
         })?;
-        Ok(JobOutput::done().with_result(json!({
-            "written": out.written(),
-            "unchanged": 2 - out.written(),
-            "shop_metadata": out.shop_metadata,
-            "shop_products": out.shop_products,
-            "summary": out.summary,
-        })))
+        Ok(JobOutput::done().with_result(outcome_json(&out)))
     }
 }
 

@@ -1,8 +1,12 @@
 //! Shopify: OAuth connect, signed webhooks, catalogue sync and polling, as queued jobs.
 
 pub mod api;
+pub mod build;
+pub mod bulk;
 pub mod catalog;
 pub mod client;
+pub mod entities;
+pub mod full_sync;
 pub mod jobs;
 pub mod oauth;
 pub mod queries;
@@ -22,8 +26,8 @@ use api::ShopifyApi;
 use client::ShopifyError;
 
 /// Content deliveries wait this long before processing, so a burst of them (a bulk edit in
-/// the admin) is picked up by one catalogue refresh.
-pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// the admin) is read in one run, each entity once.
+pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
     state.config.shopify.as_ref().ok_or_else(|| {

@@ -1,17 +1,32 @@
-//! Bringing one shop's objects up to date, and deleting them (`shop/redact`). Both run only
-//! as jobs in the shop's queue group, so no two of them overlap for one shop.
+//! Keeping one shop's objects up to date from its catalogue store: full syncs, the
+//! reconciliation poll, per-entity changes from webhooks, and deleting everything
+//! (`shop/redact`). All of them run only as jobs in the shop's queue group, so no two of them
+//! overlap for one shop.
 
-use std::time::Instant;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use super::catalog::{fetch_catalog, Catalog};
+use super::build::{self, Object};
+use super::catalog::{row, Fetcher};
+use super::entities;
+use super::full_sync::{self, FullSync};
+use super::queries as q;
 use super::SyncError;
 use crate::objects::keys::{self, ShopDomain};
-use crate::objects::{canonical_json, PutOutcome};
+use crate::objects::PutOutcome;
 use crate::state::AppState;
+use crate::store::catalog::EntityKind;
+use crate::store::now_secs;
 use crate::store::tokens::AccountStatus;
+
+/// More changed products than this in one batch (a bulk edit in the admin) are read with one
+/// `updated_at` search instead of one query each.
+const WINDOW_AT: usize = 25;
+/// Reconciliation reads products changed since the watermark minus this (clock skew, and
+/// changes committed out of order).
+const OVERLAP_SECS: i64 = 3600;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncOutcome {
@@ -19,6 +34,8 @@ pub struct SyncOutcome {
     pub shop_products: PutOutcome,
     /// The callback's `shopify_data`: the shop object and counts.
     pub summary: Value,
+    /// What was read: `full` (with its report), `reconcile`, `changes`.
+    pub detail: Value,
 }
 
 impl SyncOutcome {
@@ -30,71 +47,409 @@ impl SyncOutcome {
     }
 }
 
-/// Fetches the shop's catalogue and writes both objects where they changed.
-pub async fn sync_shop(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcome, SyncError> {
-    let api = super::api(state)?;
-    let merchant = api.merchant(shop).await?;
-    let started = Instant::now();
-    let catalog: Catalog = fetch_catalog(api, shop).await?;
-    // Uninstalled or redacted jobs run in this shop's group too, so they cannot have happened
-    // meanwhile; a reconnect to another merchant could have. Check before writing anyway: a
-    // redacted shop's objects must never come back.
-    let current = state.tokens.shop(shop).await?;
-    if !current
-        .as_ref()
-        .is_some_and(|r| r.status == AccountStatus::Active && r.merchant == merchant)
-    {
-        return Err(SyncError::NotConnected(shop.to_string()));
-    }
-    let summary = catalog.summary();
-    let counts = (
-        catalog.products.len(),
-        catalog.collections.len(),
-        catalog.discounts.len(),
-    );
-    // Serialising a large catalogue takes a while: off the async runtime, which also answers
-    // webhooks.
-    let (meta_bytes, product_bytes) = tokio::task::spawn_blocking(move || {
-        (
-            canonical_json(&catalog.metadata_json()),
-            canonical_json(&catalog.products_json()),
-        )
-    })
-    .await
-    .map_err(|e| SyncError::Internal(format!("serialising the catalogue: {e}")))?;
-    let bad = |e: serde_json::Error| SyncError::Internal(format!("serialising the catalogue: {e}"));
-    let (shop_metadata, _) = state
-        .objects
-        .put_bytes_if_changed(
-            &keys::shop_metadata(&merchant, shop),
-            meta_bytes.map_err(bad)?,
-        )
-        .await?;
-    let (shop_products, _) = state
-        .objects
-        .put_bytes_if_changed(
-            &keys::shop_products(&merchant, shop),
-            product_bytes.map_err(bad)?,
-        )
-        .await?;
-    tracing::info!(
-        %shop,
-        products = counts.0,
-        collections = counts.1,
-        discounts = counts.2,
-        ?shop_metadata,
-        ?shop_products,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "shop synced"
-    );
-    Ok(SyncOutcome {
-        shop_metadata,
-        shop_products,
-        summary,
-    })
+/// Entities named by a batch of webhook deliveries.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub products: BTreeSet<i64>,
+    pub deleted_products: BTreeSet<i64>,
+    pub inventory_items: BTreeSet<i64>,
+    pub collections: BTreeSet<i64>,
+    pub deleted_collections: BTreeSet<i64>,
+    pub discounts: BTreeSet<i64>,
+    pub deleted_discounts: BTreeSet<i64>,
+    /// The earliest time a changed product may have changed (from `X-Shopify-Triggered-At`).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// A delivery that named no entity: read everything that changed since the watermark.
+    pub unknown: bool,
 }
 
-/// Deletes everything we hold of a shop: its objects and its records (`shop/redact`).
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        !self.unknown
+            && self.products.is_empty()
+            && self.deleted_products.is_empty()
+            && self.inventory_items.is_empty()
+            && self.collections.is_empty()
+            && self.deleted_collections.is_empty()
+            && self.discounts.is_empty()
+            && self.deleted_discounts.is_empty()
+    }
+}
+
+/// The shop's merchant, if it is still connected to them (checked again before objects are
+/// written: a redacted shop's objects must never come back).
+async fn still_connected(
+    state: &AppState,
+    shop: &ShopDomain,
+    merchant: &uuid::Uuid,
+) -> Result<(), SyncError> {
+    let current = state.tokens.shop(shop).await?;
+    if current
+        .as_ref()
+        .is_some_and(|r| r.status == AccountStatus::Active && r.merchant == *merchant)
+    {
+        Ok(())
+    } else {
+        Err(SyncError::NotConnected(shop.to_string()))
+    }
+}
+
+async fn summary(state: &AppState, shop: &ShopDomain) -> Result<Value, SyncError> {
+    let c = &state.catalog;
+    let shop_obj = c
+        .shop_body(shop)
+        .await?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    Ok(super::catalog::summary(
+        shop_obj,
+        c.count(shop, EntityKind::Product).await?,
+        c.count(shop, EntityKind::Collection).await?,
+        c.count(shop, EntityKind::Discount).await?,
+    ))
+}
+
+/// Writes the objects that may have changed (unchanged bytes are not written).
+async fn write_objects(
+    state: &AppState,
+    shop: &ShopDomain,
+    merchant: &uuid::Uuid,
+    which: &[Object],
+    detail: Value,
+) -> Result<SyncOutcome, SyncError> {
+    still_connected(state, shop, merchant).await?;
+    let mut out = SyncOutcome {
+        shop_metadata: PutOutcome::Unchanged,
+        shop_products: PutOutcome::Unchanged,
+        summary: summary(state, shop).await?,
+        detail,
+    };
+    for (object, outcome) in build::write_all(state, shop, merchant, which).await? {
+        match object {
+            Object::Products => out.shop_products = outcome,
+            Object::Metadata => out.shop_metadata = outcome,
+        }
+    }
+    Ok(out)
+}
+
+/// A full sync: every entity read again, then both objects.
+pub async fn full(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcome, SyncError> {
+    let merchant = super::api(state)?.merchant(shop).await?;
+    let started = std::time::Instant::now();
+    let report: FullSync = full_sync::run(state, shop).await?;
+    tracing::info!(
+        %shop,
+        path = report.path,
+        products = report.products,
+        collections = report.collections,
+        discounts = report.discounts,
+        removed = report.removed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shop catalogue read in full"
+    );
+    let detail = json!({"read": "full", "full": report});
+    write_objects(
+        state,
+        shop,
+        &merchant,
+        &[Object::Metadata, Object::Products],
+        detail,
+    )
+    .await
+}
+
+/// The reconciliation poll: products changed since the watermark (with an overlap), an
+/// ids-only listing to find deletions, collections and discounts; a full sync instead when
+/// the catalogue was never complete or its weekly full check is due.
+pub async fn reconcile(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcome, SyncError> {
+    let api = super::api(state)?;
+    let settings = super::settings(state).map_err(|_| SyncError::NotConfigured)?;
+    let merchant = api.merchant(shop).await?;
+    let catalog = &state.catalog;
+    let st = catalog.state(shop).await?;
+    let due = st
+        .full_synced_at
+        .is_none_or(|t| now_secs() - t >= settings.full_sync_every.as_secs() as i64);
+    let since = st
+        .watermark
+        .as_deref()
+        .and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok())
+        .map(|w| w.with_timezone(&chrono::Utc) - chrono::Duration::seconds(OVERLAP_SECS));
+    let (Some(since), false, true) = (since, due, st.generation > 0) else {
+        return full(state, shop).await;
+    };
+    let f = Fetcher { api, shop };
+    full_sync::refresh_shop(&f, catalog).await?;
+    let mut changed = 0;
+    let mut search = entities::ProductSearch::new(&f, updated_since(since));
+    while let Some(batch) = search.next_page().await? {
+        changed += store_products(state, shop, st.generation, batch).await?;
+    }
+    let newest = search.newest;
+    let listed: HashSet<i64> = entities::all_product_ids(&f).await?.into_iter().collect();
+    let removed = catalog.retain(shop, EntityKind::Product, listed).await?;
+    let (collections, discounts) = refresh_metadata_entities(&f, state, st.generation).await?;
+    if let Some(n) = newest {
+        catalog.set_watermark(shop, &n).await?;
+    }
+    let detail = json!({
+        "read": "reconcile",
+        "products_changed": changed,
+        "products_removed": removed,
+        "collections": collections,
+        "discounts": discounts,
+    });
+    write_objects(
+        state,
+        shop,
+        &merchant,
+        &[Object::Metadata, Object::Products],
+        detail,
+    )
+    .await
+}
+
+/// Every collection and discount read again (they are few), unseen ones removed.
+async fn refresh_metadata_entities(
+    f: &Fetcher<'_>,
+    state: &AppState,
+    generation: i64,
+) -> Result<(usize, usize), SyncError> {
+    let (shop, catalog) = (f.shop, &state.catalog);
+    let mut seen = HashSet::new();
+    for node in f
+        .all(
+            "Collections",
+            q::COLLECTIONS,
+            "collections",
+            json!({"first": q::COLLECTIONS_PAGE}),
+        )
+        .await?
+    {
+        let r = row(&f.collection(node).await?)?;
+        seen.insert(r.id);
+        catalog
+            .put(shop, EntityKind::Collection, vec![r], generation)
+            .await?;
+    }
+    catalog
+        .retain(shop, EntityKind::Collection, seen.clone())
+        .await?;
+    let collections = seen.len();
+    seen.clear();
+    for node in f
+        .all(
+            "CodeDiscounts",
+            q::CODE_DISCOUNTS,
+            "codeDiscountNodes",
+            json!({"first": q::DISCOUNTS_PAGE}),
+        )
+        .await?
+    {
+        let r = row(&f.discount(node).await?)?;
+        seen.insert(r.id);
+        catalog
+            .put(shop, EntityKind::Discount, vec![r], generation)
+            .await?;
+    }
+    catalog
+        .retain(shop, EntityKind::Discount, seen.clone())
+        .await?;
+    Ok((collections, seen.len()))
+}
+
+fn updated_since(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("updated_at:>='{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
+/// Stores fetched products (rows and inventory index); returns how many changed.
+async fn store_products(
+    state: &AppState,
+    shop: &ShopDomain,
+    generation: i64,
+    batch: Vec<entities::FetchedProduct>,
+) -> Result<usize, SyncError> {
+    let catalog = &state.catalog;
+    let mut rows = Vec::with_capacity(batch.len());
+    for p in batch {
+        catalog.set_inventory_items(shop, p.row.id, p.items).await?;
+        rows.push(p.row);
+    }
+    Ok(catalog
+        .put(shop, EntityKind::Product, rows, generation)
+        .await?)
+}
+
+/// What applying webhook changes did.
+pub enum Applied {
+    Done(SyncOutcome),
+    /// The catalogue was never complete: a full sync must come first.
+    NeedsFullSync,
+}
+
+/// Applies the entities a batch of deliveries named: each re-fetched (one query per product,
+/// one per inventory item, …) or removed, then the objects they are part of rebuilt.
+pub async fn apply(
+    state: &AppState,
+    shop: &ShopDomain,
+    changes: Changes,
+) -> Result<Applied, SyncError> {
+    let api = super::api(state)?;
+    let merchant = api.merchant(shop).await?;
+    let catalog = &state.catalog;
+    let st = catalog.state(shop).await?;
+    if st.generation == 0 {
+        return Ok(Applied::NeedsFullSync);
+    }
+    if changes.unknown {
+        return Ok(Applied::Done(reconcile(state, shop).await?));
+    }
+    let gen = st.generation;
+    let f = Fetcher { api, shop };
+    let mut products_dirty = false;
+    let mut metadata_dirty = false;
+    // Collections list product handles: a product that went or changed handle changes them.
+    let mut collections = changes.collections.clone();
+    let mut stale_handles: Vec<String> = Vec::new();
+
+    for id in &changes.deleted_products {
+        stale_handles.extend(catalog.handle_of(shop, *id).await?);
+        products_dirty |= catalog.delete(shop, EntityKind::Product, vec![*id]).await? > 0;
+    }
+    let wanted: BTreeSet<i64> = changes
+        .products
+        .difference(&changes.deleted_products)
+        .copied()
+        .collect();
+    let mut fresh: HashSet<i64> = HashSet::new();
+    if wanted.len() > WINDOW_AT && changes.since.is_some() {
+        // A bulk edit: one search for everything changed since the first delivery.
+        let since = changes.since.unwrap() - chrono::Duration::seconds(60);
+        let mut search = entities::ProductSearch::new(&f, updated_since(since));
+        while let Some(batch) = search.next_page().await? {
+            fresh.extend(batch.iter().map(|p| p.row.id));
+            products_dirty |= store_products(state, shop, gen, batch).await? > 0;
+        }
+    }
+    let per_product: Vec<i64> = wanted
+        .iter()
+        .filter(|id| !fresh.contains(id))
+        .copied()
+        .collect();
+    for id in &per_product {
+        let old_handle = catalog.handle_of(shop, *id).await?;
+        match entities::product(&f, *id).await? {
+            Some(p) => {
+                if old_handle.is_some() && old_handle != p.row.handle {
+                    stale_handles.extend(old_handle);
+                }
+                products_dirty |= store_products(state, shop, gen, vec![p]).await? > 0;
+            }
+            None => {
+                stale_handles.extend(old_handle);
+                products_dirty |= catalog.delete(shop, EntityKind::Product, vec![*id]).await? > 0;
+            }
+        }
+        fresh.insert(*id);
+    }
+    for item in &changes.inventory_items {
+        if let Some(p) = catalog.product_of_item(shop, *item).await? {
+            if fresh.contains(&p) {
+                continue; // just read in full
+            }
+        }
+        let Some(change) = entities::inventory_item(&f, *item).await? else {
+            continue; // the item is gone (its variant's deletion comes as a product update)
+        };
+        if fresh.contains(&change.product) {
+            continue;
+        }
+        let patched = catalog
+            .get(shop, EntityKind::Product, change.product)
+            .await?
+            .and_then(|body| entities::apply_inventory(&body, &change));
+        let product = match patched {
+            Some(entry) => Some(entities::FetchedProduct {
+                row: row(&entry)?,
+                items: Vec::new(),
+            }),
+            // Not in the store, or a variant it does not know: read the whole product.
+            None => entities::product(&f, change.product).await?,
+        };
+        if let Some(p) = product {
+            let id = p.row.id;
+            let changed = if p.items.is_empty() {
+                catalog
+                    .put(shop, EntityKind::Product, vec![p.row], gen)
+                    .await?
+            } else {
+                store_products(state, shop, gen, vec![p]).await?
+            };
+            products_dirty |= changed > 0;
+            fresh.insert(id);
+        }
+    }
+    collections.extend(catalog.collections_listing(shop, stale_handles).await?);
+    for id in changes.deleted_collections.iter() {
+        metadata_dirty |= catalog
+            .delete(shop, EntityKind::Collection, vec![*id])
+            .await?
+            > 0;
+    }
+    for id in collections.difference(&changes.deleted_collections) {
+        metadata_dirty |= match entities::collection(&f, *id).await? {
+            Some(r) => {
+                catalog
+                    .put(shop, EntityKind::Collection, vec![r], gen)
+                    .await?
+                    > 0
+            }
+            None => {
+                catalog
+                    .delete(shop, EntityKind::Collection, vec![*id])
+                    .await?
+                    > 0
+            }
+        };
+    }
+    for id in changes.deleted_discounts.iter() {
+        metadata_dirty |= catalog
+            .delete(shop, EntityKind::Discount, vec![*id])
+            .await?
+            > 0;
+    }
+    for id in changes.discounts.difference(&changes.deleted_discounts) {
+        metadata_dirty |= match entities::discount(&f, *id).await? {
+            Some(r) => {
+                catalog
+                    .put(shop, EntityKind::Discount, vec![r], gen)
+                    .await?
+                    > 0
+            }
+            None => {
+                catalog
+                    .delete(shop, EntityKind::Discount, vec![*id])
+                    .await?
+                    > 0
+            }
+        };
+    }
+    let mut which = Vec::new();
+    if metadata_dirty {
+        which.push(Object::Metadata);
+    }
+    if products_dirty {
+        which.push(Object::Products);
+    }
+    let detail = json!({"read": "changes", "products": fresh.len()});
+    Ok(Applied::Done(
+        write_objects(state, shop, &merchant, &which, detail).await?,
+    ))
+}
+
+/// Deletes everything we hold of a shop: its objects, its catalogue and its records
+/// (`shop/redact`).
 pub async fn redact_shop(state: &AppState, shop: &ShopDomain) -> Result<usize, SyncError> {
     let mut deleted = 0;
     if let Some(rec) = state.tokens.shop(shop).await? {
@@ -104,6 +459,7 @@ pub async fn redact_shop(state: &AppState, shop: &ShopDomain) -> Result<usize, S
             .await?;
         state.tokens.delete_shop(shop).await?;
     }
+    state.catalog.remove_shop(shop).await?;
     tracing::info!(%shop, objects_deleted = deleted, "shop redacted");
     Ok(deleted)
 }

@@ -34,6 +34,8 @@ pub enum Topic {
     CustomersRedact,
     #[serde(rename = "customers/data_request")]
     CustomersDataRequest,
+    #[serde(rename = "bulk_operations/finish")]
+    BulkOperationsFinish,
 }
 
 impl Topic {
@@ -52,6 +54,7 @@ impl Topic {
         Topic::ShopRedact,
         Topic::CustomersRedact,
         Topic::CustomersDataRequest,
+        Topic::BulkOperationsFinish,
     ];
 
     pub fn parse(s: &str) -> Option<Topic> {
@@ -74,6 +77,7 @@ impl Topic {
             Topic::ShopRedact => "shop/redact",
             Topic::CustomersRedact => "customers/redact",
             Topic::CustomersDataRequest => "customers/data_request",
+            Topic::BulkOperationsFinish => "bulk_operations/finish",
         }
     }
 
@@ -85,6 +89,7 @@ impl Topic {
                 | Topic::ShopRedact
                 | Topic::CustomersRedact
                 | Topic::CustomersDataRequest
+                | Topic::BulkOperationsFinish
         )
     }
 
@@ -95,6 +100,47 @@ impl Topic {
             Topic::ShopRedact | Topic::CustomersRedact | Topic::CustomersDataRequest
         )
     }
+
+    /// Which kind of entity a content topic names, and whether it deletes it.
+    pub fn entity(self) -> Option<(EntityTopic, bool)> {
+        Some(match self {
+            Topic::ProductsCreate | Topic::ProductsUpdate => (EntityTopic::Product, false),
+            Topic::ProductsDelete => (EntityTopic::Product, true),
+            Topic::InventoryLevelsUpdate => (EntityTopic::InventoryItem, false),
+            Topic::CollectionsCreate | Topic::CollectionsUpdate => (EntityTopic::Collection, false),
+            Topic::CollectionsDelete => (EntityTopic::Collection, true),
+            Topic::DiscountsCreate | Topic::DiscountsUpdate => (EntityTopic::Discount, false),
+            Topic::DiscountsDelete => (EntityTopic::Discount, true),
+            _ => return None,
+        })
+    }
+}
+
+/// What a content topic's body names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityTopic {
+    Product,
+    InventoryItem,
+    Collection,
+    Discount,
+}
+
+/// The id of the entity a content delivery's body names (Shopify's REST shapes: `id` for
+/// products and collections, `inventory_item_id` for inventory levels, the GraphQL
+/// `admin_graphql_api_id` of a code discount). `None`: the body names none we keep (an
+/// automatic discount) or is not what the topic promises.
+pub fn entity_id(kind: EntityTopic, body: &serde_json::Value) -> Option<i64> {
+    let number = |v: &serde_json::Value| v.as_i64().or_else(|| v.as_str()?.parse().ok());
+    match kind {
+        EntityTopic::Product | EntityTopic::Collection => body.get("id").and_then(number),
+        EntityTopic::InventoryItem => body.get("inventory_item_id").and_then(number),
+        EntityTopic::Discount => body
+            .get("admin_graphql_api_id")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|g| g.strip_prefix("gid://shopify/DiscountCodeNode/"))
+            .and_then(|n| n.parse().ok()),
+    }
+    .filter(|id| *id > 0)
 }
 
 impl std::fmt::Display for Topic {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::jobs::ShopifyWebhook;
 use super::signature::verify_webhook;
-use super::topics::Topic;
+use super::topics::{entity_id, Topic};
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
 use crate::jobs::Job;
@@ -99,8 +99,25 @@ pub async fn receive(
         }
     }
 
+    if topic == Topic::BulkOperationsFinish {
+        // Only wakes a sync of this shop waiting for its bulk operation (it also polls the
+        // operation's status, so nothing is lost without this delivery).
+        if let Some(api) = state.shopify.as_deref() {
+            api.notify_bulk_finished(&shop);
+        }
+        metrics::counter!("webhooks_received_total", "source" => "shopify").increment(1);
+        return Ok(Json(json!({"status": "success"})));
+    }
+    // Only the id of the entity a content topic names is kept of the body.
+    let entity = topic.entity().and_then(|(kind, _)| {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| entity_id(kind, &v))
+    });
+
     // 3. Durable insert, deduplicated by the job's key (event id, webhook id, or content).
     let delivery = ShopifyWebhook {
+        entity,
         topic,
         event_id: header(&headers, "x-shopify-event-id").map(str::to_string),
         webhook_id: header(&headers, "x-shopify-webhook-id").map(str::to_string),

@@ -2,6 +2,7 @@
 //! OAuth states) and events (the durable webhook inbox / job queue). Each lives in its own file
 //! so it can be backed up, restored and sized on its own.
 
+pub mod catalog;
 pub mod events;
 pub mod sessions;
 mod text_enum;
@@ -40,6 +41,8 @@ pub enum DbKind {
     Tokens,
     Sessions,
     Events,
+    /// The Shopify catalogue cache (not backed up).
+    Catalog,
 }
 
 impl DbKind {
@@ -48,6 +51,7 @@ impl DbKind {
             DbKind::Tokens => "tokens",
             DbKind::Sessions => "sessions",
             DbKind::Events => "events",
+            DbKind::Catalog => "catalog",
         }
     }
 
@@ -70,6 +74,9 @@ impl DbKind {
                 M::up(include_str!("../../migrations/events/0001_init.sql")),
                 M::up(include_str!("../../migrations/events/0002_typed_jobs.sql")),
             ]),
+            DbKind::Catalog => Migrations::new(vec![M::up(include_str!(
+                "../../migrations/catalog/0001_init.sql"
+            ))]),
         }
     }
 }
@@ -178,7 +185,12 @@ mod tests {
 
     #[test]
     fn migrations_are_valid() {
-        for kind in [DbKind::Tokens, DbKind::Sessions, DbKind::Events] {
+        for kind in [
+            DbKind::Tokens,
+            DbKind::Sessions,
+            DbKind::Events,
+            DbKind::Catalog,
+        ] {
             kind.migrations().validate().unwrap();
         }
     }

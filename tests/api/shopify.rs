@@ -5,7 +5,7 @@ use std::time::Duration;
 use salesbot_sync::objects::keys::{self, ShopDomain};
 use salesbot_sync::poll::Target;
 use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
-use salesbot_sync::shopify::sync::sync_shop;
+use salesbot_sync::shopify::sync::full as sync_shop;
 use salesbot_sync::store::events::EventStatus;
 use serde_json::Value;
 use uuid::Uuid;

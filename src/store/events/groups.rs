@@ -32,6 +32,39 @@ fn group_filter(exact: &[String], prefixes: &[String]) -> (String, Vec<String>) 
 }
 
 impl EventStore {
+    /// Groups with a pending or running event of one of `kinds`.
+    pub async fn open_groups(
+        &self,
+        kinds: Vec<&'static str>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.db
+            .call(move |c| {
+                let sql = format!(
+                    "SELECT DISTINCT group_key FROM events
+                     WHERE status IN ('pending', 'running') AND kind IN ({})",
+                    vec!["?"; kinds.len()].join(", ")
+                );
+                let mut st = c.prepare(&sql)?;
+                let v = st
+                    .query_map(params_from_iter(kinds), |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    /// Events of `kind` running now.
+    pub async fn running_of_kind(&self, kind: &'static str) -> Result<i64, StoreError> {
+        self.db
+            .call(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT COUNT(*) FROM events WHERE status = 'running' AND kind = ?1",
+                )?
+                .query_row([kind], |r| r.get(0))?)
+            })
+            .await
+    }
+
     /// Events running now in the given groups (exact keys or key prefixes).
     pub async fn running_in_groups(
         &self,

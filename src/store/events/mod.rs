@@ -113,6 +113,8 @@ pub struct Record {
     pub retry: Vec<(EventId, i64, String)>,
     /// Given up, as `Failed` (permanent) or `Dead` (retry horizon passed), with the reason.
     pub given_up: Vec<(EventId, EventStatus, String)>,
+    /// Drop the payloads of events that failed for good (they can never be used).
+    pub forget_failed_payloads: bool,
 }
 
 /// A poll run and how far its jobs got.
@@ -307,9 +309,10 @@ impl EventStore {
                 // out), so an idle worker can sleep exactly until then.
                 let next: Option<i64> = tx
                     .prepare_cached(
-                        "SELECT MIN(run_at) FROM events WHERE status = 'pending' AND pool = ?1",
+                        "SELECT MIN(run_at) FROM events
+                         WHERE status = 'pending' AND pool = ?1 AND run_at > ?2",
                     )?
-                    .query_row([spec.pool], |r| r.get(0))?;
+                    .query_row(params![spec.pool, now], |r| r.get(0))?;
                 return Ok(Claim::Idle {
                     next_run_at: next.filter(|t| *t > now),
                 });
@@ -407,13 +410,15 @@ impl EventStore {
                 }
             }
             for (id, status, reason) in &rec.given_up {
+                let forget = rec.forget_failed_payloads && *status == EventStatus::Failed;
                 let n = tx
                     .prepare_cached(
                         "UPDATE events SET status = ?1, finished_at = ?2, last_error = ?3,
-                                locked_by = NULL, locked_until = NULL
+                                locked_by = NULL, locked_until = NULL,
+                                payload = CASE WHEN ?6 THEN x'' ELSE payload END
                          WHERE id = ?4 AND status = 'running' AND locked_by = ?5",
                     )?
-                    .execute(params![status, now, reason, id, worker])?;
+                    .execute(params![status, now, reason, id, worker, forget])?;
                 if n == 1 {
                     touched.push(*id);
                 }
@@ -517,9 +522,12 @@ impl EventStore {
                         EventStatus::Dead => s.dead_lettered = n,
                     }
                 }
+                // Work that is due: jobs scheduled later in a poll window, or waiting out a
+                // backoff, are not late.
                 let oldest: Option<i64> = c.query_row(
-                    "SELECT MIN(received_at) FROM events WHERE status IN ('pending', 'running')",
-                    [],
+                    "SELECT MIN(received_at) FROM events
+                     WHERE status = 'running' OR (status = 'pending' AND run_at <= ?1)",
+                    [now_millis()],
                     |r| r.get(0),
                 )?;
                 s.oldest_pending_age_ms = oldest.map(|o| (now_millis() - o).max(0)).unwrap_or(0);

@@ -68,31 +68,43 @@ impl Mode {
     }
 }
 
-/// Inserts one event unless its dedupe key exists; returns the row's id either way.
+/// Inserts one event unless its dedupe key exists; returns the row's id either way. An
+/// existing event that failed or was dead-lettered is queued again instead (asked for anew,
+/// e.g. by the next poll, the same work deserves another try).
 pub(super) fn insert_event(
     conn: &Connection,
     ev: &NewEvent,
     now: i64,
 ) -> Result<Enqueued, rusqlite::Error> {
-    let n = conn
+    let inserted: Option<EventId> = conn
         .prepare_cached(
             "INSERT INTO events (kind, pool, dedupe_key, group_key, payload, status, attempts,
                                  run_at, received_at, run_id)
              VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, ?8)
-             ON CONFLICT(dedupe_key) DO NOTHING",
+             ON CONFLICT(dedupe_key) DO UPDATE SET status = 'pending', attempts = 0,
+                payload = excluded.payload, run_at = excluded.run_at,
+                received_at = excluded.received_at, run_id = excluded.run_id,
+                finished_at = NULL, last_error = NULL, locked_by = NULL, locked_until = NULL,
+                result = NULL
+             WHERE events.status IN ('failed', 'dead')
+             RETURNING id",
         )?
-        .execute(params![
-            ev.kind,
-            ev.pool,
-            ev.dedupe_key,
-            ev.group_key,
-            ev.payload,
-            ev.run_at.unwrap_or(now),
-            now,
-            ev.run_id,
-        ])?;
-    if n == 1 {
-        return Ok(Enqueued::Inserted(EventId(conn.last_insert_rowid())));
+        .query_row(
+            params![
+                ev.kind,
+                ev.pool,
+                ev.dedupe_key,
+                ev.group_key,
+                ev.payload,
+                ev.run_at.unwrap_or(now),
+                now,
+                ev.run_id,
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = inserted {
+        return Ok(Enqueued::Inserted(id));
     }
     let id: Option<EventId> = conn
         .prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")?

@@ -7,6 +7,15 @@ use uuid::Uuid;
 use super::{
     page_aad, parse_uuid, user_aad, AccountStatus, FacebookUserRecord, PageRecord, TokenStore,
 };
+
+/// What storing a page token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavedPage {
+    /// Stored, for this merchant.
+    Saved(Uuid),
+    /// Refused: the page's data is being deleted.
+    BeingDeleted,
+}
 use crate::objects::keys::PageId;
 use crate::store::{now_secs, StoreError};
 
@@ -102,7 +111,7 @@ impl TokenStore {
         fb_user_id: Option<String>,
         name: Option<String>,
         token: &SecretString,
-    ) -> Result<Uuid, StoreError> {
+    ) -> Result<SavedPage, StoreError> {
         let p = page.as_str().to_string();
         let enc = self.cipher.encrypt(token.expose_secret(), &page_aad(&p));
         self.db
@@ -113,10 +122,19 @@ impl TokenStore {
                     "INSERT OR IGNORE INTO merchants (uuid, created_at) VALUES (?1, ?2)",
                     params![merchant.to_string(), now],
                 )?;
-                let previous: Option<String> = tx
-                    .query_row("SELECT merchant_uuid FROM pages WHERE page_id = ?1", [&p], |r| r.get(0))
+                let previous: Option<(String, AccountStatus)> = tx
+                    .query_row(
+                        "SELECT merchant_uuid, status FROM pages WHERE page_id = ?1",
+                        [&p],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()?;
-                if let Some(prev) = previous.filter(|m| *m != merchant.to_string()) {
+                if matches!(previous, Some((_, AccountStatus::Deleting))) {
+                    // A data deletion of this page is under way: it must not come back half
+                    // deleted. The merchant can connect it again once the deletion is done.
+                    return Ok(SavedPage::BeingDeleted);
+                }
+                if let Some(prev) = previous.map(|p| p.0).filter(|m| *m != merchant.to_string()) {
                     // The page's admin connected it to another merchant: its objects follow
                     // the new owner from now on. Logged, as it moves data between accounts.
                     tracing::warn!(page = %p, from = %prev, to = %merchant, "page moved to another merchant");
@@ -131,7 +149,7 @@ impl TokenStore {
                     params![p, merchant.to_string(), fb_user_id, name, enc, now],
                 )?;
                 tx.commit()?;
-                Ok(merchant)
+                Ok(SavedPage::Saved(merchant))
             })
             .await
     }
@@ -188,11 +206,53 @@ impl TokenStore {
         let p = page.as_str().to_string();
         self.db
             .call(move |c| {
+                // A deletion in progress is never undone by another status.
                 c.execute(
-                    "UPDATE pages SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE page_id = ?1",
+                    "UPDATE pages SET status = ?2, status_reason = ?3, updated_at = ?4
+                     WHERE page_id = ?1 AND status != 'deleting'",
                     params![p, status, reason, now_secs()],
                 )?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// Marks the page `needs_reauth` because Graph refused `rejected` — only while that is
+    /// still the stored token (a reconnect may have replaced it meanwhile) and the page is not
+    /// being deleted. Returns whether it was marked.
+    pub async fn mark_page_reauth(
+        &self,
+        page: &PageId,
+        rejected: &SecretString,
+        reason: String,
+    ) -> Result<bool, StoreError> {
+        let p = page.as_str().to_string();
+        let cipher = self.cipher.clone();
+        let rejected = SecretString::from(rejected.expose_secret().to_string());
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let stored: Option<Vec<u8>> = tx
+                    .query_row(
+                        "SELECT access_token FROM pages WHERE page_id = ?1 AND status != 'deleting'",
+                        [&p],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(stored) = stored else {
+                    return Ok(false);
+                };
+                let current = cipher.decrypt(&stored, &page_aad(&p))?;
+                if current.expose_secret() != rejected.expose_secret() {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "UPDATE pages SET status = 'needs_reauth', status_reason = ?2, updated_at = ?3
+                     WHERE page_id = ?1",
+                    params![p, reason, now_secs()],
+                )?;
+                tx.commit()?;
+                Ok(true)
             })
             .await
     }

@@ -16,6 +16,7 @@ use super::{text_enum, Db, StoreError};
 use crate::crypto::TokenCipher;
 use crate::objects::keys::{PageId, ShopDomain};
 
+pub use facebook::SavedPage;
 pub use watermarks::Watermark;
 
 #[derive(Clone)]

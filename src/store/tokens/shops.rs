@@ -78,10 +78,14 @@ impl TokenStore {
 
     /// Replaces the tokens of an active shop after a refresh, leaving its install state alone;
     /// false when the shop is no longer active (e.g. uninstalled meanwhile).
+    /// Replaces the tokens of the install made at `installed_at` (compare and swap: a
+    /// refresh that raced a reinstall must not overwrite the new grant); false when the shop
+    /// is no longer active or was reinstalled meanwhile.
     pub async fn update_shop_tokens(
         &self,
         domain: &ShopDomain,
         grant: ShopGrant,
+        installed_at: i64,
     ) -> Result<bool, StoreError> {
         let d = domain.as_str().to_string();
         let token = self
@@ -96,7 +100,7 @@ impl TokenStore {
                 Ok(c.execute(
                     "UPDATE shops SET access_token = ?2, scopes = ?3, token_expires_at = ?4,
                         refresh_token = ?5, refresh_token_expires_at = ?6, updated_at = ?7
-                     WHERE domain = ?1 AND status = 'active'",
+                     WHERE domain = ?1 AND status = 'active' AND installed_at = ?8",
                     params![
                         d,
                         token,
@@ -104,7 +108,8 @@ impl TokenStore {
                         grant.expires_at,
                         refresh,
                         grant.refresh_token_expires_at,
-                        now_secs()
+                        now_secs(),
+                        installed_at
                     ],
                 )? == 1)
             })
@@ -211,6 +216,25 @@ impl TokenStore {
                     )?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    /// Marks the install made at `installed_at` as needing re-authorisation (not a newer one).
+    pub async fn mark_shop_reauth(
+        &self,
+        domain: &ShopDomain,
+        installed_at: i64,
+        reason: String,
+    ) -> Result<bool, StoreError> {
+        let d = domain.as_str().to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.execute(
+                    "UPDATE shops SET status = 'needs_reauth', status_reason = ?2, updated_at = ?3
+                     WHERE domain = ?1 AND status = 'active' AND installed_at = ?4",
+                    params![d, reason, now_secs(), installed_at],
+                )? == 1)
             })
             .await
     }
