@@ -135,6 +135,7 @@ fn env(
         ("TOKEN_DB_PATH".into(), p("tokens.db")),
         ("SESSION_DB_PATH".into(), p("sessions.db")),
         ("EVENTS_DB_PATH".into(), p("events.db")),
+        ("CATALOG_DB_PATH".into(), p("catalog.db")),
         ("STORAGE_DIR".into(), p("objects")),
         ("BACKUP_DIR".into(), p("backups")),
         ("SHOPIFY_INITIAL_SYNC_WAIT_SECS".into(), "0".into()),

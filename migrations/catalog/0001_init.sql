@@ -22,6 +22,7 @@ CREATE TABLE entities (
     handle      TEXT,                     -- products: their handle (collections list them)
     updated_at  TEXT,                     -- Shopify's updatedAt
     generation  INTEGER NOT NULL,         -- the full sync that last saw it (or the current one)
+    fetched_at  INTEGER,                  -- unix ms (our clock) of the last read of it alone
     PRIMARY KEY (shop, kind, id)
 ) WITHOUT ROWID;
 
@@ -31,6 +32,7 @@ CREATE TABLE inventory_items (
     item_id     INTEGER NOT NULL,
     product_id  INTEGER NOT NULL,
     variant_id  INTEGER NOT NULL,
+    fetched_at  INTEGER,                  -- unix ms of the last read of its levels
     PRIMARY KEY (shop, item_id)
 ) WITHOUT ROWID;
 CREATE INDEX inventory_items_by_product ON inventory_items(shop, product_id);

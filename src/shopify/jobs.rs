@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::subscriptions::ensure_subscriptions;
-use super::sync::{self, redact_shop, Applied, Changes, SyncOutcome};
+use super::sync::{self, noted, redact_shop, Applied, Changes, SyncOutcome};
 use super::topics::{EntityTopic, Topic};
 use super::{SyncError, REFRESH_DEBOUNCE};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
@@ -34,6 +34,10 @@ pub struct ShopifyWebhook {
     /// discount): all that is kept of the body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<i64>,
+    /// When the delivery was received (unix ms, our clock). Shopify sends a webhook after the
+    /// change is committed, so a read of the entity that started later already holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_ms: Option<i64>,
 }
 
 impl ShopifyWebhook {
@@ -60,17 +64,29 @@ impl ShopifyWebhook {
             changes.unknown = true;
             return;
         };
-        let set = match (kind, deleted) {
-            (EntityTopic::Product, false) => &mut changes.products,
-            (EntityTopic::Product, true) => &mut changes.deleted_products,
-            (EntityTopic::InventoryItem, _) => &mut changes.inventory_items,
-            (EntityTopic::Collection, false) => &mut changes.collections,
-            (EntityTopic::Collection, true) => &mut changes.deleted_collections,
-            (EntityTopic::Discount, false) => &mut changes.discounts,
-            (EntityTopic::Discount, true) => &mut changes.deleted_discounts,
-        };
-        set.insert(id);
-        if let Some(t) = self.triggered_at() {
+        let at = self.received_ms;
+        match (kind, deleted) {
+            (EntityTopic::Product, false) => noted(&mut changes.products, id, at),
+            (EntityTopic::Product, true) => {
+                changes.deleted_products.insert(id);
+            }
+            (EntityTopic::InventoryItem, _) => noted(&mut changes.inventory_items, id, at),
+            (EntityTopic::Collection, false) => noted(&mut changes.collections, id, at),
+            (EntityTopic::Collection, true) => {
+                changes.deleted_collections.insert(id);
+            }
+            (EntityTopic::Discount, false) => noted(&mut changes.discounts, id, at),
+            (EntityTopic::Discount, true) => {
+                changes.deleted_discounts.insert(id);
+            }
+        }
+        // When the change happened (the delivery's receipt if Shopify did not say): where a
+        // window search starts. A product it misses is read on its own, so late is safe.
+        let happened = self.triggered_at().or_else(|| {
+            self.received_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        });
+        if let Some(t) = happened {
             changes.since = Some(changes.since.map_or(t, |s| s.min(t)));
         }
     }
@@ -259,6 +275,13 @@ impl Job for ShopifySync {
             tracing::warn!(shop = %job.shop, error = %e, "shop sync failed");
             JobError::from(e)
         })?;
+        tracing::info!(
+            shop = %job.shop,
+            read = %out.detail["read"],
+            written = out.written(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shop synced"
+        );
         Ok(JobOutput::done().with_result(outcome_json(&out)))
     }
 }

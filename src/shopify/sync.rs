@@ -3,7 +3,7 @@
 //! (`shop/redact`). All of them run only as jobs in the shop's queue group, so no two of them
 //! overlap for one shop.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -50,12 +50,14 @@ impl SyncOutcome {
 /// Entities named by a batch of webhook deliveries.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
-    pub products: BTreeSet<i64>,
+    /// Changed entities, each with the time its newest delivery was received (unix ms; `None`:
+    /// unknown, so it is read whatever the store holds).
+    pub products: BTreeMap<i64, Option<i64>>,
     pub deleted_products: BTreeSet<i64>,
-    pub inventory_items: BTreeSet<i64>,
-    pub collections: BTreeSet<i64>,
+    pub inventory_items: BTreeMap<i64, Option<i64>>,
+    pub collections: BTreeMap<i64, Option<i64>>,
     pub deleted_collections: BTreeSet<i64>,
-    pub discounts: BTreeSet<i64>,
+    pub discounts: BTreeMap<i64, Option<i64>>,
     pub deleted_discounts: BTreeSet<i64>,
     /// The earliest time a changed product may have changed (from `X-Shopify-Triggered-At`).
     pub since: Option<chrono::DateTime<chrono::Utc>>,
@@ -74,6 +76,30 @@ impl Changes {
             && self.discounts.is_empty()
             && self.deleted_discounts.is_empty()
     }
+}
+
+/// Notes that a delivery about entity `id` was received at `at` (unix ms, if known).
+pub fn noted(map: &mut BTreeMap<i64, Option<i64>>, id: i64, at: Option<i64>) {
+    map.entry(id)
+        .and_modify(|t| *t = t.zip(at).map(|(a, b)| a.max(b)))
+        .or_insert(at);
+}
+
+/// The entities of `changed` not read on their own since their newest delivery arrived (a
+/// read that started after a delivery holds its change): a burst of deliveries about one
+/// product is one query, whatever batches they arrive in.
+fn still_unread(
+    changed: &BTreeMap<i64, Option<i64>>,
+    read_at: &HashMap<i64, i64>,
+) -> BTreeSet<i64> {
+    changed
+        .iter()
+        .filter(|(id, at)| match (at, read_at.get(id)) {
+            (Some(at), Some(read)) => read < at,
+            _ => true,
+        })
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// The shop's merchant, if it is still connected to them (checked again before objects are
@@ -310,22 +336,42 @@ pub async fn apply(
     let mut products_dirty = false;
     let mut metadata_dirty = false;
     // Collections list product handles: a product that went or changed handle changes them.
-    let mut collections = changes.collections.clone();
+    let read_at = |kind, ids: &BTreeMap<i64, Option<i64>>| {
+        catalog.fetched_at(shop, kind, ids.keys().copied().collect())
+    };
+    let products = still_unread(
+        &changes.products,
+        &read_at(EntityKind::Product, &changes.products).await?,
+    );
+    let mut collections = still_unread(
+        &changes.collections,
+        &read_at(EntityKind::Collection, &changes.collections).await?,
+    );
+    let discounts = still_unread(
+        &changes.discounts,
+        &read_at(EntityKind::Discount, &changes.discounts).await?,
+    );
+    let items = still_unread(
+        &changes.inventory_items,
+        &catalog
+            .items_fetched_at(shop, changes.inventory_items.keys().copied().collect())
+            .await?,
+    );
+    let started = crate::store::now_millis();
     let mut stale_handles: Vec<String> = Vec::new();
 
     for id in &changes.deleted_products {
         stale_handles.extend(catalog.handle_of(shop, *id).await?);
         products_dirty |= catalog.delete(shop, EntityKind::Product, vec![*id]).await? > 0;
     }
-    let wanted: BTreeSet<i64> = changes
-        .products
+    let wanted: BTreeSet<i64> = products
         .difference(&changes.deleted_products)
         .copied()
         .collect();
     let mut fresh: HashSet<i64> = HashSet::new();
-    if wanted.len() > WINDOW_AT && changes.since.is_some() {
+    if let (true, Some(since)) = (wanted.len() > WINDOW_AT, changes.since) {
         // A bulk edit: one search for everything changed since the first delivery.
-        let since = changes.since.unwrap() - chrono::Duration::seconds(60);
+        let since = since - chrono::Duration::seconds(60);
         let mut search = entities::ProductSearch::new(&f, updated_since(since));
         while let Some(batch) = search.next_page().await? {
             fresh.extend(batch.iter().map(|p| p.row.id));
@@ -353,7 +399,15 @@ pub async fn apply(
         }
         fresh.insert(*id);
     }
-    for item in &changes.inventory_items {
+    catalog
+        .mark_fetched(
+            shop,
+            EntityKind::Product,
+            fresh.iter().copied().collect(),
+            started,
+        )
+        .await?;
+    for item in &items {
         if let Some(p) = catalog.product_of_item(shop, *item).await? {
             if fresh.contains(&p) {
                 continue; // just read in full
@@ -389,6 +443,9 @@ pub async fn apply(
             products_dirty |= changed > 0;
             fresh.insert(id);
         }
+        catalog
+            .mark_items_fetched(shop, vec![*item], started)
+            .await?;
     }
     collections.extend(catalog.collections_listing(shop, stale_handles).await?);
     for id in changes.deleted_collections.iter() {
@@ -397,7 +454,11 @@ pub async fn apply(
             .await?
             > 0;
     }
-    for id in collections.difference(&changes.deleted_collections) {
+    let collections: Vec<i64> = collections
+        .difference(&changes.deleted_collections)
+        .copied()
+        .collect();
+    for id in &collections {
         metadata_dirty |= match entities::collection(&f, *id).await? {
             Some(r) => {
                 catalog
@@ -419,7 +480,11 @@ pub async fn apply(
             .await?
             > 0;
     }
-    for id in changes.discounts.difference(&changes.deleted_discounts) {
+    let discounts: Vec<i64> = discounts
+        .difference(&changes.deleted_discounts)
+        .copied()
+        .collect();
+    for id in &discounts {
         metadata_dirty |= match entities::discount(&f, *id).await? {
             Some(r) => {
                 catalog
@@ -435,6 +500,12 @@ pub async fn apply(
             }
         };
     }
+    catalog
+        .mark_fetched(shop, EntityKind::Collection, collections, started)
+        .await?;
+    catalog
+        .mark_fetched(shop, EntityKind::Discount, discounts, started)
+        .await?;
     let mut which = Vec::new();
     if metadata_dirty {
         which.push(Object::Metadata);

@@ -118,6 +118,7 @@ pub async fn receive(
     // 3. Durable insert, deduplicated by the job's key (event id, webhook id, or content).
     let delivery = ShopifyWebhook {
         entity,
+        received_ms: Some(crate::store::now_millis()),
         topic,
         event_id: header(&headers, "x-shopify-event-id").map(str::to_string),
         webhook_id: header(&headers, "x-shopify-webhook-id").map(str::to_string),

@@ -205,6 +205,10 @@ pub fn test_vars(dir: &std::path::Path, extra: &[(String, String)]) -> HashMap<S
             "EVENTS_DB_PATH",
             dir.join("events.db").display().to_string(),
         ),
+        (
+            "CATALOG_DB_PATH",
+            dir.join("catalog.db").display().to_string(),
+        ),
         ("STORAGE_DIR", dir.join("objects").display().to_string()),
         ("BACKUP_DIR", dir.join("backups").display().to_string()),
     ]
@@ -232,6 +236,10 @@ pub fn fast_workers(w: &mut WorkerConfig) {
 }
 
 pub async fn spawn_app(extra: &[(String, String)]) -> TestApp {
+    // `TEST_LOG=1 cargo test …` shows the apps' logs (filtered by RUST_LOG).
+    if std::env::var_os("TEST_LOG").is_some() {
+        salesbot_sync::telemetry::init(salesbot_sync::config::LogFormat::Text);
+    }
     let dir = tempfile::tempdir().unwrap();
     spawn_app_in(dir, extra).await
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use super::{open_connection, text_enum, Db, DbKind, StoreError};
+use super::{text_enum, Db, DbKind, StoreError};
 use crate::objects::keys::ShopDomain;
 
 text_enum!(
@@ -391,17 +391,122 @@ impl CatalogStore {
         self.db
             .call(move |c| {
                 let tx = c.transaction()?;
-                tx.prepare_cached("DELETE FROM inventory_items WHERE shop = ?1 AND product_id = ?2")?
-                    .execute(params![s, product])?;
+                tx.prepare_cached(
+                    "DELETE FROM inventory_items WHERE shop = ?1 AND product_id = ?2",
+                )?
+                .execute(params![s, product])?;
+                // The product was just read with every variant: its items' levels too.
+                let now = super::now_millis();
                 for (item, variant) in items {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO inventory_items (shop, item_id, product_id, variant_id)
-                         VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT OR REPLACE INTO inventory_items
+                            (shop, item_id, product_id, variant_id, fetched_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
-                    .execute(params![s, item, product, variant])?;
+                    .execute(params![s, item, product, variant, now])?;
                 }
                 tx.commit()?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// Records that these entities were just read from Shopify on their own (webhook work):
+    /// a delivery about a change older than that read needs no other.
+    pub async fn mark_fetched(
+        &self,
+        shop: &ShopDomain,
+        kind: EntityKind,
+        ids: Vec<i64>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let s = shop.to_string();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                for id in ids {
+                    tx.prepare_cached(
+                        "UPDATE entities SET fetched_at = ?4 WHERE shop = ?1 AND kind = ?2 AND id = ?3",
+                    )?
+                    .execute(params![s, kind, id, at])?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// When each of these entities was last read on its own (those never read are absent).
+    pub async fn fetched_at(
+        &self,
+        shop: &ShopDomain,
+        kind: EntityKind,
+        ids: Vec<i64>,
+    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        let s = shop.to_string();
+        self.db
+            .call(move |c| {
+                let mut out = std::collections::HashMap::new();
+                let mut st = c.prepare_cached(
+                    "SELECT fetched_at FROM entities WHERE shop = ?1 AND kind = ?2 AND id = ?3",
+                )?;
+                for id in ids {
+                    let at: Option<Option<i64>> = st
+                        .query_row(params![s, kind, id], |r| r.get(0))
+                        .optional()?;
+                    if let Some(Some(at)) = at {
+                        out.insert(id, at);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Records that these inventory items' levels were just read.
+    pub async fn mark_items_fetched(
+        &self,
+        shop: &ShopDomain,
+        items: Vec<i64>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let s = shop.to_string();
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                for item in items {
+                    tx.prepare_cached(
+                        "UPDATE inventory_items SET fetched_at = ?3 WHERE shop = ?1 AND item_id = ?2",
+                    )?
+                    .execute(params![s, item, at])?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// When each of these inventory items' levels were last read.
+    pub async fn items_fetched_at(
+        &self,
+        shop: &ShopDomain,
+        items: Vec<i64>,
+    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        let s = shop.to_string();
+        self.db
+            .call(move |c| {
+                let mut out = std::collections::HashMap::new();
+                let mut st = c.prepare_cached(
+                    "SELECT fetched_at FROM inventory_items WHERE shop = ?1 AND item_id = ?2",
+                )?;
+                for item in items {
+                    let at: Option<Option<i64>> =
+                        st.query_row(params![s, item], |r| r.get(0)).optional()?;
+                    if let Some(Some(at)) = at {
+                        out.insert(item, at);
+                    }
+                }
+                Ok(out)
             })
             .await
     }
@@ -656,7 +761,13 @@ impl CatalogStore {
         kind: EntityKind,
         mut f: impl FnMut(&[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let conn: Connection = open_connection(&self.path, DbKind::Catalog)?;
+        // A reader of its own (WAL: a snapshot, never blocking the writer), opened read-only
+        // and without the writer's pragmas and migrations, which would take locks.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mut st =
             conn.prepare("SELECT body FROM entities WHERE shop = ?1 AND kind = ?2 ORDER BY id")?;
         let mut rows = st.query(params![shop.as_str(), kind])?;
