@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{sha256_hex, ObjectError, ObjectKey};
+use super::{ObjectError, ObjectKey};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -31,8 +31,32 @@ impl LocalStore {
         key.split('/').fold(self.root.clone(), |p, seg| p.join(seg))
     }
 
+    /// Hashed from the file in chunks on the blocking pool: a catalogue object can be
+    /// hundreds of megabytes, and memory must not grow with it.
     pub async fn head_sha256(&self, key: &ObjectKey) -> Result<Option<String>, ObjectError> {
-        Ok(self.get(key).await?.map(|b| sha256_hex(&b)))
+        let path = self.path(key.as_str());
+        let k = key.as_str().to_string();
+        tokio::task::spawn_blocking(move || -> Result<Option<String>, ObjectError> {
+            use sha2::Digest;
+            use std::io::Read;
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(&k, e)),
+            };
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf).map_err(|e| io_err(&k, e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(Some(hex::encode(hasher.finalize())))
+        })
+        .await
+        .map_err(|e| io_err(key.as_str(), e))?
     }
 
     pub async fn get(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, ObjectError> {

@@ -2,10 +2,11 @@
 //!
 //! The bytes are produced row by row (each row is already canonical JSON, rows in id order),
 //! so memory stays bounded whatever the catalogue's size, and they are the same bytes
-//! `canonical_json` gives for the whole object. A first pass hashes them; when the stored
-//! object's `sha256` (a HEAD) is the same nothing is written; otherwise a second pass uploads
-//! them (multipart above 8 MiB).
+//! `canonical_json` gives for the whole object. They are hashed while spooled; when the
+//! stored object's `sha256` (a HEAD) is the same nothing is written; otherwise the spool is
+//! uploaded (multipart above 8 MiB).
 
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use sha2::Digest;
@@ -20,6 +21,8 @@ use crate::store::now_millis;
 
 /// Chunks handed from the reading thread to the upload.
 const CHUNK: usize = 1024 * 1024;
+/// Objects up to this size are spooled in memory, larger ones in a temporary file.
+const SPOOL_IN_MEMORY: usize = 8 * 1024 * 1024;
 /// A shop's objects are rebuilt at most this often (a busy shop's changes coalesce).
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -87,17 +90,33 @@ pub async fn write(
         Object::Products => None,
     };
 
-    // Pass 1: the hash, on the blocking pool.
-    let (c, s, b) = (catalog.clone(), shop.clone(), shop_body.clone());
-    let (sha, size) = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
+    // One pass over the rows, on the blocking pool: the bytes are hashed while they are
+    // spooled (in memory up to SPOOL_IN_MEMORY, then to a temporary file), so the rows are
+    // read once and memory stays bounded whatever the size.
+    let (c, s) = (catalog.clone(), shop.clone());
+    let (sha, size, mut spool) = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
         let mut hasher = Hasher::new();
         let mut size = 0;
-        render(&c, &s, object, b.as_deref(), &mut |bytes| {
+        let mut spool = tempfile::SpooledTempFile::new(SPOOL_IN_MEMORY);
+        let mut failed: Option<std::io::Error> = None;
+        render(&c, &s, object, shop_body.as_deref(), &mut |bytes| {
             hasher.update(bytes);
             size += bytes.len();
-            true
+            match spool.write_all(bytes) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
         })?;
-        Ok((hex::encode(hasher.finalize()), size))
+        if let Some(e) = failed {
+            return Err(SyncError::Internal(format!("spooling an object: {e}")));
+        }
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| SyncError::Internal(format!("spooling an object: {e}")))?;
+        Ok((hex::encode(hasher.finalize()), size, spool))
     })
     .await
     .map_err(blocking_err)??;
@@ -106,36 +125,41 @@ pub async fn write(
         return Ok((PutOutcome::Unchanged, size));
     }
 
-    // Pass 2: the same bytes, streamed into the upload.
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
-    let (c, s) = (catalog.clone(), shop.clone());
-    let producer = tokio::task::spawn_blocking(move || -> Result<(), SyncError> {
-        let mut buf = Vec::with_capacity(CHUNK);
-        let mut open = true;
-        render(&c, &s, object, shop_body.as_deref(), &mut |bytes| {
-            buf.extend_from_slice(bytes);
-            if buf.len() >= CHUNK {
-                open = tx.blocking_send(std::mem::take(&mut buf)).is_ok();
+    // The spooled bytes, read in chunks into the upload (multipart above 8 MiB).
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let reader = tokio::task::spawn_blocking(move || loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match spool.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
             }
-            open
-        })?;
-        if open && !buf.is_empty() {
-            let _ = tx.blocking_send(buf);
         }
-        Ok(())
+        if filled == 0 {
+            return;
+        }
+        buf.truncate(filled);
+        if tx.blocking_send(Ok(buf)).is_err() {
+            return;
+        }
     });
     let mut upload = state.objects.begin_upload(&key, &sha).await?;
     let mut written = 0;
     while let Some(chunk) = rx.recv().await {
+        let chunk =
+            chunk.map_err(|e| SyncError::Internal(format!("reading a spooled object: {e}")))?;
         written += chunk.len();
         upload.write(&state.objects, &chunk).await?;
     }
-    producer.await.map_err(blocking_err)??;
+    reader.await.map_err(blocking_err)?;
     if written != size {
-        // The rows changed between the passes: only a writer outside the shop's queue
-        // group could do that. Upload nothing rather than bytes that do not match the hash.
         return Err(SyncError::Internal(format!(
-            "{key} changed while it was written ({written} bytes, {size} expected)"
+            "{key}: {written} bytes spooled, {size} expected"
         )));
     }
     upload.finish(&state.objects).await?;
@@ -153,18 +177,20 @@ pub async fn write_all(
     if objects.is_empty() {
         return Ok(Vec::new());
     }
+    // Measured between starts: a build that takes longer than the interval is followed by
+    // the next one at once.
     if let Some(last) = state.catalog.state(shop).await?.built_at {
         let since = now_millis() - last;
         if since >= 0 && (since as u128) < MIN_INTERVAL.as_millis() {
             tokio::time::sleep(MIN_INTERVAL - Duration::from_millis(since as u64)).await;
         }
     }
+    state.catalog.set_built_at(shop, now_millis()).await?;
     let mut out = Vec::new();
     for o in objects {
         let (outcome, size) = write(state, shop, merchant, *o).await?;
         tracing::debug!(%shop, object = ?o, ?outcome, bytes = size, "shop object built");
         out.push((*o, outcome));
     }
-    state.catalog.set_built_at(shop, now_millis()).await?;
     Ok(out)
 }

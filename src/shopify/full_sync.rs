@@ -94,7 +94,11 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
         report.path = "paged";
         newest = stage_paged(&f, catalog).await?;
     }
+    let phase = std::time::Instant::now();
+    tracing::debug!(%shop, path = report.path, "products and variants staged");
     report.products = assemble(catalog, shop, generation).await?;
+    tracing::debug!(%shop, products = report.products, elapsed_ms = phase.elapsed().as_millis() as u64, "products assembled");
+    let phase = std::time::Instant::now();
 
     // Collections and discounts are few: read page by page.
     for node in f
@@ -128,9 +132,12 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
         report.discounts += 1;
     }
     refresh_shop(&f, catalog).await?;
+    tracing::debug!(%shop, elapsed_ms = phase.elapsed().as_millis() as u64, "collections, discounts and shop read");
+    let phase = std::time::Instant::now();
     report.removed = catalog
         .finish_full_sync(shop, generation, now_secs())
         .await?;
+    tracing::debug!(%shop, elapsed_ms = phase.elapsed().as_millis() as u64, "full sync recorded");
     if let Some(n) = newest {
         catalog.set_watermark(shop, &n).await?;
     }
@@ -265,6 +272,7 @@ async fn stage_bulk(
                 },
             };
             catalog.set_bulk(shop, Some((&op, *stage))).await?;
+            let phase = std::time::Instant::now();
             let url = match bulk::wait(api, shop, &op).await? {
                 Finished::Completed(url) => url,
                 Finished::Unusable(u) => return Ok(Err(u)),
@@ -281,6 +289,7 @@ async fn stage_bulk(
                     }
                 }
                 sink.flush().await?;
+                tracing::debug!(%shop, ?stage, lines = sink.seq, elapsed_ms = phase.elapsed().as_millis() as u64, "bulk operation read");
                 if let Some(n) = sink.newest {
                     newest = Some(n);
                 }
@@ -508,8 +517,6 @@ async fn assemble(
         catalog
             .put(shop, EntityKind::Product, rows, generation)
             .await?;
-        for (product, items) in index {
-            catalog.set_inventory_items(shop, product, items).await?;
-        }
+        catalog.set_inventory_items_of(shop, index).await?;
     }
 }

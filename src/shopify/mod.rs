@@ -26,8 +26,9 @@ use api::ShopifyApi;
 use client::ShopifyError;
 
 /// Content deliveries wait this long before processing, so a burst of them (a bulk edit in
-/// the admin) is read in one run, each entity once.
-pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
+/// the admin) is read in one run, each entity once (later deliveries about an entity read
+/// since are skipped anyway).
+pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
     state.config.shopify.as_ref().ok_or_else(|| {

@@ -298,10 +298,12 @@ async fn store_products(
 ) -> Result<usize, SyncError> {
     let catalog = &state.catalog;
     let mut rows = Vec::with_capacity(batch.len());
+    let mut index = Vec::with_capacity(batch.len());
     for p in batch {
-        catalog.set_inventory_items(shop, p.row.id, p.items).await?;
+        index.push((p.row.id, p.items));
         rows.push(p.row);
     }
+    catalog.set_inventory_items_of(shop, index).await?;
     Ok(catalog
         .put(shop, EntityKind::Product, rows, generation)
         .await?)

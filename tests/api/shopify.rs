@@ -6,6 +6,7 @@ use salesbot_sync::objects::keys::{self, ShopDomain};
 use salesbot_sync::poll::Target;
 use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::shopify::sync::full as sync_shop;
+use salesbot_sync::shopify::REFRESH_DEBOUNCE;
 use salesbot_sync::store::events::EventStatus;
 use serde_json::Value;
 use uuid::Uuid;
@@ -549,6 +550,7 @@ async fn a_burst_of_500_updates_to_one_product_is_one_query_not_500() {
 
     let body = br#"{"id":1011,"title":"Renamed in a burst"}"#;
     let sig = sign_webhook(secret(&env.fake).as_bytes(), body);
+    let started = std::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..500 {
         let (client, url, sig) = (
@@ -573,12 +575,18 @@ async fn a_burst_of_500_updates_to_one_product_is_one_query_not_500() {
     while let Some(s) = set.join_next().await {
         assert_eq!(s.unwrap(), 200);
     }
+    let burst = started.elapsed();
     drained(&env.app).await;
-    assert_eq!(
-        (env.fake.requests("Product"), env.fake.requests("Shop")),
-        (1, 0),
-        "one product query for 500 deliveries, no catalogue read"
+    // A delivery received after a read started may describe a later change, so it is read
+    // again: one read when the burst fits in the debounce window, else at most one per
+    // window the burst spanned (the suite runs in parallel on two cores; bursts can be slow).
+    let windows = (burst.as_millis() / REFRESH_DEBOUNCE.as_millis()) as usize;
+    let reads = env.fake.requests("Product");
+    assert!(
+        (1..=1 + windows).contains(&reads),
+        "{reads} product queries for 500 deliveries over {burst:?}"
     );
+    assert_eq!(env.fake.requests("Shop"), 0, "no catalogue read");
     let rows = env.app.state.events.rows().await.unwrap();
     assert_eq!(
         rows.iter()

@@ -250,7 +250,8 @@ impl CatalogStore {
                         .execute(params![s, kind, id])?;
                     if kind == EntityKind::Product {
                         tx.prepare_cached(
-                            "DELETE FROM inventory_items WHERE shop = ?1 AND product_id = ?2",
+                            "DELETE FROM inventory_items INDEXED BY inventory_items_by_product
+                             WHERE shop = ?1 AND product_id = ?2",
                         )?
                         .execute(params![s, id])?;
                     }
@@ -387,23 +388,40 @@ impl CatalogStore {
         product: i64,
         items: Vec<(i64, i64)>,
     ) -> Result<(), StoreError> {
+        self.set_inventory_items_of(shop, vec![(product, items)])
+            .await
+    }
+
+    /// Replaces the index entries of each product, all in one transaction (a full sync's
+    /// batch: one commit, not one per product).
+    pub async fn set_inventory_items_of(
+        &self,
+        shop: &ShopDomain,
+        products: Vec<(i64, Vec<(i64, i64)>)>,
+    ) -> Result<(), StoreError> {
         let s = shop.to_string();
         self.db
             .call(move |c| {
                 let tx = c.transaction()?;
-                tx.prepare_cached(
-                    "DELETE FROM inventory_items WHERE shop = ?1 AND product_id = ?2",
-                )?
-                .execute(params![s, product])?;
-                // The product was just read with every variant: its items' levels too.
+                // The products were just read with every variant: their items' levels too.
                 let now = super::now_millis();
-                for (item, variant) in items {
+                for (product, items) in products {
+                    // INDEXED BY: without statistics SQLite 3.50 picks the primary key's
+                    // `shop` prefix instead, a scan of every item of the shop per product
+                    // (quadratic in a full sync).
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO inventory_items
-                            (shop, item_id, product_id, variant_id, fetched_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "DELETE FROM inventory_items INDEXED BY inventory_items_by_product
+                         WHERE shop = ?1 AND product_id = ?2",
                     )?
-                    .execute(params![s, item, product, variant, now])?;
+                    .execute(params![s, product])?;
+                    for (item, variant) in items {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO inventory_items
+                                (shop, item_id, product_id, variant_id, fetched_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![s, item, product, variant, now])?;
+                    }
                 }
                 tx.commit()?;
                 Ok(())
