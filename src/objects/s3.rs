@@ -19,6 +19,7 @@ use crate::config::SpacesSettings;
 /// Most keys one DeleteObjects request may name.
 pub const DELETE_BATCH: usize = 1000;
 
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,

@@ -13,13 +13,23 @@ use super::{local, s3, Backend, ObjectError, ObjectKey, ObjectStore};
 /// Objects above this are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts sent at once: the next part is signed and sent while the store takes the previous
+/// one (memory: this many parts, plus the one being filled).
+const PARTS_IN_FLIGHT: usize = 2;
+
+type PartResult = Result<CompletedPart, ObjectError>;
 
 enum State {
     /// Not yet known to be large.
     Buffer(Vec<u8>),
     Multipart {
         upload_id: String,
+        /// Parts the store has confirmed.
         parts: Vec<CompletedPart>,
+        /// Parts being sent (dropping the set cancels them).
+        sending: tokio::task::JoinSet<PartResult>,
+        /// Parts numbered so far.
+        numbered: i32,
         buf: Vec<u8>,
     },
     Local(local::StreamingFile),
@@ -70,6 +80,8 @@ impl Upload {
                     let mut st = State::Multipart {
                         upload_id,
                         parts: Vec::new(),
+                        sending: tokio::task::JoinSet::new(),
+                        numbered: 0,
                         buf,
                     };
                     if let Err(e) = flush_parts(s3, &self.key, &mut st, false).await {
@@ -82,6 +94,8 @@ impl Upload {
             State::Multipart {
                 upload_id,
                 parts,
+                sending,
+                numbered,
                 mut buf,
             } => {
                 buf.extend_from_slice(data);
@@ -89,6 +103,8 @@ impl Upload {
                 let mut st = State::Multipart {
                     upload_id,
                     parts,
+                    sending,
+                    numbered,
                     buf,
                 };
                 if let Err(e) = flush_parts(s3, &self.key, &mut st, false).await {
@@ -122,11 +138,15 @@ impl Upload {
                     return Err(e);
                 }
                 let State::Multipart {
-                    upload_id, parts, ..
+                    upload_id,
+                    mut parts,
+                    ..
                 } = st
                 else {
                     unreachable!("still multipart");
                 };
+                // Parts finish in any order; the store wants them by number.
+                parts.sort_by_key(|p| p.part_number());
                 if let Err(e) = s3.complete_multipart(&self.key, &upload_id, parts).await {
                     let _ = s3.abort_multipart(&self.key, &upload_id).await;
                     return Err(e);
@@ -139,7 +159,8 @@ impl Upload {
     }
 }
 
-/// Sends every full part in the buffer (and, at the end, what is left).
+/// Sends every full part in the buffer (and, at the end, what is left), up to
+/// `PARTS_IN_FLIGHT` at once; at the end it waits for all of them.
 async fn flush_parts(
     s3: &s3::S3Store,
     key: &ObjectKey,
@@ -149,23 +170,42 @@ async fn flush_parts(
     let State::Multipart {
         upload_id,
         parts,
+        sending,
+        numbered,
         buf,
     } = st
     else {
         return Ok(());
     };
+    let joined = |r: Result<PartResult, tokio::task::JoinError>| {
+        r.map_err(|e| ObjectError::Io {
+            key: key.to_string(),
+            reason: format!("sending a part: {e}"),
+        })?
+    };
     while buf.len() >= PART_SIZE || (last && !buf.is_empty()) {
+        if sending.len() >= PARTS_IN_FLIGHT {
+            if let Some(r) = sending.join_next().await {
+                parts.push(joined(r)?);
+            }
+        }
         let take = buf.len().min(PART_SIZE);
         let rest = buf.split_off(take);
         let part = std::mem::replace(buf, rest);
-        let number = parts.len() as i32 + 1;
-        let etag = s3.upload_part(key, upload_id, number, part).await?;
-        parts.push(
-            CompletedPart::builder()
+        *numbered += 1;
+        let (s3, key, upload_id, number) = (s3.clone(), key.clone(), upload_id.clone(), *numbered);
+        sending.spawn(async move {
+            let etag = s3.upload_part(&key, &upload_id, number, part).await?;
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .e_tag(etag)
-                .build(),
-        );
+                .build())
+        });
+    }
+    if last {
+        while let Some(r) = sending.join_next().await {
+            parts.push(joined(r)?);
+        }
     }
     Ok(())
 }

@@ -94,6 +94,7 @@ pub async fn write(
     // spooled (in memory up to SPOOL_IN_MEMORY, then to a temporary file), so the rows are
     // read once and memory stays bounded whatever the size.
     let (c, s) = (catalog.clone(), shop.clone());
+    let started = std::time::Instant::now();
     let (sha, size, mut spool) = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
         let mut hasher = Hasher::new();
         let mut size = 0;
@@ -120,6 +121,7 @@ pub async fn write(
     })
     .await
     .map_err(blocking_err)??;
+    let rendered = started.elapsed();
     if state.objects.head_sha256(&key).await?.as_deref() == Some(sha.as_str()) {
         metrics::counter!("uploads_total", "result" => "unchanged").increment(1);
         return Ok((PutOutcome::Unchanged, size));
@@ -164,6 +166,7 @@ pub async fn write(
     }
     upload.finish(&state.objects).await?;
     metrics::counter!("uploads_total", "result" => "written").increment(1);
+    tracing::debug!(%key, render_ms = rendered.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "object uploaded");
     Ok((PutOutcome::Written, size))
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use salesbot_sync::config::{Settings, StorageSettings};
 use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
-use salesbot_sync::objects::{sha256_hex, ObjectStore, PutOutcome};
+use salesbot_sync::objects::{sha256_hex, ObjectStore, PutOutcome, MULTIPART_THRESHOLD};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -115,6 +115,28 @@ async fn common_cases(store: &ObjectStore) {
     let mut sorted = items.clone();
     sorted.sort();
     assert_eq!(sorted, (0..40).collect::<Vec<_>>());
+
+    // Streamed uploads: small (one PUT) and over the multipart threshold (parts sent two at
+    // a time, finishing in any order), written in uneven pieces; the object appears whole,
+    // with its hash, only at the end.
+    for size in [1_000, MULTIPART_THRESHOLD * 3 + 12_345] {
+        let key = keys::shop_metadata(&m, &shop);
+        let bytes: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let sha = sha256_hex(&bytes);
+        let mut upload = store.begin_upload(&key, &sha).await.unwrap();
+        for piece in bytes.chunks(777_777) {
+            upload.write(store, piece).await.unwrap();
+            if size > MULTIPART_THRESHOLD {
+                assert_ne!(store.head_sha256(&key).await.unwrap(), Some(sha.clone()));
+            }
+        }
+        assert_eq!(upload.finish(store).await.unwrap(), size);
+        assert!(
+            store.get(&key).await.unwrap().unwrap() == bytes,
+            "{size} bytes"
+        );
+        assert_eq!(store.head_sha256(&key).await.unwrap(), Some(sha));
+    }
     store.check_ready().await.unwrap();
 }
 
