@@ -1,6 +1,7 @@
 //! Shopify: OAuth connect, signed webhooks, catalogue sync and polling, as queued jobs.
 
 pub mod api;
+pub mod bodies;
 pub mod build;
 pub mod bulk;
 pub mod catalog;

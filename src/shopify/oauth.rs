@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::catalog::gid_number;
 use super::jobs::{ShopifySync, SyncReason, SELF_TEST_EVENT_PREFIX};
 use super::signature::{sign_webhook, verify_oauth_query};
 use super::subscriptions::ensure_subscriptions;
@@ -209,7 +210,17 @@ async fn connect(
         .query(&shop, "Shop", super::queries::SHOP, json!({}))
         .await
     {
-        Ok(_) => status_ok(),
+        Ok(v) => {
+            // Lifecycle and compliance webhooks must carry this id (see `bodies`).
+            let id = v
+                .pointer("/shop/id")
+                .and_then(Value::as_str)
+                .and_then(gid_number);
+            if let Some(id) = id {
+                state.tokens.set_shop_id(&shop, id).await?;
+            }
+            status_ok()
+        }
         Err(e) => status_err("error", e),
     };
     let installed_at = state

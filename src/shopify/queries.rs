@@ -13,6 +13,13 @@ pub const DISCOUNTS_PAGE: u32 = 25;
 pub const FOLLOW_UP_PAGE: u32 = 100;
 pub const WEBHOOKS_PAGE: u32 = 100;
 
+/// Only the shop's id (for lifecycle webhooks of shops connected before ids were recorded).
+pub const SHOP_ID: &str = r#"query ShopId {
+  shop {
+    id
+  }
+}"#;
+
 pub const SHOP: &str = r#"query Shop {
   shop {
     id

@@ -7,6 +7,8 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::bodies;
+use super::catalog::gid_number;
 use super::jobs::ShopifyWebhook;
 use super::signature::verify_webhook;
 use super::topics::{entity_id, Topic};
@@ -81,22 +83,10 @@ pub async fn receive(
     };
 
     // The topic and shop headers are not covered by the signature: a replayed signed body
-    // must not be able to uninstall or redact another shop. Those topics name their shop in
-    // the body; it must be the header's.
-    if matches!(topic, Topic::AppUninstalled | Topic::ShopRedact) {
-        let named = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-            ["shop_domain", "myshopify_domain"].iter().find_map(|k| {
-                v.get(*k)
-                    .and_then(Value::as_str)
-                    .map(str::to_ascii_lowercase)
-            })
-        });
-        if named.as_deref() != Some(shop.as_str()) {
-            reject("shop_mismatch");
-            return Err(AppError::BadRequest(format!(
-                "{topic} body does not name the shop in X-Shopify-Shop-Domain"
-            )));
-        }
+    // must not be able to uninstall or redact anything. Those topics are acted on only when
+    // their body has that topic's shape, names the header's shop and carries its id.
+    if bodies::is_checked(topic) {
+        check_lifecycle_body(&state, topic, &shop, &body).await?;
     }
 
     if topic == Topic::BulkOperationsFinish {
@@ -139,4 +129,94 @@ pub async fn receive(
     metrics::counter!("webhooks_received_total", "source" => "shopify").increment(1);
     tracing::debug!(shop = %delivery.shop, %topic, ?outcome, "shopify webhook recorded");
     Ok(Json(json!({"status": "success"})))
+}
+
+/// Refuses (400, nothing changed) a lifecycle or compliance body that does not have its
+/// topic's shape, names another shop, or carries another shop id than the one recorded.
+async fn check_lifecycle_body(
+    state: &AppState,
+    topic: Topic,
+    shop: &ShopDomain,
+    body: &[u8],
+) -> Result<(), AppError> {
+    let claimed = bodies::check(topic, body).map_err(|r| {
+        reject(r.reason);
+        tracing::warn!(%shop, %topic, reason = r.reason, "refused a signed webhook body");
+        AppError::BadRequest(r.message)
+    })?;
+    if claimed.domain != shop.as_str() {
+        reject("shop_mismatch");
+        tracing::warn!(%shop, %topic, "refused a signed webhook body naming another shop");
+        return Err(AppError::BadRequest(format!(
+            "{topic} body does not name the shop in X-Shopify-Shop-Domain"
+        )));
+    }
+    match known_shop_id(state, shop).await? {
+        Some(id) if id != claimed.shop_id => {
+            reject("shop_id_mismatch");
+            tracing::warn!(%shop, %topic, "refused a signed webhook body with another shop id");
+            Err(AppError::BadRequest(format!(
+                "{topic} body does not carry this shop's id"
+            )))
+        }
+        Some(_) => Ok(()),
+        None => {
+            // Never connected here, or connected before ids were recorded and no longer
+            // readable (an uninstalled shop's token is revoked): shape and domain must do.
+            metrics::counter!("webhook_shop_id_unverified_total").increment(1);
+            tracing::info!(%shop, %topic, "shop id unknown; body checked by shape and domain only");
+            Ok(())
+        }
+    }
+}
+
+/// Shopify's id of the shop: as recorded at connect; else (shops connected before ids were
+/// recorded) from the catalogue's copy of the shop object, else asked of Shopify once; then
+/// recorded.
+async fn known_shop_id(state: &AppState, shop: &ShopDomain) -> Result<Option<i64>, AppError> {
+    if let Some(id) = state.tokens.shop_id(shop).await? {
+        return Ok(Some(id));
+    }
+    let Some(record) = state.tokens.shop(shop).await? else {
+        return Ok(None);
+    };
+    let from_catalogue = state
+        .catalog
+        .shop_body(shop)
+        .await?
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v.get("id").and_then(Value::as_str).and_then(gid_number));
+    let id = match from_catalogue {
+        Some(id) => Some(id),
+        None if record.access_token.is_some() => fetch_shop_id(state, shop).await,
+        None => None,
+    };
+    if let Some(id) = id {
+        state.tokens.set_shop_id(shop, id).await?;
+    }
+    Ok(id)
+}
+
+/// Asks Shopify for the shop's id (bounded: this runs inside Shopify's delivery).
+async fn fetch_shop_id(state: &AppState, shop: &ShopDomain) -> Option<i64> {
+    let api = state.shopify.as_deref()?;
+    let asked = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        api.query(shop, "ShopId", super::queries::SHOP_ID, json!({})),
+    )
+    .await;
+    match asked {
+        Ok(Ok(v)) => v
+            .pointer("/shop/id")
+            .and_then(Value::as_str)
+            .and_then(gid_number),
+        Ok(Err(e)) => {
+            tracing::info!(%shop, error = %e, "could not read the shop's id");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%shop, "reading the shop's id timed out");
+            None
+        }
+    }
 }

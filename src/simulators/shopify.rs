@@ -445,6 +445,11 @@ impl FakeShopify {
         s.touch(product);
     }
 
+    /// Shopify's numeric id of the shop (what lifecycle and compliance bodies carry).
+    pub fn shop_id(&self, shop: &str) -> u64 {
+        self.st().shop_mut(shop).shop_id
+    }
+
     pub fn set_product_title(&self, shop: &str, product: usize, title: &str) {
         let mut st = self.st();
         let s = st.shop_mut(shop);
@@ -1942,6 +1947,7 @@ fn requested_cost(op: &str, vars: &Value) -> Option<u64> {
     let first = vars["first"].as_u64().unwrap_or(0).min(MAX_PAGE as u64);
     Some(match op {
         "Shop" => 2,
+        "ShopId" => 1,
         // product 1 + options/featuredImage/priceRangeV2/min/max 5 + metafields (2 + 5)
         "Products" => 2 + first * 13,
         "ProductMetafields" => 1 + 2 + first,
@@ -2039,6 +2045,7 @@ impl State {
         let s = &*self.shop_mut(shop);
         let out = match op {
             "Shop" => Outcome::Data(json!({"shop": render_shop(s)}), 2),
+            "ShopId" => Outcome::Data(json!({"shop": {"id": render_shop(s)["id"]}}), 1),
             "Products" => {
                 let (first, after) = (first_arg(vars)?, after_arg(vars)?);
                 let filter = updated_at_filter(vars)?;

@@ -66,6 +66,7 @@ impl DbKind {
                 M::up(include_str!(
                     "../../migrations/tokens/0004_statuses_watermarks.sql"
                 )),
+                M::up(include_str!("../../migrations/tokens/0005_shop_ids.sql")),
             ]),
             DbKind::Sessions => Migrations::new(vec![M::up(include_str!(
                 "../../migrations/sessions/0001_init.sql"

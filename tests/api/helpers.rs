@@ -183,6 +183,20 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// `GET path` with the app's client (cookies kept).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// A counter's value in `/metrics` (0 when absent). The recorder is global to the test
+    /// binary, so tests compare values before and after, never absolute ones.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Stops the server the way SIGTERM would and waits for it.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

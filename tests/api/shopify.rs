@@ -8,7 +8,7 @@ use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::shopify::sync::full as sync_shop;
 use salesbot_sync::shopify::REFRESH_DEBOUNCE;
 use salesbot_sync::store::events::EventStatus;
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -675,10 +675,25 @@ async fn revoked_token_marks_reauth_and_other_shops_keep_syncing() {
     env.app.stop().await.unwrap();
 }
 
-async fn post_topic(env: &Env, topic: &str, event_id: &str, triggered_at: Option<&str>) -> u16 {
-    let body = br#"{"id":1,"shop_id":1,"shop_domain":"acme.myshopify.com","myshopify_domain":"acme.myshopify.com"}"#;
-    let mut req = env
-        .app
+/// The body Shopify sends for `topic` (documented shapes), about `shop`.
+fn topic_body(topic: &str, shop: &str, shop_id: u64) -> Vec<u8> {
+    let customer = json!({"id": 191167, "email": "john@example.com", "phone": "555-625-1199"});
+    match topic {
+        "app/uninstalled" => json!({"id": shop_id, "name": "Acme", "myshopify_domain": shop}),
+        "shop/redact" => json!({"shop_id": shop_id, "shop_domain": shop}),
+        "customers/redact" => json!({"shop_id": shop_id, "shop_domain": shop,
+            "customer": customer, "orders_to_redact": [299938]}),
+        "customers/data_request" => json!({"shop_id": shop_id, "shop_domain": shop,
+            "customer": customer, "orders_requested": [299938], "data_request": {"id": 9999}}),
+        _ => json!({"id": 1011, "title": "Mug"}),
+    }
+    .to_string()
+    .into_bytes()
+}
+
+/// Posts a correctly signed delivery of `body` as `topic` for acme.
+async fn post_signed(env: &Env, topic: &str, body: &[u8], event_id: &str) -> u16 {
+    env.app
         .client
         .post(env.app.url("/shopify/webhook"))
         .header("X-Shopify-Topic", topic)
@@ -687,16 +702,33 @@ async fn post_topic(env: &Env, topic: &str, event_id: &str, triggered_at: Option
             "X-Shopify-Hmac-Sha256",
             sign_webhook(secret(&env.fake).as_bytes(), body),
         )
-        .header("X-Shopify-Event-Id", event_id);
-    if let Some(t) = triggered_at {
-        req = req.header("X-Shopify-Triggered-At", t);
-    }
-    req.body(body.to_vec())
+        .header("X-Shopify-Event-Id", event_id)
+        .body(body.to_vec())
         .send()
         .await
         .unwrap()
         .status()
         .as_u16()
+}
+
+async fn post_topic(env: &Env, topic: &str, event_id: &str, triggered_at: Option<&str>) -> u16 {
+    let shop = "acme.myshopify.com";
+    let body = topic_body(topic, shop, env.fake.shop_id(shop));
+    let mut req = env
+        .app
+        .client
+        .post(env.app.url("/shopify/webhook"))
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Shop-Domain", shop)
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            sign_webhook(secret(&env.fake).as_bytes(), &body),
+        )
+        .header("X-Shopify-Event-Id", event_id);
+    if let Some(t) = triggered_at {
+        req = req.header("X-Shopify-Triggered-At", t);
+    }
+    req.body(body).send().await.unwrap().status().as_u16()
 }
 
 #[tokio::test]
@@ -842,6 +874,136 @@ async fn a_signed_body_cannot_be_replayed_to_redact_another_shop() {
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
     assert!(rec.access_token.is_some());
+    env.app.stop().await.unwrap();
+}
+
+const WRONG_SHAPE: &str = r#"webhooks_rejected_total{source="shopify",reason="wrong_shape"}"#;
+const ID_MISMATCH: &str = r#"webhooks_rejected_total{source="shopify",reason="shop_id_mismatch"}"#;
+
+/// Objects and connection of acme are all still there.
+async fn acme_intact(env: &Env, uuid: &Uuid) {
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
+    assert!(rec.access_token.is_some(), "still connected");
+    assert!(env
+        .s3
+        .object_path(keys::shop_products(uuid, &shop).as_str())
+        .exists());
+    assert!(env
+        .s3
+        .object_path(keys::shop_metadata(uuid, &shop).as_str())
+        .exists());
+}
+
+#[tokio::test]
+async fn a_signed_customer_body_relabelled_as_redact_or_uninstall_changes_nothing() {
+    let env = env().await;
+    let (_, body, _) = connect(&env, "acme").await;
+    drained(&env.app).await;
+    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let shop = "acme.myshopify.com";
+    let id = env.fake.shop_id(shop);
+    let before = env.app.metric(WRONG_SHAPE).await;
+    // A captured, correctly signed compliance body of this very shop, replayed under the
+    // topics that delete and revoke.
+    for (captured, as_topic) in [
+        ("customers/redact", "shop/redact"),
+        ("customers/data_request", "shop/redact"),
+        ("customers/redact", "app/uninstalled"),
+        ("shop/redact", "app/uninstalled"),
+        ("app/uninstalled", "shop/redact"),
+        ("shop/redact", "customers/redact"),
+    ] {
+        let body = topic_body(captured, shop, id);
+        let event = format!("relabel-{captured}-{as_topic}");
+        assert_eq!(
+            post_signed(&env, as_topic, &body, &event).await,
+            400,
+            "{captured} as {as_topic}"
+        );
+    }
+    drained(&env.app).await;
+    acme_intact(&env, &uuid).await;
+    assert!(env
+        .app
+        .state
+        .events
+        .rows()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| !r.dedupe_key.contains("relabel")));
+    assert_eq!(env.app.metric(WRONG_SHAPE).await - before, 6.0);
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn lifecycle_bodies_must_carry_the_shop_id_recorded_at_connect() {
+    let env = env().await;
+    let (_, body, _) = connect(&env, "acme").await;
+    drained(&env.app).await;
+    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let id = env.fake.shop_id(shop.as_str());
+    assert_eq!(
+        env.app.state.tokens.shop_id(&shop).await.unwrap(),
+        Some(id as i64),
+        "recorded at connect"
+    );
+    let before = env.app.metric(ID_MISMATCH).await;
+    // Right shape, right domain, another shop's id (a body of an earlier shop of that name).
+    for topic in ["shop/redact", "app/uninstalled"] {
+        let body = topic_body(topic, shop.as_str(), id + 1);
+        assert_eq!(
+            post_signed(&env, topic, &body, &format!("other-id-{topic}")).await,
+            400
+        );
+    }
+    drained(&env.app).await;
+    acme_intact(&env, &uuid).await;
+
+    // A shop connected before ids were recorded: its id comes from the catalogue's copy of
+    // the shop object (no API call), and is checked and recorded the same way.
+    env.app
+        .state
+        .tokens
+        .db()
+        .call(|c| Ok(c.execute("UPDATE shops SET shop_id = NULL", [])?))
+        .await
+        .unwrap();
+    env.fake.reset_counters();
+    let body = topic_body("shop/redact", shop.as_str(), id + 1);
+    assert_eq!(
+        post_signed(&env, "shop/redact", &body, "old-shop-wrong").await,
+        400
+    );
+    assert_eq!(env.fake.total_graphql_requests(), 0);
+    assert_eq!(
+        env.app.state.tokens.shop_id(&shop).await.unwrap(),
+        Some(id as i64)
+    );
+    drained(&env.app).await;
+    acme_intact(&env, &uuid).await;
+    // And without a catalogue either: asked of Shopify, once.
+    env.app
+        .state
+        .tokens
+        .db()
+        .call(|c| Ok(c.execute("UPDATE shops SET shop_id = NULL", [])?))
+        .await
+        .unwrap();
+    env.app.state.catalog.remove_shop(&shop).await.unwrap();
+    assert_eq!(
+        post_topic(&env, "customers/redact", "old-shop-right", None).await,
+        200
+    );
+    assert_eq!(env.fake.requests("ShopId"), 1);
+    assert_eq!(
+        post_topic(&env, "customers/redact", "old-shop-again", None).await,
+        200
+    );
+    assert_eq!(env.fake.requests("ShopId"), 1, "recorded, not asked again");
+    assert_eq!(env.app.metric(ID_MISMATCH).await - before, 3.0);
     env.app.stop().await.unwrap();
 }
 

@@ -165,6 +165,36 @@ impl TokenStore {
         }))
     }
 
+    /// Shopify's numeric id of the shop, when known.
+    pub async fn shop_id(&self, domain: &ShopDomain) -> Result<Option<i64>, StoreError> {
+        let d = domain.as_str().to_string();
+        self.db
+            .call(move |c| {
+                Ok(
+                    c.query_row("SELECT shop_id FROM shops WHERE domain = ?1", [d], |r| {
+                        r.get(0)
+                    })
+                    .optional()?
+                    .flatten(),
+                )
+            })
+            .await
+    }
+
+    /// Records Shopify's id of the shop (a no-op for a shop that is not stored).
+    pub async fn set_shop_id(&self, domain: &ShopDomain, id: i64) -> Result<(), StoreError> {
+        let d = domain.as_str().to_string();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE shops SET shop_id = ?2 WHERE domain = ?1",
+                    params![d, id],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
     /// When the shop was last (re)installed, unix seconds.
     pub async fn shop_installed_at(&self, domain: &ShopDomain) -> Result<Option<i64>, StoreError> {
         let d = domain.as_str().to_string();
