@@ -197,7 +197,7 @@ async fn connect_shop(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("oauth_binding="))
+        .find(|c| c.starts_with("oauth_binding_shopify="))
         .unwrap();
     let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state = loc
@@ -256,7 +256,7 @@ async fn connect_page(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("oauth_binding="))
+        .find(|c| c.starts_with("oauth_binding_facebook="))
         .unwrap();
     let dialog = r.headers()["location"].to_str().unwrap().to_string();
     let back = fake.approve(&dialog, 0).unwrap();

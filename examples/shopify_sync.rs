@@ -144,7 +144,7 @@ async fn connect_shop(client: &reqwest::Client, base: &str, fake: &FakeShopify) 
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("oauth_binding="))
+        .find(|c| c.starts_with("oauth_binding_shopify="))
         .unwrap();
     let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state = loc

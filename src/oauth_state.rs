@@ -16,11 +16,33 @@ use crate::store::{now_secs, SessionStore, StoreError};
 
 pub const STATE_TTL_SECS: i64 = 600;
 
+/// The platform a flow connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Shopify,
+    Facebook,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Shopify => "shopify",
+            Provider::Facebook => "facebook",
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateClaims {
-    /// `shopify` or `facebook`.
     #[serde(rename = "p")]
-    pub provider: String,
+    pub provider: Provider,
     #[serde(rename = "n")]
     pub nonce: String,
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +112,7 @@ impl StateSigner {
     pub fn verify_at(
         &self,
         token: &str,
-        provider: &str,
+        provider: Provider,
         now: i64,
     ) -> Result<StateClaims, StateError> {
         let (body, sig) = token.split_once('.').ok_or(StateError::Malformed)?;
@@ -118,14 +140,14 @@ impl StateSigner {
     /// to set as a cookie.
     pub async fn issue(
         &self,
-        provider: &str,
+        provider: Provider,
         merchant: Option<Uuid>,
         shop: Option<String>,
     ) -> Result<(String, String), StateError> {
         let now = now_secs();
         let browser = crate::config::random_token(16);
         let claims = StateClaims {
-            provider: provider.to_string(),
+            provider,
             nonce: crate::config::random_token(16),
             merchant,
             shop,
@@ -134,7 +156,7 @@ impl StateSigner {
             expires_at: now + STATE_TTL_SECS,
         };
         self.sessions
-            .record_state(&claims.nonce, provider, claims.expires_at)
+            .record_state(&claims.nonce, provider.as_str(), claims.expires_at)
             .await?;
         Ok((self.sign(&claims), browser))
     }
@@ -144,7 +166,7 @@ impl StateSigner {
     pub async fn consume(
         &self,
         token: &str,
-        provider: &str,
+        provider: Provider,
         browser: Option<&str>,
     ) -> Result<StateClaims, StateError> {
         let claims = self.verify_at(token, provider, now_secs())?;
@@ -157,7 +179,11 @@ impl StateSigner {
         if !bound {
             return Err(StateError::WrongBrowser);
         }
-        if !self.sessions.consume_state(&claims.nonce, provider).await? {
+        if !self
+            .sessions
+            .consume_state(&claims.nonce, provider.as_str())
+            .await?
+        {
             return Err(StateError::Replayed);
         }
         Ok(claims)
@@ -179,19 +205,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
         let m = Uuid::new_v4();
-        let (t, b) = s.issue("facebook", Some(m), None).await.unwrap();
+        let (t, b) = s.issue(Provider::Facebook, Some(m), None).await.unwrap();
         assert_eq!(
-            s.consume(&t, "facebook", None).await,
+            s.consume(&t, Provider::Facebook, None).await,
             Err(StateError::WrongBrowser)
         );
         assert_eq!(
-            s.consume(&t, "facebook", Some("other")).await,
+            s.consume(&t, Provider::Facebook, Some("other")).await,
             Err(StateError::WrongBrowser)
         );
-        let c = s.consume(&t, "facebook", Some(&b)).await.unwrap();
+        let c = s.consume(&t, Provider::Facebook, Some(&b)).await.unwrap();
         assert_eq!(c.merchant, Some(m));
         assert_eq!(
-            s.consume(&t, "facebook", Some(&b)).await,
+            s.consume(&t, Provider::Facebook, Some(&b)).await,
             Err(StateError::Replayed)
         );
     }
@@ -201,7 +227,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
         let (t, b) = s
-            .issue("shopify", None, Some("a.myshopify.com".into()))
+            .issue(Provider::Shopify, None, Some("a.myshopify.com".into()))
             .await
             .unwrap();
         let (body, sig) = t.split_once('.').unwrap();
@@ -211,42 +237,45 @@ mod tests {
         claims.shop = Some("evil.myshopify.com".into());
         let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
         assert_eq!(
-            s.consume(&format!("{forged_body}.{sig}"), "shopify", Some(&b))
+            s.consume(&format!("{forged_body}.{sig}"), Provider::Shopify, Some(&b))
                 .await,
             Err(StateError::BadSignature)
         );
         // A state signed with another key.
         let other = StateSigner::new(SecretString::from("x".repeat(32)), s.sessions.clone());
         assert_eq!(
-            s.consume(&other.sign(&claims), "shopify", Some(&b)).await,
+            s.consume(&other.sign(&claims), Provider::Shopify, Some(&b))
+                .await,
             Err(StateError::BadSignature)
         );
         assert_eq!(
-            s.consume("garbage", "shopify", Some(&b)).await,
+            s.consume("garbage", Provider::Shopify, Some(&b)).await,
             Err(StateError::Malformed)
         );
         assert_eq!(
-            s.consume(&t, "facebook", Some(&b)).await,
+            s.consume(&t, Provider::Facebook, Some(&b)).await,
             Err(StateError::WrongProvider)
         );
         // The untouched state still works once.
-        assert!(s.consume(&t, "shopify", Some(&b)).await.is_ok());
+        assert!(s.consume(&t, Provider::Shopify, Some(&b)).await.is_ok());
     }
 
     #[tokio::test]
     async fn expired_states_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
-        let (t, _) = s.issue("shopify", None, None).await.unwrap();
+        let (t, _) = s.issue(Provider::Shopify, None, None).await.unwrap();
         let now = now_secs();
-        assert!(s.verify_at(&t, "shopify", now + STATE_TTL_SECS - 5).is_ok());
+        assert!(s
+            .verify_at(&t, Provider::Shopify, now + STATE_TTL_SECS - 5)
+            .is_ok());
         assert_eq!(
-            s.verify_at(&t, "shopify", now + STATE_TTL_SECS + 1),
+            s.verify_at(&t, Provider::Shopify, now + STATE_TTL_SECS + 1),
             Err(StateError::Expired)
         );
         // Signed but already past its expiry.
         let claims = StateClaims {
-            provider: "shopify".into(),
+            provider: Provider::Shopify.into(),
             nonce: "n".into(),
             merchant: None,
             shop: None,
@@ -255,11 +284,12 @@ mod tests {
             expires_at: now - 100,
         };
         s.sessions
-            .record_state("n", "shopify", now + 600)
+            .record_state("n", Provider::Shopify, now + 600)
             .await
             .unwrap();
         assert_eq!(
-            s.consume(&s.sign(&claims), "shopify", Some("x")).await,
+            s.consume(&s.sign(&claims), Provider::Shopify, Some("x"))
+                .await,
             Err(StateError::Expired)
         );
     }

@@ -26,6 +26,7 @@ use crate::config::FacebookSettings;
 use crate::error::AppError;
 use crate::jobs::GroupKey;
 use crate::jobs::Job;
+use crate::oauth_state::Provider;
 use crate::objects::keys::{self, PageId};
 use crate::routes::session::{binding_cookie, require_session, take_binding};
 use crate::shopify::oauth::state_error;
@@ -57,11 +58,15 @@ pub async fn login(
     let merchant = require_session(&state, &jar).await?;
     let (token, browser) = state
         .states
-        .issue("facebook", Some(merchant), None)
+        .issue(Provider::Facebook, Some(merchant), None)
         .await
         .map_err(state_error)?;
     let url = graph(&state)?.dialog_url(&token);
-    let jar = jar.add(binding_cookie(browser, state.config.secure_cookies()));
+    let jar = jar.add(binding_cookie(
+        Provider::Facebook,
+        browser,
+        state.config.secure_cookies(),
+    ));
     Ok((jar, Redirect::temporary(url.as_str())))
 }
 
@@ -142,10 +147,10 @@ async fn verify(
     let state_token = q
         .state
         .ok_or_else(|| AppError::BadRequest("Missing state parameter".into()))?;
-    let (browser, jar) = take_binding(jar);
+    let (browser, jar) = take_binding(Provider::Facebook, jar);
     let claims = state
         .states
-        .consume(&state_token, "facebook", browser.as_deref())
+        .consume(&state_token, Provider::Facebook, browser.as_deref())
         .await
         .map_err(state_error)?;
     let merchant = claims

@@ -4,16 +4,25 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use uuid::Uuid;
 
 use crate::error::AppError;
+use crate::oauth_state::Provider;
 use crate::state::AppState;
 use crate::store::sessions::SESSION_TTL_SECS;
 
 pub const SESSION_COOKIE: &str = "session_id";
-/// Binds an OAuth flow to the browser that started it (see `oauth_state`).
-pub const BINDING_COOKIE: &str = "oauth_binding";
+
+/// The cookie that binds a provider's OAuth flow to the browser that started it (see
+/// `oauth_state`). One per provider, so a Shopify and a Facebook connection started in two
+/// tabs do not overwrite each other's binding.
+pub fn binding_cookie_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Shopify => "oauth_binding_shopify",
+        Provider::Facebook => "oauth_binding_facebook",
+    }
+}
 
 /// The binding cookie set at login; it lives as long as the state.
-pub fn binding_cookie(value: String, secure: bool) -> Cookie<'static> {
-    Cookie::build((BINDING_COOKIE, value))
+pub fn binding_cookie(provider: Provider, value: String, secure: bool) -> Cookie<'static> {
+    Cookie::build((binding_cookie_name(provider), value))
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(secure)
@@ -23,9 +32,10 @@ pub fn binding_cookie(value: String, secure: bool) -> Cookie<'static> {
 }
 
 /// The binding cookie's value, and the jar with it removed (it is single use).
-pub fn take_binding(jar: CookieJar) -> (Option<String>, CookieJar) {
-    let value = jar.get(BINDING_COOKIE).map(|c| c.value().to_string());
-    let jar = jar.remove(Cookie::build(BINDING_COOKIE).path("/").build());
+pub fn take_binding(provider: Provider, jar: CookieJar) -> (Option<String>, CookieJar) {
+    let name = binding_cookie_name(provider);
+    let value = jar.get(name).map(|c| c.value().to_string());
+    let jar = jar.remove(Cookie::build(name).path("/").build());
     (value, jar)
 }
 

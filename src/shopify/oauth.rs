@@ -22,6 +22,7 @@ use crate::config::ShopifySettings;
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
 use crate::jobs::Job;
+use crate::oauth_state::Provider;
 use crate::oauth_state::StateError;
 use crate::objects::keys::ShopDomain;
 use crate::routes::session::{binding_cookie, session_cookie, session_merchant, take_binding};
@@ -48,14 +49,18 @@ pub async fn login(
     let merchant = session_merchant(&state, &jar).await?;
     let (token, browser) = state
         .states
-        .issue("shopify", merchant, Some(shop.to_string()))
+        .issue(Provider::Shopify, merchant, Some(shop.to_string()))
         .await
         .map_err(state_error)?;
     let url = api(&state)?
         .client()
         .authorize_url(&shop, &token)
         .map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
-    let jar = jar.add(binding_cookie(browser, state.config.secure_cookies()));
+    let jar = jar.add(binding_cookie(
+        Provider::Shopify,
+        browser,
+        state.config.secure_cookies(),
+    ));
     Ok((jar, Redirect::temporary(url.as_str())))
 }
 
@@ -125,10 +130,10 @@ async fn verify(
     }
     // 2. For a shop we accept, and a flow we started, for that shop, recently.
     let shop = ShopDomain::parse(shop_raw).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let (browser, jar) = take_binding(jar);
+    let (browser, jar) = take_binding(Provider::Shopify, jar);
     let claims = state
         .states
-        .consume(state_token, "shopify", browser.as_deref())
+        .consume(state_token, Provider::Shopify, browser.as_deref())
         .await
         .map_err(state_error)?;
     if claims.shop.as_deref() != Some(shop.as_str()) {

@@ -71,7 +71,7 @@ pub async fn fb_connect_at(
         .await
         .unwrap();
     assert_eq!(r.status(), 307);
-    let binding = set_cookie(&r, "oauth_binding").expect("binding cookie set at login");
+    let binding = set_cookie(&r, "oauth_binding_facebook").expect("binding cookie set at login");
     let dialog = r.headers()["location"].to_str().unwrap().to_string();
     let back = fake.approve(&dialog, user).expect("dialog approves");
     let back = back.split('#').next().unwrap().to_string();

@@ -55,6 +55,100 @@ fn now() -> String {
         .to_string()
 }
 
+/// Where Shopify sends the browser back after the merchant approves: a signed query.
+fn shopify_callback_url(base: &str, fake: &FakeShopify, shop: &str, state: String) -> String {
+    let mut params = vec![
+        ("code".to_string(), fake.issue_code(shop)),
+        ("shop".to_string(), shop.to_string()),
+        ("state".to_string(), state),
+        ("timestamp".to_string(), now()),
+    ];
+    let h = sign_oauth_query(fake.config().api_secret.as_bytes(), &params);
+    params.push(("hmac".to_string(), h));
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish();
+    format!("{base}/shopify/callback?{q}")
+}
+
+fn state_of(redirect: &reqwest::Response) -> String {
+    let loc = url::Url::parse(redirect.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc.query_pairs().find(|(k, _)| k == "state").unwrap().1;
+    state.to_string()
+}
+
+/// A Shopify connection and a Facebook connection started in two tabs of one browser (one
+/// cookie jar) both finish: each provider's flow has its own binding cookie.
+#[tokio::test]
+async fn parallel_shopify_and_facebook_flows_in_one_browser_both_succeed() {
+    let f = fakes().await;
+    let app = spawn_app(&f.vars()).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let base = app.address.clone();
+    let r = browser
+        .get(format!("{base}/shopify/acme/login"))
+        .send()
+        .await
+        .unwrap();
+    let state = state_of(&r);
+    let r = browser
+        .get(shopify_callback_url(
+            &base,
+            &f.shopify,
+            "acme.myshopify.com",
+            state,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "signed in");
+
+    // Tab 1 starts adding a second shop, tab 2 starts connecting Facebook, then both return.
+    let r = browser
+        .get(format!("{base}/shopify/beta/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    let shop_state = state_of(&r);
+    let r = browser
+        .get(format!("{base}/facebook/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    let back = f
+        .graph
+        .approve(r.headers()["location"].to_str().unwrap(), 0)
+        .unwrap();
+    let r = browser
+        .get(shopify_callback_url(
+            &base,
+            &f.shopify,
+            "beta.myshopify.com",
+            shop_state,
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, 200, "Shopify flow: {body}");
+    let r = browser
+        .get(back.split('#').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, 200, "Facebook flow: {body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["pages"]["data"].as_array().unwrap().len(), 1, "{body}");
+    app.stop().await.unwrap();
+}
+
 /// Shopify connect through `base` (any running server); returns (json, session cookie).
 pub async fn shopify_connect(
     client: &reqwest::Client,
@@ -69,7 +163,7 @@ pub async fn shopify_connect(
         .await
         .unwrap();
     assert_eq!(r.status(), 307);
-    let binding = set_cookie(&r, "oauth_binding").unwrap();
+    let binding = set_cookie(&r, "oauth_binding_shopify").unwrap();
     let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state = loc
         .query_pairs()
@@ -77,19 +171,8 @@ pub async fn shopify_connect(
         .unwrap()
         .1
         .to_string();
-    let mut params = vec![
-        ("code".to_string(), fake.issue_code(&shop)),
-        ("shop".to_string(), shop),
-        ("state".to_string(), state),
-        ("timestamp".to_string(), now()),
-    ];
-    let h = sign_oauth_query(fake.config().api_secret.as_bytes(), &params);
-    params.push(("hmac".to_string(), h));
-    let q = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&params)
-        .finish();
     let r = client
-        .get(format!("{base}/shopify/callback?{q}"))
+        .get(shopify_callback_url(base, fake, &shop, state))
         .header("Cookie", binding)
         .send()
         .await
@@ -396,7 +479,7 @@ async fn secrets_never_appear_in_logs() {
         .await
         .unwrap();
     assert_eq!(r.status(), 307);
-    let binding = set_cookie(&r, "oauth_binding").unwrap();
+    let binding = set_cookie(&r, "oauth_binding_facebook").unwrap();
     let back = f
         .graph
         .approve(r.headers()["location"].to_str().unwrap(), 0)

@@ -58,7 +58,7 @@ pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>)
         .await
         .unwrap();
     assert_eq!(r.status(), 307, "login redirects");
-    let binding = set_cookie(&r, "oauth_binding").expect("binding cookie set at login");
+    let binding = set_cookie(&r, "oauth_binding_shopify").expect("binding cookie set at login");
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let url = url::Url::parse(&location).unwrap();
     assert!(
@@ -343,7 +343,7 @@ async fn callback_rejects_forged_hmac_bad_state_replays_and_other_shops() {
                 .send()
                 .await
                 .unwrap();
-            let cookie = set_cookie(&r, "oauth_binding").unwrap();
+            let cookie = set_cookie(&r, "oauth_binding_shopify").unwrap();
             let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
             let state = loc
                 .query_pairs()
