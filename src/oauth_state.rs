@@ -284,7 +284,7 @@ mod tests {
             expires_at: now - 100,
         };
         s.sessions
-            .record_state("n", Provider::Shopify, now + 600)
+            .record_state("n", Provider::Shopify.as_str(), now + 600)
             .await
             .unwrap();
         assert_eq!(
