@@ -275,7 +275,7 @@ mod tests {
         );
         // Signed but already past its expiry.
         let claims = StateClaims {
-            provider: Provider::Shopify.into(),
+            provider: Provider::Shopify,
             nonce: "n".into(),
             merchant: None,
             shop: None,
