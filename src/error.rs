@@ -1,11 +1,13 @@
 //! One error type for every route, mapped to a status code and a JSON body
 //! `{"status":"error","message":...}`. Internal causes are logged, not sent: a message that
-//! leaves the service never carries a token, a signature or a database path.
+//! leaves the service never carries a token, a signature, a database path, an SQL text, an
+//! object key, a bucket or an endpoint. Server-side failures carry a `correlation_id` that
+//! is also on the log line with the full cause, so an operator can find it.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::objects::ObjectError;
 use crate::store::events::EnqueueError;
@@ -57,15 +59,33 @@ impl AppError {
     }
 }
 
+/// A fresh id for one failure, shown to the client and logged with the cause.
+pub fn correlation_id() -> String {
+    crate::config::random_token(9)
+}
+
+/// A failure reported inside an answer (a callback's per-step result): `{"status": kind,
+/// "message": plain, "correlation_id": …}`. The cause — which may name keys, endpoints or
+/// SQL — is only logged, on a line with the same id.
+pub fn incident(kind: &str, plain: &str, cause: &dyn std::fmt::Display) -> Value {
+    let id = correlation_id();
+    tracing::warn!(correlation_id = %id, cause = %cause, "{plain}");
+    json!({"status": kind, "message": plain, "correlation_id": id})
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let AppError::Internal(e) = &self {
-            tracing::error!(error = format!("{e:#}"), "request failed");
-        } else if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
+        let mut body = json!({"status": "error", "message": self.to_string()});
+        if status.is_server_error() {
+            let id = correlation_id();
+            if let AppError::Internal(e) = &self {
+                tracing::error!(correlation_id = %id, error = format!("{e:#}"), "request failed");
+            } else {
+                tracing::warn!(correlation_id = %id, error = %self, "request failed");
+            }
+            body["correlation_id"] = Value::String(id);
         }
-        let body = json!({"status": "error", "message": self.to_string()});
         (status, Json(body)).into_response()
     }
 }

@@ -20,7 +20,7 @@ use super::signature::{sign_webhook, verify_oauth_query};
 use super::subscriptions::ensure_subscriptions;
 use crate::config::ShopifySettings;
 use crate::crypto::secret_bytes;
-use crate::error::AppError;
+use crate::error::{incident, AppError};
 use crate::jobs::Job;
 use crate::oauth_state::Provider;
 use crate::oauth_state::StateError;
@@ -208,7 +208,7 @@ async fn connect(
     // group, after anything already queued for the shop, and survives a restart).
     let webhook_status = match ensure_subscriptions(api, &shop, &settings.webhook_address).await {
         Ok(r) => r.status(),
-        Err(e) => status_err("failed", e),
+        Err(e) => incident("failed", "webhook subscriptions could not be set up", &e),
     };
     let webhook_test = self_test_webhook(state, settings, &shop).await;
     let polling_test = match api
@@ -226,7 +226,7 @@ async fn connect(
             }
             status_ok()
         }
-        Err(e) => status_err("error", e),
+        Err(e) => incident("error", "the shop could not be read from Shopify", &e),
     };
     let installed_at = state
         .tokens
@@ -271,16 +271,20 @@ async fn answer(state: &AppState, settings: &ShopifySettings, c: Connected) -> V
         }
         Ok(Some(o)) if o.status.is_finished() => (
             Value::Null,
-            status_err(
+            incident(
                 "failed",
-                o.last_error.unwrap_or_else(|| "initial sync failed".into()),
+                "the initial sync failed; it is retried by the daily poll",
+                &o.last_error.unwrap_or_default(),
             ),
         ),
         Ok(_) => {
             tracing::info!(shop = %c.shop, "initial sync still running; answering pending");
             (Value::Null, json!({"status": "pending"}))
         }
-        Err(e) => (Value::Null, status_err("error", e)),
+        Err(e) => (
+            Value::Null,
+            incident("error", "the initial sync's progress could not be read", &e),
+        ),
     };
     json!({
         "user_uuid": c.merchant,

@@ -451,6 +451,52 @@ async fn the_scheduler_polls_and_backs_up_on_its_schedules() {
     app.stop().await.unwrap();
 }
 
+/// A callback whose work failed in the object store answers a plain message and a
+/// correlation id; the cause (key, bucket, endpoint) is only in the log line with that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_in_a_callback_answers_a_correlation_id_not_the_bucket_or_key() {
+    let f = fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut extra = f.vars();
+    extra.extend(vars(&[
+        ("RUST_LOG", "info"),
+        ("BIND_ADDR", &format!("127.0.0.1:{port}")),
+        ("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}")),
+        // The initial sync's retries end (dead-lettered) while the callback waits for it.
+        ("RETRY_HORIZON_HOURS", "0.0005"),
+        ("SHOPIFY_INITIAL_SYNC_WAIT_SECS", "30"),
+    ]));
+    let server = start_binary(dir.path(), &extra);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    f.s3.set_down(true);
+    let (answer, _) = shopify_connect(&client, &base, &f.shopify, "acme").await;
+    let upload = &answer["upload_status"];
+    assert_eq!(upload["status"], "failed", "{answer}");
+    let id = upload["correlation_id"].as_str().expect("a correlation id");
+    let text = answer.to_string();
+    let endpoint = f.s3.endpoint.trim_start_matches("http://").to_string();
+    for leak in [
+        S3_BUCKET,
+        endpoint.as_str(),
+        "users/",
+        "shop_products",
+        "503",
+    ] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    let (_, logs) = server.terminate();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(id))
+        .unwrap_or_else(|| panic!("no log line with {id}:\n{logs}"));
+    assert!(line.contains("users/"), "the cause is logged: {line}");
+}
+
 /// The whole connect flow of both platforms through the real binary at debug level: no
 /// secret or token ever appears in a log line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
