@@ -66,6 +66,9 @@ impl DbKind {
                 M::up(include_str!(
                     "../../migrations/tokens/0004_statuses_watermarks.sql"
                 )),
+                M::up(include_str!(
+                    "../../migrations/tokens/0006_facebook_security.sql"
+                )),
             ]),
             DbKind::Sessions => Migrations::new(vec![M::up(include_str!(
                 "../../migrations/sessions/0001_init.sql"
