@@ -436,7 +436,14 @@ mod tests {
         configure(&c).unwrap();
         // The schema before this change, with a user token as earlier versions stored it.
         DbKind::Tokens.migrations().to_version(&mut c, 4).unwrap();
-        let secret = b"USER_TOKEN_CIPHERTEXT_STAND_IN".repeat(8);
+        // Longer than a database page, so it lives in overflow pages that a rewrite frees.
+        let marker: &[u8] = b"USER_TOKEN_CIPHERTEXT_STAND_IN";
+        let secret = marker.repeat(400);
+        let file_holds_marker = || {
+            let mut raw = std::fs::read(&path).unwrap();
+            raw.extend(std::fs::read(dir.path().join("tokens.db-wal")).unwrap_or_default());
+            raw.windows(marker.len()).any(|w| w == marker)
+        };
         c.execute(
             "INSERT INTO merchants (uuid, created_at) VALUES ('m', 1)",
             [],
@@ -449,6 +456,7 @@ mod tests {
         )
         .unwrap();
         c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+        assert!(file_holds_marker(), "the check can see a stored token");
         DbKind::Tokens.migrations().to_latest(&mut c).unwrap();
         let cols: Vec<String> = c
             .prepare("SELECT name FROM pragma_table_info('facebook_users')")
@@ -466,10 +474,8 @@ mod tests {
         assert_eq!(user, "55", "who connected is kept");
         c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
         drop(c);
-        let mut raw = std::fs::read(&path).unwrap();
-        raw.extend(std::fs::read(dir.path().join("tokens.db-wal")).unwrap_or_default());
         assert!(
-            !raw.windows(secret.len()).any(|w| w == secret.as_slice()),
+            !file_holds_marker(),
             "the old token's bytes are gone from the file"
         );
     }
