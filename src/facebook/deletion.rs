@@ -169,8 +169,10 @@ async fn record_request(
 }
 
 /// Queues the job of every deletion that is not done (its job may never have been queued, or
-/// an earlier version recorded it failed). Called at start-up; a queued job is a no-op.
+/// an earlier version recorded it failed), and the clean-ups of moved pages' old copies (the
+/// same kind of work: data that must go). Called at start-up; a queued job is a no-op.
 pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
+    super::moves::resume_pending(state).await?;
     let rows: Vec<(String, String)> = state
         .tokens
         .db()

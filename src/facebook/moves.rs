@@ -16,6 +16,7 @@ use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{self, GraphId, PageId};
 use crate::state::AppState;
 use crate::store::events::Pool;
+use crate::store::StoreError;
 
 /// How often the job looks again while jobs of the page are still running.
 const WAIT_FOR_RUNNING: Duration = Duration::from_millis(250);
@@ -25,6 +26,34 @@ pub fn record(page: &PageId, from: Uuid, to: Uuid) {
     metrics::counter!("facebook_page_moves_total").increment(1);
     // Merchant ids are not secrets, and an operator needs both to answer "where did it go".
     tracing::warn!(%page, %from, %to, "page moved to another merchant by the user who connected it");
+}
+
+/// Queues the clean-up of every move whose old copy is not deleted yet (its job may never have
+/// been queued if the queue failed right after the move). A queued job is a no-op.
+pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
+    let jobs: Vec<_> = state
+        .tokens
+        .uncleaned_page_moves()
+        .await?
+        .into_iter()
+        .filter_map(|(move_id, page, from, user)| {
+            Some(
+                MovedPageCleanup {
+                    page: PageId::parse(&page).ok()?,
+                    from: Uuid::parse_str(&from).ok()?,
+                    user: GraphId::parse(&user).ok()?,
+                    move_id,
+                }
+                .to_event(),
+            )
+        })
+        .collect();
+    let n = jobs.len();
+    if n > 0 {
+        state.events.enqueue_all(jobs).await?;
+        tracing::info!(moves = n, "clean-ups of moved pages' old copies queued");
+    }
+    Ok(n)
 }
 
 /// Deletes the old merchant's copy of a moved page.

@@ -412,3 +412,54 @@ async fn no_user_token_is_stored_after_connect() {
     );
     env.app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_move_whose_clean_up_was_never_queued_is_cleaned_at_start_up() {
+    let env = fb_env().await;
+    let (a, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let page = GraphId::parse(&env.fake.page_ids(0)[0]).unwrap();
+    assert!(read(&env.s3, &keys::page_metadata(&a, &page)).is_some());
+    // A move the store recorded, as if the process stopped before its job was queued.
+    let (b, p, user) = (Uuid::new_v4(), page.to_string(), env.fake.user_id(0));
+    let (a_text, b_text) = (a.to_string(), b.to_string());
+    env.app
+        .state
+        .tokens
+        .db()
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO merchants (uuid, created_at) VALUES (?1, 1)",
+                [&b_text],
+            )?;
+            c.execute(
+                "UPDATE pages SET merchant_uuid = ?2 WHERE page_id = ?1",
+                [&p, &b_text],
+            )?;
+            c.execute(
+                "INSERT INTO page_moves (page_id, from_merchant, to_merchant, fb_user_id, moved_at)
+                 VALUES (?1, ?2, ?3, ?4, 1)",
+                [&p, &a_text, &b_text, &user],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    salesbot_sync::facebook::deletion::resume_pending(&env.app.state)
+        .await
+        .unwrap();
+    drained(&env.app).await;
+    let left = env
+        .app
+        .state
+        .objects
+        .list(&keys::page_prefix(&a, &page))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "A's copy deleted: {left:?}");
+    let moves = env.app.state.tokens.page_moves(10).await.unwrap();
+    assert!(moves[0].cleaned_at.is_some());
+    assert!(moves[0].objects_deleted.unwrap() > 0);
+    env.app.stop().await.unwrap();
+}

@@ -191,6 +191,24 @@ impl TokenStore {
             .await
     }
 
+    /// Moves whose old copy has not been deleted yet: (move id, page, old merchant, user).
+    pub async fn uncleaned_page_moves(
+        &self,
+    ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        self.db
+            .call(|c| {
+                let mut st = c.prepare(
+                    "SELECT id, page_id, from_merchant, fb_user_id FROM page_moves
+                     WHERE cleaned_at IS NULL ORDER BY id",
+                )?;
+                let v = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
     /// Pages that moved away from their merchant, newest first (at most `limit`).
     pub async fn page_moves(&self, limit: usize) -> Result<Vec<PageMove>, StoreError> {
         self.db
