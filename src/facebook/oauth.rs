@@ -184,7 +184,8 @@ async fn connect_user(state: &AppState, a: Authorized) -> Result<ConnectedUser, 
         .and_then(|id| GraphId::parse(id).ok());
     let fb_user_id = fb_user.as_ref().map(|u| u.to_string());
     // The user token itself is not stored: it lists the pages below and is then dropped (the
-    // page tokens do all later work).
+    // page tokens do all later work). It is still exchanged for a long-lived one because page
+    // tokens listed with a long-lived user token do not expire.
     state
         .tokens
         .save_facebook_user(a.merchant, fb_user_id.clone())
