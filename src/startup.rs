@@ -26,7 +26,7 @@ pub struct Application {
 /// Every job type the service runs. Integrations add their types here; the queue itself
 /// stays unaware of them.
 pub fn registry() -> Registry<AppState> {
-    use crate::facebook::{deletion, jobs as fb, selftest};
+    use crate::facebook::{deletion, jobs as fb, moves, selftest};
     use crate::shopify::jobs as shop;
     let mut reg = Registry::default();
     reg.register::<shop::ShopifyWebhook>()
@@ -39,7 +39,8 @@ pub fn registry() -> Registry<AppState> {
         .register::<fb::ConversationPoll>()
         .register::<fb::PageSubscriptionCheck>()
         .register::<selftest::SelfTestCleanup>()
-        .register::<deletion::DataDeletion>();
+        .register::<deletion::DataDeletion>()
+        .register::<moves::MovedPageCleanup>();
     #[cfg(feature = "testkit")]
     reg.register::<jobs::testkit::TestkitDelivery>()
         .register::<jobs::testkit::TestkitEffect>();

@@ -92,11 +92,12 @@ async fn list(state: &AppState, rec: &PageRecord) -> Result<Vec<ConversationRef>
     Ok(out)
 }
 
-/// The page's conversations that changed since their watermark, and how many it has.
+/// The page's conversations that changed since their watermark, how many it has, and the
+/// merchant the page belongs to now.
 pub async fn changed(
     state: &AppState,
     page: &PageId,
-) -> Result<(Vec<ConversationRef>, usize), FbError> {
+) -> Result<(Vec<ConversationRef>, usize, uuid::Uuid), FbError> {
     let rec = active_page(state, page).await?;
     let all = list(state, &rec).await?;
     let marks: HashMap<String, i64> = state.tokens.watermark_times(page).await?;
@@ -109,7 +110,7 @@ pub async fn changed(
                 .is_none_or(|seen| c.updated_time > *seen)
         })
         .collect();
-    Ok((changed, total))
+    Ok((changed, total, rec.merchant))
 }
 
 /// What one conversation poll did.

@@ -5,7 +5,12 @@
 //! and resumes after a restart. It first marks the user's pages `deleting` (merges and polls
 //! that start from then on refuse to write), waits for jobs already running on those pages,
 //! then deletes their objects (batched), the queued events that hold their messages, the
-//! records and the user's token, and ends `done` with counts.
+//! records and who the user was, ends the sessions of merchants left with nothing connected,
+//! and ends `done` with counts.
+//!
+//! A `signed_request` is refused (400) when its `issued_at` is more than an hour old or in the
+//! future beyond a small clock skew; the same request again (same user and `issued_at`) is
+//! answered with the original confirmation code and queues nothing.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -58,14 +63,34 @@ pub async fn request(
         .and_then(|u| GraphId::parse(&u).ok())
         .ok_or_else(|| AppError::BadRequest("signed_request has no valid user_id".into()))?;
 
-    let code = crate::config::random_token(12);
-    record_request(&state, &code, &user).await?;
-    let job = DataDeletion {
-        code: code.clone(),
-        user,
+    let issued_at = payload
+        .get("issued_at")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| AppError::BadRequest("signed_request has no valid issued_at".into()))?;
+    check_fresh(issued_at, now_secs())?;
+
+    let fresh_code = crate::config::random_token(12);
+    let code = match record_request(&state, &fresh_code, &user, issued_at).await? {
+        Recorded::New => {
+            let job = DataDeletion {
+                code: fresh_code.clone(),
+                user,
+            };
+            state.events.enqueue(job.to_event()).await?;
+            tracing::info!("Facebook data deletion request accepted");
+            fresh_code
+        }
+        // The same signed request again (Meta retrying, or someone replaying a captured one):
+        // nothing new is done, and the answer is the original's, whose status URL keeps
+        // reporting the one deletion.
+        Recorded::Replay(original) => {
+            metrics::counter!("facebook_data_deletion_replays_total").increment(1);
+            tracing::info!(
+                "Facebook data deletion request seen before: answered with the original"
+            );
+            original
+        }
     };
-    state.events.enqueue(job.to_event()).await?;
-    tracing::info!("Facebook data deletion request accepted");
     let mut url = state.config.public_base_url.clone();
     url.set_path("/facebook/data-deletion/status");
     url.query_pairs_mut().append_pair("code", &code);
@@ -74,25 +99,80 @@ pub async fn request(
     ))
 }
 
-async fn record_request(state: &AppState, code: &str, user: &GraphId) -> Result<(), StoreError> {
+/// How old a `signed_request` may be: Meta calls at once, so an older one is a replay of a
+/// captured request (SPEC §8).
+pub const MAX_REQUEST_AGE_SECS: i64 = 3600;
+/// How far in the future `issued_at` may be, for clocks that disagree a little.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Refuses an `issued_at` outside `[now - MAX_REQUEST_AGE_SECS, now + CLOCK_SKEW_SECS]`.
+fn check_fresh(issued_at: i64, now: i64) -> Result<(), AppError> {
+    if issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
+        tracing::warn!(
+            issued_at,
+            now,
+            "Facebook data deletion request issued in the future: refused"
+        );
+        return Err(AppError::BadRequest(
+            "signed_request is issued in the future".into(),
+        ));
+    }
+    if issued_at < now.saturating_sub(MAX_REQUEST_AGE_SECS) {
+        tracing::warn!(
+            issued_at,
+            now,
+            "stale Facebook data deletion request refused"
+        );
+        return Err(AppError::BadRequest(
+            "signed_request is too old (issued more than an hour ago)".into(),
+        ));
+    }
+    Ok(())
+}
+
+enum Recorded {
+    New,
+    /// Seen before: the original request's confirmation code.
+    Replay(String),
+}
+
+/// Records the request unless one of the same user with the same `issued_at` was recorded
+/// before (the unique index decides, so two concurrent copies record one).
+async fn record_request(
+    state: &AppState,
+    code: &str,
+    user: &GraphId,
+    issued_at: i64,
+) -> Result<Recorded, StoreError> {
     let (code, user) = (code.to_string(), user.to_string());
     state
         .tokens
         .db()
         .call(move |c| {
-            c.execute(
-                "INSERT INTO data_deletions (confirmation_code, fb_user_id, status, requested_at)
-                 VALUES (?1, ?2, 'pending', ?3)",
-                params![code, user, now_secs()],
+            let inserted = c.execute(
+                "INSERT INTO data_deletions (confirmation_code, fb_user_id, status, requested_at, issued_at)
+                 VALUES (?1, ?2, 'pending', ?3, ?4)
+                 ON CONFLICT (fb_user_id, issued_at) DO NOTHING",
+                params![code, user, now_secs(), issued_at],
             )?;
-            Ok(())
+            if inserted == 1 {
+                return Ok(Recorded::New);
+            }
+            let original: String = c.query_row(
+                "SELECT confirmation_code FROM data_deletions WHERE fb_user_id = ?1 AND issued_at = ?2",
+                params![user, issued_at],
+                |r| r.get(0),
+            )?;
+            Ok(Recorded::Replay(original))
         })
         .await
 }
 
 /// Queues the job of every deletion that is not done (its job may never have been queued, or
-/// an earlier version recorded it failed). Called at start-up; a queued job is a no-op.
+/// an earlier version recorded it failed), and the clean-ups of moved pages' old copies (the
+/// same kind of work: data that must go). Called at start-up; a queued job is a no-op.
 pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
+    super::moves::resume_pending(state).await?;
     let rows: Vec<(String, String)> = state
         .tokens
         .db()
@@ -154,7 +234,7 @@ async fn record_done(state: &AppState, code: &str, d: Deleted) -> Result<(), Sto
 }
 
 /// Deletes what one Facebook user gave us (their pages' objects and records, the queued
-/// events holding those pages' messages, their user token).
+/// events holding those pages' messages, the record of who they are).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DataDeletion {
     pub code: String,
@@ -238,18 +318,24 @@ impl Job for DataDeletion {
             .purge_groups(exact, prefixes)
             .await
             .map_err(|e| retry(&e))?;
-        for merchant in state
+        let mut merchants: Vec<uuid::Uuid> = state
             .tokens
             .merchants_of_facebook_user(job.user.as_str())
             .await
-            .map_err(|e| retry(&e))?
-        {
+            .map_err(|e| retry(&e))?;
+        for &merchant in &merchants {
             state
                 .tokens
                 .delete_facebook_user(merchant)
                 .await
                 .map_err(|e| retry(&e))?;
         }
+        merchants.extend(pages.iter().map(|(m, _)| *m));
+        merchants.sort_unstable();
+        merchants.dedup();
+        let sessions = end_sessions(state, &merchants)
+            .await
+            .map_err(|e| retry(&e))?;
         record_done(state, &job.code, deleted)
             .await
             .map_err(|e| retry(&e))?;
@@ -257,10 +343,29 @@ impl Job for DataDeletion {
             pages = deleted.pages,
             objects = deleted.objects,
             events = deleted.events,
+            sessions,
             "Facebook data deletion done"
         );
         Ok(JobOutput::done().with_result(deleted))
     }
+}
+
+/// Ends the sessions of every merchant left with nothing connected; returns how many.
+///
+/// A merchant's session is its sign-in from the Shopify connect, and it is what lets a browser
+/// connect pages to that merchant. When the Facebook user's data is deleted and the merchant has
+/// no shop and no page left, nothing the session could show or act on remains: it ends, and
+/// the merchant signs in again by connecting a shop. A merchant that still has a shop (or pages
+/// granted by another Facebook user) keeps its session: the deletion was about one Facebook
+/// user's data, and signing the shop owner out of a shop that still syncs would only confuse.
+async fn end_sessions(state: &AppState, merchants: &[uuid::Uuid]) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for merchant in merchants {
+        if !state.tokens.merchant_has_connections(*merchant).await? {
+            ended += state.sessions.revoke_merchant(merchant).await?;
+        }
+    }
+    Ok(ended)
 }
 
 /// Queue groups that write to the pages: their metadata and every conversation.

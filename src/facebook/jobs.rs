@@ -209,14 +209,14 @@ impl Job for PagePoll {
         let started = std::time::Instant::now();
         let r = async {
             let meta = pages::refresh_metadata(state, page).await?;
-            let (changed, total) = conversations::changed(state, page).await?;
-            Ok::<_, FbError>((meta, changed, total))
+            let (changed, total, owner) = conversations::changed(state, page).await?;
+            Ok::<_, FbError>((meta, changed, total, owner))
         }
         .await;
         metrics::counter!("poll_runs_total", "source" => "facebook").increment(1);
         metrics::histogram!("poll_duration_seconds", "source" => "facebook")
             .record(started.elapsed().as_secs_f64());
-        let (meta, changed, total) = r.map_err(|e| {
+        let (meta, changed, total, owner) = r.map_err(|e| {
             metrics::counter!("poll_failures_total", "source" => "facebook").increment(1);
             tracing::warn!(%page, error = %e, "page poll failed");
             JobError::from(e)
@@ -233,6 +233,7 @@ impl Job for PagePoll {
             ConversationPoll {
                 page: page.clone(),
                 conversation,
+                owner: Some(owner),
             }
             .to_event()
         });
@@ -248,6 +249,10 @@ pub struct ConversationPoll {
     pub page: PageId,
     #[serde(flatten)]
     pub conversation: ConversationRef,
+    /// The merchant the page belonged to when the poll was asked for (rows queued by earlier
+    /// versions have none).
+    #[serde(default)]
+    pub owner: Option<uuid::Uuid>,
 }
 
 impl Job for ConversationPoll {
@@ -255,16 +260,19 @@ impl Job for ConversationPoll {
     const POOL: Pool = Pool::Poll;
     type Context = AppState;
 
-    /// The same conversation state is read once, whichever polls ask for it.
+    /// The same conversation state is read once, whichever polls ask for it — per owner: a
+    /// page moved to another merchant starts with an empty copy that needs the same state read
+    /// again.
     fn dedupe_key(&self) -> DedupeKey {
-        DedupeKey::new(
-            Self::KIND,
-            &[
-                &self.page,
-                &self.conversation.psid,
-                &self.conversation.updated_time,
-            ],
-        )
+        let (page, psid, updated) = (
+            &self.page,
+            &self.conversation.psid,
+            &self.conversation.updated_time,
+        );
+        match &self.owner {
+            Some(owner) => DedupeKey::new(Self::KIND, &[page, psid, updated, owner]),
+            None => DedupeKey::new(Self::KIND, &[page, psid, updated]),
+        }
     }
 
     fn group(&self) -> GroupKey {

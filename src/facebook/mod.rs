@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod deletion;
 pub mod jobs;
 pub mod messages;
+pub mod moves;
 pub mod oauth;
 pub mod pages;
 pub mod process;

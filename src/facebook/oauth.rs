@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::client::{GraphClient, GraphError};
 use super::jobs::{PagePoll, PageRefresh, PollReason};
+use super::moves::{self, MovedPageCleanup};
 use super::pages;
 use super::selftest::{post_test_deliveries, SelfTestCleanup};
 use crate::config::FacebookSettings;
@@ -27,13 +28,13 @@ use crate::error::AppError;
 use crate::jobs::GroupKey;
 use crate::jobs::Job;
 use crate::oauth_state::Provider;
-use crate::objects::keys::{self, PageId};
+use crate::objects::keys::{self, GraphId, PageId};
 use crate::routes::session::{binding_cookie, require_session, take_binding};
 use crate::shopify::oauth::state_error;
 use crate::state::AppState;
 use crate::store::events::{EventId, EventStatus, Outcome, RunId, RunKind, RunTrigger};
+use crate::store::now_millis;
 use crate::store::tokens::SavedPage;
-use crate::store::{now_millis, now_secs};
 
 /// Pages set up at once (each is a handful of Graph calls).
 const PAGES_AT_ONCE: usize = 8;
@@ -181,15 +182,18 @@ async fn connect_user(state: &AppState, a: Authorized) -> Result<ConnectedUser, 
         .get(graph.url("me", &[("fields", "id,name")]), &user_token)
         .await
         .map_err(upstream)?;
-    let fb_user_id = me.get("id").and_then(Value::as_str).map(str::to_string);
+    // Only a valid Graph id is kept: it decides data deletion and page moves.
+    let fb_user = me
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| GraphId::parse(id).ok());
+    let fb_user_id = fb_user.as_ref().map(|u| u.to_string());
+    // The user token itself is not stored: it lists the pages below and is then dropped (the
+    // page tokens do all later work). It is still exchanged for a long-lived one because page
+    // tokens listed with a long-lived user token do not expire.
     state
         .tokens
-        .save_facebook_user(
-            a.merchant,
-            fb_user_id.clone(),
-            &user_token,
-            long.expires_in.map(|s| now_secs() + s),
-        )
+        .save_facebook_user(a.merchant, fb_user_id.clone())
         .await?;
 
     // Every page the merchant granted, following paging to the end.
@@ -232,6 +236,28 @@ async fn connect_user(state: &AppState, a: Authorized) -> Result<ConnectedUser, 
             .await?
         {
             SavedPage::Saved(_) => out.pages.push((page, token)),
+            SavedPage::Moved { from, move_id } => {
+                moves::record(&page, from, a.merchant);
+                // `Moved` needs the same user on both sides, so there is one.
+                if let Some(user) = fb_user.clone() {
+                    let cleanup = MovedPageCleanup {
+                        page: page.clone(),
+                        from,
+                        user,
+                        move_id,
+                    };
+                    state.events.enqueue(cleanup.to_event()).await?;
+                }
+                out.pages.push((page, token))
+            }
+            SavedPage::OwnedElsewhere => {
+                tracing::warn!(%page, merchant = %a.merchant, "page connected to another merchant by another user: not moved");
+                metrics::counter!("facebook_page_takeovers_refused_total").increment(1);
+                out.rejected.push(json!({
+                    "page_id": page.as_str(),
+                    "result": err("failed", "this page is connected to another account; only the person who connected it there can move it here"),
+                }))
+            }
             SavedPage::BeingDeleted => out.rejected.push(json!({
                 "page_id": page.as_str(),
                 "result": err("failed", "this page's data is being deleted; connect it again in a minute"),

@@ -28,6 +28,8 @@ text_enum!(
         FacebookSubscriptions => "facebook_subscriptions",
         /// Meta's data deletion request for one Facebook user.
         FacebookDataDeletion => "facebook_data_deletion",
+        /// Deletes the old merchant's copy of a page moved to another merchant.
+        FacebookPageMoved => "facebook_page_moved",
         /// Test-only kinds (feature `testkit`; registered nowhere else).
         Testkit => "testkit",
         TestkitEffect => "testkit_effect",

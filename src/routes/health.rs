@@ -74,11 +74,30 @@ fn account_report(list: &[AccountSummary]) -> Value {
     })
 }
 
+/// How many of the latest page moves `/` lists.
+const MOVES_SHOWN: usize = 50;
+
 /// What is configured and how things stand, without secrets or merchant identities.
 pub async fn index(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let cfg = &state.config;
     let shops = state.tokens.shop_summaries().await?;
     let pages = state.tokens.page_summaries().await?;
+    // Pages moved to another merchant by the user who connected them: until there is a
+    // merchant account page, the old owner's side of a move is reported here (no merchant ids).
+    let moved: Vec<Value> = state
+        .tokens
+        .page_moves(MOVES_SHOWN)
+        .await?
+        .into_iter()
+        .map(|m| {
+            json!({
+                "id": m.page_id,
+                "moved_at": m.moved_at,
+                "old_copy": if m.cleaned_at.is_some() { "deleted" } else { "pending" },
+                "objects_deleted": m.objects_deleted,
+            })
+        })
+        .collect();
     let queue = state.events.stats().await?;
     Ok(Json(json!({
         "service": "salesbot-sync",
@@ -95,6 +114,7 @@ pub async fn index(State(state): State<AppState>) -> Result<Json<Value>, AppErro
                 "configured": cfg.facebook.is_some(),
                 "login": "/facebook/login",
                 "pages": account_report(&pages),
+                "moved": moved,
             },
         },
         "queue": queue,

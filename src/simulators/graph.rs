@@ -530,6 +530,18 @@ impl FakeGraph {
         st.users[user_index].page_ids.clone()
     }
 
+    /// Makes user `user_index` an admin of `page_id` too (as a page with several admins is):
+    /// it is listed last in their `/me/accounts`, with the page's one token.
+    pub fn add_page_admin(&self, user_index: usize, page_id: &str) {
+        let mut st = self.st();
+        st.ensure_user(user_index);
+        assert!(st.pages.contains_key(page_id), "unknown page {page_id}");
+        let ids = &mut st.users[user_index].page_ids;
+        if !ids.iter().any(|p| p == page_id) {
+            ids.push(page_id.to_string());
+        }
+    }
+
     pub fn page_name(&self, page_id: &str) -> String {
         self.st().page(page_id).name.clone()
     }

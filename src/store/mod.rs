@@ -67,6 +67,9 @@ impl DbKind {
                     "../../migrations/tokens/0004_statuses_watermarks.sql"
                 )),
                 M::up(include_str!("../../migrations/tokens/0005_shop_ids.sql")),
+                M::up(include_str!(
+                    "../../migrations/tokens/0006_facebook_security.sql"
+                )),
             ]),
             DbKind::Sessions => Migrations::new(vec![M::up(include_str!(
                 "../../migrations/sessions/0001_init.sql"

@@ -64,6 +64,15 @@ impl SessionStore {
         Ok(m.and_then(|m| Uuid::parse_str(&m).ok()))
     }
 
+    /// Ends every session of the merchant (its data is gone, so whoever holds one of its
+    /// cookies must not act for it any more); returns how many were ended.
+    pub async fn revoke_merchant(&self, merchant: &Uuid) -> Result<usize, StoreError> {
+        let m = merchant.to_string();
+        self.db
+            .call(move |c| Ok(c.execute("DELETE FROM sessions WHERE merchant_uuid = ?1", [m])?))
+            .await
+    }
+
     pub async fn record_state(
         &self,
         nonce: &str,
@@ -114,6 +123,23 @@ mod tests {
         // The raw id is not stored.
         let raw = std::fs::read(dir.path().join("s.db-wal")).unwrap_or_default();
         assert!(!raw.windows(id.len()).any(|w| w == id.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn revoking_a_merchant_ends_only_its_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SessionStore::new(Db::open(&dir.path().join("s.db"), DbKind::Sessions).unwrap());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a1, a2, b1) = (
+            s.create(a).await.unwrap(),
+            s.create(a).await.unwrap(),
+            s.create(b).await.unwrap(),
+        );
+        assert_eq!(s.revoke_merchant(&a).await.unwrap(), 2);
+        assert_eq!(s.merchant(&a1).await.unwrap(), None);
+        assert_eq!(s.merchant(&a2).await.unwrap(), None);
+        assert_eq!(s.merchant(&b1).await.unwrap(), Some(b));
+        assert_eq!(s.revoke_merchant(&a).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -648,7 +648,7 @@ async fn data_deletion_callback_deletes_the_users_pages_and_reports_status() {
 
     let good = signed_request(
         &secret(&env.fake),
-        &json!({"algorithm": "HMAC-SHA256", "user_id": user, "issued_at": 1}),
+        &json!({"algorithm": "HMAC-SHA256", "user_id": user, "issued_at": salesbot_sync::store::now_secs()}),
     );
     let r = env
         .app

@@ -427,7 +427,7 @@ async fn a_deletion_racing_merges_leaves_nothing_of_the_page() {
     .await;
     let request = signed_request(
         &env.fake.config().app_secret,
-        &json!({"algorithm": "HMAC-SHA256", "user_id": env.fake.user_id(0), "issued_at": 1}),
+        &json!({"algorithm": "HMAC-SHA256", "user_id": env.fake.user_id(0), "issued_at": salesbot_sync::store::now_secs()}),
     );
     let r = env
         .app

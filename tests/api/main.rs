@@ -7,6 +7,7 @@ mod backup;
 mod catalog;
 mod cli;
 mod facebook;
+mod facebook_security;
 mod health;
 mod jobs;
 mod objects;

@@ -126,7 +126,7 @@ async fn a_data_deletion_killed_mid_way_finishes_after_a_restart() {
     s3.set_delete_delay(Duration::from_secs(3));
     let request = signed_request(
         &graph.config().app_secret,
-        &json!({"algorithm": "HMAC-SHA256", "user_id": graph.user_id(0), "issued_at": 1}),
+        &json!({"algorithm": "HMAC-SHA256", "user_id": graph.user_id(0), "issued_at": salesbot_sync::store::now_secs()}),
     );
     let r = client
         .post(server.url("/facebook/data-deletion"))

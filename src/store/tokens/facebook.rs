@@ -1,36 +1,46 @@
-//! Facebook users (one long-lived user token per merchant) and their pages.
+//! Facebook users (who connected a merchant's pages) and their pages.
 
 use rusqlite::{params, OptionalExtension};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{
-    page_aad, parse_uuid, user_aad, AccountStatus, FacebookUserRecord, PageRecord, TokenStore,
-};
+use super::{page_aad, parse_uuid, AccountStatus, FacebookUserRecord, PageRecord, TokenStore};
+use crate::objects::keys::PageId;
+use crate::store::{now_secs, StoreError};
 
 /// What storing a page token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SavedPage {
-    /// Stored, for this merchant.
+    /// Stored, for this merchant (new, or already this merchant's).
     Saved(Uuid),
+    /// Moved here from merchant `from` by the Facebook user who had connected it there; the
+    /// move's record is `move_id` (its clean-up job reports to it).
+    Moved { from: Uuid, move_id: i64 },
+    /// Refused: the page is connected to another merchant by another Facebook user.
+    OwnedElsewhere,
     /// Refused: the page's data is being deleted.
     BeingDeleted,
 }
-use crate::objects::keys::PageId;
-use crate::store::{now_secs, StoreError};
+
+/// A page that left a merchant for another one, as the old merchant's status reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PageMove {
+    pub page_id: String,
+    pub from_merchant: Uuid,
+    pub moved_at: i64,
+    /// When the old merchant's copy was deleted (`None` while the job has not run).
+    pub cleaned_at: Option<i64>,
+    pub objects_deleted: Option<i64>,
+}
 
 impl TokenStore {
-    /// Stores the merchant's long-lived Facebook user token (one per merchant).
+    /// Records which Facebook user connected the merchant's pages (one per merchant). Their
+    /// user token is used during the connect only and never stored.
     pub async fn save_facebook_user(
         &self,
         merchant: Uuid,
         fb_user_id: Option<String>,
-        token: &SecretString,
-        expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        let enc = self
-            .cipher
-            .encrypt(token.expose_secret(), &user_aad(&merchant));
         self.db
             .call(move |c| {
                 let now = now_secs();
@@ -39,12 +49,11 @@ impl TokenStore {
                     params![merchant.to_string(), now],
                 )?;
                 c.execute(
-                    "INSERT INTO facebook_users (merchant_uuid, fb_user_id, access_token, expires_at, status, status_reason, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'active', NULL, ?5)
+                    "INSERT INTO facebook_users (merchant_uuid, fb_user_id, status, status_reason, updated_at)
+                     VALUES (?1, ?2, 'active', NULL, ?3)
                      ON CONFLICT(merchant_uuid) DO UPDATE SET fb_user_id = excluded.fb_user_id,
-                        access_token = excluded.access_token, expires_at = excluded.expires_at,
                         status = 'active', status_reason = NULL, updated_at = excluded.updated_at",
-                    params![merchant.to_string(), fb_user_id, enc, expires_at, now],
+                    params![merchant.to_string(), fb_user_id, now],
                 )?;
                 Ok(())
             })
@@ -59,28 +68,21 @@ impl TokenStore {
             .db
             .call(move |c| {
                 Ok(c.query_row(
-                    "SELECT fb_user_id, access_token, expires_at, status FROM facebook_users WHERE merchant_uuid = ?1",
+                    "SELECT fb_user_id, status FROM facebook_users WHERE merchant_uuid = ?1",
                     [merchant.to_string()],
                     |r| {
                         Ok((
                             r.get::<_, Option<String>>(0)?,
-                            r.get::<_, Vec<u8>>(1)?,
-                            r.get::<_, Option<i64>>(2)?,
-                            r.get::<_, AccountStatus>(3)?,
+                            r.get::<_, AccountStatus>(1)?,
                         ))
                     },
                 )
                 .optional()?)
             })
             .await?;
-        let Some((uid, tok, exp, status)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(FacebookUserRecord {
+        Ok(row.map(|(fb_user_id, status)| FacebookUserRecord {
             merchant,
-            fb_user_id: uid,
-            access_token: self.cipher.decrypt(&tok, &user_aad(&merchant))?,
-            expires_at: exp,
+            fb_user_id,
             status,
         }))
     }
@@ -102,8 +104,12 @@ impl TokenStore {
             .await
     }
 
-    /// Stores a page token. A page already owned by another merchant is moved only when
-    /// `allow_move` is set; otherwise the existing owner is kept and returned.
+    /// Stores a page token for `merchant`, granted by the Facebook user `fb_user_id`.
+    ///
+    /// A page connected to another merchant is never taken silently: it moves only when the
+    /// same Facebook user who connected it there grants it again (they administer the page and
+    /// chose where it goes), and the move is recorded for the old merchant. Anyone else gets
+    /// `OwnedElsewhere` and the page stays where it is.
     pub async fn save_page(
         &self,
         page: &PageId,
@@ -118,27 +124,45 @@ impl TokenStore {
             .call(move |c| {
                 let tx = c.transaction()?;
                 let now = now_secs();
+                let previous: Option<(String, AccountStatus, Option<String>)> = tx
+                    .query_row(
+                        "SELECT merchant_uuid, status, fb_user_id FROM pages WHERE page_id = ?1",
+                        [&p],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                let mut saved = SavedPage::Saved(merchant);
+                if let Some((owner, status, grantor)) = previous {
+                    if status == AccountStatus::Deleting {
+                        // A data deletion of this page is under way: it must not come back
+                        // half deleted. It can be connected again once the deletion is done.
+                        return Ok(SavedPage::BeingDeleted);
+                    }
+                    if owner != merchant.to_string() {
+                        let same_user = grantor.is_some() && grantor == fb_user_id;
+                        if !same_user {
+                            return Ok(SavedPage::OwnedElsewhere);
+                        }
+                        let from = parse_uuid(owner)?;
+                        tx.execute(
+                            "INSERT INTO page_moves (page_id, from_merchant, to_merchant, fb_user_id, moved_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![p, from.to_string(), merchant.to_string(), grantor, now],
+                        )?;
+                        let move_id = tx.last_insert_rowid();
+                        // The watermarks say what the old merchant's copy holds; the new
+                        // merchant's copy is empty, so its first poll must read everything.
+                        tx.execute(
+                            "DELETE FROM conversation_watermarks WHERE page_id = ?1",
+                            [&p],
+                        )?;
+                        saved = SavedPage::Moved { from, move_id };
+                    }
+                }
                 tx.execute(
                     "INSERT OR IGNORE INTO merchants (uuid, created_at) VALUES (?1, ?2)",
                     params![merchant.to_string(), now],
                 )?;
-                let previous: Option<(String, AccountStatus)> = tx
-                    .query_row(
-                        "SELECT merchant_uuid, status FROM pages WHERE page_id = ?1",
-                        [&p],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if matches!(previous, Some((_, AccountStatus::Deleting))) {
-                    // A data deletion of this page is under way: it must not come back half
-                    // deleted. The merchant can connect it again once the deletion is done.
-                    return Ok(SavedPage::BeingDeleted);
-                }
-                if let Some(prev) = previous.map(|p| p.0).filter(|m| *m != merchant.to_string()) {
-                    // The page's admin connected it to another merchant: its objects follow
-                    // the new owner from now on. Logged, as it moves data between accounts.
-                    tracing::warn!(page = %p, from = %prev, to = %merchant, "page moved to another merchant");
-                }
                 tx.execute(
                     "INSERT INTO pages (page_id, merchant_uuid, fb_user_id, name, access_token, status, status_reason, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'active', NULL, ?6, ?6)
@@ -149,7 +173,78 @@ impl TokenStore {
                     params![p, merchant.to_string(), fb_user_id, name, enc, now],
                 )?;
                 tx.commit()?;
-                Ok(SavedPage::Saved(merchant))
+                Ok(saved)
+            })
+            .await
+    }
+
+    /// Records that the old merchant's copy of a moved page was deleted.
+    pub async fn page_move_cleaned(&self, move_id: i64, objects: usize) -> Result<(), StoreError> {
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE page_moves SET cleaned_at = ?2, objects_deleted = ?3 WHERE id = ?1",
+                    params![move_id, now_secs(), objects as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Moves whose old copy has not been deleted yet: (move id, page, old merchant, user).
+    pub async fn uncleaned_page_moves(
+        &self,
+    ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        self.db
+            .call(|c| {
+                let mut st = c.prepare(
+                    "SELECT id, page_id, from_merchant, fb_user_id FROM page_moves
+                     WHERE cleaned_at IS NULL ORDER BY id",
+                )?;
+                let v = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    /// Pages that moved away from their merchant, newest first (at most `limit`).
+    pub async fn page_moves(&self, limit: usize) -> Result<Vec<PageMove>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare(
+                    "SELECT page_id, from_merchant, moved_at, cleaned_at, objects_deleted
+                     FROM page_moves ORDER BY moved_at DESC, id DESC LIMIT ?1",
+                )?;
+                let v = st
+                    .query_map([limit as i64], |r| {
+                        Ok(PageMove {
+                            page_id: r.get(0)?,
+                            from_merchant: parse_uuid(r.get(1)?)?,
+                            moved_at: r.get(2)?,
+                            cleaned_at: r.get(3)?,
+                            objects_deleted: r.get(4)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    /// Whether the merchant still has anything connected: a shop that is not uninstalled, or
+    /// a page (in any state but being deleted).
+    pub async fn merchant_has_connections(&self, merchant: Uuid) -> Result<bool, StoreError> {
+        self.db
+            .call(move |c| {
+                let m = merchant.to_string();
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM shops WHERE merchant_uuid = ?1 AND status != 'uninstalled')
+                         OR EXISTS (SELECT 1 FROM pages WHERE merchant_uuid = ?1 AND status != 'deleting')",
+                    [m],
+                    |r| r.get(0),
+                )?)
             })
             .await
     }
@@ -333,5 +428,122 @@ impl TokenStore {
             })
             .await?;
         self.pages_granted_by(fb_user_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::TokenCipher;
+    use crate::store::{configure, Db, DbKind};
+
+    fn store(dir: &std::path::Path) -> TokenStore {
+        let db = Db::open(&dir.join("tokens.db"), DbKind::Tokens).unwrap();
+        TokenStore::new(db, TokenCipher::new(&[9u8; 32]))
+    }
+
+    fn tok(t: &str) -> SecretString {
+        SecretString::from(t.to_string())
+    }
+
+    #[test]
+    fn the_migration_erases_stored_user_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.db");
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        configure(&c).unwrap();
+        // The schema before this change, with a user token as earlier versions stored it.
+        DbKind::Tokens.migrations().to_version(&mut c, 4).unwrap();
+        // Longer than a database page, so it lives in overflow pages that a rewrite frees.
+        let marker: &[u8] = b"USER_TOKEN_CIPHERTEXT_STAND_IN";
+        let secret = marker.repeat(400);
+        let file_holds_marker = || {
+            let mut raw = std::fs::read(&path).unwrap();
+            raw.extend(std::fs::read(dir.path().join("tokens.db-wal")).unwrap_or_default());
+            raw.windows(marker.len()).any(|w| w == marker)
+        };
+        c.execute(
+            "INSERT INTO merchants (uuid, created_at) VALUES ('m', 1)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO facebook_users (merchant_uuid, fb_user_id, access_token, expires_at, updated_at)
+             VALUES ('m', '55', ?1, 9, 1)",
+            [&secret],
+        )
+        .unwrap();
+        c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+        assert!(file_holds_marker(), "the check can see a stored token");
+        DbKind::Tokens.migrations().to_latest(&mut c).unwrap();
+        let cols: Vec<String> = c
+            .prepare("SELECT name FROM pragma_table_info('facebook_users')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!cols
+            .iter()
+            .any(|c| c == "access_token" || c == "expires_at"));
+        let user: String = c
+            .query_row("SELECT fb_user_id FROM facebook_users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(user, "55", "who connected is kept");
+        c.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+        drop(c);
+        assert!(
+            !file_holds_marker(),
+            "the old token's bytes are gone from the file"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_page_moves_only_when_its_grantor_grants_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let page = PageId::parse("77").unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let u1 = Some("1001".to_string());
+        assert_eq!(
+            s.save_page(&page, a, u1.clone(), None, &tok("t1"))
+                .await
+                .unwrap(),
+            SavedPage::Saved(a)
+        );
+        // Another user, or no known user, cannot take it.
+        for other in [Some("2002".to_string()), None] {
+            assert_eq!(
+                s.save_page(&page, b, other, None, &tok("t2"))
+                    .await
+                    .unwrap(),
+                SavedPage::OwnedElsewhere
+            );
+        }
+        let kept = s.page(&page).await.unwrap().unwrap();
+        assert_eq!(kept.merchant, a);
+        assert_eq!(kept.access_token.expose_secret(), "t1");
+        assert!(s.page_moves(10).await.unwrap().is_empty());
+        // The same merchant reconnecting is no move.
+        assert_eq!(
+            s.save_page(&page, a, u1.clone(), None, &tok("t3"))
+                .await
+                .unwrap(),
+            SavedPage::Saved(a)
+        );
+        let SavedPage::Moved { from, move_id } = s
+            .save_page(&page, b, u1.clone(), None, &tok("t4"))
+            .await
+            .unwrap()
+        else {
+            panic!("the grantor moves it");
+        };
+        assert_eq!(from, a);
+        assert_eq!(s.page(&page).await.unwrap().unwrap().merchant, b);
+        let moves = s.page_moves(10).await.unwrap();
+        assert_eq!(moves.len(), 1);
+        assert_eq!((moves[0].from_merchant, moves[0].cleaned_at), (a, None));
+        s.page_move_cleaned(move_id, 4).await.unwrap();
+        assert_eq!(s.page_moves(10).await.unwrap()[0].objects_deleted, Some(4));
     }
 }

@@ -16,7 +16,7 @@ use super::{text_enum, Db, StoreError};
 use crate::crypto::TokenCipher;
 use crate::objects::keys::{PageId, ShopDomain};
 
-pub use facebook::SavedPage;
+pub use facebook::{PageMove, SavedPage};
 pub use watermarks::Watermark;
 
 #[derive(Clone)]
@@ -72,11 +72,11 @@ pub struct PageRecord {
     pub status_reason: Option<String>,
 }
 
+/// Who connected a merchant's Facebook pages. Their user token is not kept: only the page
+/// tokens do later work, and data deletion needs only the user id.
 pub struct FacebookUserRecord {
     pub merchant: Uuid,
     pub fb_user_id: Option<String>,
-    pub access_token: SecretString,
-    pub expires_at: Option<i64>,
     pub status: AccountStatus,
 }
 
@@ -97,9 +97,6 @@ fn shop_refresh_aad(domain: &str) -> Vec<u8> {
 }
 fn page_aad(page: &str) -> Vec<u8> {
     format!("page:{page}").into_bytes()
-}
-fn user_aad(merchant: &Uuid) -> Vec<u8> {
-    format!("fb-user:{merchant}").into_bytes()
 }
 
 fn parse_uuid(s: String) -> Result<Uuid, rusqlite::Error> {
@@ -199,10 +196,9 @@ impl TokenStore {
                 let tx = c.transaction()?;
                 let mut n = 0;
                 // (table, key column, token column, associated-data prefix)
-                let columns: [(&str, &str, &str, &str); 4] = [
+                let columns: [(&str, &str, &str, &str); 3] = [
                     ("shops", "domain", "access_token", "shop"),
                     ("shops", "domain", "refresh_token", "shop-refresh"),
-                    ("facebook_users", "merchant_uuid", "access_token", "fb-user"),
                     ("pages", "page_id", "access_token", "page"),
                 ];
                 for (table, key, col, prefix) in columns {

@@ -34,14 +34,6 @@ async fn tokens_are_not_in_the_database_file_in_plaintext() {
     )
     .await
     .unwrap();
-    s.save_facebook_user(
-        m,
-        Some("55".into()),
-        &SecretString::from("EAAG_PLAINTEXT_USER_TOKEN".to_string()),
-        Some(1),
-    )
-    .await
-    .unwrap();
     // Checkpoint so the WAL contents land in the main file too; then read both raw.
     s.db()
         .call(|c| {
@@ -52,11 +44,7 @@ async fn tokens_are_not_in_the_database_file_in_plaintext() {
         .unwrap();
     let mut raw = std::fs::read(dir.path().join("tokens.db")).unwrap();
     raw.extend(std::fs::read(dir.path().join("tokens.db-wal")).unwrap_or_default());
-    for needle in [
-        "PLAINTEXT_SHOP_TOKEN",
-        "PLAINTEXT_PAGE_TOKEN",
-        "PLAINTEXT_USER_TOKEN",
-    ] {
+    for needle in ["PLAINTEXT_SHOP_TOKEN", "PLAINTEXT_PAGE_TOKEN"] {
         assert!(
             !raw.windows(needle.len()).any(|w| w == needle.as_bytes()),
             "{needle} found in the raw database file"
@@ -103,11 +91,10 @@ async fn rotate_key_re_encrypts_everything() {
     s.save_page(&page, m, None, None, &SecretString::from("p1".to_string()))
         .await
         .unwrap();
-    s.save_facebook_user(m, None, &SecretString::from("u1".to_string()), None)
-        .await
-        .unwrap();
+    s.save_facebook_user(m, None).await.unwrap();
     let new = TokenCipher::new(&[2u8; 32]);
-    assert_eq!(s.rotate_key(new.clone()).await.unwrap(), 3);
+    // The shop and the page token: no Facebook user token is stored any more.
+    assert_eq!(s.rotate_key(new.clone()).await.unwrap(), 2);
     assert!(s.shop(&shop).await.is_err(), "the old key no longer reads");
     let rotated = TokenStore::new(s.db().clone(), new);
     assert_eq!(
@@ -130,16 +117,6 @@ async fn rotate_key_re_encrypts_everything() {
             .access_token
             .expose_secret(),
         "p1"
-    );
-    assert_eq!(
-        rotated
-            .facebook_user(m)
-            .await
-            .unwrap()
-            .unwrap()
-            .access_token
-            .expose_secret(),
-        "u1"
     );
     // Rotating with the wrong current key fails and changes nothing.
     assert!(s.rotate_key(TokenCipher::new(&[3u8; 32])).await.is_err());

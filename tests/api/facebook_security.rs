@@ -1,0 +1,465 @@
+//! Facebook hardening (issue 12): `signed_request` freshness and replay, page ownership, sessions
+//! ending with the data, no stored user token. The real server, the fake Graph API, objects in
+//! the embedded S3 server.
+
+use std::time::Duration;
+
+use salesbot_sync::jobs::JobKind;
+use salesbot_sync::objects::keys::{self, GraphId};
+use salesbot_sync::store::now_secs;
+use salesbot_sync::store::tokens::ShopGrant;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::facebook::{fb_connect, fb_env, read, session, signed_request, FbEnv};
+use crate::helpers::*;
+
+/// Posts a data deletion request for `user` issued at `issued_at`: status and JSON.
+async fn delete_request(env: &FbEnv, user: &str, issued_at: i64) -> (u16, Value) {
+    let signed = signed_request(
+        &env.fake.config().app_secret,
+        &json!({"algorithm": "HMAC-SHA256", "user_id": user, "issued_at": issued_at}),
+    );
+    let r = env
+        .app
+        .client
+        .post(env.app.url("/facebook/data-deletion"))
+        .form(&[("signed_request", signed)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn status_at(env: &FbEnv, url: &str) -> Value {
+    env.app
+        .client
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_done(env: &FbEnv, url: &str) {
+    for _ in 0..600 {
+        if status_at(env, url).await["status"] == "done" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the deletion did not finish: {}", status_at(env, url).await);
+}
+
+/// Queued or finished data deletion jobs.
+async fn deletion_jobs(env: &FbEnv) -> usize {
+    env.app
+        .state
+        .events
+        .rows()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == JobKind::FacebookDataDeletion.as_str())
+        .count()
+}
+
+async fn deletion_rows(env: &FbEnv) -> i64 {
+    env.app
+        .state
+        .tokens
+        .db()
+        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM data_deletions", [], |r| r.get(0))?))
+        .await
+        .unwrap()
+}
+
+/// The status of `/facebook/login` with this cookie (307 with a live session).
+async fn login_status(env: &FbEnv, cookie: &str) -> u16 {
+    env.app
+        .client
+        .get(env.app.url("/facebook/login"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_day_old_signed_request_is_refused_and_deletes_nothing() {
+    let env = fb_env().await;
+    let (merchant, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let page = GraphId::parse(&env.fake.page_ids(0)[0]).unwrap();
+
+    let (status, body) = delete_request(&env, &env.fake.user_id(0), now_secs() - 24 * 3600).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("too old"),
+        "{body}"
+    );
+    drained(&env.app).await;
+    assert_eq!(deletion_rows(&env).await, 0, "nothing recorded");
+    assert_eq!(deletion_jobs(&env).await, 0, "nothing queued");
+    assert!(env.app.state.tokens.page(&page).await.unwrap().is_some());
+    assert!(read(&env.s3, &keys::page_metadata(&merchant, &page)).is_some());
+    assert_eq!(
+        login_status(&env, &cookie).await,
+        307,
+        "the session still works"
+    );
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_signed_request_from_the_future_is_refused() {
+    let env = fb_env().await;
+    let user = env.fake.user_id(0);
+    let (status, body) = delete_request(&env, &user, now_secs() + 3600).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("future"),
+        "{body}"
+    );
+    // A request without issued_at is refused as well.
+    let signed = signed_request(
+        &env.fake.config().app_secret,
+        &json!({"algorithm": "HMAC-SHA256", "user_id": user}),
+    );
+    let r = env
+        .app
+        .client
+        .post(env.app.url("/facebook/data-deletion"))
+        .form(&[("signed_request", signed)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A little skew is tolerated.
+    let (status, body) = delete_request(&env, &user, now_secs() + 30).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(deletion_rows(&env).await, 1);
+    drained(&env.app).await;
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_replayed_signed_request_answers_the_original_and_queues_nothing_new() {
+    let env = fb_env().await;
+    let (_, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let user = env.fake.user_id(0);
+    let issued = now_secs() - 60;
+    let (status, first) = delete_request(&env, &user, issued).await;
+    assert_eq!(status, 200, "{first}");
+    let url = first["url"].as_str().unwrap().to_string();
+    wait_done(&env, &url).await;
+    let done = status_at(&env, &url).await;
+
+    let (status, again) = delete_request(&env, &user, issued).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again, first,
+        "the original confirmation code and status URL"
+    );
+    drained(&env.app).await;
+    assert_eq!(deletion_jobs(&env).await, 1, "no second deletion queued");
+    assert_eq!(deletion_rows(&env).await, 1);
+    assert_eq!(
+        status_at(&env, &url).await,
+        done,
+        "the status URL still answers"
+    );
+    env.app.stop().await.unwrap();
+}
+
+/// The per-page upload result of `page` in a callback answer.
+fn upload_result<'a>(body: &'a Value, page: &str) -> &'a Value {
+    &body["upload_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["page_id"] == page)
+        .unwrap_or_else(|| panic!("no upload_status for {page}: {body}"))["result"]
+}
+
+#[tokio::test]
+async fn a_page_granted_by_another_user_is_not_taken_over() {
+    let env = fb_env().await;
+    let (a, cookie_a) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie_a, 0).await.0, 200);
+    drained(&env.app).await;
+    let p = env.fake.page_ids(0)[0].clone();
+    let page = GraphId::parse(&p).unwrap();
+    // User 1 administers P too and grants it from merchant B's session.
+    env.fake.add_page_admin(1, &p);
+    let (b, cookie_b) = session(&env.app).await;
+    let (status, body) = fb_connect(&env.app, &env.fake, &cookie_b, 1).await;
+    assert_eq!(status, 200, "{body}");
+    let result = upload_result(&body, &p);
+    assert_eq!(result["status"], "failed", "{body}");
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("connected to another account"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&a.to_string()),
+        "no id of the other merchant"
+    );
+    // User 1's own pages connect as usual.
+    for own in env.fake.page_ids(1).iter().filter(|q| **q != p) {
+        assert_eq!(upload_result(&body, own)["status"], "success", "{body}");
+    }
+    drained(&env.app).await;
+    let rec = env.app.state.tokens.page(&page).await.unwrap().unwrap();
+    assert_eq!(rec.merchant, a, "A keeps P");
+    assert!(read(&env.s3, &keys::page_metadata(&a, &page)).is_some());
+    assert!(env
+        .app
+        .state
+        .objects
+        .list(&keys::page_prefix(&b, &page))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(env
+        .app
+        .state
+        .tokens
+        .page_moves(10)
+        .await
+        .unwrap()
+        .is_empty());
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
+    let env = fb_env().await;
+    let (a, cookie_a) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie_a, 0).await.0, 200);
+    drained(&env.app).await;
+    let pages = env.fake.page_ids(0);
+    let page = GraphId::parse(&pages[0]).unwrap();
+    assert!(read(&env.s3, &keys::page_metadata(&a, &page)).is_some());
+
+    // The same Facebook user, now signed in as merchant B.
+    let (b, cookie_b) = session(&env.app).await;
+    let (status, body) = fb_connect(&env.app, &env.fake, &cookie_b, 0).await;
+    assert_eq!(status, 200, "{body}");
+    for p in &pages {
+        assert_eq!(upload_result(&body, p)["status"], "success", "{body}");
+    }
+    drained(&env.app).await;
+    for p in &pages {
+        let id = GraphId::parse(p).unwrap();
+        assert_eq!(
+            env.app
+                .state
+                .tokens
+                .page(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .merchant,
+            b
+        );
+        assert!(read(&env.s3, &keys::page_metadata(&b, &id)).is_some());
+    }
+    // B's copy is complete: its first poll read every conversation again.
+    let long = env.fake.long_conversation_psid(&pages[0]).unwrap();
+    let conv = keys::conversation(&b, &page, &GraphId::parse(&long).unwrap());
+    assert_eq!(read(&env.s3, &conv).unwrap().as_array().unwrap().len(), 60);
+    // A's copy is gone.
+    let left = env
+        .app
+        .state
+        .objects
+        .list(&keys::merchant_prefix(&a))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "A's copy deleted: {left:?}");
+    // The move shows in the status, without merchant ids, and is counted.
+    let index: Value = env
+        .app
+        .client
+        .get(env.app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let moved = index["integrations"]["facebook"]["moved"]
+        .as_array()
+        .unwrap();
+    assert_eq!(moved.len(), pages.len(), "{index}");
+    for m in moved {
+        assert_eq!(m["old_copy"], "deleted", "{m}");
+        assert!(pages.contains(&m["id"].as_str().unwrap().to_string()));
+    }
+    assert!(!index.to_string().contains(&a.to_string()));
+    let metrics = env
+        .app
+        .client
+        .get(env.app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("facebook_page_moves_total"), "{metrics}");
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn data_deletion_ends_the_session_of_a_merchant_left_with_nothing() {
+    let env = fb_env().await;
+    // Merchant A has only Facebook pages; merchant C also has a shop.
+    let (_, cookie_a) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie_a, 0).await.0, 200);
+    let c = Uuid::new_v4();
+    let shop = keys::ShopDomain::parse("still-here.myshopify.com").unwrap();
+    let grant = ShopGrant {
+        access_token: SecretString::from("shpat_x".to_string()),
+        scopes: "read_products".into(),
+        expires_at: None,
+        refresh_token: None,
+        refresh_token_expires_at: None,
+    };
+    env.app
+        .state
+        .tokens
+        .save_shop_grant(&shop, grant, Some(c))
+        .await
+        .unwrap();
+    let cookie_c = format!(
+        "session_id={}",
+        env.app.state.sessions.create(c).await.unwrap()
+    );
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie_c, 1).await.0, 200);
+    drained(&env.app).await;
+
+    for user in [0, 1] {
+        let (status, body) = delete_request(&env, &env.fake.user_id(user), now_secs()).await;
+        assert_eq!(status, 200, "{body}");
+        wait_done(&env, body["url"].as_str().unwrap()).await;
+    }
+    assert_eq!(
+        login_status(&env, &cookie_a).await,
+        400,
+        "A's session ended"
+    );
+    assert_eq!(
+        login_status(&env, &cookie_c).await,
+        307,
+        "C keeps its shop's session"
+    );
+    drained(&env.app).await;
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_user_token_is_stored_after_connect() {
+    let env = fb_env().await;
+    let (merchant, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let user = env
+        .app
+        .state
+        .tokens
+        .facebook_user(merchant)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        user.fb_user_id,
+        Some(env.fake.user_id(0)),
+        "who connected is kept"
+    );
+    // Every token column left belongs to a shop or a page: the user token has none.
+    let columns: Vec<(String, String)> = env
+        .app
+        .state
+        .tokens
+        .db()
+        .call(|c| {
+            let mut st = c.prepare(
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+                 WHERE m.type = 'table' AND p.name LIKE '%token%'",
+            )?;
+            let v = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        })
+        .await
+        .unwrap();
+    assert!(!columns.is_empty());
+    assert!(
+        columns.iter().all(|(t, _)| t == "shops" || t == "pages"),
+        "{columns:?}"
+    );
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_move_whose_clean_up_was_never_queued_is_cleaned_at_start_up() {
+    let env = fb_env().await;
+    let (a, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let page = GraphId::parse(&env.fake.page_ids(0)[0]).unwrap();
+    assert!(read(&env.s3, &keys::page_metadata(&a, &page)).is_some());
+    // A move the store recorded, as if the process stopped before its job was queued.
+    let (b, p, user) = (Uuid::new_v4(), page.to_string(), env.fake.user_id(0));
+    let (a_text, b_text) = (a.to_string(), b.to_string());
+    env.app
+        .state
+        .tokens
+        .db()
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO merchants (uuid, created_at) VALUES (?1, 1)",
+                [&b_text],
+            )?;
+            c.execute(
+                "UPDATE pages SET merchant_uuid = ?2 WHERE page_id = ?1",
+                [&p, &b_text],
+            )?;
+            c.execute(
+                "INSERT INTO page_moves (page_id, from_merchant, to_merchant, fb_user_id, moved_at)
+                 VALUES (?1, ?2, ?3, ?4, 1)",
+                [&p, &a_text, &b_text, &user],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    salesbot_sync::facebook::deletion::resume_pending(&env.app.state)
+        .await
+        .unwrap();
+    drained(&env.app).await;
+    let left = env
+        .app
+        .state
+        .objects
+        .list(&keys::page_prefix(&a, &page))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "A's copy deleted: {left:?}");
+    let moves = env.app.state.tokens.page_moves(10).await.unwrap();
+    assert!(moves[0].cleaned_at.is_some());
+    assert!(moves[0].objects_deleted.unwrap() > 0);
+    env.app.stop().await.unwrap();
+}
