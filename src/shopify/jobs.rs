@@ -217,7 +217,24 @@ async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<bool, SyncErr
         .await?;
     state.catalog.remove_shop(&d.shop).await?;
     tracing::info!(shop = %d.shop, "app uninstalled: token deleted, polling stopped");
+    end_sessions_without_shops(state, rec.merchant).await?;
     Ok(true)
+}
+
+/// A merchant signs in by connecting a shop; when its last shop is uninstalled or redacted,
+/// its sessions end (a browser left signed in could otherwise still connect pages to an
+/// account whose owner removed the app). Connecting a shop again signs it in again.
+pub(crate) async fn end_sessions_without_shops(
+    state: &AppState,
+    merchant: uuid::Uuid,
+) -> Result<(), SyncError> {
+    if !state.tokens.merchant_has_installed_shop(merchant).await? {
+        let ended = state.sessions.revoke_merchant(&merchant).await?;
+        if ended > 0 {
+            tracing::info!(%merchant, sessions = ended, "last shop removed: sessions ended");
+        }
+    }
+    Ok(())
 }
 
 /// Why a shop's catalogue is synced in full.

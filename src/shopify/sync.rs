@@ -531,6 +531,7 @@ pub async fn redact_shop(state: &AppState, shop: &ShopDomain) -> Result<usize, S
             .delete_prefix(&keys::shop_prefix(&rec.merchant, shop))
             .await?;
         state.tokens.delete_shop(shop).await?;
+        super::jobs::end_sessions_without_shops(state, rec.merchant).await?;
     }
     state.catalog.remove_shop(shop).await?;
     tracing::info!(%shop, objects_deleted = deleted, "shop redacted");

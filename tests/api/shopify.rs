@@ -1007,6 +1007,43 @@ async fn lifecycle_bodies_must_carry_the_shop_id_recorded_at_connect() {
     env.app.stop().await.unwrap();
 }
 
+/// The merchant the session cookie `session_id=…` signs in, if it still does.
+async fn signed_in(env: &Env, cookie: &str) -> Option<Uuid> {
+    let sid = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("session_id=");
+    env.app.state.sessions.merchant(sid).await.unwrap()
+}
+
+#[tokio::test]
+async fn sessions_end_when_the_merchants_last_shop_is_uninstalled_or_redacted() {
+    let env = env().await;
+    let (_, body, cookie) = connect(&env, "acme").await;
+    let cookie = cookie.expect("a session cookie");
+    drained(&env.app).await;
+    let merchant = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    assert_eq!(signed_in(&env, &cookie).await, Some(merchant));
+    assert_eq!(post_topic(&env, "app/uninstalled", "u-1", None).await, 200);
+    drained(&env.app).await;
+    assert_eq!(
+        signed_in(&env, &cookie).await,
+        None,
+        "uninstalled: signed out"
+    );
+
+    // Reinstalled: signed in again; the redaction (48 h after an uninstall) signs out too.
+    let (_, _, cookie) = connect(&env, "acme").await;
+    let cookie = cookie.unwrap();
+    drained(&env.app).await;
+    assert_eq!(signed_in(&env, &cookie).await, Some(merchant));
+    assert_eq!(post_topic(&env, "shop/redact", "r-1", None).await, 200);
+    drained(&env.app).await;
+    assert_eq!(signed_in(&env, &cookie).await, None, "redacted: signed out");
+    env.app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn expiring_tokens_are_stored_and_refreshed_before_use() {
     let env = env().await;

@@ -165,6 +165,20 @@ impl TokenStore {
         }))
     }
 
+    /// Whether the merchant still has a shop installed (active or waiting for re-authorisation).
+    pub async fn merchant_has_installed_shop(&self, merchant: Uuid) -> Result<bool, StoreError> {
+        self.db
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM shops
+                                    WHERE merchant_uuid = ?1 AND status != 'uninstalled')",
+                    [merchant.to_string()],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+    }
+
     /// Shopify's numeric id of the shop, when known.
     pub async fn shop_id(&self, domain: &ShopDomain) -> Result<Option<i64>, StoreError> {
         let d = domain.as_str().to_string();
