@@ -24,7 +24,7 @@ use super::moves::{self, MovedPageCleanup};
 use super::pages;
 use super::selftest::{post_test_deliveries, SelfTestCleanup};
 use crate::config::FacebookSettings;
-use crate::error::AppError;
+use crate::error::{incident, AppError};
 use crate::jobs::GroupKey;
 use crate::jobs::Job;
 use crate::oauth_state::Provider;
@@ -297,9 +297,10 @@ async fn set_up_page(
     };
     if let Ok(graph) = graph(state) {
         if let Err(e) = pages::ensure_subscribed(graph, page, token).await {
-            setup.failed = Some(err(
+            setup.failed = Some(incident(
                 "failed",
-                format!("could not subscribe the app to the page: {e}"),
+                "could not subscribe the app to the page",
+                &e,
             ));
         }
     }
@@ -358,7 +359,7 @@ async fn set_up_page(
             Ok(Some(_)) => {}
             Ok(None) => setup.failed = Some(err("failed", "Metadata upload not found")),
             Err(e) => {
-                setup.failed = Some(err("failed", format!("Upload verification failed: {e}")))
+                setup.failed = Some(incident("failed", "the upload could not be verified", &e))
             }
         }
     }
@@ -372,10 +373,9 @@ fn job_status(outcome: Option<Outcome>) -> Value {
             Some(r) if r.get("status").is_some() => r,
             _ => ok(),
         },
-        Some(o) if o.status.is_finished() => err(
-            "error",
-            o.last_error.unwrap_or_else(|| "the job failed".into()),
-        ),
+        Some(o) if o.status.is_finished() => {
+            incident("error", "the job failed", &o.last_error.unwrap_or_default())
+        }
         Some(_) => pending(),
         None => err("error", "the job is not queued"),
     }
@@ -394,12 +394,10 @@ fn page_poll_status(jobs: &[Outcome], page: &PageId) -> Value {
         .iter()
         .find(|j| matches!(j.status, EventStatus::Failed | EventStatus::Dead))
     {
-        return err(
+        return incident(
             "error",
-            failed
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "the poll failed".into()),
+            "the poll failed; the daily poll will try again",
+            &failed.last_error.clone().unwrap_or_default(),
         );
     }
     if mine.is_empty() || mine.iter().any(|j| !j.status.is_finished()) {
@@ -436,7 +434,7 @@ async fn answer(
         let poll = if r.polling {
             match state.events.run_jobs(run).await {
                 Ok(jobs) => page_poll_status(&jobs, &r.page),
-                Err(e) => err("error", e),
+                Err(e) => incident("error", "the poll's progress could not be read", &e),
             }
         } else {
             err("error", "the initial poll could not be queued")
