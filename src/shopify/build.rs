@@ -99,18 +99,24 @@ pub async fn write(
         let mut hasher = Hasher::new();
         let mut size = 0;
         let mut spool = tempfile::SpooledTempFile::new(SPOOL_IN_MEMORY);
+        // Rows are ~1 KiB: gathered into CHUNK-sized pieces, so the hash and the spool file
+        // see a few large writes instead of two small ones per row.
+        let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
         let mut failed: Option<std::io::Error> = None;
-        render(&c, &s, object, shop_body.as_deref(), &mut |bytes| {
-            hasher.update(bytes);
-            size += bytes.len();
-            match spool.write_all(bytes) {
-                Ok(()) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
+        let mut flush = |pending: &mut Vec<u8>, failed: &mut Option<std::io::Error>| {
+            hasher.update(&pending[..]);
+            if let Err(e) = spool.write_all(pending) {
+                *failed = Some(e);
             }
+            pending.clear();
+            failed.is_none()
+        };
+        render(&c, &s, object, shop_body.as_deref(), &mut |bytes| {
+            size += bytes.len();
+            pending.extend_from_slice(bytes);
+            pending.len() < CHUNK || flush(&mut pending, &mut failed)
         })?;
+        flush(&mut pending, &mut failed);
         if let Some(e) = failed {
             return Err(SyncError::Internal(format!("spooling an object: {e}")));
         }

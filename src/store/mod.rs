@@ -99,6 +99,12 @@ pub fn open_connection(path: &Path, kind: DbKind) -> Result<Connection, StoreErr
         reason: e.to_string(),
     })?;
     configure(&conn)?;
+    if kind == DbKind::Catalog {
+        // The catalogue is written a few rows at a time and read in whole scans (which go
+        // through a connection of their own): a big cache would only hold a shop's rows in
+        // memory after a full sync. 8 MiB keeps the indexes hot.
+        conn.pragma_update(None, "cache_size", -8_000)?;
+    }
     kind.migrations().to_latest(&mut conn)?;
     Ok(conn)
 }
