@@ -133,17 +133,17 @@ impl Application {
         let pruner = jobs::spawn_housekeeping(state.events.clone(), worker_stop.clone());
         let mut scheduler = jobs::scheduler::start(state.clone(), worker_stop.clone()).await?;
 
+        let limits = state.config.edge.clone();
         let router = crate::routes::router(state);
         let stop = shutdown.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {}
-                    _ = stop.cancelled() => {}
-                }
-                tracing::info!("shutting down: finishing in-flight requests");
-            })
-            .await;
+        let served = serve(listener, router, &limits, async move {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = stop.cancelled() => {}
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await;
 
         worker_stop.cancel();
         if let Err(e) = scheduler.shutdown().await {
@@ -163,8 +163,94 @@ impl Application {
     }
 }
 
-/// Takes the queue's lock file: only its holder runs workers (and re-queues orphans). Fails
-/// when another process holds it.
+/// The answer to a connection over `HTTP_MAX_CONNECTIONS`, written without waiting (the socket
+/// is new, so its send buffer is empty) and followed by a close.
+const AT_CAPACITY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 58\r\n\r\n\
+{\"status\":\"error\",\"message\":\"too many connections; retry\"}";
+
+/// Accepts and serves connections until `stop` resolves, then stops accepting and waits for
+/// the connections to finish their in-flight requests.
+///
+/// Our own loop rather than `axum::serve`, which exposes neither hyper's header-read timeout
+/// nor a connection cap: a client that dribbles its request head is closed after
+/// `HTTP_HEADER_TIMEOUT_SECS`, and past `HTTP_MAX_CONNECTIONS` new connections are refused.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: &crate::config::EdgeSettings,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning, as
+                    // axum::serve does.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            tracing::warn!(
+                limit = limits.max_connections,
+                "connection refused: HTTP_MAX_CONNECTIONS reached"
+            );
+            let _ = stream.try_write(AT_CAPACITY);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            // Handlers and the rate limiter read the peer the usual axum way.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Another process (a server, or `poll` working the queue alone) holds the queue's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("another salesbot-sync process (a server, or `poll` working the queue alone) is running on {events_db} (lock {lock} is held)")]
+pub struct QueueHeld {
+    pub events_db: String,
+    pub lock: String,
+}
+
+/// Takes the queue's lock file: only its holder runs workers (and re-queues orphans), and the
+/// offline commands (`rotate-key`, `restore`) hold it so no server runs beside them. Fails
+/// with [`QueueHeld`] when another process holds it.
 pub fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let mut name = events_db.as_os_str().to_owned();
     name.push(".lock");
@@ -178,12 +264,9 @@ pub fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> 
         .write(true)
         .open(&path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "another salesbot-sync server is running on {} (lock {} is held)",
-            events_db.display(),
-            path.display()
-        )
+    file.try_lock().map_err(|_| QueueHeld {
+        events_db: events_db.display().to_string(),
+        lock: path.display().to_string(),
     })?;
     Ok(file)
 }
@@ -198,6 +281,14 @@ fn log_startup_warnings(settings: &Settings) {
     }
     for w in &settings.warnings {
         tracing::warn!("{w}");
+    }
+    if let Some(shopify) = &settings.shopify {
+        if settings.edge.request_timeout <= shopify.initial_sync_wait {
+            tracing::warn!(
+                "HTTP_REQUEST_TIMEOUT_SECS is not longer than SHOPIFY_INITIAL_SYNC_WAIT_SECS: \
+                 Shopify callbacks that wait for the initial sync are cut off with 503"
+            );
+        }
     }
     if settings.shopify.is_none() {
         tracing::info!("Shopify is off: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET to enable it");
