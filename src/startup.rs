@@ -170,6 +170,9 @@ const AT_CAPACITY: &[u8] =
 retry-after: 1\r\nconnection: close\r\ncontent-length: 58\r\n\r\n\
 {\"status\":\"error\",\"message\":\"too many connections; retry\"}";
 
+/// How often refusals at the connection cap are logged (each one is counted).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Accepts and serves connections until `stop` resolves, then stops accepting and waits for
 /// the connections to finish their in-flight requests.
 ///
@@ -182,17 +185,18 @@ async fn serve(
     limits: &crate::config::EdgeSettings,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
 
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1 only, as axum::serve was with axum's default features: nginx speaks HTTP/1.1 to
+    // us, and HTTP/2 would need timeouts of its own.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut last_refusal_log = None;
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -210,10 +214,15 @@ async fn serve(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics::counter!("http_connections_refused_total").increment(1);
-            tracing::warn!(
-                limit = limits.max_connections,
-                "connection refused: HTTP_MAX_CONNECTIONS reached"
-            );
+            // Once per interval, not per connection: a flood must not become a log flood.
+            if last_refusal_log.is_none_or(|t: std::time::Instant| t.elapsed() >= REFUSAL_LOG_EVERY)
+            {
+                last_refusal_log = Some(std::time::Instant::now());
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    "refusing connections: HTTP_MAX_CONNECTIONS reached (count in http_connections_refused_total)"
+                );
+            }
             let _ = stream.try_write(AT_CAPACITY);
             continue;
         };
@@ -283,9 +292,9 @@ fn log_startup_warnings(settings: &Settings) {
         tracing::warn!("{w}");
     }
     if let Some(shopify) = &settings.shopify {
-        if settings.edge.request_timeout <= shopify.initial_sync_wait {
+        if settings.edge.callback_timeout <= shopify.initial_sync_wait {
             tracing::warn!(
-                "HTTP_REQUEST_TIMEOUT_SECS is not longer than SHOPIFY_INITIAL_SYNC_WAIT_SECS: \
+                "HTTP_CALLBACK_TIMEOUT_SECS is not longer than SHOPIFY_INITIAL_SYNC_WAIT_SECS: \
                  Shopify callbacks that wait for the initial sync are cut off with 503"
             );
         }

@@ -135,6 +135,10 @@ impl Settings {
             "HTTP_REQUEST_TIMEOUT_SECS".into(),
             e.request_timeout.as_secs_f64().to_string(),
         ));
+        lines.push((
+            "HTTP_CALLBACK_TIMEOUT_SECS".into(),
+            e.callback_timeout.as_secs_f64().to_string(),
+        ));
         lines.push(("HTTP_MAX_CONNECTIONS".into(), e.max_connections.to_string()));
         lines.push((
             "LOGIN_RATE_PER_SECOND".into(),

@@ -16,6 +16,10 @@ pub struct EdgeSettings {
     /// A request (body read and handler) that takes longer is answered 503
     /// (`HTTP_REQUEST_TIMEOUT_SECS`).
     pub request_timeout: Duration,
+    /// The same for the OAuth callbacks (`HTTP_CALLBACK_TIMEOUT_SECS`), which run the connect
+    /// self-tests and the initial sync while the merchant waits (longer for Facebook accounts
+    /// with many pages; the nginx example allows them 300 s).
+    pub callback_timeout: Duration,
     /// Connections served at once; more are refused (`HTTP_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// Login-type requests a client is allowed per second, sustained (`LOGIN_RATE_PER_SECOND`).
@@ -50,6 +54,7 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 pub(super) fn read_edge(r: &mut Reader<'_>) -> EdgeSettings {
     let header_timeout = secs(r, "HTTP_HEADER_TIMEOUT_SECS", 10.0);
     let request_timeout = secs(r, "HTTP_REQUEST_TIMEOUT_SECS", 30.0);
+    let callback_timeout = secs(r, "HTTP_CALLBACK_TIMEOUT_SECS", 300.0);
     let max_connections =
         match r.parse::<usize>("HTTP_MAX_CONNECTIONS", "1024", "a number of connections") {
             Some(0) => {
@@ -102,6 +107,7 @@ pub(super) fn read_edge(r: &mut Reader<'_>) -> EdgeSettings {
     EdgeSettings {
         header_timeout,
         request_timeout,
+        callback_timeout,
         max_connections,
         login_rate_per_second,
         login_burst,

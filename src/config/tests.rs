@@ -144,6 +144,7 @@ fn edge_defaults_trust_the_local_proxy_only() {
     let e = &s.edge;
     assert_eq!(e.header_timeout, Duration::from_secs(10));
     assert_eq!(e.request_timeout, Duration::from_secs(30));
+    assert_eq!(e.callback_timeout, Duration::from_secs(300));
     assert_eq!(e.max_connections, 1024);
     assert_eq!(e.login_burst, 20);
     assert!(e.is_trusted_proxy("127.0.0.1".parse().unwrap()));
@@ -162,6 +163,7 @@ fn edge_settings_parse_cidrs_and_name_every_bad_value() {
     let msg = Settings::from_vars(&vars(&[
         ("HTTP_HEADER_TIMEOUT_SECS", "0"),
         ("HTTP_REQUEST_TIMEOUT_SECS", "soon"),
+        ("HTTP_CALLBACK_TIMEOUT_SECS", "-5"),
         ("HTTP_MAX_CONNECTIONS", "0"),
         ("LOGIN_RATE_PER_SECOND", "-1"),
         ("LOGIN_BURST", "0"),
@@ -173,6 +175,7 @@ fn edge_settings_parse_cidrs_and_name_every_bad_value() {
     for name in [
         "HTTP_HEADER_TIMEOUT_SECS",
         "HTTP_REQUEST_TIMEOUT_SECS",
+        "HTTP_CALLBACK_TIMEOUT_SECS",
         "HTTP_MAX_CONNECTIONS",
         "LOGIN_RATE_PER_SECOND",
         "LOGIN_BURST",

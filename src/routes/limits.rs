@@ -25,9 +25,39 @@ use crate::error::AppError;
 /// proportional to the clients of the last moments rather than every address ever seen.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a request may take: the OAuth callbacks do the connect work while the merchant
+/// waits, everything else is quick.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeouts {
+    pub default: Duration,
+    pub callbacks: Duration,
+}
+
+impl RequestTimeouts {
+    pub fn new(edge: &EdgeSettings) -> RequestTimeouts {
+        RequestTimeouts {
+            default: edge.request_timeout,
+            callbacks: edge.callback_timeout,
+        }
+    }
+
+    fn for_path(&self, path: &str) -> Duration {
+        match path {
+            "/shopify/callback" | "/facebook/callback" => self.callbacks,
+            _ => self.default,
+        }
+    }
+}
+
 /// Answers 503 (the JSON error shape) when a request, body read included, takes longer than
-/// `HTTP_REQUEST_TIMEOUT_SECS`. One timer per request: cheap enough for the webhook intake.
-pub async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+/// `HTTP_REQUEST_TIMEOUT_SECS` (`HTTP_CALLBACK_TIMEOUT_SECS` for the OAuth callbacks). One
+/// timer per request: cheap enough for the webhook intake.
+pub async fn request_timeout(
+    State(limits): State<RequestTimeouts>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = limits.for_path(req.uri().path());
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
@@ -173,6 +203,18 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", v.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn callbacks_have_their_own_timeout() {
+        let t = RequestTimeouts {
+            default: Duration::from_secs(30),
+            callbacks: Duration::from_secs(300),
+        };
+        assert_eq!(t.for_path("/shopify/callback"), t.callbacks);
+        assert_eq!(t.for_path("/facebook/callback"), t.callbacks);
+        assert_eq!(t.for_path("/shopify/webhook"), t.default);
+        assert_eq!(t.for_path("/shopify/callback/x"), t.default);
     }
 
     #[test]

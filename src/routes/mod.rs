@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    let request_timeout = state.config.edge.request_timeout;
+    let timeouts = limits::RequestTimeouts::new(&state.config.edge);
     // Only the anonymous routes that write (an OAuth state row, a deletion job) are rate
     // limited; the webhook intake is signed, must stay fast and is never behind the limiter.
     let logins = limits::LoginLimiter::new(&state.config.edge);
@@ -54,7 +54,7 @@ pub fn router(state: AppState) -> Router {
     let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));
     router
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(from_fn_with_state(request_timeout, limits::request_timeout))
+        .layer(from_fn_with_state(timeouts, limits::request_timeout))
         .layer(
             // Log the path only: OAuth callbacks carry codes and signatures in the query.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
