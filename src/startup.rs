@@ -70,6 +70,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let port = listener.local_addr()?.port();
         let state = AppState::build(settings)?;
+        check_token_key(&state).await?;
         let recovered = state.events.recover_orphans().await?;
         if recovered > 0 {
             tracing::warn!(
@@ -278,6 +279,47 @@ pub fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> 
         lock: path.display().to_string(),
     })?;
     Ok(file)
+}
+
+/// Refuses to start on a `TOKEN_ENCRYPTION_KEY` that decrypts none of the stored tokens it
+/// tries (a few shops and pages): typically `rotate-key` ran and the key in the environment is
+/// still the old one, or the key was changed without `rotate-key`. Serving on it would store
+/// every new connection's tokens under a second key beside the existing ones. A generated
+/// development key is not checked (its tokens are known to be lost at each restart).
+async fn check_token_key(state: &AppState) -> anyhow::Result<()> {
+    use crate::store::StoreError;
+    const SAMPLE: usize = 3;
+    if state
+        .config
+        .generated_secrets
+        .contains(&"TOKEN_ENCRYPTION_KEY")
+    {
+        return Ok(());
+    }
+    let tokens = &state.tokens;
+    let mut unreadable = 0;
+    for shop in tokens.active_shops().await?.into_iter().take(SAMPLE) {
+        match tokens.shop(&shop).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Cipher(_)) => unreadable += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for page in tokens.active_pages().await?.into_iter().take(SAMPLE) {
+        match tokens.page(&page).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Cipher(_)) => unreadable += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if unreadable > 0 {
+        anyhow::bail!(
+            "TOKEN_ENCRYPTION_KEY does not decrypt the stored tokens ({unreadable} tried): if \
+             rotate-key ran, set TOKEN_ENCRYPTION_KEY to the key it rotated to; not starting, \
+             so that no new token is stored under a second key"
+        );
+    }
+    Ok(())
 }
 
 fn log_startup_warnings(settings: &Settings) {

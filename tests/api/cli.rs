@@ -259,3 +259,58 @@ async fn restore_refuses_while_a_server_runs() {
     let (status, logs) = server.terminate();
     assert!(status.success(), "{logs}");
 }
+
+/// After `rotate-key`, a server still configured with the old key would store new connections'
+/// tokens under it, beside the rotated ones: it refuses to start and says which key to set.
+#[tokio::test]
+async fn a_server_on_the_old_key_after_rotate_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    save_shop_token(dir.path()).await;
+    let mut env = test_vars(dir.path(), &[]);
+    env.insert("NEW_TOKEN_ENCRYPTION_KEY".into(), NEW_KEY_B64.into());
+    let out = binary_command(dir.path(), &env)
+        .arg("rotate-key")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // TOKEN_ENCRYPTION_KEY left at the old value.
+    let mut child = binary_command(dir.path(), &env)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started on a key that decrypts none of the stored tokens");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("TOKEN_ENCRYPTION_KEY does not decrypt the stored tokens"),
+        "{err}"
+    );
+    assert!(!err.contains(ENCRYPTION_KEY_B64) && !err.contains(NEW_KEY_B64));
+
+    // On the rotated key it starts.
+    let server = start_binary(
+        dir.path(),
+        &[("TOKEN_ENCRYPTION_KEY".into(), NEW_KEY_B64.into())],
+    );
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+}
