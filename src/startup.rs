@@ -117,6 +117,7 @@ impl Application {
             worker_config,
         } = self;
         let registry = Arc::new(registry());
+        let signalled = shutdown_signal();
         tracing::info!(
             port,
             storage = state.objects.backend_name(),
@@ -139,7 +140,7 @@ impl Application {
         let stop = shutdown.clone();
         let served = serve(listener, router, &limits, async move {
             tokio::select! {
-                _ = shutdown_signal() => {}
+                _ = signalled => {}
                 _ = stop.cancelled() => {}
             }
             tracing::info!("shutting down: finishing in-flight requests");
@@ -351,25 +352,48 @@ fn log_startup_warnings(settings: &Settings) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a SIGTERM that arrives just after "listening" is logged (before the
+/// accept loop polls this) must still mean a graceful stop, not the default kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let handlers = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = handlers;
+            let int = async move {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let term = async move {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = int => {}
+                _ = term => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
