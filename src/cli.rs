@@ -1,4 +1,5 @@
-//! Command line (SPEC §6). Exit codes: 0 ok; 1 the command failed; 2 bad configuration or usage.
+//! Command line (SPEC §6). Exit codes: 0 ok; 1 the command failed; 2 bad configuration or usage
+//! (including `rotate-key` or `restore` while a server holds the queue).
 
 use std::process::ExitCode;
 
@@ -31,7 +32,8 @@ pub enum Command {
     /// Back up every database (SQLite online backup) into BACKUP_DIR, verify, prune to
     /// BACKUP_KEEP, and upload to the object store's backups/ when Spaces is configured.
     Backup,
-    /// Verify a backup set and swap it in (the current databases are saved first).
+    /// Verify a backup set and swap it in (the current databases are saved first). Refuses
+    /// while a server runs on the same databases: stop it first.
     Restore {
         /// A backup set folder, e.g. ./backups/20261122T033000Z
         #[arg(long = "from", value_name = "DIR")]
@@ -40,8 +42,8 @@ pub enum Command {
     /// Put every failed and dead-lettered event back in the queue with fresh attempts and a
     /// fresh retry horizon (e.g. after a long outage).
     RequeueFailed,
-    /// Re-encrypt every stored token with NEW_TOKEN_ENCRYPTION_KEY (stop the service first,
-    /// then set TOKEN_ENCRYPTION_KEY to the new key and start it again).
+    /// Re-encrypt every stored token with NEW_TOKEN_ENCRYPTION_KEY (refuses while the service
+    /// runs: stop it first, then set TOKEN_ENCRYPTION_KEY to the new key and start it again).
     RotateKey,
     /// Poll connected shops and pages now (all by default): the jobs go into the server's
     /// queue (so they never race its webhook work), and the command waits for them and prints
@@ -93,14 +95,14 @@ pub fn main() -> ExitCode {
             println!("{}", report.summary());
             Ok(())
         }),
-        Command::Restore { from } => run_async(async move {
+        Command::Restore { from } => offline(async move {
             let report =
                 tokio::task::spawn_blocking(move || crate::backup::restore(&settings, &from))
                     .await??;
             println!("{}", report.summary());
             Ok(())
         }),
-        Command::RotateKey => run_async(rotate_key(settings)),
+        Command::RotateKey => offline(rotate_key(settings)),
         Command::RequeueFailed => run_async(async move {
             let events = crate::store::EventStore::open(&settings.events_db_path)?;
             let n = events.requeue_failed().await?;
@@ -223,6 +225,7 @@ impl LocalWorkers {
 }
 
 async fn rotate_key(settings: Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
     use base64::Engine;
     if settings.generated_secrets.contains(&"TOKEN_ENCRYPTION_KEY") {
         anyhow::bail!("TOKEN_ENCRYPTION_KEY (the current key) must be set to rotate it");
@@ -236,6 +239,12 @@ async fn rotate_key(settings: Settings) -> anyhow::Result<()> {
         .ok_or_else(|| {
             anyhow::anyhow!("NEW_TOKEN_ENCRYPTION_KEY is malformed (expected base64 of 32 bytes)")
         })?;
+    // A server running beside the rotation would keep the old key in memory and write tokens
+    // under it after the rotation commits (refreshed Shopify tokens, new pages): tokens under
+    // two keys. Holding the queue lock until the end also keeps a server from starting.
+    let _queue = crate::startup::lock_queue(&settings.events_db_path).context(
+        "rotate-key refused: stop the server first (e.g. `systemctl stop salesbot-sync`); nothing was changed",
+    )?;
     let db = crate::store::Db::open(&settings.token_db_path, crate::store::DbKind::Tokens)?;
     let store = crate::store::TokenStore::new(
         db,
@@ -284,15 +293,24 @@ impl Drop for Progress {
     }
 }
 
-fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
+/// The outcome of an offline command: a refusal because another process holds the queue is a
+/// usage error (2), so scripts can tell "stop the server first" from a failed run.
+fn offline(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("salesbot-sync: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            eprintln!("salesbot-sync: {}", format!("{e:#}").replace('\n', " "));
+            if e.downcast_ref::<crate::startup::QueueHeld>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
-    };
-    match rt.block_on(fut) {
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the chain of causes, no backtrace.
@@ -300,4 +318,10 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    rt.block_on(fut)
 }

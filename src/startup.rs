@@ -71,6 +71,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let port = listener.local_addr()?.port();
         let state = AppState::build(settings)?;
+        check_token_key(&state).await?;
         let recovered = state.events.recover_orphans().await?;
         if recovered > 0 {
             tracing::warn!(
@@ -117,6 +118,7 @@ impl Application {
             worker_config,
         } = self;
         let registry = Arc::new(registry());
+        let signalled = shutdown_signal();
         tracing::info!(
             port,
             storage = state.objects.backend_name(),
@@ -134,17 +136,17 @@ impl Application {
         let pruner = jobs::spawn_housekeeping(state.events.clone(), worker_stop.clone());
         let mut scheduler = jobs::scheduler::start(state.clone(), worker_stop.clone()).await?;
 
+        let limits = state.config.edge.clone();
         let router = crate::routes::router(state);
         let stop = shutdown.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = shutdown_signal() => {}
-                    _ = stop.cancelled() => {}
-                }
-                tracing::info!("shutting down: finishing in-flight requests");
-            })
-            .await;
+        let served = serve(listener, router, &limits, async move {
+            tokio::select! {
+                _ = signalled => {}
+                _ = stop.cancelled() => {}
+            }
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await;
 
         worker_stop.cancel();
         if let Err(e) = scheduler.shutdown().await {
@@ -164,8 +166,103 @@ impl Application {
     }
 }
 
-/// Takes the queue's lock file: only its holder runs workers (and re-queues orphans). Fails
-/// when another process holds it.
+/// The answer to a connection over `HTTP_MAX_CONNECTIONS`, written without waiting (the socket
+/// is new, so its send buffer is empty) and followed by a close.
+const AT_CAPACITY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 58\r\n\r\n\
+{\"status\":\"error\",\"message\":\"too many connections; retry\"}";
+
+/// How often refusals at the connection cap are logged (each one is counted).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts and serves connections until `stop` resolves, then stops accepting and waits for
+/// the connections to finish their in-flight requests.
+///
+/// Our own loop rather than `axum::serve`, which exposes neither hyper's header-read timeout
+/// nor a connection cap: a client that dribbles its request head is closed after
+/// `HTTP_HEADER_TIMEOUT_SECS`, and past `HTTP_MAX_CONNECTIONS` new connections are refused.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: &crate::config::EdgeSettings,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    // HTTP/1 only, as axum::serve was with axum's default features: nginx speaks HTTP/1.1 to
+    // us, and HTTP/2 would need timeouts of its own.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut last_refusal_log = None;
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning, as
+                    // axum::serve does.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            // Once per interval, not per connection: a flood must not become a log flood.
+            if last_refusal_log.is_none_or(|t: std::time::Instant| t.elapsed() >= REFUSAL_LOG_EVERY)
+            {
+                last_refusal_log = Some(std::time::Instant::now());
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    "refusing connections: HTTP_MAX_CONNECTIONS reached (count in http_connections_refused_total)"
+                );
+            }
+            let _ = stream.try_write(AT_CAPACITY);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            // Handlers and the rate limiter read the peer the usual axum way.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Another process (a server, or `poll` working the queue alone) holds the queue's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("another salesbot-sync process (a server, or `poll` working the queue alone) is running on {events_db} (lock {lock} is held)")]
+pub struct QueueHeld {
+    pub events_db: String,
+    pub lock: String,
+}
+
+/// Takes the queue's lock file: only its holder runs workers (and re-queues orphans), and the
+/// offline commands (`rotate-key`, `restore`) hold it so no server runs beside them. Fails
+/// with [`QueueHeld`] when another process holds it.
 pub fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let mut name = events_db.as_os_str().to_owned();
     name.push(".lock");
@@ -179,14 +276,52 @@ pub fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> 
         .write(true)
         .open(&path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    file.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "another salesbot-sync server is running on {} (lock {} is held)",
-            events_db.display(),
-            path.display()
-        )
+    file.try_lock().map_err(|_| QueueHeld {
+        events_db: events_db.display().to_string(),
+        lock: path.display().to_string(),
     })?;
     Ok(file)
+}
+
+/// Refuses to start on a `TOKEN_ENCRYPTION_KEY` that decrypts none of the stored tokens it
+/// tries (a few shops and pages): typically `rotate-key` ran and the key in the environment is
+/// still the old one, or the key was changed without `rotate-key`. Serving on it would store
+/// every new connection's tokens under a second key beside the existing ones. A generated
+/// development key is not checked (its tokens are known to be lost at each restart).
+async fn check_token_key(state: &AppState) -> anyhow::Result<()> {
+    use crate::store::StoreError;
+    const SAMPLE: usize = 3;
+    if state
+        .config
+        .generated_secrets
+        .contains(&"TOKEN_ENCRYPTION_KEY")
+    {
+        return Ok(());
+    }
+    let tokens = &state.tokens;
+    let mut unreadable = 0;
+    for shop in tokens.active_shops().await?.into_iter().take(SAMPLE) {
+        match tokens.shop(&shop).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Cipher(_)) => unreadable += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for page in tokens.active_pages().await?.into_iter().take(SAMPLE) {
+        match tokens.page(&page).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Cipher(_)) => unreadable += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if unreadable > 0 {
+        anyhow::bail!(
+            "TOKEN_ENCRYPTION_KEY does not decrypt the stored tokens ({unreadable} tried): if \
+             rotate-key ran, set TOKEN_ENCRYPTION_KEY to the key it rotated to; not starting, \
+             so that no new token is stored under a second key"
+        );
+    }
+    Ok(())
 }
 
 fn log_startup_warnings(settings: &Settings) {
@@ -200,6 +335,14 @@ fn log_startup_warnings(settings: &Settings) {
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(shopify) = &settings.shopify {
+        if settings.edge.callback_timeout <= shopify.initial_sync_wait {
+            tracing::warn!(
+                "HTTP_CALLBACK_TIMEOUT_SECS is not longer than SHOPIFY_INITIAL_SYNC_WAIT_SECS: \
+                 Shopify callbacks that wait for the initial sync are cut off with 503"
+            );
+        }
+    }
     if settings.shopify.is_none() {
         tracing::info!("Shopify is off: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET to enable it");
     }
@@ -210,25 +353,48 @@ fn log_startup_warnings(settings: &Settings) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a SIGTERM that arrives just after "listening" is logged (before the
+/// accept loop polls this) must still mean a graceful stop, not the default kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let handlers = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = handlers;
+            let int = async move {
+                match int.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let term = async move {
+                match term.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = int => {}
+                _ = term => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

@@ -13,8 +13,9 @@
 //! `restore` verifies a whole set (manifest, sizes, hashes, integrity, expected tables,
 //! schema versions) before touching anything, takes a safety copy of the current databases
 //! into `BACKUP_DIR/pre-restore-<timestamp>/`, then copies each database back with the backup
-//! API into a connection on the live path (safe while the server has the file open in WAL
-//! mode: the change lands as one transaction) and re-runs the migrations.
+//! API into a connection on the live path (the change lands as one transaction, so other
+//! open connections see the old or the new file) and re-runs the migrations. It holds the
+//! queue lock throughout, so it refuses to run beside a server and no server starts meanwhile.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;

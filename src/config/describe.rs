@@ -126,6 +126,33 @@ impl Settings {
             "POLL_WINDOW_MINUTES".into(),
             (self.poll_window.as_secs() / 60).to_string(),
         ));
+        let e = &self.edge;
+        lines.push((
+            "HTTP_HEADER_TIMEOUT_SECS".into(),
+            e.header_timeout.as_secs_f64().to_string(),
+        ));
+        lines.push((
+            "HTTP_REQUEST_TIMEOUT_SECS".into(),
+            e.request_timeout.as_secs_f64().to_string(),
+        ));
+        lines.push((
+            "HTTP_CALLBACK_TIMEOUT_SECS".into(),
+            e.callback_timeout.as_secs_f64().to_string(),
+        ));
+        lines.push(("HTTP_MAX_CONNECTIONS".into(), e.max_connections.to_string()));
+        lines.push((
+            "LOGIN_RATE_PER_SECOND".into(),
+            e.login_rate_per_second.to_string(),
+        ));
+        lines.push(("LOGIN_BURST".into(), e.login_burst.to_string()));
+        lines.push((
+            "TRUSTED_PROXIES".into(),
+            e.trusted_proxies
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
         let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         lines
             .into_iter()

@@ -11,6 +11,7 @@
 //! settings, `describe` prints the effective configuration with secrets masked.
 
 mod describe;
+mod edge;
 mod integrations;
 mod reader;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
+pub use edge::{canonical_ip, EdgeSettings, DEFAULT_TRUSTED_PROXIES};
 use integrations::{read_facebook, read_shopify, read_storage};
 pub use integrations::{FacebookSettings, ShopifySettings, SpacesSettings, StorageSettings};
 use reader::Reader;
@@ -68,6 +70,9 @@ pub struct Settings {
     /// A scheduled poll's jobs are spread over this long (`POLL_WINDOW_MINUTES`), so a tick
     /// does not start every shop and page at once.
     pub poll_window: Duration,
+    /// Timeouts, connection cap, login rate limit and trusted proxies (`HTTP_*`, `LOGIN_*`,
+    /// `TRUSTED_PROXIES`).
+    pub edge: EdgeSettings,
     /// Names of secrets generated for this run only (development).
     pub generated_secrets: Vec<&'static str>,
     /// Non-fatal findings to log at start-up.
@@ -231,6 +236,7 @@ impl Settings {
             .parse::<u64>("POLL_WINDOW_MINUTES", "60", "a number of minutes")
             .map(|m| Duration::from_secs(m * 60))
             .unwrap_or(Duration::from_secs(3600));
+        let edge = edge::read_edge(&mut r);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -259,6 +265,7 @@ impl Settings {
             workers,
             retry_horizon,
             poll_window,
+            edge,
             generated_secrets: r.generated,
             warnings: r.warnings,
         })

@@ -137,3 +137,54 @@ fn facebook_requires_verify_token() {
     .unwrap();
     assert!(err.to_string().contains("FACEBOOK_VERIFY_TOKEN"));
 }
+
+#[test]
+fn edge_defaults_trust_the_local_proxy_only() {
+    let s = Settings::from_vars(&HashMap::new()).unwrap();
+    let e = &s.edge;
+    assert_eq!(e.header_timeout, Duration::from_secs(10));
+    assert_eq!(e.request_timeout, Duration::from_secs(30));
+    assert_eq!(e.callback_timeout, Duration::from_secs(300));
+    assert_eq!(e.max_connections, 1024);
+    assert_eq!(e.login_burst, 20);
+    assert!(e.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+    assert!(e.is_trusted_proxy("::1".parse().unwrap()));
+    assert!(e.is_trusted_proxy("::ffff:127.0.0.1".parse().unwrap()));
+    assert!(!e.is_trusted_proxy("10.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn edge_settings_parse_cidrs_and_name_every_bad_value() {
+    let s = Settings::from_vars(&vars(&[("TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8")])).unwrap();
+    assert!(s.edge.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+    assert!(s.edge.is_trusted_proxy("fd00::5".parse().unwrap()));
+    assert!(!s.edge.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+
+    let msg = Settings::from_vars(&vars(&[
+        ("HTTP_HEADER_TIMEOUT_SECS", "0"),
+        ("HTTP_REQUEST_TIMEOUT_SECS", "soon"),
+        ("HTTP_CALLBACK_TIMEOUT_SECS", "-5"),
+        ("HTTP_MAX_CONNECTIONS", "0"),
+        ("LOGIN_RATE_PER_SECOND", "-1"),
+        ("LOGIN_BURST", "0"),
+        ("TRUSTED_PROXIES", "127.0.0.1,nginx,10.0.0.0/99"),
+    ]))
+    .err()
+    .unwrap()
+    .to_string();
+    for name in [
+        "HTTP_HEADER_TIMEOUT_SECS",
+        "HTTP_REQUEST_TIMEOUT_SECS",
+        "HTTP_CALLBACK_TIMEOUT_SECS",
+        "HTTP_MAX_CONNECTIONS",
+        "LOGIN_RATE_PER_SECOND",
+        "LOGIN_BURST",
+        "TRUSTED_PROXIES",
+    ] {
+        assert!(msg.contains(name), "{name} not named in {msg}");
+    }
+    assert!(
+        msg.contains("nginx") && msg.contains("10.0.0.0/99"),
+        "{msg}"
+    );
+}

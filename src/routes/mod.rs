@@ -2,11 +2,13 @@
 //! with the operational ones and the shared layers.
 
 mod health;
+pub mod limits;
 pub mod metrics;
 pub mod session;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
@@ -15,15 +17,26 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let timeouts = limits::RequestTimeouts::new(&state.config.edge);
+    // Only the anonymous routes that write (an OAuth state row, a deletion job) are rate
+    // limited; the webhook intake is signed, must stay fast and is never behind the limiter.
+    let logins = limits::LoginLimiter::new(&state.config.edge);
+    let limited = || from_fn_with_state(logins.clone(), limits::limit_logins);
     let router = Router::new()
         .route("/", get(health::index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
-        .route("/shopify/{shop}/login", get(crate::shopify::oauth::login))
+        .route(
+            "/shopify/{shop}/login",
+            get(crate::shopify::oauth::login).route_layer(limited()),
+        )
         .route("/shopify/callback", get(crate::shopify::oauth::callback))
         .route("/shopify/webhook", post(crate::shopify::webhook::receive))
-        .route("/facebook/login", get(crate::facebook::oauth::login))
+        .route(
+            "/facebook/login",
+            get(crate::facebook::oauth::login).route_layer(limited()),
+        )
         .route("/facebook/callback", get(crate::facebook::oauth::callback))
         .route(
             "/facebook/webhook",
@@ -31,7 +44,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/facebook/data-deletion",
-            post(crate::facebook::deletion::request),
+            post(crate::facebook::deletion::request).route_layer(limited()),
         )
         .route(
             "/facebook/data-deletion/status",
@@ -41,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));
     router
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(timeouts, limits::request_timeout))
         .layer(
             // Log the path only: OAuth callbacks carry codes and signatures in the query.
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -131,8 +131,186 @@ fn env_example_loads_as_a_dot_env() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    // The column width follows the longest variable name, so compare without it.
     assert!(
-        text.contains("POLL_SCHEDULE        = 0 0 0 * * *"),
+        text.lines().any(|l| l.starts_with("POLL_SCHEDULE ")
+            && l.trim_start_matches("POLL_SCHEDULE").trim_start() == "= 0 0 0 * * *"),
         "{text}"
     );
+}
+
+const NEW_KEY_B64: &str = "bmV3LWtleS1uZXcta2V5LW5ldy1rZXktbmV3LWtleSE=";
+
+fn token_store(dir: &std::path::Path, key_b64: &str) -> salesbot_sync::store::TokenStore {
+    use base64::Engine;
+    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(key_b64)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let db = salesbot_sync::store::Db::open(
+        &dir.join("tokens.db"),
+        salesbot_sync::store::DbKind::Tokens,
+    )
+    .unwrap();
+    salesbot_sync::store::TokenStore::new(db, salesbot_sync::crypto::TokenCipher::new(&key))
+}
+
+/// The shop's token as `key_b64` decrypts it (`None`: it does not).
+async fn shop_token(dir: &std::path::Path, key_b64: &str) -> Option<String> {
+    use secrecy::ExposeSecret;
+    let shop = salesbot_sync::objects::keys::ShopDomain::parse("acme.myshopify.com").unwrap();
+    let rec = token_store(dir, key_b64).shop(&shop).await.ok()??;
+    rec.access_token.map(|t| t.expose_secret().to_string())
+}
+
+async fn save_shop_token(dir: &std::path::Path) {
+    let shop = salesbot_sync::objects::keys::ShopDomain::parse("acme.myshopify.com").unwrap();
+    let grant = salesbot_sync::store::tokens::ShopGrant {
+        access_token: secrecy::SecretString::from("shpat_edge_token".to_string()),
+        scopes: "read_products".into(),
+        expires_at: None,
+        refresh_token: None,
+        refresh_token_expires_at: None,
+    };
+    token_store(dir, ENCRYPTION_KEY_B64)
+        .save_shop_grant(&shop, grant, None)
+        .await
+        .unwrap();
+}
+
+/// `rotate-key` beside a running server would leave the server writing under the old key:
+/// it refuses (exit 2, saying why) and changes nothing; once the server is stopped it runs.
+#[tokio::test]
+async fn rotate_key_refuses_while_a_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    save_shop_token(dir.path()).await;
+    let server = start_binary(dir.path(), &[]);
+    let mut env = test_vars(dir.path(), &[]);
+    env.insert("NEW_TOKEN_ENCRYPTION_KEY".into(), NEW_KEY_B64.into());
+    let out = binary_command(dir.path(), &env)
+        .arg("rotate-key")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("rotate-key refused") && err.contains("stop the server first"),
+        "{err}"
+    );
+    assert!(!err.contains(NEW_KEY_B64) && !err.contains(ENCRYPTION_KEY_B64));
+    assert_eq!(
+        shop_token(dir.path(), ENCRYPTION_KEY_B64).await.as_deref(),
+        Some("shpat_edge_token"),
+        "still under the one current key"
+    );
+    assert_eq!(shop_token(dir.path(), NEW_KEY_B64).await, None);
+
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    let out = binary_command(dir.path(), &env)
+        .arg("rotate-key")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        shop_token(dir.path(), NEW_KEY_B64).await.as_deref(),
+        Some("shpat_edge_token")
+    );
+    assert_eq!(shop_token(dir.path(), ENCRYPTION_KEY_B64).await, None);
+}
+
+/// `restore` beside a running server refuses too, before touching anything.
+#[tokio::test]
+async fn restore_refuses_while_a_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    save_shop_token(dir.path()).await;
+    let env = test_vars(dir.path(), &[]);
+    let settings = salesbot_sync::config::Settings::from_vars(&env).unwrap();
+    let report = salesbot_sync::backup::backup_all(&settings, None)
+        .await
+        .unwrap();
+    let server = start_binary(dir.path(), &[]);
+    let out = binary_command(dir.path(), &env)
+        .args(["restore", "--from"])
+        .arg(&report.set_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("restore refused") && err.contains("is running on"),
+        "{err}"
+    );
+    let safety_copies = std::fs::read_dir(dir.path().join("backups"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pre-restore-"))
+        .count();
+    assert_eq!(safety_copies, 0, "nothing was touched");
+    assert_eq!(
+        shop_token(dir.path(), ENCRYPTION_KEY_B64).await.as_deref(),
+        Some("shpat_edge_token")
+    );
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+}
+
+/// After `rotate-key`, a server still configured with the old key would store new connections'
+/// tokens under it, beside the rotated ones: it refuses to start and says which key to set.
+#[tokio::test]
+async fn a_server_on_the_old_key_after_rotate_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    save_shop_token(dir.path()).await;
+    let mut env = test_vars(dir.path(), &[]);
+    env.insert("NEW_TOKEN_ENCRYPTION_KEY".into(), NEW_KEY_B64.into());
+    let out = binary_command(dir.path(), &env)
+        .arg("rotate-key")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // TOKEN_ENCRYPTION_KEY left at the old value.
+    let mut child = binary_command(dir.path(), &env)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started on a key that decrypts none of the stored tokens");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("TOKEN_ENCRYPTION_KEY does not decrypt the stored tokens"),
+        "{err}"
+    );
+    assert!(!err.contains(ENCRYPTION_KEY_B64) && !err.contains(NEW_KEY_B64));
+
+    // On the rotated key it starts.
+    let server = start_binary(
+        dir.path(),
+        &[("TOKEN_ENCRYPTION_KEY".into(), NEW_KEY_B64.into())],
+    );
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod backup;
 mod catalog;
 mod cli;
+mod edge;
 mod facebook;
 mod facebook_security;
 mod health;
