@@ -42,6 +42,10 @@ impl Settings {
                     s.bulk_threshold.to_string(),
                 ));
                 lines.push((
+                    "SHOPIFY_WEBHOOK_DEBOUNCE_MS".into(),
+                    s.webhook_debounce.as_millis().to_string(),
+                ));
+                lines.push((
                     "SHOPIFY_FULL_SYNC_DAYS".into(),
                     (s.full_sync_every.as_secs() / 86_400).to_string(),
                 ));

@@ -23,6 +23,8 @@ pub struct ShopifySettings {
     pub initial_sync_wait: std::time::Duration,
     /// Full syncs of shops with more products than this use a bulk operation.
     pub bulk_threshold: u64,
+    /// How long content deliveries wait so a burst is read once (`SHOPIFY_WEBHOOK_DEBOUNCE_MS`).
+    pub webhook_debounce: std::time::Duration,
     /// How often a shop's catalogue is checked in full (otherwise polls read what changed).
     pub full_sync_every: std::time::Duration,
 }
@@ -120,9 +122,21 @@ pub(super) fn read_shopify(r: &mut Reader<'_>, base: &Url) -> Option<ShopifySett
     let bulk_threshold =
         r.parse::<u64>("SHOPIFY_BULK_THRESHOLD", "2000", "a number of products")?;
     let full_days = r.parse::<u64>("SHOPIFY_FULL_SYNC_DAYS", "7", "a number of days")?;
+    let debounce = r.parse::<u64>(
+        "SHOPIFY_WEBHOOK_DEBOUNCE_MS",
+        "250",
+        "a number of milliseconds",
+    )?;
+    if debounce > 60_000 {
+        r.problems.push(format!(
+            "SHOPIFY_WEBHOOK_DEBOUNCE_MS is too large (at most 60000 ms, got {debounce}): changes would wait that long to reach the objects"
+        ));
+        return None;
+    }
     Some(ShopifySettings {
         initial_sync_wait: std::time::Duration::from_secs(wait),
         bulk_threshold,
+        webhook_debounce: std::time::Duration::from_millis(debounce),
         full_sync_every: std::time::Duration::from_secs(full_days.max(1) * 86_400),
         api_key: key.to_string(),
         api_secret: SecretString::from(secret.to_string()),

@@ -188,3 +188,19 @@ fn edge_settings_parse_cidrs_and_name_every_bad_value() {
         "{msg}"
     );
 }
+
+#[test]
+fn shopify_webhook_debounce_is_bounded() {
+    let shopify = [("SHOPIFY_API_KEY", "k"), ("SHOPIFY_API_SECRET", "s")];
+    let s = Settings::from_vars(&vars(&shopify)).unwrap();
+    assert_eq!(
+        s.shopify.unwrap().webhook_debounce,
+        std::time::Duration::from_millis(250)
+    );
+    for bad in ["70000", "-1", "soon"] {
+        let mut v = shopify.to_vec();
+        v.push(("SHOPIFY_WEBHOOK_DEBOUNCE_MS", bad));
+        let msg = Settings::from_vars(&vars(&v)).err().unwrap().to_string();
+        assert!(msg.contains("SHOPIFY_WEBHOOK_DEBOUNCE_MS"), "{bad}: {msg}");
+    }
+}

@@ -38,6 +38,10 @@ pub struct ShopifyWebhook {
     /// change is committed, so a read of the entity that started later already holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_ms: Option<i64>,
+    /// How long a content delivery waits before it is processed (`SHOPIFY_WEBHOOK_DEBOUNCE_MS`
+    /// at intake), so a burst is read once; `REFRESH_DEBOUNCE` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce_ms: Option<u64>,
 }
 
 impl ShopifyWebhook {
@@ -129,7 +133,9 @@ impl Job for ShopifyWebhook {
     /// Content deliveries wait so a burst becomes one refresh; lifecycle ones do not.
     fn delay(&self) -> std::time::Duration {
         if self.topic.is_content() {
-            REFRESH_DEBOUNCE
+            self.debounce_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(REFRESH_DEBOUNCE)
         } else {
             std::time::Duration::ZERO
         }

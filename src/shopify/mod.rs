@@ -26,7 +26,7 @@ use crate::store::StoreError;
 use api::ShopifyApi;
 use client::ShopifyError;
 
-/// Content deliveries wait this long before processing, so a burst of them (a bulk edit in
+/// By default (`SHOPIFY_WEBHOOK_DEBOUNCE_MS`), content deliveries wait this long before processing, so a burst of them (a bulk edit in
 /// the admin) is read in one run, each entity once (later deliveries about an entity read
 /// since are skipped anyway).
 pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);

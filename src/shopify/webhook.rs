@@ -109,6 +109,7 @@ pub async fn receive(
     let delivery = ShopifyWebhook {
         entity,
         received_ms: Some(crate::store::now_millis()),
+        debounce_ms: Some(settings.webhook_debounce.as_millis() as u64),
         topic,
         event_id: header(&headers, "x-shopify-event-id").map(str::to_string),
         webhook_id: header(&headers, "x-shopify-webhook-id").map(str::to_string),

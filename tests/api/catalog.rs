@@ -245,7 +245,13 @@ async fn a_deleted_product_leaves_the_object_without_any_query() {
 
 #[tokio::test]
 async fn a_burst_of_500_updates_to_10_products_is_10_queries_and_at_most_2_writes() {
-    let (env, uuid) = connected(FakeConfig::default(), &[]).await;
+    // Every delivery arrives before the first read (see the one-product burst test).
+    let debounce = crate::shopify::BURST_DEBOUNCE_MS.to_string();
+    let (env, uuid) = connected(
+        FakeConfig::default(),
+        &[("SHOPIFY_WEBHOOK_DEBOUNCE_MS", &debounce)],
+    )
+    .await;
     let puts = env.s3.puts();
     let products: Vec<usize> = (20..30).collect();
     for &p in &products {
@@ -255,6 +261,7 @@ async fn a_burst_of_500_updates_to_10_products_is_10_queries_and_at_most_2_write
         .iter()
         .map(|&p| env.fake.product_webhook_body(SHOP, p))
         .collect();
+    let started = std::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     let env = std::sync::Arc::new(env);
     for i in 0..500 {
@@ -266,6 +273,11 @@ async fn a_burst_of_500_updates_to_10_products_is_10_queries_and_at_most_2_write
     while let Some(s) = set.join_next().await {
         assert_eq!(s.unwrap(), 200);
     }
+    let burst = started.elapsed();
+    assert!(
+        burst.as_millis() < crate::shopify::BURST_DEBOUNCE_MS as u128,
+        "the burst took {burst:?}"
+    );
     drained(&env.app).await;
     let p = products_of(&env, &uuid);
     for &i in &products {
