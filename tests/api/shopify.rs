@@ -254,7 +254,10 @@ async fn full_connect_flow_through_the_real_server() {
     assert_eq!(again["user_uuid"], body["user_uuid"]);
     assert_eq!(env.fake.subscription_creates(), creates);
     assert_eq!(env.fake.subscriptions("acme.myshopify.com").len(), 12);
-    assert_eq!(again["upload_status"]["shop_products"], "unchanged");
+    assert_eq!(
+        again["upload_status"]["shop_products"], "unchanged",
+        "{again}"
+    );
     drained(&env.app).await;
     env.app.stop().await.unwrap();
 }
