@@ -189,15 +189,7 @@ async fn the_21st_login_in_a_second_from_one_client_gets_429_with_retry_after() 
             .unwrap();
         assert_ne!(r.status(), 429);
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics
             .lines()

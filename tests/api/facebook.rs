@@ -115,13 +115,7 @@ pub async fn post_signed(app: &TestApp, fake: &FakeGraph, body: &[u8]) -> u16 {
 #[tokio::test]
 async fn login_requires_a_session_and_redirects_to_the_dialog() {
     let env = fb_env().await;
-    let r = env
-        .app
-        .client
-        .get(env.app.url("/facebook/login"))
-        .send()
-        .await
-        .unwrap();
+    let r = env.app.get("/facebook/login").await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<Value>().await.unwrap()["message"],
@@ -589,16 +583,7 @@ async fn a_revoked_page_token_marks_that_page_and_others_continue() {
     env.fake.revoke_page_token(&pages[0]);
     let report = poll_everything(&env.app).await;
     assert_eq!((report.pages.ok, report.pages.failed), (pages.len() - 1, 1));
-    let index: Value = env
-        .app
-        .client
-        .get(env.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index: Value = env.app.get("/").await.json().await.unwrap();
     assert_eq!(
         index["integrations"]["facebook"]["pages"]["needs_reauth"][0]["id"],
         pages[0].as_str()
@@ -715,11 +700,8 @@ async fn data_deletion_callback_deletes_the_users_pages_and_reports_status() {
     assert_eq!(status["confirmation_code"], code);
     let r = env
         .app
-        .client
-        .get(env.app.url("/facebook/data-deletion/status?code=nope"))
-        .send()
-        .await
-        .unwrap();
+        .get("/facebook/data-deletion/status?code=nope")
+        .await;
     assert_eq!(r.status(), 404);
     tokio::time::sleep(Duration::from_millis(10)).await;
     env.app.stop().await.unwrap();

@@ -288,16 +288,7 @@ async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
         .unwrap();
     assert!(left.is_empty(), "A's copy deleted: {left:?}");
     // The move shows in the status, without merchant ids, and is counted.
-    let index: Value = env
-        .app
-        .client
-        .get(env.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index: Value = env.app.get("/").await.json().await.unwrap();
     let moved = index["integrations"]["facebook"]["moved"]
         .as_array()
         .unwrap();
@@ -307,16 +298,7 @@ async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
         assert!(pages.contains(&m["id"].as_str().unwrap().to_string()));
     }
     assert!(!index.to_string().contains(&a.to_string()));
-    let metrics = env
-        .app
-        .client
-        .get(env.app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("facebook_page_moves_total"), "{metrics}");
     env.app.stop().await.unwrap();
 }

@@ -3,16 +3,16 @@ use crate::helpers::*;
 #[tokio::test]
 async fn healthz_readyz_and_index_answer() {
     let app = spawn_app(&[]).await;
-    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let r = app.get("/healthz").await;
     assert_eq!(r.status(), 200);
 
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["object_store"], "ok");
 
-    let r = app.client.get(app.url("/")).send().await.unwrap();
+    let r = app.get("/").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["storage"], "local");
@@ -30,15 +30,7 @@ async fn index_reports_configuration_without_secrets() {
         ("SHOPIFY_API_SECRET", "shopify-secret-do-not-leak"),
     ]));
     let app = spawn_app(&extra).await;
-    let text = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/").await.text().await.unwrap();
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["storage"], "s3");
     assert_eq!(body["integrations"]["shopify"]["configured"], true);
@@ -50,7 +42,7 @@ async fn index_reports_configuration_without_secrets() {
     ] {
         assert!(!text.contains(secret), "secret in / answer");
     }
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
     app.stop().await.unwrap();
 }
@@ -68,7 +60,7 @@ async fn readyz_fails_when_the_object_store_is_unreachable() {
         ("SPACES_ENDPOINT", &format!("http://{addr}")),
     ]);
     let app = spawn_app(&extra).await;
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.get("/readyz").await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["checks"]["object_store"], "failed");
@@ -173,7 +165,7 @@ async fn metrics_are_exposed_in_prometheus_format() {
             .await
             .unwrap();
     }
-    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let r = app.get("/metrics").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()

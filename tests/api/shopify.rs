@@ -668,16 +668,7 @@ async fn revoked_token_marks_reauth_and_other_shops_keep_syncing() {
     assert_eq!((report.shops.ok, report.shops.failed), (1, 1));
     assert_eq!(report.written, 1, "bravo's change is still written");
     assert!(report.failures[0].0.contains("acme"));
-    let index: Value = env
-        .app
-        .client
-        .get(env.app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let index: Value = env.app.get("/").await.json().await.unwrap();
     let needs = &index["integrations"]["shopify"]["shops"]["needs_reauth"];
     assert_eq!(needs[0]["id"], "acme.myshopify.com", "{index}");
     // Not polled again until the merchant reconnects.
@@ -951,6 +942,17 @@ async fn a_signed_customer_body_relabelled_as_redact_or_uninstall_changes_nothin
     env.app.stop().await.unwrap();
 }
 
+/// As for shops connected before shop ids were recorded.
+async fn forget_shop_ids(env: &Env) {
+    env.app
+        .state
+        .tokens
+        .db()
+        .call(|c| Ok(c.execute("UPDATE shops SET shop_id = NULL", [])?))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn lifecycle_bodies_must_carry_the_shop_id_recorded_at_connect() {
     let env = env().await;
@@ -978,13 +980,7 @@ async fn lifecycle_bodies_must_carry_the_shop_id_recorded_at_connect() {
 
     // A shop connected before ids were recorded: its id comes from the catalogue's copy of
     // the shop object (no API call), and is checked and recorded the same way.
-    env.app
-        .state
-        .tokens
-        .db()
-        .call(|c| Ok(c.execute("UPDATE shops SET shop_id = NULL", [])?))
-        .await
-        .unwrap();
+    forget_shop_ids(&env).await;
     env.fake.reset_counters();
     let body = topic_body("shop/redact", shop.as_str(), id + 1);
     assert_eq!(
@@ -999,13 +995,7 @@ async fn lifecycle_bodies_must_carry_the_shop_id_recorded_at_connect() {
     drained(&env.app).await;
     acme_intact(&env, &uuid).await;
     // And without a catalogue either: asked of Shopify, once.
-    env.app
-        .state
-        .tokens
-        .db()
-        .call(|c| Ok(c.execute("UPDATE shops SET shop_id = NULL", [])?))
-        .await
-        .unwrap();
+    forget_shop_ids(&env).await;
     env.app.state.catalog.remove_shop(&shop).await.unwrap();
     assert_eq!(
         post_topic(&env, "customers/redact", "old-shop-right", None).await,
