@@ -171,12 +171,8 @@ async fn the_21st_login_in_a_second_from_one_client_gets_429_with_retry_after() 
         .contains("too many requests"));
     // The other anonymous write routes share the client's allowance...
     let r = app
-        .client
-        .post(app.url("/facebook/data-deletion"))
-        .form(&[("signed_request", "x.y")])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/facebook/data-deletion", &[("signed_request", "x.y")])
+        .await;
     assert_eq!(r.status(), 429);
     // ...while the signed webhook intake is never rate limited.
     for _ in 0..30 {

@@ -623,12 +623,8 @@ async fn data_deletion_callback_deletes_the_users_pages_and_reports_status() {
     );
     let r = env
         .app
-        .client
-        .post(env.app.url("/facebook/data-deletion"))
-        .form(&[("signed_request", forged)])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/facebook/data-deletion", &[("signed_request", forged)])
+        .await;
     assert_eq!(r.status(), 401);
 
     let good = signed_request(
@@ -637,12 +633,8 @@ async fn data_deletion_callback_deletes_the_users_pages_and_reports_status() {
     );
     let r = env
         .app
-        .client
-        .post(env.app.url("/facebook/data-deletion"))
-        .form(&[("signed_request", good)])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/facebook/data-deletion", &[("signed_request", good)])
+        .await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     let code = body["confirmation_code"].as_str().unwrap();

@@ -23,12 +23,8 @@ async fn delete_request(env: &FbEnv, user: &str, issued_at: i64) -> (u16, Value)
     );
     let r = env
         .app
-        .client
-        .post(env.app.url("/facebook/data-deletion"))
-        .form(&[("signed_request", signed)])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/facebook/data-deletion", &[("signed_request", signed)])
+        .await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -134,12 +130,8 @@ async fn a_signed_request_from_the_future_is_refused() {
     );
     let r = env
         .app
-        .client
-        .post(env.app.url("/facebook/data-deletion"))
-        .form(&[("signed_request", signed)])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/facebook/data-deletion", &[("signed_request", signed)])
+        .await;
     assert_eq!(r.status(), 400);
     // A little skew is tolerated.
     let (status, body) = delete_request(&env, &user, now_secs() + 30).await;

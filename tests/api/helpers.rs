@@ -188,6 +188,20 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// `POST path` with a form body.
+    pub async fn post_form<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        form: &T,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A counter's value in `/metrics` (0 when absent). The recorder is global to the test
     /// binary, so tests compare values before and after, never absolute ones.
     pub async fn metric(&self, series: &str) -> f64 {

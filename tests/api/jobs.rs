@@ -431,12 +431,8 @@ async fn a_deletion_racing_merges_leaves_nothing_of_the_page() {
     );
     let r = env
         .app
-        .client
-        .post(env.app.url("/facebook/data-deletion"))
-        .form(&[("signed_request", request)])
-        .send()
-        .await
-        .unwrap();
+        .post_form("/facebook/data-deletion", &[("signed_request", request)])
+        .await;
     assert_eq!(r.status(), 200);
     let status_url = r.json::<Value>().await.unwrap()["url"]
         .as_str()
