@@ -17,7 +17,7 @@ use super::SyncError;
 use crate::objects::keys::{self, ShopDomain};
 use crate::objects::PutOutcome;
 use crate::state::AppState;
-use crate::store::catalog::EntityKind;
+use crate::store::catalog::{CatalogStore, EntityKind, EntityRow};
 use crate::store::now_secs;
 use crate::store::tokens::AccountStatus;
 
@@ -450,63 +450,44 @@ pub async fn apply(
             .await?;
     }
     collections.extend(catalog.collections_listing(shop, stale_handles).await?);
-    for id in changes.deleted_collections.iter() {
-        metadata_dirty |= catalog
-            .delete(shop, EntityKind::Collection, vec![*id])
-            .await?
-            > 0;
-    }
-    let collections: Vec<i64> = collections
-        .difference(&changes.deleted_collections)
-        .copied()
-        .collect();
-    for id in &collections {
-        metadata_dirty |= match entities::collection(&f, *id).await? {
-            Some(r) => {
-                catalog
-                    .put(shop, EntityKind::Collection, vec![r], gen)
-                    .await?
-                    > 0
-            }
-            None => {
-                catalog
-                    .delete(shop, EntityKind::Collection, vec![*id])
-                    .await?
-                    > 0
-            }
-        };
-    }
-    for id in changes.deleted_discounts.iter() {
-        metadata_dirty |= catalog
-            .delete(shop, EntityKind::Discount, vec![*id])
-            .await?
-            > 0;
-    }
-    let discounts: Vec<i64> = discounts
-        .difference(&changes.deleted_discounts)
-        .copied()
-        .collect();
-    for id in &discounts {
-        metadata_dirty |= match entities::discount(&f, *id).await? {
-            Some(r) => {
-                catalog
-                    .put(shop, EntityKind::Discount, vec![r], gen)
-                    .await?
-                    > 0
-            }
-            None => {
-                catalog
-                    .delete(shop, EntityKind::Discount, vec![*id])
-                    .await?
-                    > 0
-            }
-        };
-    }
+    metadata_dirty |= refresh_entities(
+        catalog,
+        shop,
+        EntityKind::Collection,
+        gen,
+        &collections,
+        &changes.deleted_collections,
+        |id| entities::collection(&f, id),
+    )
+    .await?;
+    metadata_dirty |= refresh_entities(
+        catalog,
+        shop,
+        EntityKind::Discount,
+        gen,
+        &discounts,
+        &changes.deleted_discounts,
+        |id| entities::discount(&f, id),
+    )
+    .await?;
+    let read = |wanted: &BTreeSet<i64>, deleted: &BTreeSet<i64>| -> Vec<i64> {
+        wanted.difference(deleted).copied().collect()
+    };
     catalog
-        .mark_fetched(shop, EntityKind::Collection, collections, started)
+        .mark_fetched(
+            shop,
+            EntityKind::Collection,
+            read(&collections, &changes.deleted_collections),
+            started,
+        )
         .await?;
     catalog
-        .mark_fetched(shop, EntityKind::Discount, discounts, started)
+        .mark_fetched(
+            shop,
+            EntityKind::Discount,
+            read(&discounts, &changes.deleted_discounts),
+            started,
+        )
         .await?;
     let mut which = Vec::new();
     if metadata_dirty {
@@ -536,4 +517,31 @@ pub async fn redact_shop(state: &AppState, shop: &ShopDomain) -> Result<usize, S
     state.catalog.remove_shop(shop).await?;
     tracing::info!(%shop, objects_deleted = deleted, "shop redacted");
     Ok(deleted)
+}
+
+/// Deletes the `deleted` rows of `kind`, then reads each other wanted one once (gone at
+/// Shopify → deleted too); whether any row changed.
+async fn refresh_entities<Fut>(
+    catalog: &CatalogStore,
+    shop: &ShopDomain,
+    kind: EntityKind,
+    generation: i64,
+    wanted: &BTreeSet<i64>,
+    deleted: &BTreeSet<i64>,
+    fetch: impl Fn(i64) -> Fut,
+) -> Result<bool, SyncError>
+where
+    Fut: std::future::Future<Output = Result<Option<EntityRow>, SyncError>>,
+{
+    let mut dirty = false;
+    for id in deleted {
+        dirty |= catalog.delete(shop, kind, vec![*id]).await? > 0;
+    }
+    for id in wanted.difference(deleted) {
+        dirty |= match fetch(*id).await? {
+            Some(r) => catalog.put(shop, kind, vec![r], generation).await? > 0,
+            None => catalog.delete(shop, kind, vec![*id]).await? > 0,
+        };
+    }
+    Ok(dirty)
 }

@@ -563,25 +563,43 @@ impl CatalogStore {
             .await
     }
 
-    pub async fn stage_products(
+    /// Inserts staged rows in one transaction: `sql`'s first parameter is the shop, the others
+    /// each row's values.
+    async fn stage(
         &self,
         shop: &ShopDomain,
-        rows: Vec<(i64, Vec<u8>)>,
+        sql: &'static str,
+        rows: Vec<Vec<rusqlite::types::Value>>,
     ) -> Result<(), StoreError> {
-        let s = shop.to_string();
+        let s = rusqlite::types::Value::Text(shop.to_string());
         self.db
             .call(move |c| {
                 let tx = c.transaction()?;
-                for (id, body) in rows {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO staged_products (shop, id, body) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![s, id, body])?;
+                for row in rows {
+                    tx.prepare_cached(sql)?
+                        .execute(rusqlite::params_from_iter(std::iter::once(&s).chain(&row)))?;
                 }
                 tx.commit()?;
                 Ok(())
             })
             .await
+    }
+
+    pub async fn stage_products(
+        &self,
+        shop: &ShopDomain,
+        rows: Vec<(i64, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let rows = rows
+            .into_iter()
+            .map(|(id, body)| vec![id.into(), body.into()])
+            .collect();
+        self.stage(
+            shop,
+            "INSERT OR REPLACE INTO staged_products (shop, id, body) VALUES (?1, ?2, ?3)",
+            rows,
+        )
+        .await
     }
 
     /// `(product, variant, body)` rows.
@@ -590,21 +608,17 @@ impl CatalogStore {
         shop: &ShopDomain,
         rows: Vec<(i64, i64, Vec<u8>)>,
     ) -> Result<(), StoreError> {
-        let s = shop.to_string();
-        self.db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                for (product, id, body) in rows {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO staged_variants (shop, product_id, id, body)
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![s, product, id, body])?;
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await
+        let rows = rows
+            .into_iter()
+            .map(|(product, id, body)| vec![product.into(), id.into(), body.into()])
+            .collect();
+        self.stage(
+            shop,
+            "INSERT OR REPLACE INTO staged_variants (shop, product_id, id, body)
+             VALUES (?1, ?2, ?3, ?4)",
+            rows,
+        )
+        .await
     }
 
     /// `(parent GID, position in the file, body)` rows of a bulk file's child lines.
@@ -613,21 +627,17 @@ impl CatalogStore {
         shop: &ShopDomain,
         rows: Vec<(String, i64, Vec<u8>)>,
     ) -> Result<(), StoreError> {
-        let s = shop.to_string();
-        self.db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                for (parent, seq, body) in rows {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO staged_children (shop, parent, seq, body)
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![s, parent, seq, body])?;
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await
+        let rows = rows
+            .into_iter()
+            .map(|(parent, seq, body)| vec![parent.into(), seq.into(), body.into()])
+            .collect();
+        self.stage(
+            shop,
+            "INSERT OR REPLACE INTO staged_children (shop, parent, seq, body)
+             VALUES (?1, ?2, ?3, ?4)",
+            rows,
+        )
+        .await
     }
 
     /// Staged products after `after` in id order, at most `limit`.
