@@ -24,6 +24,9 @@ use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
 use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use serde_json::{json, Value};
 
+mod common;
+use common::{free_port, percentile, start_s3, S3_BUCKET, S3_KEY, S3_SECRET};
+
 #[derive(Parser, Debug)]
 #[command(about = "Messenger end-to-end latency with Shopify syncs running")]
 struct Args {
@@ -52,48 +55,6 @@ struct Args {
     /// `local` (the local folder backend, which fsyncs every object).
     #[arg(long, default_value = "local")]
     store: String,
-}
-
-const S3_KEY: &str = "bench-access-key";
-const S3_SECRET: &str = "bench-secret-key";
-const S3_BUCKET: &str = "bench";
-
-/// An S3 server (s3s over the s3s-fs file system) on a loopback port; returns its endpoint.
-async fn start_s3(root: &Path) -> String {
-    std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
-    let mut b = s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(root).unwrap());
-    b.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
-    let service = b.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let svc = service.clone();
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
-                .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn ms(d: Duration) -> String {
