@@ -7,7 +7,7 @@
 //! a page whatever the catalogue's size and whatever order a bulk file's lines come in. Both
 //! paths store the same bytes for the same data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
@@ -101,36 +101,8 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
     let phase = std::time::Instant::now();
 
     // Collections and discounts are few: read page by page.
-    for node in f
-        .all(
-            "Collections",
-            q::COLLECTIONS,
-            "collections",
-            json!({"first": q::COLLECTIONS_PAGE}),
-        )
-        .await?
-    {
-        let r = row(&f.collection(node).await?)?;
-        catalog
-            .put(shop, EntityKind::Collection, vec![r], generation)
-            .await?;
-        report.collections += 1;
-    }
-    for node in f
-        .all(
-            "CodeDiscounts",
-            q::CODE_DISCOUNTS,
-            "codeDiscountNodes",
-            json!({"first": q::DISCOUNTS_PAGE}),
-        )
-        .await?
-    {
-        let r = row(&f.discount(node).await?)?;
-        catalog
-            .put(shop, EntityKind::Discount, vec![r], generation)
-            .await?;
-        report.discounts += 1;
-    }
+    (report.collections, report.discounts) =
+        read_collections_and_discounts(&f, catalog, generation).await?;
     refresh_shop(&f, catalog).await?;
     tracing::debug!(%shop, elapsed_ms = phase.elapsed().as_millis() as u64, "collections, discounts and shop read");
     let phase = std::time::Instant::now();
@@ -142,6 +114,56 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
         catalog.set_watermark(shop, &n).await?;
     }
     Ok(report)
+}
+
+/// Every collection and code discount, page by page, into the store at `generation`; rows
+/// of either kind not seen are deleted. Returns how many of each were read.
+pub async fn read_collections_and_discounts(
+    f: &Fetcher<'_>,
+    catalog: &CatalogStore,
+    generation: i64,
+) -> Result<(usize, usize), SyncError> {
+    let shop = f.shop;
+    let mut seen = HashSet::new();
+    for node in f
+        .all(
+            "Collections",
+            q::COLLECTIONS,
+            "collections",
+            json!({"first": q::COLLECTIONS_PAGE}),
+        )
+        .await?
+    {
+        let r = row(&f.collection(node).await?)?;
+        seen.insert(r.id);
+        catalog
+            .put(shop, EntityKind::Collection, vec![r], generation)
+            .await?;
+    }
+    catalog
+        .retain(shop, EntityKind::Collection, seen.clone())
+        .await?;
+    let collections = seen.len();
+    seen.clear();
+    for node in f
+        .all(
+            "CodeDiscounts",
+            q::CODE_DISCOUNTS,
+            "codeDiscountNodes",
+            json!({"first": q::DISCOUNTS_PAGE}),
+        )
+        .await?
+    {
+        let r = row(&f.discount(node).await?)?;
+        seen.insert(r.id);
+        catalog
+            .put(shop, EntityKind::Discount, vec![r], generation)
+            .await?;
+    }
+    catalog
+        .retain(shop, EntityKind::Discount, seen.clone())
+        .await?;
+    Ok((collections, seen.len()))
 }
 
 /// The shop object, into the store.

@@ -12,7 +12,6 @@ use super::build::{self, Object};
 use super::catalog::{row, Fetcher};
 use super::entities;
 use super::full_sync::{self, FullSync};
-use super::queries as q;
 use super::SyncError;
 use crate::objects::keys::{self, ShopDomain};
 use crate::objects::PutOutcome;
@@ -215,7 +214,8 @@ pub async fn reconcile(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcom
     let newest = search.newest;
     let listed: HashSet<i64> = entities::all_product_ids(&f).await?.into_iter().collect();
     let removed = catalog.retain(shop, EntityKind::Product, listed).await?;
-    let (collections, discounts) = refresh_metadata_entities(&f, state, st.generation).await?;
+    let (collections, discounts) =
+        full_sync::read_collections_and_discounts(&f, catalog, st.generation).await?;
     if let Some(n) = newest {
         catalog.set_watermark(shop, &n).await?;
     }
@@ -234,55 +234,6 @@ pub async fn reconcile(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcom
         detail,
     )
     .await
-}
-
-/// Every collection and discount read again (they are few), unseen ones removed.
-async fn refresh_metadata_entities(
-    f: &Fetcher<'_>,
-    state: &AppState,
-    generation: i64,
-) -> Result<(usize, usize), SyncError> {
-    let (shop, catalog) = (f.shop, &state.catalog);
-    let mut seen = HashSet::new();
-    for node in f
-        .all(
-            "Collections",
-            q::COLLECTIONS,
-            "collections",
-            json!({"first": q::COLLECTIONS_PAGE}),
-        )
-        .await?
-    {
-        let r = row(&f.collection(node).await?)?;
-        seen.insert(r.id);
-        catalog
-            .put(shop, EntityKind::Collection, vec![r], generation)
-            .await?;
-    }
-    catalog
-        .retain(shop, EntityKind::Collection, seen.clone())
-        .await?;
-    let collections = seen.len();
-    seen.clear();
-    for node in f
-        .all(
-            "CodeDiscounts",
-            q::CODE_DISCOUNTS,
-            "codeDiscountNodes",
-            json!({"first": q::DISCOUNTS_PAGE}),
-        )
-        .await?
-    {
-        let r = row(&f.discount(node).await?)?;
-        seen.insert(r.id);
-        catalog
-            .put(shop, EntityKind::Discount, vec![r], generation)
-            .await?;
-    }
-    catalog
-        .retain(shop, EntityKind::Discount, seen.clone())
-        .await?;
-    Ok((collections, seen.len()))
 }
 
 fn updated_since(t: chrono::DateTime<chrono::Utc>) -> String {
