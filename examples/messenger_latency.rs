@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use salesbot_sync::shopify::signature::sign_oauth_query;
 use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
 use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use serde_json::{json, Value};
@@ -138,65 +137,6 @@ async fn settle(client: &reqwest::Client, base: &str) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn connect_shop(
-    client: &reqwest::Client,
-    base: &str,
-    fake: &FakeShopify,
-    name: &str,
-) -> String {
-    let shop = format!("{name}.myshopify.com");
-    let r = client
-        .get(format!("{base}/shopify/{name}/login"))
-        .send()
-        .await
-        .unwrap();
-    let binding = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("oauth_binding_shopify="))
-        .unwrap();
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let state = loc
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .to_string();
-    let ts = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let mut params = vec![
-        ("code".to_string(), fake.issue_code(&shop)),
-        ("shop".to_string(), shop),
-        ("state".to_string(), state),
-        ("timestamp".to_string(), ts),
-    ];
-    let h = sign_oauth_query(fake.config().api_secret.as_bytes(), &params);
-    params.push(("hmac".to_string(), h));
-    let q = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&params)
-        .finish();
-    let r = client
-        .get(format!("{base}/shopify/callback?{q}"))
-        .header("Cookie", binding)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "shop connect");
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("session_id="))
-        .unwrap()
 }
 
 async fn connect_page(
@@ -366,7 +306,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut cookie = String::new();
     for i in 0..args.shops.max(1) {
-        cookie = connect_shop(&client, &server.base, &shopify, &format!("bench{i}")).await;
+        let r = common::connect_shop(&client, &server.base, &shopify, &format!("bench{i}")).await;
+        cookie = common::set_cookie(&r, "session_id").unwrap();
     }
     let page_answer = connect_page(&client, &server.base, &graph, &cookie).await;
     let merchant = page_answer["user_uuid"].as_str().unwrap().to_string();

@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use salesbot_sync::objects::keys::{self, ShopDomain};
-use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
+use salesbot_sync::shopify::signature::sign_webhook;
 use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use serde_json::Value;
 
@@ -92,55 +92,6 @@ async fn queue_idle(client: &reqwest::Client, base: &str) -> bool {
     };
     let v: Value = r.json().await.unwrap_or(Value::Null);
     v["queue"]["pending"].as_i64() == Some(0) && v["queue"]["running"].as_i64() == Some(0)
-}
-
-/// Login → authorize → callback; returns the merchant UUID.
-async fn connect_shop(client: &reqwest::Client, base: &str, fake: &FakeShopify) -> uuid::Uuid {
-    let r = client
-        .get(format!("{base}/shopify/bench/login"))
-        .send()
-        .await
-        .unwrap();
-    let binding = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("oauth_binding_shopify="))
-        .unwrap();
-    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    let state = loc
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .to_string();
-    let ts = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let mut params = vec![
-        ("code".to_string(), fake.issue_code(SHOP)),
-        ("shop".to_string(), SHOP.to_string()),
-        ("state".to_string(), state),
-        ("timestamp".to_string(), ts),
-    ];
-    let h = sign_oauth_query(fake.config().api_secret.as_bytes(), &params);
-    params.push(("hmac".to_string(), h));
-    let q = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&params)
-        .finish();
-    let r = client
-        .get(format!("{base}/shopify/callback?{q}"))
-        .header("Cookie", binding)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "shop connect");
-    let body: Value = r.json().await.unwrap();
-    uuid::Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap()
 }
 
 /// Watches one object file and records when each awaited marker first appears in it.
@@ -307,7 +258,12 @@ async fn main() -> anyhow::Result<()> {
     // 1. The initial full sync.
     let (baseline_peak, _) = memory_of(pid);
     let started = Instant::now();
-    let merchant = connect_shop(&client, &base, &fake).await;
+    let answer: Value = common::connect_shop(&client, &base, &fake, "bench")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let merchant = uuid::Uuid::parse_str(answer["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse(SHOP).unwrap();
     let key = keys::shop_products(&merchant, &shop);
     let object = match &s3 {

@@ -1,7 +1,10 @@
-//! Pieces both benchmarks use: the embedded S3 server, ports, percentiles.
+//! Pieces both benchmarks use: the embedded S3 server, ports, percentiles, the shop connect.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use salesbot_sync::shopify::signature::sign_oauth_query;
+use salesbot_sync::simulators::shopify::FakeShopify;
 
 pub const S3_KEY: &str = "bench-access-key";
 pub const S3_SECRET: &str = "bench-secret-key";
@@ -45,4 +48,62 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The `name=value` part of the response's `Set-Cookie` for `name`.
+pub fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").to_string())
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+/// Shopify connect of `{name}.myshopify.com` through the real OAuth flow (login → the fake
+/// authorizes → signed callback); returns the callback's answer (200 asserted).
+pub async fn connect_shop(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeShopify,
+    name: &str,
+) -> reqwest::Response {
+    let shop = format!("{name}.myshopify.com");
+    let r = client
+        .get(format!("{base}/shopify/{name}/login"))
+        .send()
+        .await
+        .unwrap();
+    let binding = set_cookie(&r, "oauth_binding_shopify").unwrap();
+    let loc = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = loc
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let ts = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut params = vec![
+        ("code".to_string(), fake.issue_code(&shop)),
+        ("shop".to_string(), shop),
+        ("state".to_string(), state),
+        ("timestamp".to_string(), ts),
+    ];
+    let h = sign_oauth_query(fake.config().api_secret.as_bytes(), &params);
+    params.push(("hmac".to_string(), h));
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish();
+    let r = client
+        .get(format!("{base}/shopify/callback?{q}"))
+        .header("Cookie", binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "shop connect");
+    r
 }
