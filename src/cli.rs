@@ -45,6 +45,19 @@ pub enum Command {
     /// Re-encrypt every stored token with NEW_TOKEN_ENCRYPTION_KEY (refuses while the service
     /// runs: stop it first, then set TOKEN_ENCRYPTION_KEY to the new key and start it again).
     RotateKey,
+    /// See it work with no accounts: the real service against simulated Shopify and Facebook
+    /// on this machine, data under --dir, and a link to open in a browser.
+    Demo {
+        /// Port to serve on (0: any free port).
+        #[arg(long, default_value_t = 5000)]
+        port: u16,
+        /// Where the demo keeps its databases and objects.
+        #[arg(long, default_value = "./demo-data")]
+        dir: std::path::PathBuf,
+        /// Seconds between the simulated product changes and messages.
+        #[arg(long, default_value_t = 3.0)]
+        every: f64,
+    },
     /// Poll connected shops and pages now (all by default): the jobs go into the server's
     /// queue (so they never race its webhook work), and the command waits for them and prints
     /// a summary. With no server running it works the queue itself.
@@ -60,6 +73,11 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo builds its own configuration: the environment's is neither needed nor read.
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        Command::Demo { port, dir, every } => return demo(port, dir, every),
+        other => other,
+    };
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -67,7 +85,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::CheckConfig => {
             print!("{}", settings.describe());
             for name in &settings.generated_secrets {
@@ -80,6 +98,8 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        // Handled before the configuration is read.
+        Command::Demo { .. } => unreachable!("the demo returned above"),
         Command::Poll { shop, page } => {
             crate::telemetry::init(settings.log_format);
             run_async(poll(settings, shop, page))
@@ -91,7 +111,9 @@ pub fn main() -> ExitCode {
                 ),
                 crate::config::StorageSettings::Local { .. } => None,
             };
-            let report = crate::backup::backup_all(&settings, objects.as_ref()).await?;
+            let outcome = crate::backup::backup_all(&settings, objects.as_ref()).await;
+            crate::backup::record_outcome(&settings.backup_dir, outcome.as_ref());
+            let report = outcome?;
             println!("{}", report.summary());
             Ok(())
         }),
@@ -324,4 +346,24 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyho
     let rt = tokio::runtime::Runtime::new()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
     rt.block_on(fut)
+}
+
+fn demo(port: u16, dir: std::path::PathBuf, every: f64) -> ExitCode {
+    // `.env` may set APP_ENV too: read it the way `serve` would, only to refuse.
+    let _ = dotenvy::dotenv();
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    if let Some(why) = crate::demo::refuse(&env) {
+        eprintln!("salesbot-sync: {why}");
+        return ExitCode::from(2);
+    }
+    if !(every.is_finite() && every >= 0.1) {
+        eprintln!("salesbot-sync: --every must be at least 0.1 seconds");
+        return ExitCode::from(2);
+    }
+    crate::telemetry::init(crate::config::LogFormat::Text);
+    run_async(crate::demo::run(crate::demo::DemoOptions {
+        port,
+        dir,
+        every: std::time::Duration::from_secs_f64(every),
+    }))
 }

@@ -40,7 +40,8 @@ pub fn registry() -> Registry<AppState> {
         .register::<fb::PageSubscriptionCheck>()
         .register::<selftest::SelfTestCleanup>()
         .register::<deletion::DataDeletion>()
-        .register::<moves::MovedPageCleanup>();
+        .register::<moves::MovedPageCleanup>()
+        .register::<crate::facebook::disconnect::PageDisconnect>();
     #[cfg(feature = "testkit")]
     reg.register::<jobs::testkit::TestkitDelivery>()
         .register::<jobs::testkit::TestkitEffect>();

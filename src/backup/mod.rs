@@ -238,3 +238,46 @@ fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+// ---------------------------------------------------------------------------------------------
+// The last backup's outcome, for the operator page
+
+/// File in `BACKUP_DIR` holding the last backup's outcome.
+const LAST_OUTCOME_FILE: &str = "last-backup.json";
+
+/// How the last backup (scheduled or from the CLI) ended.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LastBackup {
+    /// Unix ms.
+    pub at: i64,
+    pub ok: bool,
+    /// The report's summary, or why it failed.
+    pub detail: String,
+}
+
+/// Records how a backup ended (best effort: a failure to record is logged, not raised).
+pub fn record_outcome(dir: &std::path::Path, outcome: Result<&BackupReport, &anyhow::Error>) {
+    let last = LastBackup {
+        at: crate::store::now_millis(),
+        ok: outcome.is_ok(),
+        detail: match outcome {
+            Ok(r) => r.summary(),
+            Err(e) => format!("{e:#}"),
+        },
+    };
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{LAST_OUTCOME_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(&last).unwrap_or_default())?;
+        std::fs::rename(tmp, dir.join(LAST_OUTCOME_FILE))
+    };
+    if let Err(e) = write() {
+        tracing::warn!(error = %e, "the backup's outcome could not be recorded");
+    }
+}
+
+/// The last recorded backup outcome, if any.
+pub fn last_outcome(dir: &std::path::Path) -> Option<LastBackup> {
+    let bytes = std::fs::read(dir.join(LAST_OUTCOME_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

@@ -77,6 +77,14 @@ impl Settings {
             mask(true, gen("STATE_TOKEN_SECRET")).into(),
         ));
         lines.push((
+            "OPERATOR_TOKEN".into(),
+            if self.operator_token.is_some() {
+                mask(true, false).into()
+            } else {
+                "(not set: operator routes open, development only)".into()
+            },
+        ));
+        lines.push((
             "TOKEN_ENCRYPTION_KEY".into(),
             mask(true, gen("TOKEN_ENCRYPTION_KEY")).into(),
         ));

@@ -49,6 +49,9 @@ pub struct Settings {
     pub shopify: Option<ShopifySettings>,
     pub facebook: Option<FacebookSettings>,
     pub state_token_secret: SecretString,
+    /// Protects `/`, `/metrics` and the operator pages (`OPERATOR_TOKEN`). Required in
+    /// production; `None` in development leaves them open (with a warning).
+    pub operator_token: Option<SecretString>,
     pub token_encryption_key: SecretBox<[u8; 32]>,
     pub token_db_path: PathBuf,
     pub session_db_path: PathBuf,
@@ -181,6 +184,7 @@ impl Settings {
         let facebook = read_facebook(&mut r, &public_base_url);
 
         let state_token_secret = r.secret("STATE_TOKEN_SECRET", 32);
+        let operator_token = r.operator_token();
         let token_encryption_key = r.encryption_key();
 
         let token_db_path = PathBuf::from(r.string_or("TOKEN_DB_PATH", "./data/tokens.db"));
@@ -250,6 +254,7 @@ impl Settings {
             shopify,
             facebook,
             state_token_secret,
+            operator_token,
             token_encryption_key,
             token_db_path,
             session_db_path,

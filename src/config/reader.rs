@@ -127,6 +127,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// `OPERATOR_TOKEN`: at least 32 characters; required in production. Not generated in
+    /// development: a token nobody knows would only lock the operator out.
+    pub(super) fn operator_token(&mut self) -> Option<SecretString> {
+        const NAME: &str = "OPERATOR_TOKEN";
+        if self.get(NAME).is_none() && self.env == AppEnv::Development {
+            self.warnings.push(format!(
+                "{NAME} is not set: `/`, `/metrics` and the operator page are open to anyone who can reach the service (development only)"
+            ));
+            return None;
+        }
+        Some(self.secret(NAME, 32))
+    }
+
     pub(super) fn encryption_key(&mut self) -> SecretBox<[u8; 32]> {
         const NAME: &str = "TOKEN_ENCRYPTION_KEY";
         match self.get(NAME) {

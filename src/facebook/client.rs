@@ -195,6 +195,10 @@ impl GraphClient {
         self.send(reqwest::Method::POST, url, Some(token)).await
     }
 
+    pub async fn delete(&self, url: Url, token: &SecretString) -> Result<Value, GraphError> {
+        self.send(reqwest::Method::DELETE, url, Some(token)).await
+    }
+
     /// Every item of a paginated edge, following `paging.next` to the end.
     pub async fn get_all(
         &self,

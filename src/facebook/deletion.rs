@@ -265,59 +265,8 @@ impl Job for DataDeletion {
             .mark_pages_deleting(job.user.as_str(), "Facebook data deletion request")
             .await
             .map_err(|e| retry(&e))?;
-        // 2. Jobs that started before the mark may still write: let them finish first.
-        let (exact, prefixes) = groups_of(&pages);
-        let running = state
-            .events
-            .running_in_groups(exact.clone(), prefixes.clone())
-            .await
-            .map_err(|e| retry(&e))?
-            // A raw delivery being fanned out may be about to queue messages of the pages.
-            + state
-                .events
-                .running_of_kind(JobKind::FacebookWebhook.as_str())
-                .await
-                .map_err(|e| retry(&e))?;
-        if running > 0 {
-            return Err(JobError::Later {
-                after: WAIT_FOR_RUNNING,
-                reason: format!("{running} job(s) of the pages are still running"),
-            });
-        }
-        // 3. Objects, then queued events holding the pages' messages, then records.
-        let mut deleted = Deleted {
-            pages: pages.len(),
-            ..Deleted::default()
-        };
-        for (merchant, page) in &pages {
-            deleted.objects += state
-                .objects
-                .delete_prefix(&keys::page_prefix(merchant, page))
-                .await
-                .map_err(|e| retry(&e))?;
-        }
-        deleted.events += state
-            .events
-            .purge_groups(exact.clone(), prefixes.clone())
-            .await
-            .map_err(|e| retry(&e))?;
-        deleted.events += purge_raw_deliveries(state, &pages)
-            .await
-            .map_err(|e| retry(&e))?;
-        for (_, page) in &pages {
-            state
-                .tokens
-                .delete_page(page)
-                .await
-                .map_err(|e| retry(&e))?;
-        }
-        // Anything queued for the pages while the above ran (they were marked, so it could
-        // not write) goes too.
-        deleted.events += state
-            .events
-            .purge_groups(exact, prefixes)
-            .await
-            .map_err(|e| retry(&e))?;
+        // 2–3. Wait for the pages' running jobs, then delete what they hold.
+        let deleted = delete_marked_pages(state, &pages).await?;
         let mut merchants: Vec<uuid::Uuid> = state
             .tokens
             .merchants_of_facebook_user(job.user.as_str())
@@ -350,6 +299,74 @@ impl Job for DataDeletion {
     }
 }
 
+/// Deletes the objects, queued work and records of `pages`, already marked `deleting` (so
+/// nothing new writes to them): first waits for jobs of the pages that are running now
+/// (`JobError::Later`), then objects (batched), the queued events that hold their messages and
+/// the page rows. Shared by Meta's data deletion and a merchant's disconnect.
+pub(super) async fn delete_marked_pages(
+    state: &AppState,
+    pages: &[(uuid::Uuid, PageId)],
+) -> Result<Deleted, JobError> {
+    let retry = |e: &dyn std::fmt::Display| JobError::Retry(e.to_string());
+    // 2. Jobs that started before the mark may still write: let them finish first.
+    let (exact, prefixes) = groups_of(pages);
+    let running = state
+        .events
+        .running_in_groups(exact.clone(), prefixes.clone())
+        .await
+        .map_err(|e| retry(&e))?
+        // A raw delivery being fanned out may be about to queue messages of the pages.
+        + state
+            .events
+            .running_of_kind(JobKind::FacebookWebhook.as_str())
+            .await
+            .map_err(|e| retry(&e))?;
+    if running > 0 {
+        return Err(JobError::Later {
+            after: WAIT_FOR_RUNNING,
+            reason: format!("{running} job(s) of the pages are still running"),
+        });
+    }
+    // 3. Objects, then queued events holding the pages' messages, then records.
+    let mut deleted = Deleted {
+        pages: pages.len(),
+        ..Deleted::default()
+    };
+    for (merchant, page) in pages {
+        deleted.objects += state
+            .objects
+            .delete_prefix(&keys::page_prefix(merchant, page))
+            .await
+            .map_err(|e| retry(&e))?;
+    }
+    deleted.events += state
+        .events
+        .purge_groups(exact.clone(), prefixes.clone())
+        .await
+        .map_err(|e| retry(&e))?;
+    deleted.events += purge_raw_deliveries(state, pages)
+        .await
+        .map_err(|e| retry(&e))?;
+    for (_, page) in pages {
+        state
+            .tokens
+            .delete_page(page)
+            .await
+            .map_err(|e| retry(&e))?;
+    }
+    // Anything queued for the pages while the above ran (they were marked, so it could
+    // not write) goes too.
+    deleted.events += state
+        .events
+        .purge_groups(exact, prefixes)
+        .await
+        .map_err(|e| retry(&e))?;
+    for (_, page) in pages {
+        let _ = state.events.untrack(GroupKey::page(page).as_str()).await;
+    }
+    Ok(deleted)
+}
+
 /// Ends the sessions of every merchant left with nothing connected; returns how many.
 ///
 /// A merchant's session is its sign-in from the Shopify connect, and it is what lets a browser
@@ -358,7 +375,10 @@ impl Job for DataDeletion {
 /// the merchant signs in again by connecting a shop. A merchant that still has a shop (or pages
 /// granted by another Facebook user) keeps its session: the deletion was about one Facebook
 /// user's data, and signing the shop owner out of a shop that still syncs would only confuse.
-async fn end_sessions(state: &AppState, merchants: &[uuid::Uuid]) -> Result<usize, StoreError> {
+pub(super) async fn end_sessions(
+    state: &AppState,
+    merchants: &[uuid::Uuid],
+) -> Result<usize, StoreError> {
     let mut ended = 0;
     for merchant in merchants {
         if !state.tokens.merchant_has_connections(*merchant).await? {

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod conversations;
 pub mod deletion;
+pub mod disconnect;
 pub mod jobs;
 pub mod messages;
 pub mod moves;

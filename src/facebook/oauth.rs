@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use axum::response::Redirect;
 use axum::Json;
 use axum_extra::extract::cookie::CookieJar;
@@ -101,8 +102,9 @@ fn upstream(e: GraphError) -> AppError {
 pub async fn callback(
     State(state): State<AppState>,
     Query(q): Query<CallbackQuery>,
+    wants: crate::web::Wants,
     jar: CookieJar,
-) -> Result<(CookieJar, Json<Value>), AppError> {
+) -> Result<axum::response::Response, AppError> {
     let settings = super::settings(&state)?;
     let (authorized, jar) = verify(&state, q, jar).await?;
     let connected = connect_user(&state, authorized).await?;
@@ -121,7 +123,12 @@ pub async fn callback(
         .collect()
         .await;
     tracing::info!(merchant = %connected.merchant, pages = connected.public_pages.len(), "Facebook connected");
-    Ok((jar, Json(answer(&state, connected, reports, run).await)))
+    let body = answer(&state, connected, reports, run).await;
+    if wants.html() {
+        let page = crate::web::callbacks::facebook(&state, &body).await?;
+        return Ok((jar, page).into_response());
+    }
+    Ok((jar, Json(body)).into_response())
 }
 
 /// A dialog answer for a flow this browser started.
@@ -327,6 +334,16 @@ async fn set_up_page(
     match state.events.enqueue_all(jobs).await {
         Ok(ids) => {
             setup.polling = true;
+            // The merchant's pages follow the initial poll and its conversations.
+            if let Some(poll) = ids.get(1) {
+                if let Err(e) = state
+                    .events
+                    .track(GroupKey::page(page).into_string(), poll.id(), Some(run))
+                    .await
+                {
+                    tracing::warn!(%page, error = %e, "the initial poll's progress will not be shown");
+                }
+            }
             refresh = ids.first().map(|e| e.id());
             setup.cleanup = ids.get(2).map(|e| e.id());
         }

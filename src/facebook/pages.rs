@@ -102,6 +102,18 @@ pub async fn merge_entries(
 
 /// Subscribes the app to the page's `name,category,messages` unless *this* app already is
 /// (another app's subscription does not count). Returns whether it had to subscribe.
+/// Removes our app's subscription to the page (`DELETE /{page}/subscribed_apps`).
+pub async fn unsubscribe(
+    graph: &GraphClient,
+    page: &PageId,
+    token: &SecretString,
+) -> Result<(), FbError> {
+    graph
+        .delete(graph.url(&format!("{page}/subscribed_apps"), &[]), token)
+        .await?;
+    Ok(())
+}
+
 pub async fn ensure_subscribed(
     graph: &GraphClient,
     page: &PageId,

@@ -46,6 +46,11 @@ impl GroupKey {
         GroupKey(format!("fbuser:{user}"))
     }
 
+    /// A merchant's disconnect of one page (beside the page's groups: it waits for them).
+    pub fn page_disconnect(page: &PageId) -> GroupKey {
+        GroupKey(format!("fbdisconnect:{page}"))
+    }
+
     /// Test-only kinds (feature `testkit`).
     pub fn testkit(id: &GraphId) -> GroupKey {
         GroupKey(format!("testkit:{id}"))

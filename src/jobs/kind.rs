@@ -30,6 +30,8 @@ text_enum!(
         FacebookDataDeletion => "facebook_data_deletion",
         /// Deletes the old merchant's copy of a page moved to another merchant.
         FacebookPageMoved => "facebook_page_moved",
+        /// A page its merchant disconnected: the same deletion, for that page.
+        FacebookPageDisconnect => "facebook_page_disconnect",
         /// Test-only kinds (feature `testkit`; registered nowhere else).
         Testkit => "testkit",
         TestkitEffect => "testkit_effect",

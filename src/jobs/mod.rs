@@ -12,6 +12,7 @@
 
 mod keys;
 mod kind;
+pub mod progress;
 mod registry;
 pub mod retry;
 mod runner;

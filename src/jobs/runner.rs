@@ -188,7 +188,11 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         let heartbeat = AbortOnDrop(self.heartbeat(ids.clone()));
         // In a task of its own, so a panicking job fails this batch (retried later) instead
         // of killing the worker and leaving its lease renewed forever.
-        let task = runner.run(self.ctx.clone(), batch);
+        let task = super::progress::scope(
+            self.events.clone(),
+            ids[0],
+            runner.run(self.ctx.clone(), batch),
+        );
         let run = match tokio::spawn(task.in_current_span()).await {
             Ok(r) => r,
             Err(e) => BatchRun {

@@ -114,7 +114,9 @@ fn spawn_run_watcher(state: AppState, stop: tokio_util::sync::CancellationToken)
 pub async fn run_backup(state: &AppState) {
     let remote =
         matches!(state.config.storage, StorageSettings::Spaces(_)).then_some(&state.objects);
-    match crate::backup::backup_all(&state.config, remote).await {
+    let outcome = crate::backup::backup_all(&state.config, remote).await;
+    crate::backup::record_outcome(&state.config.backup_dir, outcome.as_ref());
+    match outcome {
         Ok(report) => tracing::info!("{}", report.summary()),
         Err(e) => {
             metrics::counter!("backup_failures_total").increment(1);

@@ -78,7 +78,18 @@ fn account_report(list: &[AccountSummary]) -> Value {
 const MOVES_SHOWN: usize = 50;
 
 /// What is configured and how things stand, without secrets or merchant identities.
-pub async fn index(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+pub async fn index(
+    State(state): State<AppState>,
+    wants: crate::web::Wants,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, AppError> {
+    if wants.html() {
+        return crate::web::operator::dashboard(&state, &headers).await;
+    }
+    Ok(status_json(&state).await?.into_response())
+}
+
+async fn status_json(state: &AppState) -> Result<Json<Value>, AppError> {
     let cfg = &state.config;
     let shops = state.tokens.shop_summaries().await?;
     let pages = state.tokens.page_summaries().await?;

@@ -14,6 +14,7 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
+use crate::web;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -22,11 +23,32 @@ pub fn router(state: AppState) -> Router {
     // limited; the webhook intake is signed, must stay fast and is never behind the limiter.
     let logins = limits::LoginLimiter::new(&state.config.edge);
     let limited = || from_fn_with_state(logins.clone(), limits::limit_logins);
+    // `/`, `/metrics` and the operator page need `OPERATOR_TOKEN` (when it is set).
+    let operator = || from_fn_with_state(state.clone(), web::operator::require_operator);
     let router = Router::new()
-        .route("/", get(health::index))
+        .route("/", get(health::index).route_layer(operator()))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
+        .route("/metrics", get(metrics::render).route_layer(operator()))
+        .route(
+            "/operator/login",
+            get(web::operator::login_form).merge(post(web::operator::login).route_layer(limited())),
+        )
+        .route("/operator/logout", post(web::operator::logout))
+        .route("/assets/style.css", get(web::style))
+        .route("/assets/live.js", get(web::live_js))
+        .route("/connect", get(web::account::connect))
+        .route("/connect/shopify", get(web::account::connect_shopify))
+        .route("/account", get(web::account::account))
+        .route("/account/progress", get(web::account::progress))
+        .route(
+            "/account/shops/{shop}/disconnect",
+            post(web::account::disconnect_shop),
+        )
+        .route(
+            "/account/pages/{page}/disconnect",
+            post(web::account::disconnect_page),
+        )
         .route(
             "/shopify/{shop}/login",
             get(crate::shopify::oauth::login).route_layer(limited()),
@@ -53,6 +75,9 @@ pub fn router(state: AppState) -> Router {
     #[cfg(feature = "testkit")]
     let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));
     router
+        // Browsers get error pages instead of the JSON errors (inside the timeout layer, so a
+        // timed-out request's answer becomes a page too).
+        .layer(axum::middleware::from_fn(web::errors::html_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(from_fn_with_state(timeouts, limits::request_timeout))
         .layer(

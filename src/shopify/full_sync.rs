@@ -66,6 +66,8 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
     let st = catalog.state(shop).await?;
     let generation = st.generation + 1;
     let count = products_count(&f).await?;
+    // Progress is products read (paged) or assembled from the bulk files (bulk).
+    crate::jobs::progress::report(0, Some(count)).await;
 
     let mut report = FullSync::default();
     let mut newest = None;
@@ -92,11 +94,12 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
     }
     if !staged {
         report.path = "paged";
-        newest = stage_paged(&f, catalog).await?;
+        newest = stage_paged(&f, catalog, count).await?;
     }
     let phase = std::time::Instant::now();
     tracing::debug!(%shop, path = report.path, "products and variants staged");
-    report.products = assemble(catalog, shop, generation).await?;
+    let progress = staged.then_some(count);
+    report.products = assemble(catalog, shop, generation, progress).await?;
     tracing::debug!(%shop, products = report.products, elapsed_ms = phase.elapsed().as_millis() as u64, "products assembled");
     let phase = std::time::Instant::now();
 
@@ -184,10 +187,15 @@ async fn products_count(f: &Fetcher<'_>) -> Result<u64, SyncError> {
 }
 
 /// Products (with complete metafields) and variants (with complete levels), page by page.
-async fn stage_paged(f: &Fetcher<'_>, catalog: &CatalogStore) -> Result<Option<String>, SyncError> {
+async fn stage_paged(
+    f: &Fetcher<'_>,
+    catalog: &CatalogStore,
+    total: u64,
+) -> Result<Option<String>, SyncError> {
     let shop = f.shop;
     catalog.clear_staging(shop).await?;
     let mut newest = None;
+    let mut read = 0u64;
     let mut after: Option<String> = None;
     loop {
         let data = f
@@ -208,7 +216,9 @@ async fn stage_paged(f: &Fetcher<'_>, catalog: &CatalogStore) -> Result<Option<S
             node["metafields"] = Value::Array(metafields);
             rows.push((id, serde_json::to_vec(&node).map_err(internal)?));
         }
+        read += rows.len() as u64;
         catalog.stage_products(shop, rows).await?;
+        crate::jobs::progress::report(read, Some(total.max(read))).await;
         match next {
             Some(c) if Some(&c) != after.as_ref() => after = Some(c),
             _ => break,
@@ -445,10 +455,13 @@ impl<'a> Stager<'a> {
 }
 
 /// Builds every staged product's entry and stores it as `generation`; returns how many.
+/// `progress`: the product total to report progress against (bulk syncs, whose reading is
+/// one operation at Shopify).
 async fn assemble(
     catalog: &CatalogStore,
     shop: &ShopDomain,
     generation: i64,
+    progress: Option<u64>,
 ) -> Result<usize, SyncError> {
     let mut count = 0;
     let mut after = 0;
@@ -540,5 +553,9 @@ async fn assemble(
             .put(shop, EntityKind::Product, rows, generation)
             .await?;
         catalog.set_inventory_items_of(shop, index).await?;
+        if let Some(total) = progress {
+            let done = count as u64;
+            crate::jobs::progress::report(done, Some(total.max(done))).await;
+        }
     }
 }

@@ -44,7 +44,26 @@ pub struct ShopifyWebhook {
     pub debounce_ms: Option<u64>,
 }
 
+/// Event ids of a merchant's own disconnect of a shop start with this.
+pub const DISCONNECT_EVENT_PREFIX: &str = "salesbot-disconnect-";
+
 impl ShopifyWebhook {
+    /// A merchant disconnecting a shop from their account page: the same job as Shopify's
+    /// `shop/redact` (objects, catalogue and records of the shop deleted, in the shop's group).
+    pub fn disconnect(shop: ShopDomain) -> ShopifyWebhook {
+        ShopifyWebhook {
+            topic: Topic::ShopRedact,
+            shop,
+            event_id: Some(format!("{DISCONNECT_EVENT_PREFIX}{}", uuid::Uuid::new_v4())),
+            webhook_id: None,
+            triggered_at: None,
+            digest: None,
+            entity: None,
+            received_ms: Some(crate::store::now_millis()),
+            debounce_ms: None,
+        }
+    }
+
     fn is_self_test(&self) -> bool {
         self.event_id
             .as_deref()

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::response::Redirect;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use axum_extra::extract::cookie::CookieJar;
 use secrecy::SecretString;
@@ -30,6 +30,7 @@ use crate::state::AppState;
 use crate::store::events::{EventId, EventStatus};
 use crate::store::now_secs;
 use crate::store::tokens::ShopGrant;
+use crate::web::Wants;
 
 /// Clock skew tolerated between Shopify's `timestamp` and ours.
 const CLOCK_SKEW_SECS: i64 = 300;
@@ -82,8 +83,9 @@ fn status_err(kind: &str, message: impl std::fmt::Display) -> Value {
 pub async fn callback(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    wants: Wants,
     jar: CookieJar,
-) -> Result<(CookieJar, Json<Value>), AppError> {
+) -> Result<Response, AppError> {
     let settings = super::settings(&state)?;
     let (redirect, jar) = verify(&state, settings, query, jar).await?;
     let connected = connect(&state, settings, redirect).await?;
@@ -91,8 +93,17 @@ pub async fn callback(
         connected.session_id.clone(),
         state.config.secure_cookies(),
     ));
-    let body = answer(&state, settings, connected).await;
-    Ok((jar, Json(body)))
+    // A browser is shown the sync's live progress instead of waiting for it.
+    let wait = if wants.html() {
+        Duration::ZERO
+    } else {
+        settings.initial_sync_wait
+    };
+    let body = answer(&state, connected, wait).await;
+    if wants.html() {
+        return Ok((jar, crate::web::callbacks::shopify(&state, &body).await?).into_response());
+    }
+    Ok((jar, Json(body)).into_response())
 }
 
 /// A callback that came from Shopify, for a flow this browser started, for that shop.
@@ -239,6 +250,15 @@ async fn connect(
         reason: SyncReason::Initial { installed_at },
     };
     let initial_sync = state.events.enqueue(sync.to_event()).await?.id();
+    // The merchant's pages follow this job's progress.
+    state
+        .events
+        .track(
+            crate::jobs::GroupKey::shop(&shop).into_string(),
+            initial_sync,
+            None,
+        )
+        .await?;
     Ok(Connected {
         shop,
         merchant,
@@ -251,12 +271,9 @@ async fn connect(
     })
 }
 
-/// The SPEC §4 answer, once the initial sync finished or `initial_sync_wait` passed.
-async fn answer(state: &AppState, settings: &ShopifySettings, c: Connected) -> Value {
-    let outcome = state
-        .events
-        .wait_for(c.initial_sync, settings.initial_sync_wait)
-        .await;
+/// The SPEC §4 answer, once the initial sync finished or `wait` passed.
+async fn answer(state: &AppState, c: Connected, wait: Duration) -> Value {
+    let outcome = state.events.wait_for(c.initial_sync, wait).await;
     let (shopify_data, upload_status) = match outcome {
         Ok(Some(o)) if o.status == EventStatus::Done => {
             let r = o.result.unwrap_or(Value::Null);

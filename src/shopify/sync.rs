@@ -466,6 +466,10 @@ pub async fn redact_shop(state: &AppState, shop: &ShopDomain) -> Result<usize, S
         super::jobs::end_sessions_without_shops(state, rec.merchant).await?;
     }
     state.catalog.remove_shop(shop).await?;
+    state
+        .events
+        .untrack(crate::jobs::GroupKey::shop(shop).as_str())
+        .await?;
     tracing::info!(%shop, objects_deleted = deleted, "shop redacted");
     Ok(deleted)
 }

@@ -455,26 +455,7 @@ impl FakeGraph {
     }
 
     fn check_dialog(&self, dialog_url: &str) -> Result<(Url, HashMap<String, String>), String> {
-        let u = Url::parse(dialog_url).map_err(|e| format!("not a URL: {e}"))?;
-        let c = self.config();
-        let want = format!("/{}/dialog/oauth", c.version);
-        if u.path() != want {
-            return Err(format!("dialog path is {}, expected {want}", u.path()));
-        }
-        let q: HashMap<String, String> = u.query_pairs().into_owned().collect();
-        if q.get("client_id") != Some(&c.app_id) {
-            return Err("Invalid App ID: client_id does not match".into());
-        }
-        match q.get("response_type").map(String::as_str) {
-            None | Some("code") => {}
-            Some(other) => return Err(format!("unsupported response_type {other}")),
-        }
-        let redirect = q
-            .get("redirect_uri")
-            .ok_or("missing redirect_uri")?
-            .to_string();
-        let r = Url::parse(&redirect).map_err(|_| "redirect_uri isn't an absolute URI")?;
-        Ok((r, q))
+        check_dialog(&self.config(), dialog_url)
     }
 
     /// Queries of the dialog requests received over HTTP.
@@ -735,6 +716,23 @@ impl FakeGraph {
     }
 
     /// `X-Hub-Signature-256` value for a webhook body: `sha256=hex(HMAC-SHA256(app_secret, body))`.
+    /// Delivers a webhook `body` to the app's callback `url`, signed as Meta signs it
+    /// (`X-Hub-Signature-256`); returns the HTTP status.
+    pub async fn emit_webhook(&self, url: &str, body: &Value) -> Result<u16, String> {
+        let bytes = body.to_string().into_bytes();
+        let sig = self.signature_256(&bytes);
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("X-Hub-Signature-256", sig)
+            .body(bytes)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(r.status().as_u16())
+    }
+
     pub fn signature_256(&self, body: &[u8]) -> String {
         format!("sha256={}", hmac_hex(&self.config().app_secret, body))
     }
@@ -1732,6 +1730,57 @@ impl State {
         }
     }
 
+    /// The login dialog as a browser sees it: user 0 is signed in; "Continue" grants every
+    /// one of their pages (a code bound to the dialog's `redirect_uri`), "Cancel" declines.
+    fn dialog_page(&mut self, uri: &Uri) -> Response {
+        let url = format!("{}{}", self.base_url, uri);
+        let body = match check_dialog(&self.config, &url) {
+            Err(why) => format!("<p id=\"dialog-error\">{}</p>", escape_html(&why)),
+            Ok((redirect, q)) => {
+                let code = self.issue_code(0, Some(redirect.to_string()));
+                let with = |pairs: &[(&str, &str)]| {
+                    let mut u = redirect.clone();
+                    {
+                        let mut p = u.query_pairs_mut();
+                        for (k, v) in pairs {
+                            p.append_pair(k, v);
+                        }
+                        if let Some(s) = q.get("state") {
+                            p.append_pair("state", s);
+                        }
+                    }
+                    u.set_fragment(Some("_=_"));
+                    escape_html(u.as_str())
+                };
+                let allow = with(&[("code", &code)]);
+                let deny = with(&[
+                    ("error", "access_denied"),
+                    ("error_code", "200"),
+                    ("error_description", "Permissions error"),
+                    ("error_reason", "user_denied"),
+                ]);
+                let user = &self.users[0];
+                let pages: String = user
+                    .page_ids
+                    .iter()
+                    .filter_map(|id| self.pages.get(id))
+                    .map(|p| format!("<li>{}</li>", escape_html(&p.name)))
+                    .collect();
+                format!(
+                    "<h1>Continue as {}?</h1><p>The app asks to manage these Pages and their messages:</p><ul>{pages}</ul>\
+                     <p><a id=\"allow\" href=\"{allow}\">Continue</a> <a id=\"cancel\" href=\"{deny}\">Cancel</a></p>",
+                    escape_html(&user.name()),
+                )
+            }
+        };
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            format!("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>Log in with Facebook</title></head><body><p>fake dialog (simulated Facebook, nothing leaves this machine)</p>{body}</body></html>"),
+        )
+            .into_response()
+    }
+
     fn handle(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
         let path = uri.path().to_string();
         let query = parse_pairs(uri.query().unwrap_or("").as_bytes());
@@ -1778,12 +1827,7 @@ impl State {
         );
         if let Route::Dialog = route {
             self.dialog_requests.push(query.into_iter().collect());
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                "<!DOCTYPE html><html><head><title>Log in with Facebook</title></head><body>fake dialog</body></html>",
-            )
-                .into_response();
+            return self.dialog_page(uri);
         }
         self.total += 1;
         if self.fail_next.1 > 0 {
@@ -2286,6 +2330,40 @@ async fn handler(
 // ---------------------------------------------------------------------------------------------
 // Self-tests of the fake
 // ---------------------------------------------------------------------------------------------
+
+/// The redirect and query of a dialog URL Facebook would accept, or why it would not.
+fn check_dialog(
+    c: &FakeGraphConfig,
+    dialog_url: &str,
+) -> Result<(Url, HashMap<String, String>), String> {
+    let u = Url::parse(dialog_url).map_err(|e| format!("not a URL: {e}"))?;
+    let want = format!("/{}/dialog/oauth", c.version);
+    if u.path() != want {
+        return Err(format!("dialog path is {}, expected {want}", u.path()));
+    }
+    let q: HashMap<String, String> = u.query_pairs().into_owned().collect();
+    if q.get("client_id") != Some(&c.app_id) {
+        return Err("Invalid App ID: client_id does not match".into());
+    }
+    match q.get("response_type").map(String::as_str) {
+        None | Some("code") => {}
+        Some(other) => return Err(format!("unsupported response_type {other}")),
+    }
+    let redirect = q
+        .get("redirect_uri")
+        .ok_or("missing redirect_uri")?
+        .to_string();
+    let r = Url::parse(&redirect).map_err(|_| "redirect_uri isn't an absolute URI")?;
+    Ok((r, q))
+}
+
+/// Escapes text for HTML (the fake's pages show ids, names and URLs).
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
 
 #[cfg(test)]
 mod tests {

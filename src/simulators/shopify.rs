@@ -230,6 +230,7 @@ impl FakeShopify {
         });
         let app = Router::new()
             .route("/{shop}/admin/oauth/access_token", post(token_handler))
+            .route("/{shop}/admin/oauth/authorize", get(authorize_handler))
             .route(
                 "/{shop}/admin/api/{version}/graphql.json",
                 post(graphql_handler),
@@ -437,6 +438,40 @@ impl FakeShopify {
     }
 
     // --- Catalogue changes -----------------------------------------------------------------
+
+    /// Delivers `topic` with `body` to every subscription of it the shop has, as Shopify
+    /// does after a change; returns how many deliveries were answered 200.
+    pub async fn emit_webhook(&self, shop: &str, topic: &str, body: &Value) -> usize {
+        let posts = self.st().webhook_posts(shop, topic, body.to_string());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        let mut ok = 0;
+        for post in posts {
+            let mut req = client.post(&post.uri);
+            for (k, v) in &post.headers {
+                req = req.header(*k, v);
+            }
+            if let Ok(r) = req.body(post.body).send().await {
+                ok += usize::from(r.status().is_success());
+            }
+        }
+        ok
+    }
+
+    /// Shops holding a live access token (connected to the app).
+    pub fn connected_shops(&self) -> Vec<String> {
+        let st = self.st();
+        let mut v: Vec<String> = st
+            .shops
+            .keys()
+            .filter(|s| st.access_tokens.values().any(|owner| owner == *s))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
 
     pub fn set_variant_price(&self, shop: &str, product: usize, variant: usize, price: &str) {
         let mut st = self.st();
@@ -2486,6 +2521,14 @@ impl State {
                 },
             );
         }
+        self.webhook_posts(&shop, "bulk_operations/finish", body)
+    }
+
+    /// The deliveries Shopify makes of `topic` (`products/update`) for `shop`: one per HTTP
+    /// subscription of that topic (`PRODUCTS_UPDATE`), signed with the app secret.
+    fn webhook_posts(&self, shop: &str, topic: &str, body: String) -> Vec<WebhookPost> {
+        let shop = shop.to_string();
+        let enum_name = topic.replace('/', "_").to_ascii_uppercase();
         let secret = self.config.api_secret.clone();
         let version = self.config.api_version.clone();
         let hmac = base64::engine::general_purpose::STANDARD.encode(crate::crypto::hmac_sha256(
@@ -2497,13 +2540,13 @@ impl State {
             .map(|s| s.subscriptions.as_slice())
             .unwrap_or_default()
             .iter()
-            .filter(|w| w.topic == "BULK_OPERATIONS_FINISH")
+            .filter(|w| w.topic == enum_name)
             .filter(|w| w.uri.starts_with("http://") || w.uri.starts_with("https://"))
             .map(|w| WebhookPost {
                 uri: w.uri.clone(),
                 headers: vec![
                     ("Content-Type", "application/json".to_string()),
-                    ("X-Shopify-Topic", "bulk_operations/finish".to_string()),
+                    ("X-Shopify-Topic", topic.to_string()),
                     ("X-Shopify-Shop-Domain", shop.clone()),
                     ("X-Shopify-Hmac-Sha256", hmac.clone()),
                     ("X-Shopify-Event-Id", uuid::Uuid::new_v4().to_string()),
@@ -2909,6 +2952,68 @@ fn failure_response(status: u16) -> Response {
 
 fn lock(state: &Shared) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The install screen a merchant sees at `/admin/oauth/authorize`: "Install" sends the browser
+/// back to `redirect_uri` with a fresh code and the parameters Shopify signs (`code`, `host`,
+/// `shop`, `state`, `timestamp`, then `hmac` over them).
+async fn authorize_handler(
+    AxState(state): AxState<Shared>,
+    Path(shop): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let mut st = lock(&state);
+    let page = |body: String| {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            format!("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>Install app</title></head><body><p>fake Shopify (simulated, nothing leaves this machine)</p>{body}</body></html>"),
+        )
+            .into_response()
+    };
+    if q.get("client_id") != Some(&st.config.api_key) {
+        return page(
+            "<p id=\"authorize-error\">Oauth error invalid_request: The client_id is invalid.</p>"
+                .into(),
+        );
+    }
+    let Some(redirect) = q.get("redirect_uri").and_then(|r| url::Url::parse(r).ok()) else {
+        return page("<p id=\"authorize-error\">Oauth error invalid_request: The redirect_uri is missing or not absolute.</p>".into());
+    };
+    st.shop_mut(&shop);
+    let code = random_hex(16);
+    st.codes.insert(code.clone(), shop.clone());
+    let host = base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!(
+        "admin.shopify.com/store/{}",
+        shop.trim_end_matches(".myshopify.com")
+    ));
+    let mut params = vec![
+        ("code".to_string(), code),
+        ("host".to_string(), host),
+        ("shop".to_string(), shop.clone()),
+        (
+            "state".to_string(),
+            q.get("state").cloned().unwrap_or_default(),
+        ),
+        ("timestamp".to_string(), Utc::now().timestamp().to_string()),
+    ];
+    let hmac =
+        crate::shopify::signature::sign_oauth_query(st.config.api_secret.as_bytes(), &params);
+    params.push(("hmac".to_string(), hmac));
+    let mut u = redirect;
+    u.query_pairs_mut().extend_pairs(params.iter());
+    let href = u.as_str().replace('&', "&amp;").replace('"', "&quot;");
+    let name = shop_name_for(&shop);
+    let scopes = q.get("scope").cloned().unwrap_or_default();
+    page(format!(
+        "<h1>Install the app on {}</h1><p>It asks for: {}</p><p><a id=\"install\" href=\"{href}\">Install app</a></p>",
+        name.replace('<', "&lt;"),
+        scopes.replace('<', "&lt;"),
+    ))
 }
 
 async fn token_handler(

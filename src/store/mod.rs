@@ -77,6 +77,7 @@ impl DbKind {
             DbKind::Events => Migrations::new(vec![
                 M::up(include_str!("../../migrations/events/0001_init.sql")),
                 M::up(include_str!("../../migrations/events/0002_typed_jobs.sql")),
+                M::up(include_str!("../../migrations/events/0003_progress.sql")),
             ]),
             DbKind::Catalog => Migrations::new(vec![M::up(include_str!(
                 "../../migrations/catalog/0001_init.sql"

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod backup;
+mod browser;
 mod catalog;
 mod cli;
 mod edge;

@@ -12,6 +12,7 @@
 //! - follow-up events commit in the same transaction that marks their parent done.
 
 mod groups;
+mod progress;
 mod runs;
 mod types;
 mod writer;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use tokio::sync::{oneshot, Notify};
 
+pub use progress::Tracked;
 use types::parse_result;
 pub use types::{
     Enqueued, Event, EventId, EventRow, EventStatus, NewEvent, Outcome, Pool, QueueStats, RunId,

@@ -154,12 +154,73 @@ impl TokenStore {
         .await
     }
 
-    async fn summaries(&self, sql: &'static str) -> Result<Vec<AccountSummary>, StoreError> {
+    /// One merchant's shops (for their account page).
+    pub async fn merchant_shops(&self, merchant: Uuid) -> Result<Vec<AccountSummary>, StoreError> {
+        self.summaries_of(
+            "SELECT domain, merchant_uuid, status, status_reason FROM shops
+             WHERE merchant_uuid = ?1 ORDER BY domain",
+            Some(merchant),
+        )
+        .await
+    }
+
+    /// One merchant's pages, with their names.
+    pub async fn merchant_pages(
+        &self,
+        merchant: Uuid,
+    ) -> Result<Vec<(AccountSummary, Option<String>)>, StoreError> {
         self.db
             .call(move |c| {
-                let mut st = c.prepare(sql)?;
+                let mut st = c.prepare_cached(
+                    "SELECT page_id, merchant_uuid, status, status_reason, name FROM pages
+                     WHERE merchant_uuid = ?1 ORDER BY name, page_id",
+                )?;
                 let v = st
-                    .query_map([], |r| {
+                    .query_map([merchant.to_string()], |r| {
+                        Ok((
+                            AccountSummary {
+                                id: r.get(0)?,
+                                merchant: parse_uuid(r.get(1)?)?,
+                                status: r.get(2)?,
+                                reason: r.get(3)?,
+                            },
+                            r.get(4)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+    }
+
+    /// When a poll last read one of the page's conversations (unix ms; stored in seconds).
+    pub async fn page_last_polled(&self, page: &PageId) -> Result<Option<i64>, StoreError> {
+        let page = page.to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT MAX(polled_at) * 1000 FROM conversation_watermarks WHERE page_id = ?1",
+                )?
+                .query_row([page], |r| r.get(0))?)
+            })
+            .await
+    }
+
+    async fn summaries(&self, sql: &'static str) -> Result<Vec<AccountSummary>, StoreError> {
+        self.summaries_of(sql, None).await
+    }
+
+    async fn summaries_of(
+        &self,
+        sql: &'static str,
+        merchant: Option<Uuid>,
+    ) -> Result<Vec<AccountSummary>, StoreError> {
+        self.db
+            .call(move |c| {
+                let mut st = c.prepare_cached(sql)?;
+                let params: Vec<String> = merchant.iter().map(Uuid::to_string).collect();
+                let v = st
+                    .query_map(rusqlite::params_from_iter(params), |r| {
                         Ok(AccountSummary {
                             id: r.get(0)?,
                             merchant: parse_uuid(r.get(1)?)?,

@@ -1,0 +1,161 @@
+//! How far the first sync of a connected shop or page got, for the merchant's pages.
+//!
+//! The job itself stays the source of truth (pending, running, done, failed and why); a
+//! `tracked_syncs` row only says which job is the first sync of a target and, while it runs,
+//! how many items it has read. Pages count their conversations from the connect's poll run.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{EventId, EventStore, RunId};
+use crate::store::{now_millis, StoreError};
+
+/// The first sync of one target, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub target: String,
+    pub event_id: EventId,
+    pub run_id: Option<RunId>,
+    pub done: i64,
+    pub total: Option<i64>,
+    pub started_at: i64,
+    pub updated_at: i64,
+}
+
+impl EventStore {
+    /// Records `event` as the first sync of `target` (a reconnect replaces the previous one).
+    pub async fn track(
+        &self,
+        target: String,
+        event: EventId,
+        run: Option<RunId>,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let now = now_millis();
+            c.execute(
+                "INSERT INTO tracked_syncs (target, event_id, run_id, done, total, started_at, updated_at)
+                 VALUES (?1, ?2, ?3, 0, NULL, ?4, ?4)
+                 ON CONFLICT (target) DO UPDATE SET event_id = ?2, run_id = ?3, done = 0,
+                     total = NULL, started_at = ?4, updated_at = ?4
+                 WHERE event_id != ?2",
+                params![target, event, run, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Progress of a running job; a job that is not a tracked first sync changes nothing.
+    pub async fn report_progress(
+        &self,
+        event: EventId,
+        done: i64,
+        total: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE tracked_syncs SET done = ?2, total = COALESCE(?3, total), updated_at = ?4
+                 WHERE event_id = ?1",
+            )?
+            .execute(params![event, done, total, now_millis()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The tracked first sync of `target`, if any.
+    pub async fn tracked(&self, target: &str) -> Result<Option<Tracked>, StoreError> {
+        let target = target.to_string();
+        self.db
+            .call(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT target, event_id, run_id, done, total, started_at, updated_at
+                     FROM tracked_syncs WHERE target = ?1",
+                )?
+                .query_row([target], |r| {
+                    Ok(Tracked {
+                        target: r.get(0)?,
+                        event_id: r.get(1)?,
+                        run_id: r.get(2)?,
+                        done: r.get(3)?,
+                        total: r.get(4)?,
+                        started_at: r.get(5)?,
+                        updated_at: r.get(6)?,
+                    })
+                })
+                .optional()?)
+            })
+            .await
+    }
+
+    /// Forgets the tracked first sync of `target` (the shop or page is gone).
+    pub async fn untrack(&self, target: &str) -> Result<(), StoreError> {
+        let target = target.to_string();
+        self.write(move |c| {
+            c.execute("DELETE FROM tracked_syncs WHERE target = ?1", [target])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Of the jobs of `run` whose group starts with `group_prefix`: (finished, all).
+    pub async fn run_group_progress(
+        &self,
+        run: RunId,
+        group_prefix: &str,
+    ) -> Result<(i64, i64), StoreError> {
+        // `group_key >= prefix AND group_key < prefix || char::MAX` selects the prefix without
+        // LIKE's wildcards (page ids are digits, but the rule should not depend on it).
+        let lo = group_prefix.to_string();
+        let hi = format!("{group_prefix}\u{10FFFF}");
+        self.db
+            .call(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT COALESCE(SUM(status NOT IN ('pending', 'running')), 0), COUNT(*)
+                     FROM events WHERE run_id = ?1 AND group_key >= ?2 AND group_key < ?3",
+                )?
+                .query_row(params![run, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn progress_is_reported_for_tracked_jobs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(&dir.path().join("events.db")).unwrap();
+        store
+            .track("shop:a".into(), EventId(7), None)
+            .await
+            .unwrap();
+        store
+            .report_progress(EventId(7), 40, Some(100))
+            .await
+            .unwrap();
+        store.report_progress(EventId(8), 1, Some(1)).await.unwrap();
+        let t = store.tracked("shop:a").await.unwrap().unwrap();
+        assert_eq!((t.done, t.total), (40, Some(100)));
+        // A total once known stays when a report does not repeat it.
+        store.report_progress(EventId(7), 50, None).await.unwrap();
+        let t = store.tracked("shop:a").await.unwrap().unwrap();
+        assert_eq!((t.done, t.total), (50, Some(100)));
+        // The same job tracked again keeps its progress; another job starts from zero.
+        store
+            .track("shop:a".into(), EventId(7), None)
+            .await
+            .unwrap();
+        assert_eq!(store.tracked("shop:a").await.unwrap().unwrap().done, 50);
+        store
+            .track("shop:a".into(), EventId(9), None)
+            .await
+            .unwrap();
+        let t = store.tracked("shop:a").await.unwrap().unwrap();
+        assert_eq!((t.event_id, t.done, t.total), (EventId(9), 0, None));
+        assert!(store.tracked("shop:b").await.unwrap().is_none());
+        store.untrack("shop:a").await.unwrap();
+        assert!(store.tracked("shop:a").await.unwrap().is_none());
+    }
+}
