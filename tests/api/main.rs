@@ -14,6 +14,7 @@ mod health;
 mod jobs;
 mod objects;
 mod operations;
+mod pages;
 mod queue;
 mod recovery;
 mod shopify;

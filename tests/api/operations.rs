@@ -345,12 +345,16 @@ async fn backup_and_restore_commands_report_and_refuse_bad_sets() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // One set folder (beside it, the last backup's outcome for the operator page).
     let sets: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.is_dir())
         .collect();
     assert_eq!(sets.len(), 1);
+    let last = salesbot_sync::backup::last_outcome(&dir.path().join("backups")).unwrap();
+    assert!(last.ok, "{}", last.detail);
     let set = sets[0].clone();
 
     // A damaged copy is refused with one line, exit non-zero, live data untouched.

@@ -247,7 +247,11 @@ async fn full_connect_flow_through_the_real_server() {
     let rec = app_shop(&env, &shop).await;
     assert_eq!(rec, uuid);
 
-    // Reconnecting (reinstall) keeps the UUID and registers nothing twice.
+    // Reconnecting (reinstall) keeps the UUID and registers nothing twice. Installs are
+    // recorded to the second, and a reinstall within the same second is the same install (its
+    // initial sync is the same job): wait for the next second so this one is new.
+    let next_second = 1000 - (chrono::Utc::now().timestamp_subsec_millis() as u64).min(999);
+    tokio::time::sleep(std::time::Duration::from_millis(next_second + 10)).await;
     let creates = env.fake.subscription_creates();
     let (status, again, _) = connect(&env, "acme").await;
     assert_eq!(status, 200);
