@@ -282,6 +282,7 @@ async fn the_demo_connect_flow_clicked_through_ends_with_everything_synced() {
 
     // Shop: the simulated install screen, then our page with the first sync's live progress.
     b.click("#connect-shop").await;
+    let installed = Instant::now();
     b.click("#install").await;
     assert_eq!(
         b.text("#connected").await,
@@ -297,6 +298,11 @@ async fn the_demo_connect_flow_clicked_through_ends_with_everything_synced() {
         })
         .await;
     assert_eq!(states.len(), 1);
+    // `cargo test browser -- --nocapture` prints how long the flow took (for the README).
+    eprintln!(
+        "demo: 1,200 products synced {:?} after Install",
+        installed.elapsed()
+    );
     assert_eq!(b.text("[data-sync] [data-percent]").await, "100 %");
     assert!(b
         .text("[data-sync] [data-detail]")
@@ -307,6 +313,7 @@ async fn the_demo_connect_flow_clicked_through_ends_with_everything_synced() {
 
     // Pages: the simulated Facebook dialog, then each page with its initial poll.
     b.click("#connect-facebook").await;
+    let allowed = Instant::now();
     b.click("#allow").await;
     assert_eq!(
         b.text("#connected").await,
@@ -316,6 +323,10 @@ async fn the_demo_connect_flow_clicked_through_ends_with_everything_synced() {
         t.len() == 3 && t.iter().all(|s| s == "Synced")
     })
     .await;
+    eprintln!(
+        "demo: 3 pages × 30 conversations synced {:?} after Continue",
+        allowed.elapsed()
+    );
     let details = b.texts("[data-sync] [data-detail]").await;
     assert!(
         details
