@@ -58,6 +58,8 @@ pub struct Settings {
     pub events_db_path: PathBuf,
     /// The Shopify catalogue store (a cache rebuilt by a full sync; not backed up).
     pub catalog_db_path: PathBuf,
+    /// PostgreSQL for every store (`DATABASE_URL`); `None`: the SQLite files above.
+    pub database: Option<DatabaseSettings>,
     pub storage: StorageSettings,
     pub poll_schedule: String,
     pub backup_dir: PathBuf,
@@ -82,7 +84,41 @@ pub struct Settings {
     pub warnings: Vec<String>,
 }
 
+/// `DATABASE_URL` and its pool size.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/db?sslmode=…` (holds a password: never logged).
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+fn read_database(r: &mut Reader<'_>) -> Option<DatabaseSettings> {
+    let url = r.get("DATABASE_URL")?.trim().to_string();
+    let max_connections = r.count("DATABASE_MAX_CONNECTIONS", 16) as u32;
+    match Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") && u.host_str().is_some() => {
+            Some(DatabaseSettings {
+                url: SecretString::from(url),
+                max_connections,
+            })
+        }
+        // The value may hold a password: it is not repeated in the message.
+        _ => {
+            r.problems.push(
+                "DATABASE_URL is malformed (expected postgres://user:password@host:port/database)"
+                    .into(),
+            );
+            None
+        }
+    }
+}
+
 impl Settings {
+    /// Whether several instances may share the stores (PostgreSQL).
+    pub fn shared_database(&self) -> bool {
+        self.database.is_some()
+    }
+
     /// Whether the `session_id` cookie gets the `Secure` attribute.
     pub fn secure_cookies(&self) -> bool {
         self.public_base_url.scheme() == "https"
@@ -193,6 +229,7 @@ impl Settings {
         let catalog_db_path = PathBuf::from(r.string_or("CATALOG_DB_PATH", "./data/catalog.db"));
 
         let storage = read_storage(&mut r);
+        let database = read_database(&mut r);
 
         let poll_schedule = r.cron("POLL_SCHEDULE", "0 0 0 * * *");
         let backup_schedule = r.cron("BACKUP_SCHEDULE", "0 30 3 * * *");
@@ -260,6 +297,7 @@ impl Settings {
             session_db_path,
             events_db_path,
             catalog_db_path,
+            database,
             storage,
             poll_schedule,
             backup_dir,

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod events;
+pub mod pg;
 pub mod sessions;
 mod text_enum;
 pub mod tokens;
@@ -33,6 +34,8 @@ pub enum StoreError {
     Cipher(#[from] crate::crypto::CipherError),
     #[error("database worker stopped")]
     Closed,
+    #[error("PostgreSQL error: {0}")]
+    Postgres(String),
 }
 
 /// Which database a file holds; selects its migrations.
@@ -120,6 +123,45 @@ pub fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "cache_size", -32_000)?;
     Ok(())
 }
+
+/// Where a store's rows live: its SQLite file, or the shared PostgreSQL database. Every store
+/// has both; the rest of the code never knows which one runs.
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite(Db),
+    Postgres(pg::PgDb),
+}
+
+impl Backend {
+    /// The SQLite database, for SQLite-only tools (backup, restore, tests).
+    pub fn sqlite(&self) -> Option<&Db> {
+        match self {
+            Backend::Sqlite(db) => Some(db),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(db) => db.ping().await,
+            Backend::Postgres(pg) => pg.ping().await,
+        }
+    }
+}
+
+/// In a store method: the SQLite `Db` to run the method's SQLite code on, or — on PostgreSQL —
+/// return at once with the result of `$call` (the method's PostgreSQL version).
+#[allow(unused_macros)] // until every store has its PostgreSQL version
+macro_rules! sqlite_or {
+    ($backend:expr, $pg:ident => $call:expr) => {
+        match $backend {
+            $crate::store::Backend::Sqlite(db) => db,
+            $crate::store::Backend::Postgres($pg) => return $call.await,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use sqlite_or;
 
 /// One connection behind a mutex, used from async code through `spawn_blocking`. The token and
 /// session stores see a handful of writes per OAuth flow, far below what one connection serves.

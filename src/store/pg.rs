@@ -1,0 +1,121 @@
+//! PostgreSQL, when `DATABASE_URL` is set: every store in one database, shared by every
+//! instance of the service. One pool; the schema is `migrations/postgres/`, applied at start
+//! (sqlx's migrator takes an advisory lock, so instances starting together migrate once).
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::config::DatabaseSettings;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The pool every PostgreSQL store shares.
+#[derive(Clone, Debug)]
+pub struct PgDb {
+    pool: PgPool,
+}
+
+impl PgDb {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<PgDb, StoreError> {
+        let options: PgConnectOptions = settings
+            .url
+            .expose_secret()
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Postgres(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.application_name("salesbot-sync"))
+            .await
+            .map_err(pg)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Postgres(format!("migration failed: {e}")))?;
+        Ok(PgDb { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Cheap liveness probe for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+}
+
+/// A PostgreSQL error as a store error. The message never holds the URL or its password
+/// (sqlx reports server and I/O errors, not connection strings).
+pub fn pg(e: sqlx::Error) -> StoreError {
+    StoreError::Postgres(e.to_string())
+}
+
+/// Test support: a fresh, empty database on the server `TEST_DATABASE_URL` names (each test
+/// its own, so tests run in parallel), migrated. `None` when the variable is unset: the
+/// PostgreSQL variants of the tests run only where a server is configured (CI always).
+pub async fn test_db() -> Option<PgDb> {
+    let base = std::env::var("TEST_DATABASE_URL").ok()?;
+    let name = format!("salesbot_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("TEST_DATABASE_URL does not connect: {e}"));
+    // The name is ours (a UUID's hex digits): nothing outside goes into the statement.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("CREATE DATABASE for a test");
+    admin.close().await;
+    let mut url = url::Url::parse(&base).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    let settings = DatabaseSettings {
+        url: secrecy::SecretString::from(url.to_string()),
+        max_connections: 8,
+    };
+    Some(
+        PgDb::connect(&settings)
+            .await
+            .expect("test database migrates"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fresh_test_database_has_every_table() {
+        let Some(db) = test_db().await else { return };
+        let tables: Vec<(String,)> = sqlx::query_as(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
+        for t in [
+            "shops",
+            "pages",
+            "sessions",
+            "events",
+            "runs",
+            "entities",
+            "catalog_shops",
+        ] {
+            assert!(names.contains(&t), "{t} in {names:?}");
+        }
+        db.ping().await.unwrap();
+    }
+}
