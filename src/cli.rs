@@ -39,6 +39,10 @@ pub enum Command {
         #[arg(long = "from", value_name = "DIR")]
         from: std::path::PathBuf,
     },
+    /// Copy every SQLite store (tokens stay encrypted, pending events kept) into the empty
+    /// PostgreSQL database DATABASE_URL names, and verify the counts: the upgrade path to
+    /// several instances. Stop the SQLite server first.
+    CopyToPostgres,
     /// Put every failed and dead-lettered event back in the queue with fresh attempts and a
     /// fresh retry horizon (e.g. after a long outage).
     RequeueFailed,
@@ -104,6 +108,29 @@ pub fn main() -> ExitCode {
             crate::telemetry::init(settings.log_format);
             run_async(poll(settings, shop, page))
         }
+        Command::Backup | Command::Restore { .. } if settings.shared_database() => {
+            eprintln!(
+                "salesbot-sync: the stores are in PostgreSQL (DATABASE_URL): back them up and restore them with the database's own tools (pg_dump / pg_restore, or your provider's snapshots); `backup` and `restore` are for the SQLite files"
+            );
+            ExitCode::from(2)
+        }
+        Command::CopyToPostgres => match &settings.database {
+            None => {
+                eprintln!("salesbot-sync: copy-to-postgres needs DATABASE_URL (the empty PostgreSQL database to copy into)");
+                ExitCode::from(2)
+            }
+            Some(db) => {
+                let db = db.clone();
+                offline(async move {
+                    // A SQLite server still running would keep writing rows the copy misses.
+                    let _lock = crate::startup::lock_queue(&settings.events_db_path)?;
+                    let pg = crate::store::pg::PgDb::connect(&db).await?;
+                    let report = crate::store::copy::copy_to_postgres(&settings, &pg).await?;
+                    println!("{}", report.summary());
+                    Ok(())
+                })
+            }
+        },
         Command::Backup => run_async(async move {
             let objects = match &settings.storage {
                 crate::config::StorageSettings::Spaces(_) => Some(

@@ -11,7 +11,8 @@ use crate::objects::ObjectStore;
 use crate::shopify::api::ShopifyApi;
 use crate::shopify::client::ShopifyClient;
 use crate::store::catalog::CatalogStore;
-use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
+use crate::store::ticks::TickStore;
+use crate::store::{Backend, Db, DbKind, EventStore, SessionStore, TokenStore};
 
 /// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in
 /// production; tests shorten the delays on a clone of the state.
@@ -50,6 +51,10 @@ pub struct AppState {
     /// The configured Meta app's Graph client (`None`: off).
     pub graph: Option<GraphClient>,
     pub upstream_retry: UpstreamRetry,
+    /// Who runs the scheduler's ticks when several instances share a database.
+    pub ticks: TickStore,
+    /// This process, in logs and tick claims (random per start).
+    pub instance: Arc<str>,
 }
 
 impl AppState {
@@ -58,6 +63,7 @@ impl AppState {
         let tokens = TokenStore::new(Db::open(&config.token_db_path, DbKind::Tokens)?, cipher);
         let sessions = SessionStore::new(Db::open(&config.session_db_path, DbKind::Sessions)?);
         let events = EventStore::open(&config.events_db_path)?;
+        let ticks = TickStore::new(Backend::Sqlite(events.db().clone()));
         let catalog = CatalogStore::open(&config.catalog_db_path)?;
         let objects = ObjectStore::from_settings(&config.storage)?;
         let states = StateSigner::new(config.state_token_secret.clone(), sessions.clone());
@@ -79,6 +85,8 @@ impl AppState {
             shopify: None,
             graph: None,
             upstream_retry: UpstreamRetry::default(),
+            ticks,
+            instance: Arc::from(crate::config::random_token(6)),
         };
         Ok(state.with_upstream_retry(UpstreamRetry::default()))
     }

@@ -20,27 +20,36 @@ pub async fn start(
 ) -> anyhow::Result<JobScheduler> {
     let sched = JobScheduler::new().await?;
     let poll_state = state.clone();
+    let poll_cron = parse(&state.config.poll_schedule)?;
     sched
         .add(guarded_job(
             &state.config.poll_schedule,
             "poll",
             move || {
-                let state = poll_state.clone();
-                async move { run_poll(&state).await }
+                let (state, cron) = (poll_state.clone(), poll_cron.clone());
+                async move {
+                    if claim_tick(&state, "poll", &cron).await {
+                        run_poll(&state).await
+                    }
+                }
             },
         )?)
         .await?;
-    let backup_state = state.clone();
-    sched
-        .add(guarded_job(
-            &state.config.backup_schedule,
-            "backup",
-            move || {
-                let state = backup_state.clone();
-                async move { run_backup(&state).await }
-            },
-        )?)
-        .await?;
+    // Backups are of this instance's SQLite files; on PostgreSQL the database's own backups
+    // apply (see `salesbot-sync backup`), so no backup job is scheduled.
+    if !state.config.shared_database() {
+        let backup_state = state.clone();
+        sched
+            .add(guarded_job(
+                &state.config.backup_schedule,
+                "backup",
+                move || {
+                    let state = backup_state.clone();
+                    async move { run_backup(&state).await }
+                },
+            )?)
+            .await?;
+    }
     sched.start().await?;
     spawn_run_watcher(state.clone(), stop);
     tracing::info!(
@@ -49,6 +58,35 @@ pub async fn start(
         "scheduler started (UTC)"
     );
     Ok(sched)
+}
+
+fn parse(schedule: &str) -> anyhow::Result<croner::Cron> {
+    Ok(croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(schedule)?)
+}
+
+/// Whether this instance runs the tick that is firing now (see `store::ticks`). The tick is
+/// named by its scheduled time, the latest occurrence of the cron at most half a second from
+/// now, which every instance computes the same whatever its timer's jitter.
+async fn claim_tick(state: &AppState, job: &'static str, cron: &croner::Cron) -> bool {
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let Ok(tick) = cron.find_previous_occurrence(&soon, true) else {
+        return false;
+    };
+    match state.ticks.claim(job, tick.timestamp(), &state.instance).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::debug!(job, tick = %tick, "tick taken by another instance");
+            false
+        }
+        Err(e) => {
+            // Running it anyway could run it twice; the next tick comes.
+            tracing::error!(job, error = %e, "tick could not be claimed; skipped");
+            false
+        }
+    }
 }
 
 /// A cron job whose runs never overlap: a tick that finds the previous run going is skipped.

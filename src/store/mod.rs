@@ -3,9 +3,11 @@
 //! so it can be backed up, restored and sized on its own.
 
 pub mod catalog;
+pub mod copy;
 pub mod events;
 pub mod pg;
 pub mod sessions;
+pub mod ticks;
 mod text_enum;
 pub mod tokens;
 
