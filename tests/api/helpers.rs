@@ -219,6 +219,49 @@ impl TestApp {
 }
 
 /// Settings for a test: temp paths, random port, fixed secrets, then `extra` on top.
+/// Passed in a test's settings, keeps that test on SQLite when the suite runs on PostgreSQL
+/// (tests of SQLite files themselves: backups, restores, the queue file's lock). Not a setting
+/// of the service: it is removed before the settings are read.
+pub const SQLITE_ONLY: &str = "SALESBOT_TEST_SQLITE_ONLY";
+
+/// Whether this run puts the apps' stores in PostgreSQL (`TEST_DATABASE_URL` set).
+pub fn on_postgres() -> bool {
+    std::env::var_os("TEST_DATABASE_URL").is_some()
+}
+
+/// A fresh, empty database on the `TEST_DATABASE_URL` server (one per app, so tests run in
+/// parallel and a restarted app finds its own data): its URL. Works from sync and async tests
+/// (the statement runs on a thread of its own).
+pub fn fresh_database_url() -> Option<String> {
+    let base = std::env::var("TEST_DATABASE_URL").ok()?;
+    let name = format!("salesbot_api_{}", uuid::Uuid::new_v4().simple());
+    let b = base.clone();
+    let n = name.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::Executor;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&b)
+                .await
+                .unwrap_or_else(|e| panic!("TEST_DATABASE_URL does not connect: {e}"));
+            pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {n}")))
+                .await
+                .expect("CREATE DATABASE");
+            pool.close().await;
+        })
+    })
+    .join()
+    .expect("test database created");
+    let mut url = url::Url::parse(&base).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&name);
+    Some(url.to_string())
+}
+
 pub fn test_vars(dir: &std::path::Path, extra: &[(String, String)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("BIND_ADDR", "127.0.0.1:0".to_string()),
@@ -245,6 +288,20 @@ pub fn test_vars(dir: &std::path::Path, extra: &[(String, String)]) -> HashMap<S
     .collect();
     for (k, v) in extra {
         vars.insert(k.clone(), v.clone());
+    }
+    // On a PostgreSQL run every app gets a database of its own, kept in a file beside the
+    // SQLite paths so an app restarted on the same folder finds the same database.
+    if vars.remove(SQLITE_ONLY).is_none() && !vars.contains_key("DATABASE_URL") && on_postgres() {
+        let marker = dir.join("database-url");
+        let url = std::fs::read_to_string(&marker).ok().unwrap_or_else(|| {
+            let url = fresh_database_url().expect("TEST_DATABASE_URL is set");
+            std::fs::create_dir_all(dir).ok();
+            std::fs::write(&marker, &url).expect("database marker written");
+            url
+        });
+        vars.insert("DATABASE_URL".into(), url);
+        vars.entry("DATABASE_MAX_CONNECTIONS".into())
+            .or_insert_with(|| "4".into());
     }
     vars
 }
@@ -291,19 +348,15 @@ pub async fn spawn_app_in(dir: TempDir, extra: &[(String, String)]) -> TestApp {
 /// The app on databases and objects under `path` (which outlives the app, e.g. to restart).
 pub async fn spawn_app_at(path: &std::path::Path, extra: &[(String, String)]) -> TestApp {
     let port = free_port();
-    let mut vars = test_vars(
-        path,
-        &[
-            ("BIND_ADDR".to_string(), format!("127.0.0.1:{port}")),
-            (
-                "PUBLIC_BASE_URL".to_string(),
-                format!("http://127.0.0.1:{port}"),
-            ),
-        ],
-    );
-    for (k, v) in extra {
-        vars.insert(k.clone(), v.clone());
-    }
+    let mut all = vec![
+        ("BIND_ADDR".to_string(), format!("127.0.0.1:{port}")),
+        (
+            "PUBLIC_BASE_URL".to_string(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ];
+    all.extend(extra.iter().cloned());
+    let vars = test_vars(path, &all);
     let settings = Settings::from_vars(&vars).expect("test settings");
     let app = Application::build_with(settings, fast_workers)
         .await
