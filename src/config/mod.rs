@@ -72,6 +72,9 @@ pub struct Settings {
     pub workers: WorkerPools,
     /// How long retryable work is retried before it is dead-lettered (`RETRY_HORIZON_HOURS`).
     pub retry_horizon: Duration,
+    /// A running job's lease (`JOB_LEASE_SECS`), renewed every third of it while the job runs:
+    /// when an instance dies, another takes its jobs over once their leases run out.
+    pub job_lease: Duration,
     /// A scheduled poll's jobs are spread over this long (`POLL_WINDOW_MINUTES`), so a tick
     /// does not start every shop and page at once.
     pub poll_window: Duration,
@@ -273,6 +276,15 @@ impl Settings {
         let retry_horizon = r
             .hours("RETRY_HORIZON_HOURS", 72.0)
             .unwrap_or(Duration::from_secs(72 * 3600));
+        let job_lease = match r.parse::<u64>("JOB_LEASE_SECS", "60", "a number of seconds") {
+            Some(n) if n < 3 => {
+                r.problems
+                    .push("JOB_LEASE_SECS is malformed (must be at least 3)".into());
+                Duration::from_secs(60)
+            }
+            Some(n) => Duration::from_secs(n),
+            None => Duration::from_secs(60),
+        };
         let poll_window = r
             .parse::<u64>("POLL_WINDOW_MINUTES", "60", "a number of minutes")
             .map(|m| Duration::from_secs(m * 60))
@@ -307,6 +319,7 @@ impl Settings {
             max_body_bytes,
             workers,
             retry_horizon,
+            job_lease,
             poll_window,
             edge,
             generated_secrets: r.generated,

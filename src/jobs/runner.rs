@@ -39,7 +39,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             pools: PoolSizes::default(),
-            lease: Duration::from_secs(300),
+            lease: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             idle_poll: Duration::from_secs(1),
         }
@@ -51,6 +51,7 @@ impl WorkerConfig {
     pub fn from_settings(settings: &crate::config::Settings) -> WorkerConfig {
         WorkerConfig {
             pools: settings.workers,
+            lease: settings.job_lease,
             retry: RetryPolicy {
                 horizon: settings.retry_horizon,
                 ..RetryPolicy::default()
@@ -337,14 +338,15 @@ impl Drop for AbortOnDrop {
 const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 const KEEP_GIVEN_UP: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Housekeeping: returns events with expired leases to the queue every 30 s and prunes
+/// Housekeeping: returns events with expired leases to the queue every 5 s (on PostgreSQL,
+/// the jobs of an instance that died; the query is one index probe) and prunes
 /// finished rows hourly, so the queue does not grow without bound.
 pub fn spawn_housekeeping(
     events: EventStore,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut reap = tokio::time::interval(Duration::from_secs(30));
+        let mut reap = tokio::time::interval(Duration::from_secs(5));
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tokio::select! {
