@@ -15,7 +15,9 @@ use crate::state::AppState;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Application {
-    _queue_lock: std::fs::File,
+    /// SQLite: the lock that makes this the one server of the queue file (PostgreSQL: none,
+    /// every instance works the shared queue).
+    _queue_lock: Option<std::fs::File>,
     listener: TcpListener,
     port: u16,
     state: AppState,
@@ -65,8 +67,13 @@ impl Application {
         crate::routes::metrics::install();
         let addr = settings.bind_addr;
         // One server per queue file: re-queuing "running" events is only safe when no other
-        // server is working on them. The lock is released when the process ends.
-        let queue_lock = lock_queue(&settings.events_db_path)?;
+        // server is working on them. The lock is released when the process ends. On
+        // PostgreSQL several instances share the queue (claims lock rows, leases expire).
+        let queue_lock = if settings.shared_database() {
+            None
+        } else {
+            Some(lock_queue(&settings.events_db_path)?)
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
