@@ -2,6 +2,7 @@
 //! S3 server over HTTP.
 
 mod helpers;
+mod instances;
 
 mod backup;
 mod browser;

@@ -16,7 +16,7 @@ use crate::operations::shopify_connect;
 
 /// Settings for a binary whose public address is known before it starts (self-tests post
 /// to it).
-fn served_at(port: u16, mut extra: Vec<(String, String)>) -> Vec<(String, String)> {
+pub fn served_at(port: u16, mut extra: Vec<(String, String)>) -> Vec<(String, String)> {
     extra.extend(vars(&[
         ("BIND_ADDR", &format!("127.0.0.1:{port}")),
         ("PUBLIC_BASE_URL", &format!("http://127.0.0.1:{port}")),

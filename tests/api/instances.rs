@@ -1,0 +1,245 @@
+//! Several instances on one PostgreSQL database: two real server processes on different ports,
+//! deliveries spread over both, one killed with SIGKILL mid-load. These run in the PostgreSQL
+//! pass of the suite (`scripts/test`, CI: `TEST_DATABASE_URL` set); SQLite has one server per
+//! queue file by design (the queue lock, tested in `queue.rs`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use salesbot_sync::objects::keys::{self, GraphId};
+use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::facebook::{fb_connect, session};
+use crate::helpers::*;
+use crate::operations::shopify_connect;
+use crate::recovery::served_at;
+
+async fn pg(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+/// Every message mid stored under `objects`, with how many times.
+fn stored_mids(objects: &std::path::Path) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    let mut stack = vec![objects.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(&p).unwrap_or_default())
+            else {
+                continue;
+            };
+            for item in v.as_array().into_iter().flatten() {
+                if let Some(mid) = item.pointer("/message/mid").and_then(Value::as_str) {
+                    *seen.entry(mid.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_work() {
+    if !on_postgres() {
+        return; // the PostgreSQL pass runs it
+    }
+    let database = fresh_database_url().unwrap();
+    let objects = tempfile::tempdir().unwrap();
+    let fake = FakeGraph::start(FakeGraphConfig::default()).await;
+    let mut shared = fake.vars();
+    shared.extend(vars(&[
+        ("DATABASE_URL", &database),
+        ("STORAGE_DIR", &objects.path().display().to_string()),
+        ("JOB_LEASE_SECS", "3"),
+        // A tick every 2 seconds, on both instances.
+        ("POLL_SCHEDULE", "*/2 * * * * *"),
+        ("POLL_WINDOW_MINUTES", "0"),
+        ("RUST_LOG", "warn"),
+    ]));
+    // A merchant with a connected page, set up through an app on the shared database.
+    let setup_dir = tempfile::tempdir().unwrap();
+    let setup = spawn_app_at(setup_dir.path(), &shared).await;
+    let (merchant, cookie) = session(&setup).await;
+    assert_eq!(fb_connect(&setup, &fake, &cookie, 0).await.0, 200);
+    drained(&setup).await;
+    setup.stop().await.unwrap();
+    let page = fake.page_ids(0)[0].clone();
+
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start_binary(da.path(), &served_at(free_port(), shared.clone()));
+    let b = start_binary(db.path(), &served_at(free_port(), shared.clone()));
+    let client = reqwest::Client::new();
+    let urls = [a.url("/facebook/webhook"), b.url("/facebook/webhook")];
+
+    // 400 messages over 20 conversations, alternating between the instances, 16 at a time;
+    // instance B is killed with SIGKILL half way.
+    let mut acked = Vec::new();
+    let mut b = Some(b);
+    let bodies: Vec<(usize, String, String)> = (0..400)
+        .map(|i| {
+            let psid = format!("88800{:04}", i % 20);
+            let mid = format!("m_inst_{i}");
+            let body = format!(
+                r#"{{"object":"page","entry":[{{"id":"{page}","time":{t},"messaging":[{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{page}"}},"timestamp":{t},"message":{{"mid":"{mid}","text":"msg {i}"}}}}]}}]}}"#,
+                t = 1_700_000_000_000i64 + i as i64 * 1000
+            );
+            (i, mid, body)
+        })
+        .collect();
+    for chunk in bodies.chunks(16) {
+        if chunk[0].0 >= 200 {
+            if let Some(mut killed) = b.take() {
+                killed.child.kill().unwrap();
+                killed.child.wait().unwrap();
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (i, mid, body) in chunk.iter().cloned() {
+            let url = urls[i % 2].clone();
+            let (client, sig) = (client.clone(), fake.signature_256(body.as_bytes()));
+            set.spawn(async move {
+                let r = client
+                    .post(url)
+                    .header("X-Hub-Signature-256", sig)
+                    .body(body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                (mid, r.map(|r| r.status().as_u16()).unwrap_or(0))
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            let (mid, status) = r.unwrap();
+            if status == 200 {
+                acked.push(mid);
+            }
+        }
+    }
+    assert!(acked.len() >= 290, "both served until the kill: {} acknowledged", acked.len());
+
+    // Every acknowledged message is stored exactly once: the survivor takes over what the
+    // killed instance had queued or leased once its leases (3 s) run out.
+    let mut last = HashMap::new();
+    for _ in 0..120 {
+        last = stored_mids(objects.path());
+        if acked.iter().all(|m| last.contains_key(m)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let missing: Vec<&String> = acked.iter().filter(|m| !last.contains_key(*m)).collect();
+    assert!(missing.is_empty(), "{} acknowledged messages never stored: {missing:?}", missing.len());
+    let twice: Vec<(&String, &usize)> = last.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let key = keys::conversation(
+        &merchant,
+        &GraphId::parse(&page).unwrap(),
+        &GraphId::parse("888000000").unwrap(),
+    );
+    assert!(objects.path().join(key.as_str()).exists());
+
+    // Each 2-second tick fired once across both instances: one poll run per claimed tick.
+    let pool = pg(&database).await;
+    let ticks: i64 = sqlx::query("SELECT COUNT(*) FROM scheduler_ticks WHERE job = 'poll'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    let runs: i64 = sqlx::query("SELECT COUNT(*) FROM runs WHERE trigger = 'schedule'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ticks >= 2, "ticks fired: {ticks}");
+    assert_eq!(runs, ticks, "one poll run per tick, whichever instance fired it");
+    let (_, logs) = a.terminate();
+    assert!(!logs.contains(&database), "the database URL is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_refresh_a_shops_token_once() {
+    if !on_postgres() {
+        return; // the PostgreSQL pass runs it
+    }
+    let database = fresh_database_url().unwrap();
+    let objects = tempfile::tempdir().unwrap();
+    let fake = FakeShopify::start(FakeConfig::default()).await;
+    fake.set_expiring(true);
+    let mut shared = fake.vars();
+    shared.extend(vars(&[
+        ("DATABASE_URL", &database),
+        ("STORAGE_DIR", &objects.path().display().to_string()),
+        ("SHOPIFY_WEBHOOK_DEBOUNCE_MS", "0"),
+        ("RUST_LOG", "warn"),
+    ]));
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start_binary(da.path(), &served_at(free_port(), shared.clone()));
+    let b = start_binary(db.path(), &served_at(free_port(), shared.clone()));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (answer, _) = shopify_connect(&client, &a.url(""), &fake, "acme").await;
+    assert_eq!(answer["upload_status"]["status"], "success", "{answer}");
+    let refreshes = fake.refreshes();
+    // The access token expires; changes reach both instances at once.
+    fake.expire_access_tokens("acme.myshopify.com");
+    let secret = fake.config().api_secret;
+    let mut set = tokio::task::JoinSet::new();
+    for (n, base) in [a.url(""), b.url(""), a.url(""), b.url("")].into_iter().enumerate() {
+        fake.set_product_title("acme.myshopify.com", n, &format!("Renamed {n}"));
+        let body = fake.product_webhook_body("acme.myshopify.com", n).to_string();
+        let sig = sign_b64(secret.as_bytes(), body.as_bytes());
+        let client = client.clone();
+        set.spawn(async move {
+            client
+                .post(format!("{base}/shopify/webhook"))
+                .header("X-Shopify-Topic", "products/update")
+                .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+                .header("X-Shopify-Hmac-Sha256", sig)
+                .header("X-Shopify-Event-Id", uuid::Uuid::new_v4().to_string())
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 200);
+    }
+    let pool = pg(&database).await;
+    eventually_within(Duration::from_secs(30), "every delivery processed", || async {
+        let open: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM events WHERE kind = 'shopify' AND status IN ('pending', 'running')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+        open == 0
+    })
+    .await;
+    assert_eq!(fake.refreshes(), refreshes + 1, "one refresh across both instances");
+    let status: String = sqlx::query("SELECT status FROM shops WHERE domain = 'acme.myshopify.com'")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "active", "no refresh token was spent twice");
+    drop((a, b));
+}
