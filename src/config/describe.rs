@@ -134,7 +134,10 @@ impl Settings {
             "RETRY_HORIZON_HOURS".into(),
             format!("{}", self.retry_horizon.as_secs_f64() / 3600.0),
         ));
-        lines.push(("JOB_LEASE_SECS".into(), self.job_lease.as_secs().to_string()));
+        lines.push((
+            "JOB_LEASE_SECS".into(),
+            self.job_lease.as_secs().to_string(),
+        ));
         lines.push((
             "DATABASE_URL".into(),
             match &self.database {
@@ -143,7 +146,10 @@ impl Settings {
             },
         ));
         if let Some(d) = &self.database {
-            lines.push(("DATABASE_MAX_CONNECTIONS".into(), d.max_connections.to_string()));
+            lines.push((
+                "DATABASE_MAX_CONNECTIONS".into(),
+                d.max_connections.to_string(),
+            ));
         }
         lines.push((
             "POLL_WINDOW_MINUTES".into(),

@@ -75,7 +75,11 @@ async fn claim_tick(state: &AppState, job: &'static str, cron: &croner::Cron) ->
     let Ok(tick) = cron.find_previous_occurrence(&soon, true) else {
         return false;
     };
-    match state.ticks.claim(job, tick.timestamp(), &state.instance).await {
+    match state
+        .ticks
+        .claim(job, tick.timestamp(), &state.instance)
+        .await
+    {
         Ok(true) => true,
         Ok(false) => {
             tracing::debug!(job, tick = %tick, "tick taken by another instance");

@@ -20,7 +20,11 @@ const TABLES: &[(DbKind, &str, &str)] = &[
     (DbKind::Tokens, "facebook_users", "facebook_users"),
     (DbKind::Tokens, "pages", "pages"),
     (DbKind::Tokens, "data_deletions", "data_deletions"),
-    (DbKind::Tokens, "conversation_watermarks", "conversation_watermarks"),
+    (
+        DbKind::Tokens,
+        "conversation_watermarks",
+        "conversation_watermarks",
+    ),
     (DbKind::Tokens, "page_moves", "page_moves"),
     (DbKind::Sessions, "sessions", "sessions"),
     (DbKind::Sessions, "oauth_states", "oauth_states"),
@@ -56,7 +60,10 @@ impl CopyReport {
             .filter(|(_, n)| *n > 0)
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
-        format!("copied {total} rows into PostgreSQL and verified the counts: {}", parts.join(", "))
+        format!(
+            "copied {total} rows into PostgreSQL and verified the counts: {}",
+            parts.join(", ")
+        )
     }
 }
 
@@ -128,7 +135,11 @@ pub async fn copy_to_postgres(settings: &Settings, db: &PgDb) -> anyhow::Result<
         for chunk in rows.chunks(BATCH) {
             let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
                 "INSERT INTO {to} ({}) ",
-                columns.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", ")
+                columns
+                    .iter()
+                    .map(|(c, _)| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             q.push_values(chunk, |mut b, row| {
                 for ((name, ty), v) in columns.iter().zip(row) {
@@ -149,7 +160,9 @@ pub async fn copy_to_postgres(settings: &Settings, db: &PgDb) -> anyhow::Result<
                         (_, SqlValue::Text(x)) => b.push_bind(x),
                         (_, SqlValue::Integer(i)) => b.push_bind(i.to_string()),
                         (_, SqlValue::Real(f)) => b.push_bind(f.to_string()),
-                        (_, SqlValue::Blob(x)) => b.push_bind(String::from_utf8_lossy(&x).into_owned()),
+                        (_, SqlValue::Blob(x)) => {
+                            b.push_bind(String::from_utf8_lossy(&x).into_owned())
+                        }
                         (_, SqlValue::Null) => b.push_bind(None::<String>),
                     };
                 }

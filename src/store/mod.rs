@@ -7,8 +7,8 @@ pub mod copy;
 pub mod events;
 pub mod pg;
 pub mod sessions;
-pub mod ticks;
 mod text_enum;
+pub mod ticks;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};

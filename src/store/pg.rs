@@ -54,6 +54,43 @@ impl PgDb {
     }
 }
 
+/// Advisory lock key every running instance holds shared, and offline commands (rotate-key)
+/// take exclusive: "no instance is running" across every machine on the database.
+const INSTANCES_LOCK: i64 = 0x5a1e_5b07_0001;
+
+/// Held for as long as the process serves (a pooled connection kept out of the pool, closed
+/// when the guard drops: back in the pool it would keep holding the session lock).
+pub struct InstanceGuard {
+    _conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+}
+
+impl PgDb {
+    /// Marks this process as a running instance until the guard is dropped (or the process
+    /// dies: the lock goes with its connection).
+    pub async fn running_instance(&self) -> Result<InstanceGuard, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(pg)?;
+        conn.close_on_drop();
+        sqlx::query("SELECT pg_advisory_lock_shared($1)")
+            .bind(INSTANCES_LOCK)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg)?;
+        Ok(InstanceGuard { _conn: conn })
+    }
+
+    /// For commands that must run with no instance serving: `None` while one is.
+    pub async fn no_instance_running(&self) -> Result<Option<InstanceGuard>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(pg)?;
+        conn.close_on_drop();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(INSTANCES_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(pg)?;
+        Ok(got.then_some(InstanceGuard { _conn: conn }))
+    }
+}
+
 /// A PostgreSQL error as a store error. The message never holds the URL or its password
 /// (sqlx reports server and I/O errors, not connection strings).
 pub fn pg(e: sqlx::Error) -> StoreError {
@@ -117,5 +154,33 @@ mod tests {
             assert!(names.contains(&t), "{t} in {names:?}");
         }
         db.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn offline_commands_see_running_instances_on_any_machine() {
+        let Some(db) = test_db().await else { return };
+        let free = db.no_instance_running().await.unwrap();
+        assert!(free.is_some(), "nothing runs yet");
+        drop(free);
+        let a = db.running_instance().await.unwrap();
+        let b = db.running_instance().await.unwrap();
+        assert!(db.no_instance_running().await.unwrap().is_none());
+        drop(a);
+        assert!(
+            db.no_instance_running().await.unwrap().is_none(),
+            "b still runs"
+        );
+        drop(b);
+        // The guards' connections were closed, not returned to the pool holding the lock.
+        // (The server notices a closed connection at once; allow it a moment.)
+        let mut free = None;
+        for _ in 0..50 {
+            free = db.no_instance_running().await.unwrap();
+            if free.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(free.is_some());
     }
 }

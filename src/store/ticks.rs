@@ -76,13 +76,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_tick_is_claimed_by_one_instance_only() {
-        let Some(db) = crate::store::pg::test_db().await else { return };
+        let Some(db) = crate::store::pg::test_db().await else {
+            return;
+        };
         let (a, b) = (
             TickStore::new(Backend::Postgres(db.clone())),
             TickStore::new(Backend::Postgres(db)),
         );
         let (x, y) = tokio::join!(a.claim("poll", 1_000, "a"), b.claim("poll", 1_000, "b"));
-        assert!(x.unwrap() ^ y.unwrap(), "exactly one instance runs the tick");
+        assert!(
+            x.unwrap() ^ y.unwrap(),
+            "exactly one instance runs the tick"
+        );
         // The next tick is claimed afresh, another job's tick is its own.
         assert!(b.claim("poll", 1_060, "b").await.unwrap());
         assert!(a.claim("backup", 1_000, "a").await.unwrap());

@@ -127,7 +127,11 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
             }
         }
     }
-    assert!(acked.len() >= 290, "both served until the kill: {} acknowledged", acked.len());
+    assert!(
+        acked.len() >= 290,
+        "both served until the kill: {} acknowledged",
+        acked.len()
+    );
 
     // Every acknowledged message is stored exactly once: the survivor takes over what the
     // killed instance had queued or leased once its leases (3 s) run out.
@@ -140,7 +144,11 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let missing: Vec<&String> = acked.iter().filter(|m| !last.contains_key(*m)).collect();
-    assert!(missing.is_empty(), "{} acknowledged messages never stored: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages never stored: {missing:?}",
+        missing.len()
+    );
     let twice: Vec<(&String, &usize)> = last.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let key = keys::conversation(
@@ -163,9 +171,15 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
         .unwrap()
         .get(0);
     assert!(ticks >= 2, "ticks fired: {ticks}");
-    assert_eq!(runs, ticks, "one poll run per tick, whichever instance fired it");
+    assert_eq!(
+        runs, ticks,
+        "one poll run per tick, whichever instance fired it"
+    );
     let (_, logs) = a.terminate();
-    assert!(!logs.contains(&database), "the database URL is never logged");
+    assert!(
+        !logs.contains(&database),
+        "the database URL is never logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -198,9 +212,14 @@ async fn two_instances_refresh_a_shops_token_once() {
     fake.expire_access_tokens("acme.myshopify.com");
     let secret = fake.config().api_secret;
     let mut set = tokio::task::JoinSet::new();
-    for (n, base) in [a.url(""), b.url(""), a.url(""), b.url("")].into_iter().enumerate() {
+    for (n, base) in [a.url(""), b.url(""), a.url(""), b.url("")]
+        .into_iter()
+        .enumerate()
+    {
         fake.set_product_title("acme.myshopify.com", n, &format!("Renamed {n}"));
-        let body = fake.product_webhook_body("acme.myshopify.com", n).to_string();
+        let body = fake
+            .product_webhook_body("acme.myshopify.com", n)
+            .to_string();
         let sig = sign_b64(secret.as_bytes(), body.as_bytes());
         let client = client.clone();
         set.spawn(async move {
@@ -234,12 +253,17 @@ async fn two_instances_refresh_a_shops_token_once() {
         open == 0
     })
     .await;
-    assert_eq!(fake.refreshes(), refreshes + 1, "one refresh across both instances");
-    let status: String = sqlx::query("SELECT status FROM shops WHERE domain = 'acme.myshopify.com'")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(
+        fake.refreshes(),
+        refreshes + 1,
+        "one refresh across both instances"
+    );
+    let status: String =
+        sqlx::query("SELECT status FROM shops WHERE domain = 'acme.myshopify.com'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(status, "active", "no refresh token was spent twice");
     drop((a, b));
 }
