@@ -54,6 +54,12 @@ struct Args {
     /// `local` (the local folder backend, which fsyncs every object).
     #[arg(long, default_value = "local")]
     store: String,
+    /// Every store in this PostgreSQL database (it should be empty) instead of SQLite files.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Server instances (several need --database-url); deliveries go to each in turn.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
 }
 
 fn ms(d: Duration) -> String {
@@ -79,6 +85,7 @@ fn env(
     shopify: &FakeShopify,
     graph: &FakeGraph,
     shops: usize,
+    database: Option<&str>,
 ) -> Vec<(String, String)> {
     let p = |n: &str| dir.join(n).display().to_string();
     let mut v: Vec<(String, String)> = vec![
@@ -104,6 +111,9 @@ fn env(
     ];
     v.extend(shopify.vars());
     v.extend(graph.vars());
+    if let Some(url) = database {
+        v.push(("DATABASE_URL".into(), url.to_string()));
+    }
     if let Some(endpoint) = s3 {
         v.extend([
             ("SPACES_KEY".into(), S3_KEY.into()),
@@ -258,32 +268,41 @@ async fn main() -> anyhow::Result<()> {
         })
     });
     let (shopify, graph, s3) = rx.recv()?;
-    let port = free_port();
-    let vars = env(
-        s3.as_deref(),
-        dir.path(),
-        port,
-        &shopify,
-        &graph,
-        args.shops,
-    );
-    let child = Command::new(&args.bin)
-        .arg("serve")
-        .envs(vars.iter().cloned())
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot start {}: {e} (build it with cargo build --release)",
-                args.bin.display()
-            )
-        })?;
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    if args.instances > 1 && args.database_url.is_none() {
+        anyhow::bail!("several instances share one PostgreSQL database: pass --database-url");
+    }
+    let mut servers = Vec::new();
+    let mut vars = Vec::new();
+    for _ in 0..args.instances.max(1) {
+        let port = free_port();
+        vars = env(
+            s3.as_deref(),
+            dir.path(),
+            port,
+            &shopify,
+            &graph,
+            args.shops,
+            args.database_url.as_deref(),
+        );
+        let child = Command::new(&args.bin)
+            .arg("serve")
+            .envs(vars.iter().cloned())
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start {}: {e} (build it with cargo build --release)",
+                    args.bin.display()
+                )
+            })?;
+        servers.push(Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        });
+    }
+    let server = &servers[0];
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(256)
@@ -361,7 +380,10 @@ async fn main() -> anyhow::Result<()> {
         "posting {total} deliveries at {}/s over {} conversations while {} syncs run…",
         args.rate, args.conversations, args.shops
     );
-    let url = format!("{}/facebook/webhook", server.base);
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{}/facebook/webhook", s.base))
+        .collect();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
@@ -375,7 +397,8 @@ async fn main() -> anyhow::Result<()> {
             "sender": {"id": psid}, "recipient": {"id": page}, "timestamp": base_ts + i as i64,
             "message": {"mid": mid, "text": "how much is the blue one?"}}]}]}).to_string();
         let sig = graph.signature_256(body.as_bytes());
-        let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
+        let url = urls[i % urls.len()].clone();
+        let (client, sent) = (client.clone(), sent.clone());
         tasks.spawn(async move {
             sent.lock().unwrap().insert(mid, at);
             let r = client
@@ -470,6 +493,6 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("  {line}");
         }
     }
-    drop(server);
+    drop(servers);
     Ok(())
 }

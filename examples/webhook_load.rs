@@ -21,9 +21,10 @@ use tokio::sync::Semaphore;
 #[derive(Parser, Debug)]
 #[command(about = "Post signed Shopify webhook deliveries and report acknowledgement latency")]
 struct Args {
-    /// Webhook address.
-    #[arg(long, default_value = "http://127.0.0.1:5000/shopify/webhook")]
-    url: String,
+    /// Webhook address; several, comma-separated, are used in turn (instances sharing one
+    /// PostgreSQL database).
+    #[arg(long, default_value = "http://127.0.0.1:5000/shopify/webhook", value_delimiter = ',')]
+    url: Vec<String>,
     /// SHOPIFY_API_SECRET of the server.
     #[arg(long)]
     secret: String,
@@ -71,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let shop = format!("load-shop-{}.myshopify.com", i % args.shops.max(1));
         let req = client
-            .post(&args.url)
+            .post(&args.url[i % args.url.len()])
             .header("X-Shopify-Topic", "products/update")
             .header("X-Shopify-Shop-Domain", shop)
             .header("X-Shopify-Event-Id", format!("{run_id}-{i}"))
