@@ -153,7 +153,7 @@ pub fn main() -> ExitCode {
         }),
         Command::RotateKey => offline(rotate_key(settings)),
         Command::RequeueFailed => run_async(async move {
-            let events = crate::store::EventStore::open(&settings.events_db_path)?;
+            let events = crate::state::Stores::open(&settings).await?.events;
             let n = events.requeue_failed().await?;
             println!(
                 "re-queued {n} failed or dead-lettered event(s); a running server processes them now"
@@ -198,7 +198,7 @@ async fn poll(
     // no server holds the queue, this process works it until the run is done.
     let queue = settings.events_db_path.clone();
     let worker_config = crate::jobs::WorkerConfig::from_settings(&settings);
-    let state = crate::state::AppState::build(settings)?;
+    let state = crate::state::AppState::build(settings).await?;
     let mut local: Option<LocalWorkers> = None;
     let _progress = Progress::start("polling");
     let mut failures = Vec::new();
@@ -214,8 +214,8 @@ async fn poll(
         while state.events.run_open_jobs(run).await? > 0 {
             // No server (or the one there was stopped): work the queue here.
             if local.is_none() {
-                if let Ok(lock) = crate::startup::lock_queue(&queue) {
-                    local = Some(LocalWorkers::start(&state, worker_config.clone(), lock).await?);
+                if let Some(owner) = nobody_serves(&state, &queue).await? {
+                    local = Some(LocalWorkers::start(&state, worker_config.clone(), owner).await?);
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -238,19 +238,45 @@ async fn poll(
 }
 
 /// Queue workers in this process, for a command that runs while no server does.
+/// What makes this process the one working the queue while no server does.
+enum QueueOwner {
+    /// SQLite: the queue file's lock.
+    File(std::fs::File),
+    /// PostgreSQL: this process counts as an instance (other instances may start beside it:
+    /// claims are safe across processes).
+    Instance(crate::store::pg::InstanceGuard),
+}
+
+/// `Some` when no server works the queue (the CLI then works it itself).
+async fn nobody_serves(
+    state: &crate::state::AppState,
+    queue: &std::path::Path,
+) -> anyhow::Result<Option<QueueOwner>> {
+    match &state.postgres {
+        None => Ok(crate::startup::lock_queue(queue).ok().map(QueueOwner::File)),
+        Some(pg) => {
+            if pg.no_instance_running().await?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(QueueOwner::Instance(pg.running_instance().await?)))
+        }
+    }
+}
+
 struct LocalWorkers {
     stop: tokio_util::sync::CancellationToken,
     workers: tokio::task::JoinSet<()>,
-    _lock: std::fs::File,
+    _owner: QueueOwner,
 }
 
 impl LocalWorkers {
     async fn start(
         state: &crate::state::AppState,
         config: crate::jobs::WorkerConfig,
-        lock: std::fs::File,
+        owner: QueueOwner,
     ) -> anyhow::Result<LocalWorkers> {
-        // Holding the lock, this process owns the queue: a dead server's leases are free.
+        // SQLite: holding the lock, this process owns the queue, so a dead server's leases
+        // are free (on PostgreSQL `recover_orphans` only takes expired leases).
         state.events.recover_orphans().await?;
         let stop = tokio_util::sync::CancellationToken::new();
         let workers = crate::jobs::spawn_workers(
@@ -263,7 +289,7 @@ impl LocalWorkers {
         Ok(LocalWorkers {
             stop,
             workers,
-            _lock: lock,
+            _owner: owner,
         })
     }
 
@@ -290,15 +316,27 @@ async fn rotate_key(settings: Settings) -> anyhow::Result<()> {
         })?;
     // A server running beside the rotation would keep the old key in memory and write tokens
     // under it after the rotation commits (refreshed Shopify tokens, new pages): tokens under
-    // two keys. Holding the queue lock until the end also keeps a server from starting.
-    let _queue = crate::startup::lock_queue(&settings.events_db_path).context(
-        "rotate-key refused: stop the server first (e.g. `systemctl stop salesbot-sync`); nothing was changed",
-    )?;
-    let db = crate::store::Db::open(&settings.token_db_path, crate::store::DbKind::Tokens)?;
-    let store = crate::store::TokenStore::new(
-        db,
-        crate::crypto::TokenCipher::new(settings.token_key_bytes()),
-    );
+    // two keys. Holding the queue lock (SQLite) or the instances lock (PostgreSQL, every
+    // machine) until the end also keeps a server from starting.
+    let refused = "rotate-key refused: stop the server first (e.g. `systemctl stop salesbot-sync`, every instance); nothing was changed";
+    let stores = crate::state::Stores::open(&settings).await?;
+    let _owner = match &stores.postgres {
+        None => {
+            QueueOwner::File(crate::startup::lock_queue(&settings.events_db_path).context(refused)?)
+        }
+        Some(pg) => QueueOwner::Instance(
+            pg.no_instance_running()
+                .await?
+                .ok_or_else(|| {
+                    anyhow::Error::new(crate::startup::QueueHeld {
+                        events_db: "the PostgreSQL database".into(),
+                        lock: "its instances lock".into(),
+                    })
+                    .context(refused)
+                })?,
+        ),
+    };
+    let store = stores.tokens;
     let n = store
         .rotate_key(crate::crypto::TokenCipher::new(&key))
         .await?;

@@ -18,6 +18,8 @@ pub struct Application {
     /// SQLite: the lock that makes this the one server of the queue file (PostgreSQL: none,
     /// every instance works the shared queue).
     _queue_lock: Option<std::fs::File>,
+    /// PostgreSQL: the shared lock that tells offline commands an instance is running.
+    _instance: Option<crate::store::pg::InstanceGuard>,
     listener: TcpListener,
     port: u16,
     state: AppState,
@@ -78,7 +80,12 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let port = listener.local_addr()?.port();
-        let state = AppState::build(settings)?;
+        let stores = crate::state::Stores::open(&settings).await?;
+        let instance = match &stores.postgres {
+            Some(pg) => Some(pg.running_instance().await?),
+            None => None,
+        };
+        let state = AppState::with_stores(settings, stores)?;
         check_token_key(&state).await?;
         let recovered = state.events.recover_orphans().await?;
         if recovered > 0 {
@@ -93,6 +100,7 @@ impl Application {
         }
         Ok(Application {
             _queue_lock: queue_lock,
+            _instance: instance,
             listener,
             port,
             state,
@@ -119,6 +127,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application {
             _queue_lock,
+            _instance,
             listener,
             port,
             state,

@@ -12,6 +12,7 @@ use crate::shopify::api::ShopifyApi;
 use crate::shopify::client::ShopifyClient;
 use crate::store::catalog::CatalogStore;
 use crate::store::ticks::TickStore;
+use crate::store::pg::PgDb;
 use crate::store::{Backend, Db, DbKind, EventStore, SessionStore, TokenStore};
 
 /// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in
@@ -55,16 +56,63 @@ pub struct AppState {
     pub ticks: TickStore,
     /// This process, in logs and tick claims (random per start).
     pub instance: Arc<str>,
+    /// The shared PostgreSQL database, when the stores are there.
+    pub postgres: Option<PgDb>,
+}
+
+/// Every store, on the backend the settings name.
+pub struct Stores {
+    pub tokens: TokenStore,
+    pub sessions: SessionStore,
+    pub events: EventStore,
+    pub catalog: CatalogStore,
+    pub ticks: TickStore,
+    /// The PostgreSQL database they share (`None`: SQLite files).
+    pub postgres: Option<PgDb>,
+}
+
+impl Stores {
+    /// Opens (and migrates) the SQLite files, or connects to `DATABASE_URL`.
+    pub async fn open(config: &Settings) -> anyhow::Result<Stores> {
+        let cipher = TokenCipher::new(config.token_key_bytes());
+        if let Some(db) = &config.database {
+            let pg = PgDb::connect(db).await?;
+            return Ok(Stores {
+                tokens: TokenStore::on_postgres(pg.clone(), cipher),
+                sessions: SessionStore::on_postgres(pg.clone()),
+                events: EventStore::on_postgres(pg.clone()).await?,
+                catalog: CatalogStore::on_postgres(pg.clone()),
+                ticks: TickStore::new(Backend::Postgres(pg.clone())),
+                postgres: Some(pg),
+            });
+        }
+        let events = EventStore::open(&config.events_db_path)?;
+        Ok(Stores {
+            tokens: TokenStore::new(Db::open(&config.token_db_path, DbKind::Tokens)?, cipher),
+            sessions: SessionStore::new(Db::open(&config.session_db_path, DbKind::Sessions)?),
+            ticks: TickStore::new(events.backend().clone()),
+            events,
+            catalog: CatalogStore::open(&config.catalog_db_path)?,
+            postgres: None,
+        })
+    }
 }
 
 impl AppState {
-    pub fn build(config: Settings) -> anyhow::Result<AppState> {
-        let cipher = TokenCipher::new(config.token_key_bytes());
-        let tokens = TokenStore::new(Db::open(&config.token_db_path, DbKind::Tokens)?, cipher);
-        let sessions = SessionStore::new(Db::open(&config.session_db_path, DbKind::Sessions)?);
-        let events = EventStore::open(&config.events_db_path)?;
-        let ticks = TickStore::new(Backend::Sqlite(events.db().clone()));
-        let catalog = CatalogStore::open(&config.catalog_db_path)?;
+    pub async fn build(config: Settings) -> anyhow::Result<AppState> {
+        let stores = Stores::open(&config).await?;
+        AppState::with_stores(config, stores)
+    }
+
+    pub fn with_stores(config: Settings, stores: Stores) -> anyhow::Result<AppState> {
+        let Stores {
+            tokens,
+            sessions,
+            events,
+            catalog,
+            ticks,
+            postgres,
+        } = stores;
         let objects = ObjectStore::from_settings(&config.storage)?;
         let states = StateSigner::new(config.state_token_secret.clone(), sessions.clone());
         let http = reqwest::Client::builder()
@@ -87,6 +135,7 @@ impl AppState {
             upstream_retry: UpstreamRetry::default(),
             ticks,
             instance: Arc::from(crate::config::random_token(6)),
+            postgres,
         };
         Ok(state.with_upstream_retry(UpstreamRetry::default()))
     }
