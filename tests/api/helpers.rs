@@ -218,7 +218,6 @@ impl TestApp {
     }
 }
 
-/// Settings for a test: temp paths, random port, fixed secrets, then `extra` on top.
 /// Passed in a test's settings, keeps that test on SQLite when the suite runs on PostgreSQL
 /// (tests of SQLite files themselves: backups, restores, the queue file's lock). Not a setting
 /// of the service: it is removed before the settings are read.
@@ -262,6 +261,7 @@ pub fn fresh_database_url() -> Option<String> {
     Some(url.to_string())
 }
 
+/// Settings for a test: temp paths, random port, fixed secrets, then `extra` on top.
 pub fn test_vars(dir: &std::path::Path, extra: &[(String, String)]) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = [
         ("BIND_ADDR", "127.0.0.1:0".to_string()),

@@ -267,3 +267,95 @@ async fn two_instances_refresh_a_shops_token_once() {
     assert_eq!(status, "active", "no refresh token was spent twice");
     drop((a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
+    if !on_postgres() {
+        return; // the PostgreSQL pass runs it
+    }
+    // A SQLite install: a shop, three pages, a session, and a delivery still pending.
+    let dir = tempfile::tempdir().unwrap();
+    let shopify = FakeShopify::start(FakeConfig::default()).await;
+    let graph = FakeGraph::start(FakeGraphConfig::default()).await;
+    let mut extra = shopify.vars();
+    extra.extend(graph.vars());
+    extra.extend(vars(&[(SQLITE_ONLY, "1"), ("SHOPIFY_WEBHOOK_DEBOUNCE_MS", "4000")]));
+    let app = spawn_app_at(dir.path(), &extra).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (answer, cookie) = shopify_connect(&client, &app.address, &shopify, "acme").await;
+    let merchant = answer["user_uuid"].as_str().unwrap().to_string();
+    let (status, _) = crate::facebook::fb_connect(&app, &graph, &cookie, 0).await;
+    assert_eq!(status, 200);
+    drained(&app).await;
+    shopify.set_product_title("acme.myshopify.com", 3, "Moved to PostgreSQL");
+    let body = shopify.product_webhook_body("acme.myshopify.com", 3).to_string();
+    let secret = shopify.config().api_secret;
+    let r = client
+        .post(app.url("/shopify/webhook"))
+        .header("X-Shopify-Topic", "products/update")
+        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+        .header("X-Shopify-Hmac-Sha256", sign_b64(secret.as_bytes(), body.as_bytes()))
+        .header("X-Shopify-Event-Id", "moved-1")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await.unwrap();
+
+    // The copy: into a new database, verified.
+    let database = fresh_database_url().unwrap();
+    let mut env = test_vars(dir.path(), &extra);
+    env.insert("DATABASE_URL".into(), database.clone());
+    let out = binary_command(dir.path(), &env)
+        .arg("copy-to-postgres")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{} {}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("verified the counts"), "{stdout}");
+    assert!(!stdout.contains(&database));
+    // A second copy into the same (no longer empty) database is refused, changing nothing.
+    let again = binary_command(dir.path(), &env).arg("copy-to-postgres").output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    // The same install on PostgreSQL: the session still signs the merchant in, the pending
+    // delivery runs, the tokens decrypt (the shop syncs), the UUID is the same.
+    let mut on_pg = extra.clone();
+    on_pg.retain(|(k, _)| k != SQLITE_ONLY);
+    on_pg.extend(vars(&[("DATABASE_URL", &database)]));
+    let app = spawn_app_at(tempfile::tempdir().unwrap().path(), &on_pg).await;
+    let account: Value = app
+        .client
+        .get(app.url("/account"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(account["user_uuid"], merchant.as_str());
+    assert_eq!(account["pages"].as_array().unwrap().len(), 3);
+    let products = objects_of(dir.path(), &merchant);
+    eventually_within(Duration::from_secs(20), "the pending delivery ran on PostgreSQL", || {
+        let products = products.clone();
+        async move {
+            std::fs::read_to_string(&products).is_ok_and(|s| s.contains("Moved to PostgreSQL"))
+        }
+    })
+    .await;
+    app.stop().await.unwrap();
+}
+
+fn objects_of(dir: &std::path::Path, merchant: &str) -> std::path::PathBuf {
+    let merchant = uuid::Uuid::parse_str(merchant).unwrap();
+    let shop = keys::ShopDomain::parse("acme.myshopify.com").unwrap();
+    dir.join("objects")
+        .join(keys::shop_products(&merchant, &shop).as_str())
+}
