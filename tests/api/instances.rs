@@ -329,7 +329,8 @@ async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
     let mut on_pg = extra.clone();
     on_pg.retain(|(k, _)| k != SQLITE_ONLY);
     on_pg.extend(vars(&[("DATABASE_URL", &database)]));
-    let app = spawn_app_at(tempfile::tempdir().unwrap().path(), &on_pg).await;
+    // Same folder: the same local object store (the SQLite files there are no longer read).
+    let app = spawn_app_at(dir.path(), &on_pg).await;
     let account: Value = app
         .client
         .get(app.url("/account"))
