@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use axum::extract::{Form, Query, State};
 use axum::Json;
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -28,6 +27,7 @@ use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{self, GraphId, PageId};
 use crate::state::AppState;
 use crate::store::events::Pool;
+use crate::store::tokens::DeletionRecorded;
 use crate::store::{now_secs, StoreError};
 
 /// How often the job looks again while jobs of the pages are still running.
@@ -70,8 +70,14 @@ pub async fn request(
     check_fresh(issued_at, now_secs())?;
 
     let fresh_code = crate::config::random_token(12);
-    let code = match record_request(&state, &fresh_code, &user, issued_at).await? {
-        Recorded::New => {
+    let code = match state
+        .tokens
+        .record_deletion_request(&fresh_code, user.as_str(), issued_at)
+        .await?
+    {
+        // The unique index on (user, issued_at) decides, so two concurrent copies — even on
+        // two instances — record one.
+        DeletionRecorded::New => {
             let job = DataDeletion {
                 code: fresh_code.clone(),
                 user,
@@ -83,7 +89,7 @@ pub async fn request(
         // The same signed request again (Meta retrying, or someone replaying a captured one):
         // nothing new is done, and the answer is the original's, whose status URL keeps
         // reporting the one deletion.
-        Recorded::Replay(original) => {
+        DeletionRecorded::Replay(original) => {
             metrics::counter!("facebook_data_deletion_replays_total").increment(1);
             tracing::info!(
                 "Facebook data deletion request seen before: answered with the original"
@@ -130,63 +136,12 @@ fn check_fresh(issued_at: i64, now: i64) -> Result<(), AppError> {
     Ok(())
 }
 
-enum Recorded {
-    New,
-    /// Seen before: the original request's confirmation code.
-    Replay(String),
-}
-
-/// Records the request unless one of the same user with the same `issued_at` was recorded
-/// before (the unique index decides, so two concurrent copies record one).
-async fn record_request(
-    state: &AppState,
-    code: &str,
-    user: &GraphId,
-    issued_at: i64,
-) -> Result<Recorded, StoreError> {
-    let (code, user) = (code.to_string(), user.to_string());
-    state
-        .tokens
-        .db()
-        .call(move |c| {
-            let inserted = c.execute(
-                "INSERT INTO data_deletions (confirmation_code, fb_user_id, status, requested_at, issued_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?4)
-                 ON CONFLICT (fb_user_id, issued_at) DO NOTHING",
-                params![code, user, now_secs(), issued_at],
-            )?;
-            if inserted == 1 {
-                return Ok(Recorded::New);
-            }
-            let original: String = c.query_row(
-                "SELECT confirmation_code FROM data_deletions WHERE fb_user_id = ?1 AND issued_at = ?2",
-                params![user, issued_at],
-                |r| r.get(0),
-            )?;
-            Ok(Recorded::Replay(original))
-        })
-        .await
-}
-
 /// Queues the job of every deletion that is not done (its job may never have been queued, or
 /// an earlier version recorded it failed), and the clean-ups of moved pages' old copies (the
 /// same kind of work: data that must go). Called at start-up; a queued job is a no-op.
 pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
     super::moves::resume_pending(state).await?;
-    let rows: Vec<(String, String)> = state
-        .tokens
-        .db()
-        .call(|c| {
-            let mut st = c.prepare(
-                "SELECT confirmation_code, fb_user_id FROM data_deletions
-                 WHERE status IN ('pending', 'failed')",
-            )?;
-            let v = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(v)
-        })
-        .await?;
+    let rows = state.tokens.unfinished_deletions().await?;
     let jobs: Vec<_> = rows
         .into_iter()
         .filter_map(|(code, user)| {
@@ -210,26 +165,9 @@ pub struct Deleted {
 }
 
 async fn record_done(state: &AppState, code: &str, d: Deleted) -> Result<(), StoreError> {
-    let code = code.to_string();
     state
         .tokens
-        .db()
-        .call(move |c| {
-            c.execute(
-                "UPDATE data_deletions SET status = 'done', completed_at = ?2,
-                        detail = ?3, pages_deleted = ?4, objects_deleted = ?5, events_deleted = ?6
-                 WHERE confirmation_code = ?1 AND status != 'done'",
-                params![
-                    code,
-                    now_secs(),
-                    format!("deleted {} page(s) and {} object(s)", d.pages, d.objects),
-                    d.pages as i64,
-                    d.objects as i64,
-                    d.events as i64
-                ],
-            )?;
-            Ok(())
-        })
+        .deletion_done(code, d.pages, d.objects, d.events)
         .await
 }
 
@@ -445,36 +383,17 @@ pub async fn status(
         .code
         .filter(|c| !c.is_empty() && c.len() <= 64)
         .ok_or_else(|| AppError::BadRequest("missing code".into()))?;
-    let c2 = code.clone();
     let row = state
         .tokens
-        .db()
-        .call(move |c| {
-            Ok(c.query_row(
-                "SELECT status, requested_at, completed_at, pages_deleted, objects_deleted
-                 FROM data_deletions WHERE confirmation_code = ?1",
-                [c2],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                    ))
-                },
-            )
-            .optional()?)
-        })
-        .await?;
-    let (status, requested_at, completed_at, pages, objects) =
-        row.ok_or_else(|| AppError::NotFound("unknown confirmation code".into()))?;
+        .deletion_status(&code)
+        .await?
+        .ok_or_else(|| AppError::NotFound("unknown confirmation code".into()))?;
     Ok(Json(json!({
         "confirmation_code": code,
-        "status": status,
-        "requested_at": requested_at,
-        "completed_at": completed_at,
-        "pages_deleted": pages,
-        "objects_deleted": objects,
+        "status": row.status,
+        "requested_at": row.requested_at,
+        "completed_at": row.completed_at,
+        "pages_deleted": row.pages_deleted,
+        "objects_deleted": row.objects_deleted,
     })))
 }

@@ -34,7 +34,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     record(
         "tokens_db",
-        state.tokens.db().ping().await.map_err(|e| e.to_string()),
+        state.tokens.ping().await.map_err(|e| e.to_string()),
     );
     record(
         "sessions_db",

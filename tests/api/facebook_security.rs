@@ -67,7 +67,9 @@ async fn deletion_rows(env: &FbEnv) -> i64 {
     env.app
         .state
         .tokens
-        .db()
+        .backend()
+        .sqlite()
+        .unwrap()
         .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM data_deletions", [], |r| r.get(0))?))
         .await
         .unwrap()
@@ -366,7 +368,9 @@ async fn no_user_token_is_stored_after_connect() {
         .app
         .state
         .tokens
-        .db()
+        .backend()
+        .sqlite()
+        .unwrap()
         .call(|c| {
             let mut st = c.prepare(
                 "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
@@ -401,7 +405,9 @@ async fn a_move_whose_clean_up_was_never_queued_is_cleaned_at_start_up() {
     env.app
         .state
         .tokens
-        .db()
+        .backend()
+        .sqlite()
+        .unwrap()
         .call(move |c| {
             c.execute(
                 "INSERT INTO merchants (uuid, created_at) VALUES (?1, 1)",

@@ -951,7 +951,9 @@ async fn forget_shop_ids(env: &Env) {
     env.app
         .state
         .tokens
-        .db()
+        .backend()
+        .sqlite()
+        .unwrap()
         .call(|c| Ok(c.execute("UPDATE shops SET shop_id = NULL", [])?))
         .await
         .unwrap();
@@ -1064,7 +1066,7 @@ async fn expiring_tokens_are_stored_and_refreshed_before_use() {
     assert!(rec.expires_at.is_some() && rec.refresh_token.is_some());
 
     // Make the stored token look nearly expired: the next sync refreshes first.
-    let db = env.app.state.tokens.db().clone();
+    let db = env.app.state.tokens.backend().sqlite().unwrap().clone();
     db.call(|c| {
         c.execute(
             "UPDATE shops SET token_expires_at = strftime('%s','now') + 10",

@@ -4,9 +4,12 @@ use rusqlite::{params, OptionalExtension};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{page_aad, parse_uuid, AccountStatus, FacebookUserRecord, PageRecord, TokenStore};
+use super::{
+    ids, page_aad, parse_uuid, postgres, AccountStatus, FacebookUserRecord, PageRecord, StoredPage,
+    TokenStore,
+};
 use crate::objects::keys::PageId;
-use crate::store::{now_secs, StoreError};
+use crate::store::{now_secs, sqlite_or, StoreError};
 
 /// What storing a page token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +44,9 @@ impl TokenStore {
         merchant: Uuid,
         fb_user_id: Option<String>,
     ) -> Result<(), StoreError> {
-        self.db
-            .call(move |c| {
+        let db =
+            sqlite_or!(&self.backend, pg => postgres::save_facebook_user(pg, merchant, fb_user_id));
+        db.call(move |c| {
                 let now = now_secs();
                 c.execute(
                     "INSERT OR IGNORE INTO merchants (uuid, created_at) VALUES (?1, ?2)",
@@ -64,8 +68,8 @@ impl TokenStore {
         &self,
         merchant: Uuid,
     ) -> Result<Option<FacebookUserRecord>, StoreError> {
-        let row = self
-            .db
+        let db = sqlite_or!(&self.backend, pg => postgres::facebook_user(pg, merchant));
+        let row = db
             .call(move |c| {
                 Ok(c.query_row(
                     "SELECT fb_user_id, status FROM facebook_users WHERE merchant_uuid = ?1",
@@ -93,8 +97,9 @@ impl TokenStore {
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
-        self.db
-            .call(move |c| {
+        let db = sqlite_or!(&self.backend, pg =>
+            postgres::set_facebook_user_status(pg, merchant, status, reason));
+        db.call(move |c| {
                 c.execute(
                     "UPDATE facebook_users SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE merchant_uuid = ?1",
                     params![merchant.to_string(), status, reason, now_secs()],
@@ -120,8 +125,9 @@ impl TokenStore {
     ) -> Result<SavedPage, StoreError> {
         let p = page.as_str().to_string();
         let enc = self.cipher.encrypt(token.expose_secret(), &page_aad(&p));
-        self.db
-            .call(move |c| {
+        let db = sqlite_or!(&self.backend, pg =>
+            postgres::save_page(pg, &p, merchant, fb_user_id, name, enc));
+        db.call(move |c| {
                 let tx = c.transaction()?;
                 let now = now_secs();
                 let previous: Option<(String, AccountStatus, Option<String>)> = tx
@@ -180,64 +186,64 @@ impl TokenStore {
 
     /// Records that the old merchant's copy of a moved page was deleted.
     pub async fn page_move_cleaned(&self, move_id: i64, objects: usize) -> Result<(), StoreError> {
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "UPDATE page_moves SET cleaned_at = ?2, objects_deleted = ?3 WHERE id = ?1",
-                    params![move_id, now_secs(), objects as i64],
-                )?;
-                Ok(())
-            })
-            .await
+        let db = sqlite_or!(&self.backend, pg => postgres::page_move_cleaned(pg, move_id, objects));
+        db.call(move |c| {
+            c.execute(
+                "UPDATE page_moves SET cleaned_at = ?2, objects_deleted = ?3 WHERE id = ?1",
+                params![move_id, now_secs(), objects as i64],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Moves whose old copy has not been deleted yet: (move id, page, old merchant, user).
     pub async fn uncleaned_page_moves(
         &self,
     ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
-        self.db
-            .call(|c| {
-                let mut st = c.prepare(
-                    "SELECT id, page_id, from_merchant, fb_user_id FROM page_moves
+        let db = sqlite_or!(&self.backend, pg => postgres::uncleaned_page_moves(pg));
+        db.call(|c| {
+            let mut st = c.prepare(
+                "SELECT id, page_id, from_merchant, fb_user_id FROM page_moves
                      WHERE cleaned_at IS NULL ORDER BY id",
-                )?;
-                let v = st
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(v)
-            })
-            .await
+            )?;
+            let v = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        })
+        .await
     }
 
     /// Pages that moved away from their merchant, newest first (at most `limit`).
     pub async fn page_moves(&self, limit: usize) -> Result<Vec<PageMove>, StoreError> {
-        self.db
-            .call(move |c| {
-                let mut st = c.prepare(
-                    "SELECT page_id, from_merchant, moved_at, cleaned_at, objects_deleted
+        let db = sqlite_or!(&self.backend, pg => postgres::page_moves(pg, limit));
+        db.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT page_id, from_merchant, moved_at, cleaned_at, objects_deleted
                      FROM page_moves ORDER BY moved_at DESC, id DESC LIMIT ?1",
-                )?;
-                let v = st
-                    .query_map([limit as i64], |r| {
-                        Ok(PageMove {
-                            page_id: r.get(0)?,
-                            from_merchant: parse_uuid(r.get(1)?)?,
-                            moved_at: r.get(2)?,
-                            cleaned_at: r.get(3)?,
-                            objects_deleted: r.get(4)?,
-                        })
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(v)
-            })
-            .await
+            )?;
+            let v = st
+                .query_map([limit as i64], |r| {
+                    Ok(PageMove {
+                        page_id: r.get(0)?,
+                        from_merchant: parse_uuid(r.get(1)?)?,
+                        moved_at: r.get(2)?,
+                        cleaned_at: r.get(3)?,
+                        objects_deleted: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(v)
+        })
+        .await
     }
 
     /// Whether the merchant still has anything connected: a shop that is not uninstalled, or
     /// a page (in any state but being deleted).
     pub async fn merchant_has_connections(&self, merchant: Uuid) -> Result<bool, StoreError> {
-        self.db
-            .call(move |c| {
+        let db = sqlite_or!(&self.backend, pg => postgres::merchant_has_connections(pg, merchant));
+        db.call(move |c| {
                 let m = merchant.to_string();
                 Ok(c.query_row(
                     "SELECT EXISTS (SELECT 1 FROM shops WHERE merchant_uuid = ?1 AND status != 'uninstalled')
@@ -250,41 +256,47 @@ impl TokenStore {
     }
 
     pub async fn page(&self, page: &PageId) -> Result<Option<PageRecord>, StoreError> {
-        let p = page.as_str().to_string();
-        let row = self
-            .db
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT merchant_uuid, name, access_token, status, status_reason FROM pages WHERE page_id = ?1",
-                    [&p],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, Option<String>>(1)?,
-                            r.get::<_, Vec<u8>>(2)?,
-                            r.get::<_, AccountStatus>(3)?,
-                            r.get::<_, Option<String>>(4)?,
-                        ))
-                    },
-                )
-                .optional()?)
-            })
-            .await?;
-        let Some((m, name, tok, status, reason)) = row else {
+        let Some(row) = self.stored_page(page).await? else {
             return Ok(None);
         };
         Ok(Some(PageRecord {
             page_id: page.clone(),
-            merchant: parse_uuid(m)?,
-            name,
-            access_token: self.cipher.decrypt(&tok, &page_aad(page.as_str()))?,
-            status,
-            status_reason: reason,
+            merchant: row.merchant,
+            name: row.name,
+            access_token: self
+                .cipher
+                .decrypt(&row.access_token, &page_aad(page.as_str()))?,
+            status: row.status,
+            status_reason: row.status_reason,
         }))
     }
 
+    async fn stored_page(&self, page: &PageId) -> Result<Option<StoredPage>, StoreError> {
+        let db = sqlite_or!(&self.backend, pg => postgres::stored_page(pg, page.as_str()));
+        let p = page.as_str().to_string();
+        db.call(move |c| {
+            Ok(c.query_row(
+                "SELECT merchant_uuid, name, access_token, status, status_reason FROM pages WHERE page_id = ?1",
+                [&p],
+                |r| {
+                    Ok(StoredPage {
+                        merchant: parse_uuid(r.get(0)?)?,
+                        name: r.get(1)?,
+                        access_token: r.get(2)?,
+                        status: r.get(3)?,
+                        status_reason: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     pub async fn active_pages(&self) -> Result<Vec<PageId>, StoreError> {
-        self.ids(
+        let db = sqlite_or!(&self.backend, pg => postgres::active_pages(pg));
+        ids(
+            db,
             "SELECT page_id FROM pages WHERE status = 'active' ORDER BY page_id",
             None,
             |p| PageId::parse(p).ok(),
@@ -298,18 +310,19 @@ impl TokenStore {
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
+        let db = sqlite_or!(&self.backend, pg =>
+            postgres::set_page_status(pg, page.as_str(), status, reason));
         let p = page.as_str().to_string();
-        self.db
-            .call(move |c| {
-                // A deletion in progress is never undone by another status.
-                c.execute(
-                    "UPDATE pages SET status = ?2, status_reason = ?3, updated_at = ?4
+        db.call(move |c| {
+            // A deletion in progress is never undone by another status.
+            c.execute(
+                "UPDATE pages SET status = ?2, status_reason = ?3, updated_at = ?4
                      WHERE page_id = ?1 AND status != 'deleting'",
-                    params![p, status, reason, now_secs()],
-                )?;
-                Ok(())
-            })
-            .await
+                params![p, status, reason, now_secs()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Marks the page `needs_reauth` because Graph refused `rejected` — only while that is
@@ -323,39 +336,40 @@ impl TokenStore {
     ) -> Result<bool, StoreError> {
         let p = page.as_str().to_string();
         let cipher = self.cipher.clone();
+        let db = sqlite_or!(&self.backend, pg =>
+            postgres::mark_page_reauth(pg, &cipher, &p, rejected, reason));
         let rejected = SecretString::from(rejected.expose_secret().to_string());
-        self.db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                let stored: Option<Vec<u8>> = tx
-                    .query_row(
-                        "SELECT access_token FROM pages WHERE page_id = ?1 AND status != 'deleting'",
-                        [&p],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(stored) = stored else {
-                    return Ok(false);
-                };
-                let current = cipher.decrypt(&stored, &page_aad(&p))?;
-                if current.expose_secret() != rejected.expose_secret() {
-                    return Ok(false);
-                }
-                tx.execute(
-                    "UPDATE pages SET status = 'needs_reauth', status_reason = ?2, updated_at = ?3
+        db.call(move |c| {
+            let tx = c.transaction()?;
+            let stored: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT access_token FROM pages WHERE page_id = ?1 AND status != 'deleting'",
+                    [&p],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(stored) = stored else {
+                return Ok(false);
+            };
+            let current = cipher.decrypt(&stored, &page_aad(&p))?;
+            if current.expose_secret() != rejected.expose_secret() {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE pages SET status = 'needs_reauth', status_reason = ?2, updated_at = ?3
                      WHERE page_id = ?1",
-                    params![p, reason, now_secs()],
-                )?;
-                tx.commit()?;
-                Ok(true)
-            })
-            .await
+                params![p, reason, now_secs()],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
     }
 
     pub async fn delete_page(&self, page: &PageId) -> Result<bool, StoreError> {
+        let db = sqlite_or!(&self.backend, pg => postgres::delete_page(pg, page.as_str()));
         let p = page.as_str().to_string();
-        self.db
-            .call(move |c| Ok(c.execute("DELETE FROM pages WHERE page_id = ?1", [p])? > 0))
+        db.call(move |c| Ok(c.execute("DELETE FROM pages WHERE page_id = ?1", [p])? > 0))
             .await
     }
 
@@ -365,8 +379,11 @@ impl TokenStore {
         &self,
         fb_user_id: &str,
     ) -> Result<Vec<Uuid>, StoreError> {
-        self.ids(
-            "SELECT merchant_uuid FROM facebook_users WHERE fb_user_id = ?1",
+        let db =
+            sqlite_or!(&self.backend, pg => postgres::merchants_of_facebook_user(pg, fb_user_id));
+        ids(
+            db,
+            "SELECT merchant_uuid FROM facebook_users WHERE fb_user_id = ?1 ORDER BY merchant_uuid",
             Some(fb_user_id.to_string()),
             |m| Uuid::parse_str(m).ok(),
         )
@@ -378,9 +395,9 @@ impl TokenStore {
         &self,
         fb_user_id: &str,
     ) -> Result<Vec<(Uuid, PageId)>, StoreError> {
+        let db = sqlite_or!(&self.backend, pg => postgres::pages_granted_by(pg, fb_user_id));
         let id = fb_user_id.to_string();
-        let rows: Vec<(String, String)> = self
-            .db
+        let rows: Vec<(String, String)> = db
             .call(move |c| {
                 let mut st = c.prepare(
                     "SELECT merchant_uuid, page_id FROM pages WHERE fb_user_id = ?1 ORDER BY page_id",
@@ -398,15 +415,15 @@ impl TokenStore {
     }
 
     pub async fn delete_facebook_user(&self, merchant: Uuid) -> Result<(), StoreError> {
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "DELETE FROM facebook_users WHERE merchant_uuid = ?1",
-                    [merchant.to_string()],
-                )?;
-                Ok(())
-            })
-            .await
+        let db = sqlite_or!(&self.backend, pg => postgres::delete_facebook_user(pg, merchant));
+        db.call(move |c| {
+            c.execute(
+                "DELETE FROM facebook_users WHERE merchant_uuid = ?1",
+                [merchant.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Marks every page granted by `fb_user_id` as being deleted, so merges and polls that
@@ -416,17 +433,18 @@ impl TokenStore {
         fb_user_id: &str,
         reason: &str,
     ) -> Result<Vec<(Uuid, PageId)>, StoreError> {
+        let db =
+            sqlite_or!(&self.backend, pg => postgres::mark_pages_deleting(pg, fb_user_id, reason));
         let (id, reason) = (fb_user_id.to_string(), reason.to_string());
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "UPDATE pages SET status = 'deleting', status_reason = ?2, updated_at = ?3
+        db.call(move |c| {
+            c.execute(
+                "UPDATE pages SET status = 'deleting', status_reason = ?2, updated_at = ?3
                      WHERE fb_user_id = ?1",
-                    params![id, reason, now_secs()],
-                )?;
-                Ok(())
-            })
-            .await?;
+                params![id, reason, now_secs()],
+            )?;
+            Ok(())
+        })
+        .await?;
         self.pages_granted_by(fb_user_id).await
     }
 }
@@ -434,13 +452,7 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::TokenCipher;
-    use crate::store::{configure, Db, DbKind};
-
-    fn store(dir: &std::path::Path) -> TokenStore {
-        let db = Db::open(&dir.join("tokens.db"), DbKind::Tokens).unwrap();
-        TokenStore::new(db, TokenCipher::new(&[9u8; 32]))
-    }
+    use crate::store::{configure, DbKind};
 
     fn tok(t: &str) -> SecretString {
         SecretString::from(t.to_string())
@@ -500,8 +512,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_moves_only_when_its_grantor_grants_it_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
+        for on in crate::store::tokens::tests::stores().await {
+            a_page_moves_only_when_its_grantor_grants_it_again_on(&on.store).await;
+        }
+    }
+
+    async fn a_page_moves_only_when_its_grantor_grants_it_again_on(s: &TokenStore) {
         let page = PageId::parse("77").unwrap();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let u1 = Some("1001".to_string());
@@ -531,6 +547,15 @@ mod tests {
                 .unwrap(),
             SavedPage::Saved(a)
         );
+        let w = crate::store::tokens::Watermark {
+            conversation_id: "t_1".into(),
+            updated_time: 1,
+            newest_ts: None,
+            newest_mid: None,
+            object_sha256: None,
+        };
+        let psid = crate::objects::keys::GraphId::parse("900").unwrap();
+        assert!(s.save_watermark(&page, &psid, w).await.unwrap());
         let SavedPage::Moved { from, move_id } = s
             .save_page(&page, b, u1.clone(), None, &tok("t4"))
             .await
@@ -543,7 +568,17 @@ mod tests {
         let moves = s.page_moves(10).await.unwrap();
         assert_eq!(moves.len(), 1);
         assert_eq!((moves[0].from_merchant, moves[0].cleaned_at), (a, None));
+        assert!(
+            s.watermark_times(&page).await.unwrap().is_empty(),
+            "the new merchant's first poll reads everything"
+        );
+        assert_eq!(
+            s.uncleaned_page_moves().await.unwrap(),
+            vec![(move_id, "77".to_string(), a.to_string(), "1001".to_string())]
+        );
         s.page_move_cleaned(move_id, 4).await.unwrap();
         assert_eq!(s.page_moves(10).await.unwrap()[0].objects_deleted, Some(4));
+        assert!(s.page_moves(10).await.unwrap()[0].cleaned_at.is_some());
+        assert!(s.uncleaned_page_moves().await.unwrap().is_empty());
     }
 }

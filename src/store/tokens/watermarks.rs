@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::TokenStore;
+use super::{postgres, TokenStore};
 use crate::objects::keys::{PageId, Psid};
-use crate::store::{now_secs, StoreError};
+use crate::store::{now_secs, sqlite_or, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermark {
@@ -29,18 +29,18 @@ pub struct Watermark {
 impl TokenStore {
     /// `psid → updated_time` of every watermark of the page.
     pub async fn watermark_times(&self, page: &PageId) -> Result<HashMap<String, i64>, StoreError> {
+        let db = sqlite_or!(&self.backend, pg => postgres::watermark_times(pg, page.as_str()));
         let p = page.as_str().to_string();
-        self.db
-            .call(move |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT psid, updated_time FROM conversation_watermarks WHERE page_id = ?1",
-                )?;
-                let v = st
-                    .query_map([p], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<HashMap<_, _>, _>>()?;
-                Ok(v)
-            })
-            .await
+        db.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT psid, updated_time FROM conversation_watermarks WHERE page_id = ?1",
+            )?;
+            let v = st
+                .query_map([p], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<HashMap<_, _>, _>>()?;
+            Ok(v)
+        })
+        .await
     }
 
     pub async fn watermark(
@@ -48,25 +48,26 @@ impl TokenStore {
         page: &PageId,
         psid: &Psid,
     ) -> Result<Option<Watermark>, StoreError> {
+        let db = sqlite_or!(&self.backend, pg =>
+            postgres::watermark(pg, page.as_str(), psid.as_str()));
         let (p, s) = (page.as_str().to_string(), psid.as_str().to_string());
-        self.db
-            .call(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT conversation_id, updated_time, newest_ts, newest_mid, object_sha256
+        db.call(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT conversation_id, updated_time, newest_ts, newest_mid, object_sha256
                      FROM conversation_watermarks WHERE page_id = ?1 AND psid = ?2",
-                )?
-                .query_row([p, s], |r| {
-                    Ok(Watermark {
-                        conversation_id: r.get(0)?,
-                        updated_time: r.get(1)?,
-                        newest_ts: r.get(2)?,
-                        newest_mid: r.get(3)?,
-                        object_sha256: r.get(4)?,
-                    })
+            )?
+            .query_row([p, s], |r| {
+                Ok(Watermark {
+                    conversation_id: r.get(0)?,
+                    updated_time: r.get(1)?,
+                    newest_ts: r.get(2)?,
+                    newest_mid: r.get(3)?,
+                    object_sha256: r.get(4)?,
                 })
-                .optional()?)
             })
-            .await
+            .optional()?)
+        })
+        .await
     }
 
     /// Records a poll's watermark; false when the page is gone or being deleted (nothing is
@@ -77,11 +78,12 @@ impl TokenStore {
         psid: &Psid,
         w: Watermark,
     ) -> Result<bool, StoreError> {
+        let db = sqlite_or!(&self.backend, pg =>
+            postgres::save_watermark(pg, page.as_str(), psid.as_str(), w));
         let (p, s) = (page.as_str().to_string(), psid.as_str().to_string());
-        self.db
-            .call(move |c| {
-                let n = c.execute(
-                    "INSERT INTO conversation_watermarks
+        db.call(move |c| {
+            let n = c.execute(
+                "INSERT INTO conversation_watermarks
                         (page_id, psid, conversation_id, updated_time, newest_ts, newest_mid,
                          object_sha256, polled_at)
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
@@ -91,19 +93,19 @@ impl TokenStore {
                         updated_time = excluded.updated_time, newest_ts = excluded.newest_ts,
                         newest_mid = excluded.newest_mid, object_sha256 = excluded.object_sha256,
                         polled_at = excluded.polled_at",
-                    params![
-                        p,
-                        s,
-                        w.conversation_id,
-                        w.updated_time,
-                        w.newest_ts,
-                        w.newest_mid,
-                        w.object_sha256,
-                        now_secs()
-                    ],
-                )?;
-                Ok(n == 1)
-            })
-            .await
+                params![
+                    p,
+                    s,
+                    w.conversation_id,
+                    w.updated_time,
+                    w.newest_ts,
+                    w.newest_mid,
+                    w.object_sha256,
+                    now_secs()
+                ],
+            )?;
+            Ok(n == 1)
+        })
+        .await
     }
 }
