@@ -108,6 +108,19 @@ impl ShopifyApi {
     ) -> Result<SecretString, SyncError> {
         let lock = self.lock_of(shop);
         let _one_at_a_time = lock.lock().await;
+        // Across instances too (PostgreSQL: a per-shop advisory lock): a refresh token is
+        // single use, so two instances must never spend it. The record is read again inside
+        // the lock, so whoever comes second sees the first one's refreshed token.
+        self.tokens
+            .with_shop_refresh_lock(shop, || self.refresh_locked(shop, rejected))
+            .await?
+    }
+
+    async fn refresh_locked(
+        &self,
+        shop: &ShopDomain,
+        rejected: Option<&SecretString>,
+    ) -> Result<SecretString, SyncError> {
         let rec = self.usable(shop).await?;
         let current = rec.access_token.clone().expect("usable shops have a token");
         let stale = match rejected {
