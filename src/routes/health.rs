@@ -42,7 +42,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     );
     record(
         "events_db",
-        state.events.db().ping().await.map_err(|e| e.to_string()),
+        state.events.ping().await.map_err(|e| e.to_string()),
     );
     record(
         "object_store",

@@ -2,10 +2,11 @@
 
 use rusqlite::{params, params_from_iter};
 
-use super::{EventId, EventStore};
-use crate::store::StoreError;
+use super::{postgres, EventId, EventStore};
+use crate::store::{sqlite_or, StoreError};
 
 /// `group_key` matches one of `exact` or starts with one of `prefixes`, as SQL with params.
+/// A prefix that is empty or ends in a byte past ASCII selects nothing (see `usable_prefix`).
 fn group_filter(exact: &[String], prefixes: &[String]) -> (String, Vec<String>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
@@ -16,10 +17,12 @@ fn group_filter(exact: &[String], prefixes: &[String]) -> (String, Vec<String>) 
     for p in prefixes {
         // A range instead of LIKE: it uses the index, and no character of the prefix is a
         // wildcard. The upper bound is the prefix with its last byte raised by one.
+        if !usable_prefix(p) {
+            continue;
+        }
         let mut upper = p.clone().into_bytes();
-        match upper.last_mut() {
-            Some(b) if *b < 0x7f => *b += 1,
-            _ => continue,
+        if let Some(b) = upper.last_mut() {
+            *b += 1;
         }
         clauses.push("(group_key >= ? AND group_key < ?)".to_string());
         params.push(p.clone());
@@ -31,13 +34,19 @@ fn group_filter(exact: &[String], prefixes: &[String]) -> (String, Vec<String>) 
     (format!("({})", clauses.join(" OR ")), params)
 }
 
+/// Whether a prefix can select groups: the SQLite range needs a last byte it can raise within
+/// ASCII, so an empty prefix or one ending past ASCII selects nothing — on both backends.
+pub(super) fn usable_prefix(p: &str) -> bool {
+    matches!(p.as_bytes().last(), Some(b) if *b < 0x7f)
+}
+
 impl EventStore {
     /// Groups with a pending or running event of one of `kinds`.
     pub async fn open_groups(
         &self,
         kinds: Vec<&'static str>,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::open_groups(pg, kinds))
             .call(move |c| {
                 let sql = format!(
                     "SELECT DISTINCT group_key FROM events
@@ -55,7 +64,7 @@ impl EventStore {
 
     /// Events of `kind` running now.
     pub async fn running_of_kind(&self, kind: &'static str) -> Result<i64, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::running_of_kind(pg, kind))
             .call(move |c| {
                 Ok(c.prepare_cached(
                     "SELECT COUNT(*) FROM events WHERE status = 'running' AND kind = ?1",
@@ -71,7 +80,7 @@ impl EventStore {
         exact: Vec<String>,
         prefixes: Vec<String>,
     ) -> Result<i64, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::running_in_groups(pg, exact, prefixes))
             .call(move |c| {
                 let (filter, params) = group_filter(&exact, &prefixes);
                 let sql =
@@ -88,6 +97,7 @@ impl EventStore {
         exact: Vec<String>,
         prefixes: Vec<String>,
     ) -> Result<usize, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::purge_groups(pg, exact, prefixes));
         self.write_durable(move |c| {
             let (filter, params) = group_filter(&exact, &prefixes);
             let sql = format!("DELETE FROM events WHERE status != 'running' AND {filter}");
@@ -101,7 +111,7 @@ impl EventStore {
         &self,
         kind: &'static str,
     ) -> Result<Vec<(EventId, Vec<u8>)>, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::unfinished_payloads(pg, kind))
             .call(move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT id, payload FROM events
@@ -121,6 +131,7 @@ impl EventStore {
         id: EventId,
         payload: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::rewrite_payload(pg, id, payload));
         self.write_durable(move |c| {
             let n = match payload {
                 Some(p) => c.execute(

@@ -1,7 +1,11 @@
-//! The durable queue: webhook deliveries and every background job, as rows of `events.db`.
+//! The durable queue: webhook deliveries and every background job, as rows of `events.db`
+//! (SQLite) or of the shared PostgreSQL database's `events` table.
 //!
-//! One writer thread owns the only connection that writes (see `writer`); reads (stats,
-//! outcomes, listings) use a second connection, which WAL lets run alongside.
+//! On SQLite one writer thread owns the only connection that writes (see `writer`); reads
+//! (stats, outcomes, listings) use a second connection, which WAL lets run alongside. On
+//! PostgreSQL (see `postgres`) several instances share the table: claims lock rows with
+//! `FOR UPDATE SKIP LOCKED` and serialise per group with an advisory lock, and wake-ups cross
+//! instances by `LISTEN/NOTIFY`.
 //!
 //! Semantics the workers rely on:
 //! - a claim takes the oldest *ready* event of a pool whose group has nothing running, and
@@ -12,6 +16,7 @@
 //! - follow-up events commit in the same transaction that marks their parent done.
 
 mod groups;
+mod postgres;
 mod progress;
 mod runs;
 mod types;
@@ -28,12 +33,13 @@ use tokio::sync::{oneshot, Notify};
 pub use progress::Tracked;
 use types::parse_result;
 pub use types::{
-    Enqueued, Event, EventId, EventRow, EventStatus, NewEvent, Outcome, Pool, QueueStats, RunId,
-    RunKind, RunTrigger,
+    Claim, ClaimSpec, Enqueued, Event, EventId, EventRow, EventStatus, NewEvent, Outcome, Pool,
+    QueueStats, Record, RunId, RunKind, RunRecord, RunTrigger,
 };
 use writer::{insert_event, writer_loop, Cmd, Durability, InsertReq, WriteFn};
 
-use super::{now_millis, open_connection, Db, DbKind, StoreError};
+use super::pg::PgDb;
+use super::{now_millis, open_connection, sqlite_or, Backend, Db, DbKind, StoreError};
 
 /// Inserts waiting for the writer before new ones are turned away (503, the sender retries).
 const WRITER_QUEUE_CAP: usize = 50_000;
@@ -76,65 +82,15 @@ impl Wakers {
     }
 }
 
-/// What to claim: a pool, and how many events of one group each kind takes per run.
-#[derive(Clone)]
-pub struct ClaimSpec {
-    pub pool: Pool,
-    /// Kind → most events per batch; kinds not listed take one.
-    pub max_batch: Arc<std::collections::HashMap<&'static str, usize>>,
-}
-
-/// What a claim found.
-#[derive(Debug)]
-pub enum Claim {
-    /// Events of one group and kind, oldest first.
-    Batch(Vec<Event>),
-    /// Nothing ready; the pool's next event becomes ready at this time (unix ms), if any is
-    /// waiting for its time (others may wait for their group to finish).
-    Idle { next_run_at: Option<i64> },
-}
-
-impl Claim {
-    /// The batch, if any (tests and tools).
-    pub fn batch(self) -> Option<Vec<Event>> {
-        match self {
-            Claim::Batch(b) => Some(b),
-            Claim::Idle { .. } => None,
-        }
-    }
-}
-
-/// The outcome of one batch, recorded in one transaction.
-#[derive(Debug, Default)]
-pub struct Record {
-    /// Finished; follow-ups and the result are recorded with them.
-    pub done: Vec<EventId>,
-    pub follow_ups: Vec<NewEvent>,
-    pub result: Option<String>,
-    /// Tried again at the given time (unix ms), with the reason.
-    pub retry: Vec<(EventId, i64, String)>,
-    /// Given up, as `Failed` (permanent) or `Dead` (retry horizon passed), with the reason.
-    pub given_up: Vec<(EventId, EventStatus, String)>,
-    /// Drop the payloads of events that failed for good (they can never be used).
-    pub forget_failed_payloads: bool,
-}
-
-/// A poll run and how far its jobs got.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunRecord {
-    pub id: RunId,
-    pub kind: RunKind,
-    pub trigger: RunTrigger,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
-    pub summary: Option<serde_json::Value>,
-}
-
 #[derive(Clone)]
 pub struct EventStore {
-    db: Db,
-    writer: std_mpsc::SyncSender<Cmd>,
+    backend: Backend,
+    /// The SQLite writer thread (`None` on PostgreSQL, where the server serialises writes).
+    writer: Option<std_mpsc::SyncSender<Cmd>>,
     wakers: Arc<Wakers>,
+    /// PostgreSQL: the `LISTEN` task relaying other instances' wake-ups, stopped with the
+    /// last clone of the store.
+    _listener: Option<Arc<postgres::Listener>>,
 }
 
 pub(super) fn outcome_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome> {
@@ -167,14 +123,40 @@ impl EventStore {
                 reason: format!("could not start writer thread: {e}"),
             })?;
         Ok(EventStore {
-            db,
-            writer: tx,
+            backend: Backend::Sqlite(db),
+            writer: Some(tx),
             wakers,
+            _listener: None,
         })
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// The queue in the shared PostgreSQL database. Starts listening for other instances'
+    /// wake-ups first (an error if that fails), so work queued elsewhere wakes this instance's
+    /// idle workers and `wait_for` callers from the start.
+    pub async fn on_postgres(pg: PgDb) -> Result<EventStore, StoreError> {
+        let wakers = Arc::new(Wakers::new());
+        let listener = postgres::Listener::start(&pg, wakers.clone()).await?;
+        Ok(EventStore {
+            backend: Backend::Postgres(pg),
+            writer: None,
+            wakers,
+            _listener: Some(Arc::new(listener)),
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Cheap liveness probe for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.backend.ping().await
+    }
+
+    /// The SQLite database; only reached after `sqlite_or!` returned it, so the PostgreSQL
+    /// arm is unreachable in practice and reported as a closed store rather than a panic.
+    fn sqlite(&self) -> Result<&Db, StoreError> {
+        self.backend.sqlite().ok_or(StoreError::Closed)
     }
 
     pub fn wakers(&self) -> Arc<Wakers> {
@@ -195,8 +177,11 @@ impl EventStore {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Enqueued>, EnqueueError> {
+        sqlite_or!(&self.backend, pg => postgres::enqueue_together(pg, &self.wakers, events));
         let (reply, rx) = oneshot::channel();
         self.writer
+            .as_ref()
+            .ok_or(StoreError::Closed)?
             .try_send(Cmd::Insert(InsertReq { events, reply }))
             .map_err(|e| match e {
                 std_mpsc::TrySendError::Full(_) => EnqueueError::Busy,
@@ -207,6 +192,7 @@ impl EventStore {
 
     /// Records many events in one transaction (a poll run's fan-out).
     pub async fn enqueue_all(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::enqueue_all(pg, &self.wakers, events));
         let wakers = self.wakers.clone();
         self.write_durable(move |c| {
             let tx = c.transaction()?;
@@ -256,7 +242,7 @@ impl EventStore {
         });
         // A full channel means thousands of inserts are waiting; block briefly rather than
         // fail a completion (the inserts drain fast).
-        let tx = self.writer.clone();
+        let tx = self.writer.clone().ok_or(StoreError::Closed)?;
         let sent =
             tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job, durability)).is_ok())
                 .await
@@ -267,9 +253,15 @@ impl EventStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Puts events left `running` by a process that died back to `pending`. Only the process
-    /// holding the queue lock calls this, before its workers start.
+    /// At start, before the workers: on SQLite, puts every event left `running` by a process
+    /// that died back to `pending` (only the process holding the queue lock calls this, so
+    /// no one else can be running them).
+    ///
+    /// On PostgreSQL other instances may be running their jobs right now, so this only
+    /// returns events whose lease has EXPIRED (the same as `reclaim_expired`): a dead
+    /// instance's work comes back once its heartbeat has stopped for a lease period.
     pub async fn recover_orphans(&self) -> Result<usize, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::reclaim_expired(pg));
         self.write(|c| {
             Ok(c.execute(
                 "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL
@@ -287,6 +279,7 @@ impl EventStore {
         spec: &ClaimSpec,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::claim(pg, worker, spec, lease));
         let worker = worker.to_string();
         let lease_ms = lease.as_millis() as i64;
         let spec = spec.clone();
@@ -371,6 +364,7 @@ impl EventStore {
     /// Records how a batch ended, in one transaction: done events (with their follow-ups and
     /// result), retries, and events given up. Only rows this worker still holds are touched.
     pub async fn record(&self, worker: &str, rec: Record) -> Result<(), StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::record(pg, &self.wakers, worker, rec));
         let worker = worker.to_string();
         let wakers = self.wakers.clone();
         self.write(move |c| {
@@ -452,6 +446,7 @@ impl EventStore {
     /// Gives every failed and dead-lettered event fresh attempts and a fresh retry horizon
     /// (after an outage is over).
     pub async fn requeue_failed(&self) -> Result<usize, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::requeue_failed(pg, &self.wakers));
         let wakers = self.wakers.clone();
         self.write_durable(move |c| {
             let now = now_millis();
@@ -469,8 +464,10 @@ impl EventStore {
         .await
     }
 
-    /// Returns events whose lease ran out (a handler stuck past its heartbeat) to `pending`.
+    /// Returns events whose lease ran out (a handler stuck past its heartbeat, or on
+    /// PostgreSQL an instance that died) to `pending`.
     pub async fn reclaim_expired(&self) -> Result<usize, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::reclaim_expired(pg));
         self.write(|c| {
             Ok(c.execute(
                 "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL
@@ -488,6 +485,7 @@ impl EventStore {
         worker: &str,
         lease: Duration,
     ) -> Result<(), StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::extend_lease(pg, ids, worker, lease));
         let worker = worker.to_string();
         self.write(move |c| {
             let until = now_millis() + lease.as_millis() as i64;
@@ -506,7 +504,7 @@ impl EventStore {
     }
 
     pub async fn stats(&self) -> Result<QueueStats, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::stats(pg))
             .call(|c| {
                 let mut s = QueueStats::default();
                 let mut st =
@@ -540,6 +538,7 @@ impl EventStore {
 
     /// The newest dead-lettered and failed events with their reasons (for operators).
     pub async fn recent_failures(&self, limit: usize) -> Result<Vec<EventRow>, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::recent_failures(pg, limit));
         self.rows_where(
             "status IN ('failed', 'dead') ORDER BY finished_at DESC, id DESC LIMIT ?1",
             vec![limit as i64],
@@ -558,6 +557,7 @@ impl EventStore {
         let now = now_millis();
         let done_cutoff = now - done_age.as_millis() as i64;
         let given_up_cutoff = now - given_up_age.as_millis() as i64;
+        sqlite_or!(&self.backend, pg => postgres::prune_finished(pg, done_cutoff, given_up_cutoff));
         self.write(move |c| {
             let a = c.execute(
                 "DELETE FROM events WHERE status = 'done' AND finished_at < ?1",
@@ -578,7 +578,7 @@ impl EventStore {
 
     /// How the event stands now (`None`: no such event, e.g. pruned).
     pub async fn outcome(&self, id: EventId) -> Result<Option<Outcome>, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::outcome(pg, id))
             .call(move |c| {
                 Ok(c.prepare_cached(&format!(
                     "SELECT {OUTCOME_COLUMNS} FROM events WHERE id = ?1"
@@ -591,8 +591,9 @@ impl EventStore {
 
     /// How the event with this dedupe key stands (`None`: not queued, or pruned).
     pub async fn outcome_of_key(&self, dedupe_key: &str) -> Result<Option<Outcome>, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::outcome_of_key(pg, dedupe_key));
         let key = dedupe_key.to_string();
-        self.db
+        self.sqlite()?
             .call(move |c| {
                 Ok(c.prepare_cached(&format!(
                     "SELECT {OUTCOME_COLUMNS} FROM events WHERE dedupe_key = ?1"
@@ -631,6 +632,7 @@ impl EventStore {
 
     /// Every event row, for tests and diagnostics.
     pub async fn rows(&self) -> Result<Vec<EventRow>, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::rows(pg));
         self.rows_where("1 ORDER BY id", Vec::new()).await
     }
 
@@ -639,7 +641,7 @@ impl EventStore {
         filter: &'static str,
         params: Vec<i64>,
     ) -> Result<Vec<EventRow>, StoreError> {
-        self.db
+        self.sqlite()?
             .call(move |c| {
                 let mut st = c.prepare_cached(&format!(
                     "SELECT id, kind, dedupe_key, group_key, status, attempts, last_error, run_id

@@ -6,8 +6,8 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{EventId, EventStore, RunId};
-use crate::store::{now_millis, StoreError};
+use super::{postgres, EventId, EventStore, RunId};
+use crate::store::{now_millis, sqlite_or, StoreError};
 
 /// The first sync of one target, as last reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,7 @@ impl EventStore {
         event: EventId,
         run: Option<RunId>,
     ) -> Result<(), StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::track(pg, target, event, run));
         self.write(move |c| {
             let now = now_millis();
             c.execute(
@@ -51,6 +52,7 @@ impl EventStore {
         done: i64,
         total: Option<i64>,
     ) -> Result<(), StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::report_progress(pg, event, done, total));
         self.write(move |c| {
             c.prepare_cached(
                 "UPDATE tracked_syncs SET done = ?2, total = COALESCE(?3, total), updated_at = ?4
@@ -64,8 +66,9 @@ impl EventStore {
 
     /// The tracked first sync of `target`, if any.
     pub async fn tracked(&self, target: &str) -> Result<Option<Tracked>, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::tracked(pg, target));
         let target = target.to_string();
-        self.db
+        self.sqlite()?
             .call(move |c| {
                 Ok(c.prepare_cached(
                     "SELECT target, event_id, run_id, done, total, started_at, updated_at
@@ -89,6 +92,7 @@ impl EventStore {
 
     /// Forgets the tracked first sync of `target` (the shop or page is gone).
     pub async fn untrack(&self, target: &str) -> Result<(), StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::untrack(pg, target));
         let target = target.to_string();
         self.write(move |c| {
             c.execute("DELETE FROM tracked_syncs WHERE target = ?1", [target])?;
@@ -107,7 +111,7 @@ impl EventStore {
         // LIKE's wildcards (page ids are digits, but the rule should not depend on it).
         let lo = group_prefix.to_string();
         let hi = format!("{group_prefix}\u{10FFFF}");
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::run_group_progress(pg, run, group_prefix))
             .call(move |c| {
                 Ok(c.prepare_cached(
                     "SELECT COALESCE(SUM(status NOT IN ('pending', 'running')), 0), COUNT(*)
@@ -125,37 +129,76 @@ mod tests {
 
     #[tokio::test]
     async fn progress_is_reported_for_tracked_jobs_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EventStore::open(&dir.path().join("events.db")).unwrap();
-        store
-            .track("shop:a".into(), EventId(7), None)
-            .await
-            .unwrap();
-        store
-            .report_progress(EventId(7), 40, Some(100))
-            .await
-            .unwrap();
-        store.report_progress(EventId(8), 1, Some(1)).await.unwrap();
-        let t = store.tracked("shop:a").await.unwrap().unwrap();
-        assert_eq!((t.done, t.total), (40, Some(100)));
-        // A total once known stays when a report does not repeat it.
-        store.report_progress(EventId(7), 50, None).await.unwrap();
-        let t = store.tracked("shop:a").await.unwrap().unwrap();
-        assert_eq!((t.done, t.total), (50, Some(100)));
-        // The same job tracked again keeps its progress; another job starts from zero.
-        store
-            .track("shop:a".into(), EventId(7), None)
-            .await
-            .unwrap();
-        assert_eq!(store.tracked("shop:a").await.unwrap().unwrap().done, 50);
-        store
-            .track("shop:a".into(), EventId(9), None)
-            .await
-            .unwrap();
-        let t = store.tracked("shop:a").await.unwrap().unwrap();
-        assert_eq!((t.event_id, t.done, t.total), (EventId(9), 0, None));
-        assert!(store.tracked("shop:b").await.unwrap().is_none());
-        store.untrack("shop:a").await.unwrap();
-        assert!(store.tracked("shop:a").await.unwrap().is_none());
+        for kind in crate::store::events::tests::kinds() {
+            let store = crate::store::events::tests::open(kind).await;
+            store
+                .track("shop:a".into(), EventId(7), None)
+                .await
+                .unwrap();
+            store
+                .report_progress(EventId(7), 40, Some(100))
+                .await
+                .unwrap();
+            store.report_progress(EventId(8), 1, Some(1)).await.unwrap();
+            let t = store.tracked("shop:a").await.unwrap().unwrap();
+            assert_eq!((t.done, t.total), (40, Some(100)));
+            // A total once known stays when a report does not repeat it.
+            store.report_progress(EventId(7), 50, None).await.unwrap();
+            let t = store.tracked("shop:a").await.unwrap().unwrap();
+            assert_eq!((t.done, t.total), (50, Some(100)));
+            // The same job tracked again keeps its progress; another job starts from zero.
+            store
+                .track("shop:a".into(), EventId(7), None)
+                .await
+                .unwrap();
+            assert_eq!(store.tracked("shop:a").await.unwrap().unwrap().done, 50);
+            store
+                .track("shop:a".into(), EventId(9), None)
+                .await
+                .unwrap();
+            let t = store.tracked("shop:a").await.unwrap().unwrap();
+            assert_eq!((t.event_id, t.done, t.total), (EventId(9), 0, None));
+            assert!(store.tracked("shop:b").await.unwrap().is_none());
+            store.untrack("shop:a").await.unwrap();
+            assert!(store.tracked("shop:a").await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn run_group_progress_counts_finished_jobs_of_a_prefix() {
+        use crate::store::events::tests::{done, ev, ids, spec, LEASE};
+        use crate::store::events::{Pool, RunKind, RunTrigger};
+        for kind in crate::store::events::tests::kinds() {
+            let q = crate::store::events::tests::open(kind).await;
+            let run = q.create_run(RunKind::Poll, RunTrigger::Cli).await.unwrap();
+            for (k, g) in [
+                ("1", "fbconv:12:5"),
+                ("2", "fbconv:12:6"),
+                ("3", "fbconv:123:5"),
+            ] {
+                q.enqueue(ev(k, g).in_run(Some(run))).await.unwrap();
+            }
+            let c = q
+                .claim("w", &spec(Pool::Messages, 1), LEASE)
+                .await
+                .unwrap()
+                .batch()
+                .unwrap();
+            q.record("w", done(ids(&c))).await.unwrap();
+            assert_eq!(
+                q.run_group_progress(run, "fbconv:12:").await.unwrap(),
+                (1, 2)
+            );
+            assert_eq!(q.run_group_progress(run, "fbconv:").await.unwrap(), (1, 3));
+            assert_eq!(q.run_group_progress(run, "fbpage:").await.unwrap(), (0, 0));
+            assert_eq!(q.run_open_jobs(run).await.unwrap(), 2);
+            q.finish_run(run, serde_json::json!({"ok": true}))
+                .await
+                .unwrap();
+            let runs = q.runs(false, 10).await.unwrap();
+            assert_eq!(runs.len(), 1);
+            assert_eq!(runs[0].summary, Some(serde_json::json!({"ok": true})));
+            assert!(q.runs(true, 10).await.unwrap().is_empty());
+        }
     }
 }

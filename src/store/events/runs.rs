@@ -4,9 +4,10 @@ use rusqlite::params;
 
 use super::types::parse_result;
 use super::{
-    outcome_from_row, EventStore, Outcome, RunId, RunKind, RunRecord, RunTrigger, OUTCOME_COLUMNS,
+    outcome_from_row, postgres, EventStore, Outcome, RunId, RunKind, RunRecord, RunTrigger,
+    OUTCOME_COLUMNS,
 };
-use crate::store::{now_millis, StoreError};
+use crate::store::{now_millis, sqlite_or, StoreError};
 
 impl EventStore {
     pub async fn create_run(
@@ -14,6 +15,7 @@ impl EventStore {
         kind: RunKind,
         trigger: RunTrigger,
     ) -> Result<RunId, StoreError> {
+        sqlite_or!(&self.backend, pg => postgres::create_run(pg, kind, trigger));
         self.write_durable(move |c| {
             c.execute(
                 "INSERT INTO runs (kind, trigger, started_at) VALUES (?1, ?2, ?3)",
@@ -26,7 +28,7 @@ impl EventStore {
 
     /// Every job of the run, with how it stands.
     pub async fn run_jobs(&self, run: RunId) -> Result<Vec<Outcome>, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::run_jobs(pg, run))
             .call(move |c| {
                 let mut st = c.prepare_cached(&format!(
                     "SELECT {OUTCOME_COLUMNS} FROM events WHERE run_id = ?1 ORDER BY id"
@@ -41,7 +43,7 @@ impl EventStore {
 
     /// How many of the run's jobs are still pending or running (cheap: an index count).
     pub async fn run_open_jobs(&self, run: RunId) -> Result<i64, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::run_open_jobs(pg, run))
             .call(move |c| {
                 Ok(c.prepare_cached(
                     "SELECT COUNT(*) FROM events
@@ -58,6 +60,7 @@ impl EventStore {
         summary: serde_json::Value,
     ) -> Result<(), StoreError> {
         let summary = summary.to_string();
+        sqlite_or!(&self.backend, pg => postgres::finish_run(pg, run, summary));
         self.write(move |c| {
             c.execute(
                 "UPDATE runs SET finished_at = ?1, summary = ?2 WHERE id = ?3 AND finished_at IS NULL",
@@ -73,7 +76,7 @@ impl EventStore {
         unfinished_only: bool,
         limit: usize,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        self.db
+        sqlite_or!(&self.backend, pg => postgres::runs(pg, unfinished_only, limit))
             .call(move |c| {
                 let sql = if unfinished_only {
                     "SELECT id, kind, trigger, started_at, finished_at, summary FROM runs

@@ -1,6 +1,7 @@
 //! The queue's vocabulary: ids, statuses and pools as types, constrained the same way in SQL.
 
 use std::fmt;
+use std::sync::Arc;
 
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::Serialize;
@@ -195,6 +196,60 @@ pub struct Outcome {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub result: Option<serde_json::Value>,
+}
+
+/// What to claim: a pool, and how many events of one group each kind takes per run.
+#[derive(Clone)]
+pub struct ClaimSpec {
+    pub pool: Pool,
+    /// Kind → most events per batch; kinds not listed take one.
+    pub max_batch: Arc<std::collections::HashMap<&'static str, usize>>,
+}
+
+/// What a claim found.
+#[derive(Debug)]
+pub enum Claim {
+    /// Events of one group and kind, oldest first.
+    Batch(Vec<Event>),
+    /// Nothing ready; the pool's next event becomes ready at this time (unix ms), if any is
+    /// waiting for its time (others may wait for their group to finish).
+    Idle { next_run_at: Option<i64> },
+}
+
+impl Claim {
+    /// The batch, if any (tests and tools).
+    pub fn batch(self) -> Option<Vec<Event>> {
+        match self {
+            Claim::Batch(b) => Some(b),
+            Claim::Idle { .. } => None,
+        }
+    }
+}
+
+/// The outcome of one batch, recorded in one transaction.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Finished; follow-ups and the result are recorded with them.
+    pub done: Vec<EventId>,
+    pub follow_ups: Vec<NewEvent>,
+    pub result: Option<String>,
+    /// Tried again at the given time (unix ms), with the reason.
+    pub retry: Vec<(EventId, i64, String)>,
+    /// Given up, as `Failed` (permanent) or `Dead` (retry horizon passed), with the reason.
+    pub given_up: Vec<(EventId, EventStatus, String)>,
+    /// Drop the payloads of events that failed for good (they can never be used).
+    pub forget_failed_payloads: bool,
+}
+
+/// A poll run and how far its jobs got.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub kind: RunKind,
+    pub trigger: RunTrigger,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub summary: Option<serde_json::Value>,
 }
 
 impl ToSql for EventId {

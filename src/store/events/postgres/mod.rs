@@ -1,0 +1,635 @@
+//! The queue on PostgreSQL, shared by every instance: the same semantics as the SQLite code in
+//! the parent module (see its docs), made safe for several processes on one table.
+//!
+//! - A claim locks rows with `FOR UPDATE SKIP LOCKED` and, before choosing a group's batch,
+//!   takes `pg_try_advisory_xact_lock(hashtextextended(group_key, 0))`: checking that the
+//!   group has nothing running and marking its batch running happen under that lock, so two
+//!   instances never run two batches of one group at once. A group whose lock is taken is
+//!   skipped, never waited for; a claim therefore never blocks.
+//! - Inserts of one transaction go in dedupe-key order, so two transactions inserting
+//!   overlapping keys wait on each other in the same order and cannot deadlock.
+//! - Leases are the workers' heartbeats; an instance that dies stops renewing them and
+//!   `reclaim_expired` (any instance) returns its events to the queue.
+//! - Times are the instances' clocks, as on SQLite (run_at, leases): instances must keep their
+//!   clocks in sync (NTP), which any host does.
+
+mod listen;
+mod more;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+pub use listen::Listener;
+pub(super) use more::*;
+
+use super::types::parse_result;
+use super::{
+    Claim, ClaimSpec, EnqueueError, Enqueued, Event, EventId, EventRow, EventStatus, NewEvent,
+    Outcome, Pool, QueueStats, Record, RunId, Wakers,
+};
+use crate::store::pg::{pg, PgDb};
+use crate::store::{now_millis, StoreError, UnknownValue};
+
+/// Candidate rows one look at the pool reads; distinct free groups among them are tried in
+/// order (oldest ready head first).
+const CANDIDATES: i64 = 64;
+/// Looks per claim: each excludes the groups the previous ones found locked by a concurrent
+/// claim, so a busy group's backlog never hides other groups' work.
+const LOOKS: usize = 4;
+
+// --- conversions --------------------------------------------------------------------------
+
+/// A stored text enum; an unknown value is an error, never a default (as on SQLite).
+pub(super) fn text<T: std::str::FromStr<Err = UnknownValue>>(s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|e: UnknownValue| StoreError::Postgres(e.to_string()))
+}
+
+fn attempts(n: i32) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|_| StoreError::Postgres(format!("negative attempt count {n}")))
+}
+
+/// The columns `outcome_row` reads, in order.
+pub(super) const OUTCOME_COLUMNS: &str =
+    "id, kind, group_key, status, attempts, last_error, result";
+
+pub(super) fn outcome_row(r: &PgRow) -> Result<Outcome, StoreError> {
+    Ok(Outcome {
+        id: EventId(r.try_get(0).map_err(pg)?),
+        kind: r.try_get(1).map_err(pg)?,
+        group_key: r.try_get(2).map_err(pg)?,
+        status: text(r.try_get::<&str, _>(3).map_err(pg)?)?,
+        attempts: attempts(r.try_get(4).map_err(pg)?)?,
+        last_error: r.try_get(5).map_err(pg)?,
+        result: parse_result(r.try_get(6).map_err(pg)?),
+    })
+}
+
+fn event_row(r: &PgRow) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        id: EventId(r.try_get(0).map_err(pg)?),
+        kind: r.try_get(1).map_err(pg)?,
+        dedupe_key: r.try_get(2).map_err(pg)?,
+        group_key: r.try_get(3).map_err(pg)?,
+        status: text(r.try_get::<&str, _>(4).map_err(pg)?)?,
+        attempts: attempts(r.try_get(5).map_err(pg)?)?,
+        last_error: r.try_get(6).map_err(pg)?,
+        run_id: r.try_get::<Option<i64>, _>(7).map_err(pg)?.map(RunId),
+    })
+}
+
+fn claimed_event(r: &PgRow) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: EventId(r.try_get(0).map_err(pg)?),
+        kind: r.try_get(1).map_err(pg)?,
+        dedupe_key: r.try_get(2).map_err(pg)?,
+        group_key: r.try_get(3).map_err(pg)?,
+        payload: r.try_get(4).map_err(pg)?,
+        attempts: attempts(r.try_get(5).map_err(pg)?)?,
+        received_at: r.try_get(6).map_err(pg)?,
+        run_id: r.try_get::<Option<i64>, _>(7).map_err(pg)?.map(RunId),
+    })
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+// --- enqueue ------------------------------------------------------------------------------
+
+/// Inserts one event unless its dedupe key exists; an existing failed or dead event is queued
+/// again instead (as on SQLite). Returns the row's id either way.
+async fn insert_event(
+    conn: &mut PgConnection,
+    ev: &NewEvent,
+    now: i64,
+) -> Result<Enqueued, StoreError> {
+    // Twice at most: the conflicting row can only vanish between the two statements if it
+    // was pruned (finished long ago) in that instant; then the insert goes through.
+    for _ in 0..2 {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO events (kind, pool, dedupe_key, group_key, payload, status, attempts,
+                                 run_at, received_at, run_id)
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)
+             ON CONFLICT (dedupe_key) DO UPDATE SET status = 'pending', attempts = 0,
+                payload = excluded.payload, run_at = excluded.run_at,
+                received_at = excluded.received_at, run_id = excluded.run_id,
+                finished_at = NULL, last_error = NULL, locked_by = NULL, locked_until = NULL,
+                result = NULL
+             WHERE events.status IN ('failed', 'dead')
+             RETURNING id",
+        )
+        .bind(ev.kind)
+        .bind(ev.pool.as_str())
+        .bind(&ev.dedupe_key)
+        .bind(&ev.group_key)
+        .bind(&ev.payload)
+        .bind(ev.run_at.unwrap_or(now))
+        .bind(now)
+        .bind(ev.run_id.map(|r| r.0))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg)?;
+        if let Some(id) = inserted {
+            return Ok(Enqueued::Inserted(EventId(id)));
+        }
+        // A new statement sees the conflicting row (committed, or ours).
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM events WHERE dedupe_key = $1")
+                .bind(&ev.dedupe_key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(pg)?;
+        if let Some(id) = existing {
+            return Ok(Enqueued::Duplicate(EventId(id)));
+        }
+    }
+    Err(StoreError::Postgres(
+        "an event's dedupe key conflicted with a row that then vanished, twice".into(),
+    ))
+}
+
+/// Inserts `events` on the transaction in dedupe-key order (see the module docs) and returns
+/// the answers in the callers' order, with the pools that got new work.
+async fn insert_all(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+) -> Result<(Vec<Enqueued>, HashSet<Pool>), StoreError> {
+    let now = now_millis();
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    // Stable: of two events with one key, the first asked for is the one inserted.
+    order.sort_by(|a, b| events[*a].dedupe_key.cmp(&events[*b].dedupe_key));
+    let mut out = vec![Enqueued::Duplicate(EventId(0)); events.len()];
+    let mut pools = HashSet::new();
+    for i in order {
+        out[i] = insert_event(conn, &events[i], now).await?;
+        if matches!(out[i], Enqueued::Inserted(_)) {
+            pools.insert(events[i].pool);
+        }
+    }
+    for p in &pools {
+        listen::notify(conn, p.as_str()).await?;
+    }
+    Ok((out, pools))
+}
+
+fn wake_local(wakers: &Wakers, pools: impl IntoIterator<Item = Pool>) {
+    for p in pools {
+        wakers.wake(p);
+    }
+}
+
+/// `enqueue` / `enqueue_together`: one transaction. The pool timing out (every connection
+/// busy for its acquire timeout) is `Busy`, so the intake answers 503 and the sender retries,
+/// as when the SQLite writer's queue is full.
+pub(super) async fn enqueue_together(
+    db: &PgDb,
+    wakers: &Wakers,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Enqueued>, EnqueueError> {
+    let mut tx = db.pool().begin().await.map_err(|e| match e {
+        sqlx::Error::PoolTimedOut => EnqueueError::Busy,
+        e => EnqueueError::Store(pg(e)),
+    })?;
+    let (out, pools) = insert_all(&mut tx, &events).await?;
+    tx.commit().await.map_err(pg)?;
+    wake_local(wakers, pools);
+    Ok(out)
+}
+
+pub(super) async fn enqueue_all(
+    db: &PgDb,
+    wakers: &Wakers,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Enqueued>, StoreError> {
+    let mut tx = db.pool().begin().await.map_err(pg)?;
+    let (out, pools) = insert_all(&mut tx, &events).await?;
+    tx.commit().await.map_err(pg)?;
+    wake_local(wakers, pools);
+    Ok(out)
+}
+
+// --- claim --------------------------------------------------------------------------------
+
+pub(super) async fn claim(
+    db: &PgDb,
+    worker: &str,
+    spec: &ClaimSpec,
+    lease: Duration,
+) -> Result<Claim, StoreError> {
+    let mut tx = db.pool().begin().await.map_err(pg)?;
+    let now = now_millis();
+    let pool = spec.pool.as_str();
+    let mut contended: Vec<String> = Vec::new();
+    for _ in 0..LOOKS {
+        // The groups with a ready event and, as far as this snapshot knows, nothing running.
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT e.group_key FROM events e
+             WHERE e.status = 'pending' AND e.pool = $1 AND e.run_at <= $2
+               AND NOT (e.group_key = ANY($3))
+               AND NOT EXISTS (SELECT 1 FROM events r
+                               WHERE r.status = 'running' AND r.group_key = e.group_key)
+             ORDER BY e.run_at, e.id LIMIT $4",
+        )
+        .bind(pool)
+        .bind(now)
+        .bind(&contended)
+        .bind(CANDIDATES)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg)?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut seen = HashSet::new();
+        for group in rows {
+            if !seen.insert(group.clone()) {
+                continue;
+            }
+            let locked: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(&group)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(pg)?;
+            if !locked {
+                // Another claim is choosing this group's batch right now.
+                contended.push(group);
+                continue;
+            }
+            if let Some(batch) = claim_group(&mut tx, worker, spec, lease, &group, now).await? {
+                tx.commit().await.map_err(pg)?;
+                return Ok(Claim::Batch(batch));
+            }
+        }
+    }
+    // When the pool's next event becomes ready (a debounce or backoff running out), so an
+    // idle worker can sleep exactly until then.
+    let next: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(run_at) FROM events WHERE status = 'pending' AND pool = $1 AND run_at > $2",
+    )
+    .bind(pool)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    Ok(Claim::Idle {
+        next_run_at: next.filter(|t| *t > now),
+    })
+}
+
+/// Under the group's advisory lock: the group's batch, if it still has a ready head and
+/// nothing running. These statements start after the lock was granted, so they see every
+/// claim of the group that committed before (the candidate query's snapshot may not have).
+async fn claim_group(
+    conn: &mut PgConnection,
+    worker: &str,
+    spec: &ClaimSpec,
+    lease: Duration,
+    group: &str,
+    now: i64,
+) -> Result<Option<Vec<Event>>, StoreError> {
+    let head: Option<(i64, String)> = sqlx::query_as(
+        "SELECT e.id, e.kind FROM events e
+         WHERE e.status = 'pending' AND e.pool = $1 AND e.run_at <= $2 AND e.group_key = $3
+           AND NOT EXISTS (SELECT 1 FROM events r
+                           WHERE r.status = 'running' AND r.group_key = $3)
+         ORDER BY e.run_at, e.id LIMIT 1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(spec.pool.as_str())
+    .bind(now)
+    .bind(group)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(pg)?;
+    let Some((head, kind)) = head else {
+        return Ok(None);
+    };
+    let max = spec
+        .max_batch
+        .get(kind.as_str())
+        .copied()
+        .unwrap_or(1)
+        .max(1);
+    let rows = sqlx::query(
+        "UPDATE events SET status = 'running', attempts = attempts + 1,
+                locked_by = $1, locked_until = $2
+         WHERE id = $3
+            OR id IN (SELECT id FROM events
+                      WHERE status = 'pending' AND group_key = $4 AND kind = $5
+                        AND id != $3 AND (run_at <= $6 OR attempts = 0)
+                      ORDER BY id LIMIT $7
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING id, kind, dedupe_key, group_key, payload, attempts, received_at, run_id",
+    )
+    .bind(worker)
+    .bind(now.saturating_add(ms(lease)))
+    .bind(head)
+    .bind(group)
+    .bind(&kind)
+    .bind(now)
+    .bind(i64::try_from(max - 1).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg)?;
+    let mut events = rows
+        .iter()
+        .map(claimed_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    events.sort_by_key(|e| e.id);
+    Ok(Some(events))
+}
+
+// --- outcomes and leases ------------------------------------------------------------------
+
+pub(super) async fn record(
+    db: &PgDb,
+    wakers: &Wakers,
+    worker: &str,
+    rec: Record,
+) -> Result<(), StoreError> {
+    let mut tx = db.pool().begin().await.map_err(pg)?;
+    let now = now_millis();
+    let done: Vec<i64> = rec.done.iter().map(|id| id.0).collect();
+    let mut touched: Vec<i64> = sqlx::query_scalar(
+        "UPDATE events SET status = 'done', finished_at = $1, locked_by = NULL,
+                locked_until = NULL, last_error = NULL, payload = ''::bytea, result = $2
+         WHERE id = ANY($3) AND status = 'running' AND locked_by = $4
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(&rec.result)
+    .bind(&done)
+    .bind(worker)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(pg)?;
+    // Follow-ups only when the parent really completed under this lease: after a lease was
+    // taken over, the new holder produces them.
+    let mut follow_pools = HashSet::new();
+    if !touched.is_empty() && !rec.follow_ups.is_empty() {
+        follow_pools = insert_all(&mut tx, &rec.follow_ups).await?.1;
+    }
+    let (ids, ats, reasons): (Vec<i64>, Vec<i64>, Vec<String>) = rec
+        .retry
+        .iter()
+        .map(|(id, at, reason)| (id.0, *at, reason.clone()))
+        .collect();
+    let retried: Vec<i64> = sqlx::query_scalar(
+        "UPDATE events e SET status = 'pending', run_at = r.at, last_error = r.reason,
+                locked_by = NULL, locked_until = NULL
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS r(id, at, reason)
+         WHERE e.id = r.id AND e.status = 'running' AND e.locked_by = $4
+         RETURNING e.id",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .bind(&reasons)
+    .bind(worker)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(pg)?;
+    touched.extend(retried);
+    let mut gids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut why = Vec::new();
+    let mut forget = Vec::new();
+    for (id, status, reason) in &rec.given_up {
+        gids.push(id.0);
+        statuses.push(status.as_str());
+        why.push(reason.clone());
+        forget.push(rec.forget_failed_payloads && *status == EventStatus::Failed);
+    }
+    let given_up: Vec<i64> = sqlx::query_scalar(
+        "UPDATE events e SET status = g.status, finished_at = $5, last_error = g.reason,
+                locked_by = NULL, locked_until = NULL,
+                payload = CASE WHEN g.forget THEN ''::bytea ELSE e.payload END
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bool[])
+              AS g(id, status, reason, forget)
+         WHERE e.id = g.id AND e.status = 'running' AND e.locked_by = $6
+         RETURNING e.id",
+    )
+    .bind(&gids)
+    .bind(&statuses)
+    .bind(&why)
+    .bind(&forget)
+    .bind(now)
+    .bind(worker)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(pg)?;
+    touched.extend(given_up);
+    // The group is free again: wake the pools that have work waiting in it, on every
+    // instance (another pool's worker would otherwise only notice on its idle poll).
+    let mut pools: HashSet<Pool> = HashSet::new();
+    if let Some(first) = rec
+        .done
+        .iter()
+        .chain(rec.retry.iter().map(|r| &r.0))
+        .chain(rec.given_up.iter().map(|g| &g.0))
+        .find(|id| touched.contains(&id.0))
+    {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT p.pool FROM events p
+             WHERE p.status = 'pending'
+               AND p.group_key = (SELECT group_key FROM events WHERE id = $1)",
+        )
+        .bind(first.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg)?;
+        for n in names {
+            pools.insert(text(&n)?);
+        }
+    }
+    for p in pools.difference(&follow_pools) {
+        listen::notify(&mut tx, p.as_str()).await?;
+    }
+    listen::notify(&mut tx, listen::FINISHED).await?;
+    tx.commit().await.map_err(pg)?;
+    wake_local(wakers, follow_pools.into_iter().chain(pools));
+    wakers.finished.notify_waiters();
+    Ok(())
+}
+
+pub(super) async fn requeue_failed(db: &PgDb, wakers: &Wakers) -> Result<usize, StoreError> {
+    let mut tx = db.pool().begin().await.map_err(pg)?;
+    let now = now_millis();
+    let n = sqlx::query(
+        "UPDATE events SET status = 'pending', attempts = 0, run_at = $1, received_at = $1,
+                finished_at = NULL, locked_by = NULL, locked_until = NULL
+         WHERE status IN ('failed', 'dead')",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(pg)?
+    .rows_affected();
+    for p in Pool::ALL {
+        listen::notify(&mut tx, p.as_str()).await?;
+    }
+    tx.commit().await.map_err(pg)?;
+    wake_local(wakers, Pool::ALL.iter().copied());
+    Ok(n as usize)
+}
+
+/// Events whose lease ran out back to `pending`. Rows locked right now (their holder is
+/// recording an outcome or renewing the lease) are skipped, not waited for: they are not
+/// abandoned, and the next sweep sees them if they are.
+pub(super) async fn reclaim_expired(db: &PgDb) -> Result<usize, StoreError> {
+    let n = sqlx::query(
+        "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL
+         WHERE id IN (SELECT id FROM events WHERE status = 'running' AND locked_until < $1
+                      FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(now_millis())
+    .execute(db.pool())
+    .await
+    .map_err(pg)?
+    .rows_affected();
+    Ok(n as usize)
+}
+
+/// The heartbeat: renews only rows still running under this worker's lease.
+pub(super) async fn extend_lease(
+    db: &PgDb,
+    ids: Vec<EventId>,
+    worker: &str,
+    lease: Duration,
+) -> Result<(), StoreError> {
+    let until = now_millis().saturating_add(ms(lease));
+    let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    sqlx::query(
+        "UPDATE events SET locked_until = $1
+         WHERE id = ANY($2) AND locked_by = $3 AND status = 'running'",
+    )
+    .bind(until)
+    .bind(&ids)
+    .bind(worker)
+    .execute(db.pool())
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+pub(super) async fn prune_finished(
+    db: &PgDb,
+    done_cutoff: i64,
+    given_up_cutoff: i64,
+) -> Result<usize, StoreError> {
+    let mut tx = db.pool().begin().await.map_err(pg)?;
+    let mut n = 0;
+    for (sql, cutoff) in [
+        (
+            "DELETE FROM events WHERE status = 'done' AND finished_at < $1",
+            done_cutoff,
+        ),
+        (
+            "DELETE FROM events WHERE status IN ('failed', 'dead') AND finished_at < $1",
+            given_up_cutoff,
+        ),
+        (
+            "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < $1",
+            given_up_cutoff,
+        ),
+    ] {
+        n += sqlx::query(sql)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg)?
+            .rows_affected();
+    }
+    tx.commit().await.map_err(pg)?;
+    Ok(n as usize)
+}
+
+// --- reads --------------------------------------------------------------------------------
+
+pub(super) async fn stats(db: &PgDb) -> Result<QueueStats, StoreError> {
+    let mut s = QueueStats::default();
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM events GROUP BY status")
+            .fetch_all(db.pool())
+            .await
+            .map_err(pg)?;
+    for (status, n) in rows {
+        match text::<EventStatus>(&status)? {
+            EventStatus::Pending => s.pending = n,
+            EventStatus::Running => s.running = n,
+            EventStatus::Done => s.done = n,
+            EventStatus::Failed => s.failed = n,
+            EventStatus::Dead => s.dead_lettered = n,
+        }
+    }
+    // Work that is due: jobs scheduled later in a poll window, or waiting out a backoff, are
+    // not late.
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(received_at) FROM events
+         WHERE status = 'running' OR (status = 'pending' AND run_at <= $1)",
+    )
+    .bind(now_millis())
+    .fetch_one(db.pool())
+    .await
+    .map_err(pg)?;
+    s.oldest_pending_age_ms = oldest.map(|o| (now_millis() - o).max(0)).unwrap_or(0);
+    Ok(s)
+}
+
+const ROW_COLUMNS: &str = "id, kind, dedupe_key, group_key, status, attempts, last_error, run_id";
+
+pub(super) async fn rows(db: &PgDb) -> Result<Vec<EventRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROW_COLUMNS} FROM events ORDER BY id"
+    )))
+    .fetch_all(db.pool())
+    .await
+    .map_err(pg)?;
+    rows.iter().map(event_row).collect()
+}
+
+pub(super) async fn recent_failures(db: &PgDb, limit: usize) -> Result<Vec<EventRow>, StoreError> {
+    // NULLS LAST: where SQLite puts them in a descending order (it sorts NULL lowest).
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROW_COLUMNS} FROM events WHERE status IN ('failed', 'dead')
+         ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT $1"
+    )))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db.pool())
+    .await
+    .map_err(pg)?;
+    rows.iter().map(event_row).collect()
+}
+
+pub(super) async fn outcome(db: &PgDb, id: EventId) -> Result<Option<Outcome>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {OUTCOME_COLUMNS} FROM events WHERE id = $1"
+    )))
+    .bind(id.0)
+    .fetch_optional(db.pool())
+    .await
+    .map_err(pg)?;
+    row.as_ref().map(outcome_row).transpose()
+}
+
+pub(super) async fn outcome_of_key(
+    db: &PgDb,
+    dedupe_key: &str,
+) -> Result<Option<Outcome>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {OUTCOME_COLUMNS} FROM events WHERE dedupe_key = $1"
+    )))
+    .bind(dedupe_key)
+    .fetch_optional(db.pool())
+    .await
+    .map_err(pg)?;
+    row.as_ref().map(outcome_row).transpose()
+}
+
+#[cfg(test)]
+mod tests;
