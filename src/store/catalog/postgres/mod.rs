@@ -11,6 +11,10 @@
 //! Text is compared and ordered `COLLATE "C"` (bytes, as SQLite's BINARY collation), whatever
 //! the database's default collation.
 
+mod staging;
+
+pub use staging::*;
+
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
@@ -25,7 +29,7 @@ use crate::store::StoreError;
 const SCAN_PAGE: i64 = 512;
 
 /// Cuts `rows` into consecutive runs in which no key repeats.
-fn unique_runs<T, K: Hash + Eq>(rows: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
+pub(super) fn unique_runs<T, K: Hash + Eq>(rows: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<T>> {
     let mut runs = Vec::new();
     let mut run = Vec::new();
     let mut seen = HashSet::new();
@@ -43,7 +47,7 @@ fn unique_runs<T, K: Hash + Eq>(rows: Vec<T>, key: impl Fn(&T) -> K) -> Vec<Vec<
     runs
 }
 
-async fn begin(pg: &PgDb) -> Result<Transaction<'static, Postgres>, StoreError> {
+pub(super) async fn begin(pg: &PgDb) -> Result<Transaction<'static, Postgres>, StoreError> {
     pg.pool().begin().await.map_err(pg_err)
 }
 
@@ -334,20 +338,15 @@ pub async fn handle_of(
 
 // --- the inventory item index ---------------------------------------------------------------
 
-/// SQLite replaces product after product: delete the product's items, insert its items (an
-/// item already indexed under another product moves). Within a run where no product and no
-/// item repeats, deleting every product's items first and then inserting every item gives the
-/// same rows, so a run is two statements.
-pub async fn set_inventory_items_of(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    products: Vec<(i64, Vec<(i64, i64)>)>,
-) -> Result<(), StoreError> {
-    let now = crate::store::now_millis();
-    let mut runs: Vec<Vec<(i64, Vec<(i64, i64)>)>> = Vec::new();
+/// A product and its `(item, variant)` pairs.
+type ProductItems = (i64, Vec<(i64, i64)>);
+
+/// Cuts a batch of products into runs in which no product and no item repeats (one product's
+/// list naming an item twice keeps the later pair, as SQLite's replacing inserts do).
+fn inventory_runs(products: Vec<ProductItems>) -> Vec<Vec<ProductItems>> {
+    let mut runs = Vec::new();
     let (mut run, mut seen_products, mut seen_items) = (Vec::new(), HashSet::new(), HashSet::new());
     for (product, items) in products {
-        // One product's list naming an item twice: the later pair wins, as on SQLite.
         let mut last: HashMap<i64, usize> = HashMap::new();
         for (i, (item, _)) in items.iter().enumerate() {
             last.insert(*item, i);
@@ -370,7 +369,20 @@ pub async fn set_inventory_items_of(
     if !run.is_empty() {
         runs.push(run);
     }
+    runs
+}
 
+/// SQLite replaces product after product: delete the product's items, insert its items (an
+/// item already indexed under another product moves). Within a run where no product and no
+/// item repeats, deleting every product's items first and then inserting every item gives the
+/// same rows, so a run is two statements.
+pub async fn set_inventory_items_of(
+    pg: &PgDb,
+    shop: &ShopDomain,
+    products: Vec<ProductItems>,
+) -> Result<(), StoreError> {
+    let now = crate::store::now_millis();
+    let runs = inventory_runs(products);
     let mut tx = begin(pg).await?;
     for run in runs {
         let ids: Vec<i64> = run.iter().map(|(p, _)| *p).collect();
@@ -491,226 +503,6 @@ pub async fn product_of_item(
         .map_err(pg_err)
 }
 
-// --- full syncs -----------------------------------------------------------------------------
-
-async fn clear_staging_in(conn: &mut PgConnection, shop: &ShopDomain) -> Result<(), StoreError> {
-    for sql in [
-        "DELETE FROM staged_products WHERE shop = $1",
-        "DELETE FROM staged_variants WHERE shop = $1",
-        "DELETE FROM staged_children WHERE shop = $1",
-    ] {
-        sqlx::query(sql)
-            .bind(shop.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(pg_err)?;
-    }
-    Ok(())
-}
-
-pub async fn clear_staging(pg: &PgDb, shop: &ShopDomain) -> Result<(), StoreError> {
-    let mut tx = begin(pg).await?;
-    clear_staging_in(&mut tx, shop).await?;
-    tx.commit().await.map_err(pg_err)
-}
-
-pub async fn stage_products(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    rows: Vec<(i64, Vec<u8>)>,
-) -> Result<(), StoreError> {
-    let mut tx = begin(pg).await?;
-    for run in unique_runs(rows, |r| r.0) {
-        let (ids, bodies): (Vec<i64>, Vec<Vec<u8>>) = run.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO staged_products (shop, id, body)
-             SELECT $1, id, body FROM UNNEST($2::int8[], $3::bytea[]) AS t(id, body)
-             ON CONFLICT (shop, id) DO UPDATE SET body = excluded.body",
-        )
-        .bind(shop.as_str())
-        .bind(ids)
-        .bind(bodies)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-    }
-    tx.commit().await.map_err(pg_err)
-}
-
-pub async fn stage_variants(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    rows: Vec<(i64, i64, Vec<u8>)>,
-) -> Result<(), StoreError> {
-    let mut tx = begin(pg).await?;
-    for run in unique_runs(rows, |r| (r.0, r.1)) {
-        let (mut products, mut ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-        for (product, id, body) in run {
-            products.push(product);
-            ids.push(id);
-            bodies.push(body);
-        }
-        sqlx::query(
-            "INSERT INTO staged_variants (shop, product_id, id, body)
-             SELECT $1, product_id, id, body
-             FROM UNNEST($2::int8[], $3::int8[], $4::bytea[]) AS t(product_id, id, body)
-             ON CONFLICT (shop, product_id, id) DO UPDATE SET body = excluded.body",
-        )
-        .bind(shop.as_str())
-        .bind(products)
-        .bind(ids)
-        .bind(bodies)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-    }
-    tx.commit().await.map_err(pg_err)
-}
-
-pub async fn stage_children(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    rows: Vec<(String, i64, Vec<u8>)>,
-) -> Result<(), StoreError> {
-    let mut tx = begin(pg).await?;
-    for run in unique_runs(rows, |r| (r.0.clone(), r.1)) {
-        let (mut parents, mut seqs, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-        for (parent, seq, body) in run {
-            parents.push(parent);
-            seqs.push(seq);
-            bodies.push(body);
-        }
-        sqlx::query(
-            "INSERT INTO staged_children (shop, parent, seq, body)
-             SELECT $1, parent, seq, body
-             FROM UNNEST($2::text[], $3::int8[], $4::bytea[]) AS t(parent, seq, body)
-             ON CONFLICT (shop, parent, seq) DO UPDATE SET body = excluded.body",
-        )
-        .bind(shop.as_str())
-        .bind(parents)
-        .bind(seqs)
-        .bind(bodies)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-    }
-    tx.commit().await.map_err(pg_err)
-}
-
-pub async fn staged_products(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    after: i64,
-    limit: usize,
-) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-    sqlx::query_as(
-        "SELECT id, body FROM staged_products WHERE shop = $1 AND id > $2 ORDER BY id LIMIT $3",
-    )
-    .bind(shop.as_str())
-    .bind(after)
-    // SQLite reads an over-large limit as "no limit"; PostgreSQL refuses a negative one.
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pg.pool())
-    .await
-    .map_err(pg_err)
-}
-
-pub async fn staged_variants_of(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    products: Vec<i64>,
-) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
-    if products.is_empty() {
-        return Ok(Vec::new());
-    }
-    sqlx::query_as(
-        "SELECT product_id, id, body FROM staged_variants
-         WHERE shop = $1 AND product_id = ANY($2) ORDER BY product_id, id",
-    )
-    .bind(shop.as_str())
-    .bind(products)
-    .fetch_all(pg.pool())
-    .await
-    .map_err(pg_err)
-}
-
-pub async fn staged_children_of(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    parents: Vec<String>,
-) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    if parents.is_empty() {
-        return Ok(Vec::new());
-    }
-    sqlx::query_as(
-        r#"SELECT parent, body FROM staged_children
-           WHERE shop = $1 AND parent = ANY($2) ORDER BY parent COLLATE "C", seq"#,
-    )
-    .bind(shop.as_str())
-    .bind(parents)
-    .fetch_all(pg.pool())
-    .await
-    .map_err(pg_err)
-}
-
-pub async fn finish_full_sync(
-    pg: &PgDb,
-    shop: &ShopDomain,
-    generation: i64,
-    now_secs: i64,
-) -> Result<usize, StoreError> {
-    let mut tx = begin(pg).await?;
-    let gone = sqlx::query("DELETE FROM entities WHERE shop = $1 AND generation < $2")
-        .bind(shop.as_str())
-        .bind(generation)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg_err)?
-        .rows_affected();
-    // NOT EXISTS rather than SQLite's NOT IN: the same rows (ids are never NULL), planned as
-    // an anti-join on the primary key.
-    sqlx::query(
-        "DELETE FROM inventory_items i WHERE i.shop = $1 AND NOT EXISTS
-            (SELECT 1 FROM entities e
-             WHERE e.shop = $1 AND e.kind = 'product' AND e.id = i.product_id)",
-    )
-    .bind(shop.as_str())
-    .execute(&mut *tx)
-    .await
-    .map_err(pg_err)?;
-    sqlx::query(
-        "INSERT INTO catalog_shops (shop, generation, full_synced_at) VALUES ($1, $2, $3)
-         ON CONFLICT (shop) DO UPDATE SET generation = excluded.generation,
-            full_synced_at = excluded.full_synced_at, bulk_operation = NULL, bulk_stage = NULL",
-    )
-    .bind(shop.as_str())
-    .bind(generation)
-    .bind(now_secs)
-    .execute(&mut *tx)
-    .await
-    .map_err(pg_err)?;
-    clear_staging_in(&mut tx, shop).await?;
-    tx.commit().await.map_err(pg_err)?;
-    Ok(gone as usize)
-}
-
-pub async fn remove_shop(pg: &PgDb, shop: &ShopDomain) -> Result<(), StoreError> {
-    let mut tx = begin(pg).await?;
-    for sql in [
-        "DELETE FROM entities WHERE shop = $1",
-        "DELETE FROM inventory_items WHERE shop = $1",
-        "DELETE FROM catalog_shops WHERE shop = $1",
-    ] {
-        sqlx::query(sql)
-            .bind(shop.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_err)?;
-    }
-    clear_staging_in(&mut tx, shop).await?;
-    tx.commit().await.map_err(pg_err)
-}
-
 // --- whole scans ----------------------------------------------------------------------------
 
 /// Blocking, like SQLite's version (callers run it on the blocking pool): pages of
@@ -765,4 +557,31 @@ pub fn for_each_body(
         }
     }
     rt.block_on(tx.commit()).map_err(pg_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_break_where_a_key_repeats() {
+        assert_eq!(
+            unique_runs(vec![1, 2, 1, 3, 2, 2], |x| *x),
+            vec![vec![1, 2], vec![1, 3, 2], vec![2]]
+        );
+        assert!(unique_runs(Vec::<i64>::new(), |x| *x).is_empty());
+        let runs = inventory_runs(vec![
+            (1, vec![(10, 1), (11, 1), (10, 2)]),
+            (2, vec![(12, 1)]),
+            (3, vec![(11, 3)]),
+            (2, vec![]),
+        ]);
+        assert_eq!(
+            runs,
+            vec![
+                vec![(1, vec![(11, 1), (10, 2)]), (2, vec![(12, 1)])],
+                vec![(3, vec![(11, 3)]), (2, vec![])],
+            ]
+        );
+    }
 }
