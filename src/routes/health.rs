@@ -38,7 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     );
     record(
         "sessions_db",
-        state.sessions.db().ping().await.map_err(|e| e.to_string()),
+        state.sessions.ping().await.map_err(|e| e.to_string()),
     );
     record(
         "events_db",
