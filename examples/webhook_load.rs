@@ -23,7 +23,11 @@ use tokio::sync::Semaphore;
 struct Args {
     /// Webhook address; several, comma-separated, are used in turn (instances sharing one
     /// PostgreSQL database).
-    #[arg(long, default_value = "http://127.0.0.1:5000/shopify/webhook", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:5000/shopify/webhook",
+        value_delimiter = ','
+    )]
     url: Vec<String>,
     /// SHOPIFY_API_SECRET of the server.
     #[arg(long)]

@@ -239,6 +239,7 @@ async fn poll(
 
 /// Queue workers in this process, for a command that runs while no server does.
 /// What makes this process the one working the queue while no server does.
+#[allow(dead_code)] // never read: held until dropped, which releases the lock
 enum QueueOwner {
     /// SQLite: the queue file's lock.
     File(std::fs::File),
@@ -324,17 +325,13 @@ async fn rotate_key(settings: Settings) -> anyhow::Result<()> {
         None => {
             QueueOwner::File(crate::startup::lock_queue(&settings.events_db_path).context(refused)?)
         }
-        Some(pg) => QueueOwner::Instance(
-            pg.no_instance_running()
-                .await?
-                .ok_or_else(|| {
-                    anyhow::Error::new(crate::startup::QueueHeld {
-                        events_db: "the PostgreSQL database".into(),
-                        lock: "its instances lock".into(),
-                    })
-                    .context(refused)
-                })?,
-        ),
+        Some(pg) => QueueOwner::Instance(pg.no_instance_running().await?.ok_or_else(|| {
+            anyhow::Error::new(crate::startup::QueueHeld {
+                events_db: "the PostgreSQL database".into(),
+                lock: "its instances lock".into(),
+            })
+            .context(refused)
+        })?),
     };
     let store = stores.tokens;
     let n = store

@@ -11,8 +11,8 @@ use crate::objects::ObjectStore;
 use crate::shopify::api::ShopifyApi;
 use crate::shopify::client::ShopifyClient;
 use crate::store::catalog::CatalogStore;
-use crate::store::ticks::TickStore;
 use crate::store::pg::PgDb;
+use crate::store::ticks::TickStore;
 use crate::store::{Backend, Db, DbKind, EventStore, SessionStore, TokenStore};
 
 /// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in

@@ -279,7 +279,10 @@ async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
     let graph = FakeGraph::start(FakeGraphConfig::default()).await;
     let mut extra = shopify.vars();
     extra.extend(graph.vars());
-    extra.extend(vars(&[(SQLITE_ONLY, "1"), ("SHOPIFY_WEBHOOK_DEBOUNCE_MS", "4000")]));
+    extra.extend(vars(&[
+        (SQLITE_ONLY, "1"),
+        ("SHOPIFY_WEBHOOK_DEBOUNCE_MS", "4000"),
+    ]));
     let app = spawn_app_at(dir.path(), &extra).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -291,13 +294,18 @@ async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
     assert_eq!(status, 200);
     drained(&app).await;
     shopify.set_product_title("acme.myshopify.com", 3, "Moved to PostgreSQL");
-    let body = shopify.product_webhook_body("acme.myshopify.com", 3).to_string();
+    let body = shopify
+        .product_webhook_body("acme.myshopify.com", 3)
+        .to_string();
     let secret = shopify.config().api_secret;
     let r = client
         .post(app.url("/shopify/webhook"))
         .header("X-Shopify-Topic", "products/update")
         .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
-        .header("X-Shopify-Hmac-Sha256", sign_b64(secret.as_bytes(), body.as_bytes()))
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            sign_b64(secret.as_bytes(), body.as_bytes()),
+        )
         .header("X-Shopify-Event-Id", "moved-1")
         .header("Content-Type", "application/json")
         .body(body)
@@ -316,11 +324,19 @@ async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{} {}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{} {}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("verified the counts"), "{stdout}");
     assert!(!stdout.contains(&database));
     // A second copy into the same (no longer empty) database is refused, changing nothing.
-    let again = binary_command(dir.path(), &env).arg("copy-to-postgres").output().unwrap();
+    let again = binary_command(dir.path(), &env)
+        .arg("copy-to-postgres")
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 
@@ -344,12 +360,16 @@ async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
     assert_eq!(account["user_uuid"], merchant.as_str());
     assert_eq!(account["pages"].as_array().unwrap().len(), 3);
     let products = objects_of(dir.path(), &merchant);
-    eventually_within(Duration::from_secs(20), "the pending delivery ran on PostgreSQL", || {
-        let products = products.clone();
-        async move {
-            std::fs::read_to_string(&products).is_ok_and(|s| s.contains("Moved to PostgreSQL"))
-        }
-    })
+    eventually_within(
+        Duration::from_secs(20),
+        "the pending delivery ran on PostgreSQL",
+        || {
+            let products = products.clone();
+            async move {
+                std::fs::read_to_string(&products).is_ok_and(|s| s.contains("Moved to PostgreSQL"))
+            }
+        },
+    )
     .await;
     app.stop().await.unwrap();
 }

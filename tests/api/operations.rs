@@ -318,7 +318,9 @@ async fn backup_and_restore_commands_report_and_refuse_bad_sets() {
     // Some data to back up.
     {
         let settings = Settings::from_vars(&env).unwrap();
-        let state = salesbot_sync::state::AppState::build(settings).await.unwrap();
+        let state = salesbot_sync::state::AppState::build(settings)
+            .await
+            .unwrap();
         let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
         state
             .tokens
