@@ -1,5 +1,6 @@
-//! Browser sessions (the `session_id` cookie) and issued OAuth states. Only SHA-256 hashes of
-//! the secret values are stored.
+//! Browser sessions (the `session_id` cookie) and issued OAuth states, in `sessions.db` or the
+//! shared PostgreSQL database (the `postgres` module below). Only SHA-256 hashes of the secret
+//! values are stored, on both backends: the values are hashed before either sees them.
 
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};

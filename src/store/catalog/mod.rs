@@ -1,7 +1,9 @@
-//! The Shopify catalogue store (`catalog.db`, see `migrations/catalog/`): one row per product,
+//! The Shopify catalogue store (`catalog.db`, see `migrations/catalog/`, or the shared
+//! PostgreSQL database, where its `shops` table is `catalog_shops`): one row per product,
 //! collection and discount with its canonical JSON, the inventory item index, per-shop state
 //! (full sync generation, reconciliation watermark, a bulk operation to resume), and staging
-//! tables for full syncs.
+//! tables for full syncs (`staging.rs`). The PostgreSQL versions of the methods are in
+//! `postgres/`.
 //!
 //! Every writer of a shop's rows runs in the shop's queue group, so a shop's rows never change
 //! under a job that reads them.
@@ -286,7 +288,7 @@ impl CatalogStore {
     }
 
     /// Removes every row of `kind` whose id is not in `keep` (the ids-only listing found them
-    /// deleted); returns how many.
+    /// deleted); returns how many. Built on `ids` and `delete`, so it runs on either backend.
     pub async fn retain(
         &self,
         shop: &ShopDomain,
