@@ -172,7 +172,9 @@ impl EventStore {
     }
 
     /// Durably records events all together (in the same commit), with group commit: the
-    /// intake path of a delivery that fans out into several jobs.
+    /// intake path of a delivery that fans out into several jobs. `Busy` (the intake answers
+    /// 503) when the SQLite writer's queue is full, or on PostgreSQL when no connection frees
+    /// up within the pool's acquire timeout; there each call is one transaction of its own.
     pub async fn enqueue_together(
         &self,
         events: Vec<NewEvent>,

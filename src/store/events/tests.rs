@@ -598,3 +598,53 @@ async fn unknown_statuses_in_the_database_are_errors_not_defaults() {
         assert_eq!(raw(&q, "UPDATE events SET status = 'done'").await, Ok(1));
     }
 }
+
+#[tokio::test]
+async fn group_queries_and_payload_rewrites_agree_on_every_backend() {
+    for kind in kinds() {
+        let q = open(kind).await;
+        let a = q.enqueue(ev("a", "fbconv:1:1")).await.unwrap().id();
+        q.enqueue(in_pool(ev("b", "fbpage:1"), Pool::Poll, "testkit_effect"))
+            .await
+            .unwrap();
+        let c = q
+            .claim("w", &spec(Pool::Messages, 1), LEASE)
+            .await
+            .unwrap()
+            .batch()
+            .unwrap();
+        assert_eq!(ids(&c), [a]);
+        let open_groups = q.open_groups(vec!["testkit"]).await.unwrap();
+        assert_eq!(open_groups.into_iter().collect::<Vec<_>>(), ["fbconv:1:1"]);
+        assert!(q.open_groups(Vec::new()).await.unwrap().is_empty());
+        assert_eq!(q.running_of_kind("testkit").await.unwrap(), 1);
+        assert_eq!(q.running_of_kind("testkit_effect").await.unwrap(), 0);
+        // An empty prefix, or one SQLite's byte range cannot raise, selects nothing.
+        for p in ["", "fbconv:1:\u{e9}"] {
+            let n = q.running_in_groups(Vec::new(), vec![p.into()]).await;
+            assert_eq!(n.unwrap(), 0, "prefix {p:?}");
+        }
+        let payloads = q.unfinished_payloads("testkit_effect").await.unwrap();
+        assert_eq!(payloads.len(), 1);
+        let b = payloads[0].0;
+        assert!(!q.rewrite_payload(a, Some(b"x".to_vec())).await.unwrap());
+        assert!(q.rewrite_payload(b, Some(b"[1]".to_vec())).await.unwrap());
+        assert_eq!(payload_of(&q, b).await, b"[1]");
+        let o = q.outcome_of_key("b").await.unwrap().unwrap();
+        assert_eq!((o.id, o.status), (b, EventStatus::Pending));
+        assert!(q.outcome_of_key("nope").await.unwrap().is_none());
+        assert!(q.rewrite_payload(b, None).await.unwrap());
+        assert!(q.outcome(b).await.unwrap().is_none());
+        q.record("w", done(ids(&c))).await.unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(q.prune_finished(hour, hour).await.unwrap(), 0, "kept");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            q.prune_finished(Duration::ZERO, Duration::ZERO)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(q.rows().await.unwrap().is_empty());
+    }
+}

@@ -39,6 +39,9 @@ const CANDIDATES: i64 = 64;
 /// Looks per claim: each excludes the groups the previous ones found locked by a concurrent
 /// claim, so a busy group's backlog never hides other groups' work.
 const LOOKS: usize = 4;
+/// After losing a group to a concurrent claim, look again this soon: that claim may end up
+/// not taking the group (its head was taken meanwhile), and no wake-up would say so.
+const CONTENDED_RETRY_MS: i64 = 50;
 
 // --- conversions --------------------------------------------------------------------------
 
@@ -277,9 +280,12 @@ pub(super) async fn claim(
     .await
     .map_err(pg)?;
     tx.commit().await.map_err(pg)?;
-    Ok(Claim::Idle {
-        next_run_at: next.filter(|t| *t > now),
-    })
+    let mut next_run_at = next.filter(|t| *t > now);
+    if !contended.is_empty() {
+        let soon = now + CONTENDED_RETRY_MS;
+        next_run_at = Some(next_run_at.map_or(soon, |t| t.min(soon)));
+    }
+    Ok(Claim::Idle { next_run_at })
 }
 
 /// Under the group's advisory lock: the group's batch, if it still has a ready head and
@@ -356,7 +362,7 @@ pub(super) async fn record(
     let mut tx = db.pool().begin().await.map_err(pg)?;
     let now = now_millis();
     let done: Vec<i64> = rec.done.iter().map(|id| id.0).collect();
-    let mut touched: Vec<i64> = sqlx::query_scalar(
+    let mut touched: HashSet<i64> = sqlx::query_scalar::<_, i64>(
         "UPDATE events SET status = 'done', finished_at = $1, locked_by = NULL,
                 locked_until = NULL, last_error = NULL, payload = ''::bytea, result = $2
          WHERE id = ANY($3) AND status = 'running' AND locked_by = $4
@@ -368,7 +374,9 @@ pub(super) async fn record(
     .bind(worker)
     .fetch_all(&mut *tx)
     .await
-    .map_err(pg)?;
+    .map_err(pg)?
+    .into_iter()
+    .collect();
     // Follow-ups only when the parent really completed under this lease: after a lease was
     // taken over, the new holder produces them.
     let mut follow_pools = HashSet::new();
@@ -380,21 +388,24 @@ pub(super) async fn record(
         .iter()
         .map(|(id, at, reason)| (id.0, *at, reason.clone()))
         .collect();
-    let retried: Vec<i64> = sqlx::query_scalar(
-        "UPDATE events e SET status = 'pending', run_at = r.at, last_error = r.reason,
-                locked_by = NULL, locked_until = NULL
-         FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS r(id, at, reason)
-         WHERE e.id = r.id AND e.status = 'running' AND e.locked_by = $4
-         RETURNING e.id",
-    )
-    .bind(&ids)
-    .bind(&ats)
-    .bind(&reasons)
-    .bind(worker)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(pg)?;
-    touched.extend(retried);
+    // Each list in one statement (arrays unnested), skipped when empty: a round trip apiece.
+    if !ids.is_empty() {
+        let retried: Vec<i64> = sqlx::query_scalar(
+            "UPDATE events e SET status = 'pending', run_at = r.at, last_error = r.reason,
+                    locked_by = NULL, locked_until = NULL
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS r(id, at, reason)
+             WHERE e.id = r.id AND e.status = 'running' AND e.locked_by = $4
+             RETURNING e.id",
+        )
+        .bind(&ids)
+        .bind(&ats)
+        .bind(&reasons)
+        .bind(worker)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg)?;
+        touched.extend(retried);
+    }
     let mut gids = Vec::new();
     let mut statuses = Vec::new();
     let mut why = Vec::new();
@@ -405,25 +416,27 @@ pub(super) async fn record(
         why.push(reason.clone());
         forget.push(rec.forget_failed_payloads && *status == EventStatus::Failed);
     }
-    let given_up: Vec<i64> = sqlx::query_scalar(
-        "UPDATE events e SET status = g.status, finished_at = $5, last_error = g.reason,
-                locked_by = NULL, locked_until = NULL,
-                payload = CASE WHEN g.forget THEN ''::bytea ELSE e.payload END
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bool[])
-              AS g(id, status, reason, forget)
-         WHERE e.id = g.id AND e.status = 'running' AND e.locked_by = $6
-         RETURNING e.id",
-    )
-    .bind(&gids)
-    .bind(&statuses)
-    .bind(&why)
-    .bind(&forget)
-    .bind(now)
-    .bind(worker)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(pg)?;
-    touched.extend(given_up);
+    if !gids.is_empty() {
+        let given_up: Vec<i64> = sqlx::query_scalar(
+            "UPDATE events e SET status = g.status, finished_at = $5, last_error = g.reason,
+                    locked_by = NULL, locked_until = NULL,
+                    payload = CASE WHEN g.forget THEN ''::bytea ELSE e.payload END
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bool[])
+                  AS g(id, status, reason, forget)
+             WHERE e.id = g.id AND e.status = 'running' AND e.locked_by = $6
+             RETURNING e.id",
+        )
+        .bind(&gids)
+        .bind(&statuses)
+        .bind(&why)
+        .bind(&forget)
+        .bind(now)
+        .bind(worker)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg)?;
+        touched.extend(given_up);
+    }
     // The group is free again: wake the pools that have work waiting in it, on every
     // instance (another pool's worker would otherwise only notice on its idle poll).
     let mut pools: HashSet<Pool> = HashSet::new();

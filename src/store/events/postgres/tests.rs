@@ -9,6 +9,12 @@ use super::super::tests::{done, ev, ids, spec, LEASE};
 use super::super::{Enqueued, EventId, EventStatus, EventStore, Pool, Record};
 use crate::config::DatabaseSettings;
 use crate::store::pg::{test_db, PgDb};
+use crate::store::Backend;
+
+fn in_pool(mut e: super::super::NewEvent, pool: Pool) -> super::super::NewEvent {
+    e.pool = pool;
+    e
+}
 
 /// Two instances on one fresh database: the second connects by URL like a second process.
 async fn two_instances() -> Option<(EventStore, EventStore)> {
@@ -227,4 +233,43 @@ async fn work_queued_or_finished_on_one_instance_wakes_the_other() {
     assert!(started.elapsed() < Duration::from_secs(2));
     let o = b.outcome(id).await.unwrap().unwrap();
     assert_eq!(o.status, EventStatus::Done);
+}
+
+#[tokio::test]
+async fn the_listener_reconnects_after_its_connection_is_killed() {
+    let Some((a, b)) = two_instances().await else {
+        return;
+    };
+    let Backend::Postgres(pg) = b.backend() else {
+        unreachable!()
+    };
+    // Every listener connection of this database (A's and B's): both must come back.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(pg.pool())
+    .await
+    .unwrap();
+    assert_eq!(killed, [true, true], "two listeners were connected");
+    // The reconnect (after its first backoff) wakes everyone once, to cover the gap; wait it
+    // out so the wake-up below can only come from the new LISTEN.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let wakers = b.wakers();
+    // That wake-up leaves a permit for the next idle worker: take it first.
+    let stored = tokio::time::timeout(
+        Duration::from_millis(50),
+        wakers.pool(Pool::Sync).notified(),
+    )
+    .await;
+    assert!(stored.is_ok(), "the reconnect woke the pools");
+    let work = wakers.pool(Pool::Sync).notified();
+    tokio::pin!(work);
+    work.as_mut().enable();
+    a.enqueue(in_pool(ev("after", "g"), Pool::Sync))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), work)
+        .await
+        .expect("B listens again after losing its connection");
 }
