@@ -141,26 +141,19 @@ fn env_example_loads_as_a_dot_env() {
 
 const NEW_KEY_B64: &str = "bmV3LWtleS1uZXcta2V5LW5ldy1rZXktbmV3LWtleSE=";
 
-fn token_store(dir: &std::path::Path, key_b64: &str) -> salesbot_sync::store::TokenStore {
-    use base64::Engine;
-    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(key_b64)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let db = salesbot_sync::store::Db::open(
-        &dir.join("tokens.db"),
-        salesbot_sync::store::DbKind::Tokens,
-    )
-    .unwrap();
-    salesbot_sync::store::TokenStore::new(db, salesbot_sync::crypto::TokenCipher::new(&key))
+/// The tokens store of the app on `dir` (SQLite file or PostgreSQL database), reading with
+/// `key_b64`.
+async fn token_store(dir: &std::path::Path, key_b64: &str) -> salesbot_sync::store::TokenStore {
+    stores_of(dir, &vars(&[("TOKEN_ENCRYPTION_KEY", key_b64)]))
+        .await
+        .tokens
 }
 
 /// The shop's token as `key_b64` decrypts it (`None`: it does not).
 async fn shop_token(dir: &std::path::Path, key_b64: &str) -> Option<String> {
     use secrecy::ExposeSecret;
     let shop = salesbot_sync::objects::keys::ShopDomain::parse("acme.myshopify.com").unwrap();
-    let rec = token_store(dir, key_b64).shop(&shop).await.ok()??;
+    let rec = token_store(dir, key_b64).await.shop(&shop).await.ok()??;
     rec.access_token.map(|t| t.expose_secret().to_string())
 }
 
@@ -174,6 +167,7 @@ async fn save_shop_token(dir: &std::path::Path) {
         refresh_token_expires_at: None,
     };
     token_store(dir, ENCRYPTION_KEY_B64)
+        .await
         .save_shop_grant(&shop, grant, None)
         .await
         .unwrap();
@@ -229,12 +223,12 @@ async fn rotate_key_refuses_while_a_server_runs() {
 async fn restore_refuses_while_a_server_runs() {
     let dir = tempfile::tempdir().unwrap();
     save_shop_token(dir.path()).await;
-    let env = test_vars(dir.path(), &[]);
+    let env = test_vars(dir.path(), &vars(&[(SQLITE_ONLY, "1")]));
     let settings = salesbot_sync::config::Settings::from_vars(&env).unwrap();
     let report = salesbot_sync::backup::backup_all(&settings, None)
         .await
         .unwrap();
-    let server = start_binary(dir.path(), &[]);
+    let server = start_binary(dir.path(), &vars(&[(SQLITE_ONLY, "1")]));
     let out = binary_command(dir.path(), &env)
         .args(["restore", "--from"])
         .arg(&report.set_dir)
@@ -313,4 +307,25 @@ async fn a_server_on_the_old_key_after_rotate_key_refuses_to_start() {
     );
     let (status, logs) = server.terminate();
     assert!(status.success(), "{logs}");
+}
+
+/// On PostgreSQL the database's own backups apply: `backup` and `restore` say so (exit 2).
+#[test]
+fn backup_and_restore_refuse_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = test_vars(dir.path(), &[]);
+    env.insert(
+        "DATABASE_URL".into(),
+        "postgres://u:secret-password@127.0.0.1:1/db".into(),
+    );
+    for args in [vec!["backup"], vec!["restore", "--from", "x"]] {
+        let out = binary_command(dir.path(), &env)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("pg_dump"), "{err}");
+        assert!(!err.contains("secret-password"), "{err}");
+    }
 }

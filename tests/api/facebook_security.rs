@@ -64,15 +64,7 @@ async fn deletion_jobs(env: &FbEnv) -> usize {
 }
 
 async fn deletion_rows(env: &FbEnv) -> i64 {
-    env.app
-        .state
-        .tokens
-        .backend()
-        .sqlite()
-        .unwrap()
-        .call(|c| Ok(c.query_row("SELECT COUNT(*) FROM data_deletions", [], |r| r.get(0))?))
-        .await
-        .unwrap()
+    count_tokens_sql(&env.app, "SELECT COUNT(*) FROM data_deletions".into()).await
 }
 
 /// The status of `/facebook/login` with this cookie (307 with a live session).
@@ -364,25 +356,34 @@ async fn no_user_token_is_stored_after_connect() {
         "who connected is kept"
     );
     // Every token column left belongs to a shop or a page: the user token has none.
-    let columns: Vec<(String, String)> = env
-        .app
-        .state
-        .tokens
-        .backend()
-        .sqlite()
-        .unwrap()
-        .call(|c| {
-            let mut st = c.prepare(
-                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
-                 WHERE m.type = 'table' AND p.name LIKE '%token%'",
-            )?;
-            let v = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(v)
-        })
+    let columns: Vec<(String, String)> = match &env.app.state.postgres {
+        Some(pg) => sqlx::query_as(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND column_name LIKE '%token%'",
+        )
+        .fetch_all(pg.pool())
         .await
-        .unwrap();
+        .unwrap(),
+        None => env
+            .app
+            .state
+            .tokens
+            .backend()
+            .sqlite()
+            .unwrap()
+            .call(|c| {
+                let mut st = c.prepare(
+                    "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+                     WHERE m.type = 'table' AND p.name LIKE '%token%'",
+                )?;
+                let v = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(v)
+            })
+            .await
+            .unwrap(),
+    };
     assert!(!columns.is_empty());
     assert!(
         columns.iter().all(|(t, _)| t == "shops" || t == "pages"),
@@ -402,30 +403,17 @@ async fn a_move_whose_clean_up_was_never_queued_is_cleaned_at_start_up() {
     // A move the store recorded, as if the process stopped before its job was queued.
     let (b, p, user) = (Uuid::new_v4(), page.to_string(), env.fake.user_id(0));
     let (a_text, b_text) = (a.to_string(), b.to_string());
-    env.app
-        .state
-        .tokens
-        .backend()
-        .sqlite()
-        .unwrap()
-        .call(move |c| {
-            c.execute(
-                "INSERT INTO merchants (uuid, created_at) VALUES (?1, 1)",
-                [&b_text],
-            )?;
-            c.execute(
-                "UPDATE pages SET merchant_uuid = ?2 WHERE page_id = ?1",
-                [&p, &b_text],
-            )?;
-            c.execute(
-                "INSERT INTO page_moves (page_id, from_merchant, to_merchant, fb_user_id, moved_at)
-                 VALUES (?1, ?2, ?3, ?4, 1)",
-                [&p, &a_text, &b_text, &user],
-            )?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    // Ids this test made (a UUID, digits): safe in the statement's text.
+    exec_tokens_sql(
+        &env.app,
+        format!(
+            "INSERT INTO merchants (uuid, created_at) VALUES ('{b_text}', 1);
+             UPDATE pages SET merchant_uuid = '{b_text}' WHERE page_id = '{p}';
+             INSERT INTO page_moves (page_id, from_merchant, to_merchant, fb_user_id, moved_at)
+             VALUES ('{p}', '{a_text}', '{b_text}', '{user}', 1)"
+        ),
+    )
+    .await;
     salesbot_sync::facebook::deletion::resume_pending(&env.app.state)
         .await
         .unwrap();

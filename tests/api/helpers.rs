@@ -595,3 +595,49 @@ pub async fn poll_now(
 pub async fn poll_everything(app: &TestApp) -> salesbot_sync::poll::RunSummary {
     poll_now(app, salesbot_sync::poll::Target::Everything).await
 }
+
+/// Runs one statement without parameters on the app's tokens store, on whichever backend it
+/// is (tests that set up a past state directly: a row as an older version left it).
+pub async fn exec_tokens_sql(app: &TestApp, sql: String) {
+    if let Some(pg) = &app.state.postgres {
+        // Possibly several statements: the simple query protocol.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pg.pool())
+            .await
+            .unwrap();
+        return;
+    }
+    let db = app.state.tokens.backend().sqlite().unwrap().clone();
+    db.call(move |c| {
+        c.execute_batch(&sql)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// `SELECT COUNT(*) …` (or any one-integer query) on the app's tokens store, either backend.
+pub async fn count_tokens_sql(app: &TestApp, sql: String) -> i64 {
+    if let Some(pg) = &app.state.postgres {
+        return sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+    }
+    let db = app.state.tokens.backend().sqlite().unwrap().clone();
+    db.call(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?))
+        .await
+        .unwrap()
+}
+
+/// The stores of an app that ran (or runs) on `dir` with `extra` settings: its SQLite files,
+/// or on a PostgreSQL run its database — for tests that look at what a process left behind.
+pub async fn stores_of(
+    dir: &std::path::Path,
+    extra: &[(String, String)],
+) -> salesbot_sync::state::Stores {
+    let settings = Settings::from_vars(&test_vars(dir, extra)).expect("test settings");
+    salesbot_sync::state::Stores::open(&settings)
+        .await
+        .expect("the stores open")
+}

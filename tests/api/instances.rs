@@ -66,7 +66,6 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
         // A tick every 2 seconds, on both instances.
         ("POLL_SCHEDULE", "*/2 * * * * *"),
         ("POLL_WINDOW_MINUTES", "0"),
-        ("RUST_LOG", "warn"),
     ]));
     // A merchant with a connected page, set up through an app on the shared database.
     let setup_dir = tempfile::tempdir().unwrap();
@@ -196,7 +195,6 @@ async fn two_instances_refresh_a_shops_token_once() {
         ("DATABASE_URL", &database),
         ("STORAGE_DIR", &objects.path().display().to_string()),
         ("SHOPIFY_WEBHOOK_DEBOUNCE_MS", "0"),
-        ("RUST_LOG", "warn"),
     ]));
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start_binary(da.path(), &served_at(free_port(), shared.clone()));

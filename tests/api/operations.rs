@@ -188,7 +188,10 @@ pub async fn shopify_connect(
 async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
     let f = fakes().await;
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_at(dir.path(), &f.vars()).await;
+    // Backups are of the SQLite files (on PostgreSQL the database's own backups apply).
+    let mut sqlite = f.vars();
+    sqlite.extend(vars(&[(SQLITE_ONLY, "1")]));
+    let app = spawn_app_at(dir.path(), &sqlite).await;
 
     let (shop_json, cookie) = shopify_connect(&app.client, &app.address, &f.shopify, "acme").await;
     let uuid = Uuid::parse_str(shop_json["user_uuid"].as_str().unwrap()).unwrap();
@@ -212,7 +215,7 @@ async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
             let _ = std::fs::remove_file(dir.path().join(format!("{name}{suffix}")));
         }
     }
-    let settings = Settings::from_vars(&test_vars(dir.path(), &f.vars())).unwrap();
+    let settings = Settings::from_vars(&test_vars(dir.path(), &sqlite)).unwrap();
     let restored = salesbot_sync::backup::restore(&settings, &report.set_dir).unwrap();
     assert_eq!(restored.restored.len(), 3);
 
@@ -314,7 +317,7 @@ async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
 #[tokio::test]
 async fn backup_and_restore_commands_report_and_refuse_bad_sets() {
     let dir = tempfile::tempdir().unwrap();
-    let env = test_vars(dir.path(), &[]);
+    let env = test_vars(dir.path(), &vars(&[(SQLITE_ONLY, "1")]));
     // Some data to back up.
     {
         let settings = Settings::from_vars(&env).unwrap();
@@ -410,6 +413,8 @@ async fn the_scheduler_polls_and_backs_up_on_its_schedules() {
         ("POLL_WINDOW_MINUTES", "0"),
         ("BACKUP_SCHEDULE", "*/2 * * * * *"),
         ("BACKUP_KEEP", "2"),
+        // The backup job is for SQLite files (none is scheduled on PostgreSQL).
+        (SQLITE_ONLY, "1"),
     ]));
     let app = spawn_app_at(dir.path(), &extra).await;
     shopify_connect(&app.client, &app.address, &f.shopify, "acme").await;

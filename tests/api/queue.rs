@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use salesbot_sync::store::events::EventStatus;
-use salesbot_sync::store::EventStore;
 
 use crate::helpers::*;
 
@@ -13,7 +12,10 @@ use crate::helpers::*;
 async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     const N: usize = 200;
     let dir = tempfile::tempdir().unwrap();
-    let server = start_binary(dir.path(), &[]);
+    // On PostgreSQL the restarted server takes the killed one's jobs over when their leases
+    // run out (on SQLite it re-queues them at start).
+    let lease = vars(&[("JOB_LEASE_SECS", "3")]);
+    let server = start_binary(dir.path(), &lease);
     let client = reqwest::Client::new();
     let url = server.url("/_testkit/webhook");
     let mut set = tokio::task::JoinSet::new();
@@ -31,9 +33,8 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     server.child.wait().unwrap();
     drop(server);
 
-    let events_db = dir.path().join("events.db");
     let done_before = {
-        let q = EventStore::open(&events_db).unwrap();
+        let q = stores_of(dir.path(), &[]).await.events;
         let rows = q.rows().await.unwrap();
         assert_eq!(
             rows.iter().filter(|r| r.kind == "testkit").count(),
@@ -50,12 +51,12 @@ async fn acknowledged_deliveries_survive_sigkill_and_run_exactly_once() {
     );
 
     // A redelivery of an acknowledged event is a no-op.
-    let server = start_binary(dir.path(), &[]);
+    let server = start_binary(dir.path(), &lease);
     assert_eq!(
         post_testkit_delivery(&client, &server.url("/_testkit/webhook"), 1, 0).await,
         200
     );
-    let q = EventStore::open(&events_db).unwrap();
+    let q = stores_of(dir.path(), &[]).await.events;
     eventually("all deliveries processed after restart", || {
         let q = q.clone();
         async move {

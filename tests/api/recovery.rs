@@ -6,7 +6,7 @@ use std::time::Duration;
 use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
 use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
 use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
-use salesbot_sync::store::events::{EventStatus, EventStore};
+use salesbot_sync::store::events::EventStatus;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -39,7 +39,12 @@ async fn an_initial_shop_sync_killed_mid_way_finishes_after_a_restart() {
     let fake = FakeShopify::start(FakeConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut extra = fake.vars();
-    extra.extend(vars(&[("SHOPIFY_INITIAL_SYNC_WAIT_SECS", "0")]));
+    // On PostgreSQL the restarted process takes the killed one's job over once its lease
+    // runs out (SQLite re-queues it at start: one process owns the file).
+    extra.extend(vars(&[
+        ("SHOPIFY_INITIAL_SYNC_WAIT_SECS", "0"),
+        ("JOB_LEASE_SECS", "3"),
+    ]));
     let server = start_binary(dir.path(), &served_at(free_port(), extra.clone()));
     fake.set_delay(Duration::from_millis(40));
     let client = no_redirects();
@@ -67,7 +72,7 @@ async fn an_initial_shop_sync_killed_mid_way_finishes_after_a_restart() {
     .await;
     let products: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(products["products"].as_array().unwrap().len(), 600);
-    let q = EventStore::open(&dir.path().join("events.db")).unwrap();
+    let q = stores_of(dir.path(), &[]).await.events;
     let sync = q
         .rows()
         .await
@@ -98,13 +103,7 @@ async fn a_data_deletion_killed_mid_way_finishes_after_a_restart() {
     extra.extend(s3.vars());
     let server = start_binary(dir.path(), &served_at(free_port(), extra.clone()));
     // A signed-in merchant, as the Shopify connect would leave one.
-    let sessions = salesbot_sync::store::SessionStore::new(
-        salesbot_sync::store::Db::open(
-            &dir.path().join("sessions.db"),
-            salesbot_sync::store::DbKind::Sessions,
-        )
-        .unwrap(),
-    );
+    let sessions = stores_of(dir.path(), &[]).await.sessions;
     let merchant = Uuid::new_v4();
     let cookie = format!("session_id={}", sessions.create(merchant).await.unwrap());
     let client = no_redirects();

@@ -948,15 +948,7 @@ async fn a_signed_customer_body_relabelled_as_redact_or_uninstall_changes_nothin
 
 /// As for shops connected before shop ids were recorded.
 async fn forget_shop_ids(env: &Env) {
-    env.app
-        .state
-        .tokens
-        .backend()
-        .sqlite()
-        .unwrap()
-        .call(|c| Ok(c.execute("UPDATE shops SET shop_id = NULL", [])?))
-        .await
-        .unwrap();
+    exec_tokens_sql(&env.app, "UPDATE shops SET shop_id = NULL".into()).await;
 }
 
 #[tokio::test]
@@ -1066,16 +1058,12 @@ async fn expiring_tokens_are_stored_and_refreshed_before_use() {
     assert!(rec.expires_at.is_some() && rec.refresh_token.is_some());
 
     // Make the stored token look nearly expired: the next sync refreshes first.
-    let db = env.app.state.tokens.backend().sqlite().unwrap().clone();
-    db.call(|c| {
-        c.execute(
-            "UPDATE shops SET token_expires_at = strftime('%s','now') + 10",
-            [],
-        )?;
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let soon = chrono::Utc::now().timestamp() + 10;
+    exec_tokens_sql(
+        &env.app,
+        format!("UPDATE shops SET token_expires_at = {soon}"),
+    )
+    .await;
     env.fake.expire_access_tokens("acme.myshopify.com");
     let before = env.fake.refreshes();
     sync_shop(&env.app.state, &shop).await.unwrap();
