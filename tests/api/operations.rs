@@ -220,7 +220,7 @@ async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
     assert_eq!(restored.restored.len(), 3);
 
     // Restart on the restored databases.
-    let app = spawn_app_at(dir.path(), &f.vars()).await;
+    let app = spawn_app_at(dir.path(), &sqlite).await;
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let page = GraphId::parse(&f.graph.page_ids(0)[0]).unwrap();
     assert_eq!(
