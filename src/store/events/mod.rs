@@ -59,6 +59,8 @@ pub enum EnqueueError {
 pub struct Wakers {
     pools: [Notify; 3],
     finished: Notify,
+    /// PostgreSQL: announces this instance's new and finished work to the other instances.
+    remote: std::sync::OnceLock<postgres::Notifier>,
 }
 
 impl Wakers {
@@ -66,6 +68,7 @@ impl Wakers {
         Wakers {
             pools: [Notify::new(), Notify::new(), Notify::new()],
             finished: Notify::new(),
+            remote: std::sync::OnceLock::new(),
         }
     }
 
@@ -135,6 +138,7 @@ impl EventStore {
     /// idle workers and `wait_for` callers from the start.
     pub async fn on_postgres(pg: PgDb) -> Result<EventStore, StoreError> {
         let wakers = Arc::new(Wakers::new());
+        let _ = wakers.remote.set(postgres::Notifier::start(&pg));
         let listener = postgres::Listener::start(&pg, wakers.clone()).await?;
         Ok(EventStore {
             backend: Backend::Postgres(pg),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-pub use listen::Listener;
+pub use listen::{Listener, Notifier};
 pub(super) use more::*;
 
 use super::types::parse_result;
@@ -173,15 +173,18 @@ async fn insert_all(
             pools.insert(events[i].pool);
         }
     }
-    for p in &pools {
-        listen::notify(conn, p.as_str()).await?;
-    }
     Ok((out, pools))
 }
 
+/// After a commit: this instance's workers at once, the other instances' through the
+/// notifier (coalesced, outside any transaction; see `listen`).
 fn wake_local(wakers: &Wakers, pools: impl IntoIterator<Item = Pool>) {
-    for p in pools {
-        wakers.wake(p);
+    let pools: Vec<Pool> = pools.into_iter().collect();
+    for p in &pools {
+        wakers.wake(*p);
+    }
+    if let Some(n) = wakers.remote.get() {
+        n.pools(pools);
     }
 }
 
@@ -460,13 +463,12 @@ pub(super) async fn record(
             pools.insert(text(&n)?);
         }
     }
-    for p in pools.difference(&follow_pools) {
-        listen::notify(&mut tx, p.as_str()).await?;
-    }
-    listen::notify(&mut tx, listen::FINISHED).await?;
     tx.commit().await.map_err(pg)?;
     wake_local(wakers, follow_pools.into_iter().chain(pools));
     wakers.finished.notify_waiters();
+    if let Some(n) = wakers.remote.get() {
+        n.finished();
+    }
     Ok(())
 }
 
@@ -483,9 +485,6 @@ pub(super) async fn requeue_failed(db: &PgDb, wakers: &Wakers) -> Result<usize, 
     .await
     .map_err(pg)?
     .rows_affected();
-    for p in Pool::ALL {
-        listen::notify(&mut tx, p.as_str()).await?;
-    }
     tx.commit().await.map_err(pg)?;
     wake_local(wakers, Pool::ALL.iter().copied());
     Ok(n as usize)
