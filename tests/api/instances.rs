@@ -36,6 +36,11 @@ fn stored_mids(objects: &std::path::Path) -> HashMap<String, usize> {
                 stack.push(p);
                 continue;
             }
+            // A write in progress (`.tmp-…`, renamed into place when complete) is not an
+            // object: counting it would count its conversation twice.
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(&p).unwrap_or_default())
             else {
                 continue;
