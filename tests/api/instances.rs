@@ -163,6 +163,8 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
     assert!(objects.path().join(key.as_str()).exists());
 
     // Each 2-second tick fired once across both instances: one poll run per claimed tick.
+    // The survivor stops first, so no tick lands between the two counts.
+    let (_, logs) = a.terminate();
     let pool = pg(&database).await;
     let ticks: i64 = sqlx::query("SELECT COUNT(*) FROM scheduler_ticks WHERE job = 'poll'")
         .fetch_one(&pool)
@@ -175,11 +177,12 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
         .unwrap()
         .get(0);
     assert!(ticks >= 2, "ticks fired: {ticks}");
-    assert_eq!(
-        runs, ticks,
-        "one poll run per tick, whichever instance fired it"
+    // Never two runs for one tick; the killed instance may have claimed a tick and died
+    // before queueing its run (that tick is lost, the next one comes), so one fewer is fine.
+    assert!(
+        runs <= ticks && runs + 1 >= ticks,
+        "one poll run per tick, whichever instance fired it: {runs} runs, {ticks} ticks"
     );
-    let (_, logs) = a.terminate();
     assert!(
         !logs.contains(&database),
         "the database URL is never logged"
