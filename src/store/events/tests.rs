@@ -149,6 +149,61 @@ async fn duplicate_insert_is_a_no_op_that_names_the_original() {
     }
 }
 
+/// One call with a new key, a repeated key, a pending duplicate and a failed event queued
+/// again: every answer in the caller's order, the first of a repeated key is the one stored.
+#[tokio::test]
+async fn one_enqueue_mixes_new_repeated_pending_and_requeued_keys() {
+    for kind in kinds() {
+        let q = open(kind).await;
+        let pending = q.enqueue(ev("pending", "g1")).await.unwrap().id();
+        let failed = q.enqueue(ev("failed", "g2")).await.unwrap().id();
+        q.enqueue(ev("other", "g3")).await.unwrap();
+        let mut claimed = Vec::new();
+        while claimed.len() < 3 {
+            let b = q
+                .claim("w", &spec(Pool::Messages, 1), LEASE)
+                .await
+                .unwrap()
+                .batch()
+                .unwrap();
+            claimed.extend(b);
+        }
+        let mut rec = Record::default();
+        for e in &claimed {
+            if e.id == failed {
+                rec.given_up
+                    .push((e.id, EventStatus::Failed, "unknown page".into()));
+            } else {
+                rec.retry.push((e.id, 0, "later".into()));
+            }
+        }
+        q.record("w", rec).await.unwrap();
+        let with = |key: &str, payload: &[u8]| {
+            let mut e = ev(key, "g9");
+            e.payload = payload.to_vec();
+            e
+        };
+        let out = q
+            .enqueue_all(vec![
+                with("new", b"first"),
+                with("pending", b"ignored"),
+                with("new", b"second"),
+                with("failed", b"again"),
+            ])
+            .await
+            .unwrap();
+        assert!(matches!(out[0], Enqueued::Inserted(_)), "{kind:?}: {out:?}");
+        assert_eq!(out[1], Enqueued::Duplicate(pending), "{kind:?}");
+        assert_eq!(out[2], Enqueued::Duplicate(out[0].id()), "{kind:?}");
+        assert_eq!(out[3], Enqueued::Inserted(failed), "{kind:?}: requeued");
+        assert_eq!(payload_of(&q, out[0].id()).await, b"first");
+        assert_eq!(payload_of(&q, pending).await, b"{}");
+        assert_eq!(payload_of(&q, failed).await, b"again");
+        assert_eq!(q.rows().await.unwrap().len(), 4);
+        assert_eq!(q.stats().await.unwrap().failed, 0);
+    }
+}
+
 #[tokio::test]
 async fn a_group_is_never_claimed_twice_at_once_and_pools_stay_apart() {
     for kind in kinds() {

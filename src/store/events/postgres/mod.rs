@@ -16,7 +16,7 @@
 mod listen;
 mod more;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::postgres::PgRow;
@@ -103,76 +103,128 @@ fn ms(d: Duration) -> i64 {
 
 // --- enqueue ------------------------------------------------------------------------------
 
-/// Inserts one event unless its dedupe key exists; an existing failed or dead event is queued
-/// again instead (as on SQLite). Returns the row's id either way.
-async fn insert_event(
+/// Inserts `events` unless their dedupe keys exist; an existing failed or dead event is queued
+/// again instead (as on SQLite). Returns the rows' ids in the callers' order, with the pools
+/// that got new work. One statement for the whole list (then one read of the duplicates'
+/// ids): a webhook's delivery and its messages cost one round trip, not two per event.
+///
+/// The rows go in dedupe-key order (see the module docs), and of two events with one key the
+/// first asked for is the one inserted; the other is its duplicate.
+async fn insert_all(
     conn: &mut PgConnection,
-    ev: &NewEvent,
-    now: i64,
-) -> Result<Enqueued, StoreError> {
-    // Twice at most: the conflicting row can only vanish between the two statements if it
-    // was pruned (finished long ago) in that instant; then the insert goes through.
+    events: &[NewEvent],
+) -> Result<(Vec<Enqueued>, HashSet<Pool>), StoreError> {
+    let now = now_millis();
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        first_of.entry(ev.dedupe_key.as_str()).or_insert(i);
+    }
+    let mut ids: HashMap<&str, Enqueued> = HashMap::new();
+    let mut todo: Vec<usize> = first_of.values().copied().collect();
+    // Twice at most: a conflicting row can only vanish between the two statements if it was
+    // pruned (finished long ago) in that instant; then the second insert goes through.
     for _ in 0..2 {
-        let inserted: Option<i64> = sqlx::query_scalar(
+        if todo.is_empty() {
+            break;
+        }
+        todo.sort_by(|a, b| events[*a].dedupe_key.cmp(&events[*b].dedupe_key));
+        let col = |f: &dyn Fn(&NewEvent) -> String| -> Vec<String> {
+            todo.iter().map(|i| f(&events[*i])).collect()
+        };
+        let keys = col(&|e| e.dedupe_key.clone());
+        let inserted: Vec<(i64, String)> = sqlx::query_as(
             "INSERT INTO events (kind, pool, dedupe_key, group_key, payload, status, attempts,
                                  run_at, received_at, run_id)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8)
+             SELECT n.kind, n.pool, n.dedupe_key, n.group_key, n.payload, 'pending', 0,
+                    n.run_at, $8, n.run_id
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                         $6::bigint[], $7::bigint[])
+                  WITH ORDINALITY AS n(kind, pool, dedupe_key, group_key, payload, run_at,
+                                       run_id, ord)
+             ORDER BY n.ord
              ON CONFLICT (dedupe_key) DO UPDATE SET status = 'pending', attempts = 0,
                 payload = excluded.payload, run_at = excluded.run_at,
                 received_at = excluded.received_at, run_id = excluded.run_id,
                 finished_at = NULL, last_error = NULL, locked_by = NULL, locked_until = NULL,
                 result = NULL
              WHERE events.status IN ('failed', 'dead')
-             RETURNING id",
+             RETURNING id, dedupe_key",
         )
-        .bind(ev.kind)
-        .bind(ev.pool.as_str())
-        .bind(&ev.dedupe_key)
-        .bind(&ev.group_key)
-        .bind(&ev.payload)
-        .bind(ev.run_at.unwrap_or(now))
+        .bind(col(&|e| e.kind.to_string()))
+        .bind(col(&|e| e.pool.as_str().to_string()))
+        .bind(&keys)
+        .bind(col(&|e| e.group_key.clone()))
+        .bind(
+            todo.iter()
+                .map(|i| events[*i].payload.as_slice())
+                .collect::<Vec<&[u8]>>(),
+        )
+        .bind(
+            todo.iter()
+                .map(|i| events[*i].run_at.unwrap_or(now))
+                .collect::<Vec<i64>>(),
+        )
+        .bind(
+            todo.iter()
+                .map(|i| events[*i].run_id.map(|r| r.0))
+                .collect::<Vec<Option<i64>>>(),
+        )
         .bind(now)
-        .bind(ev.run_id.map(|r| r.0))
-        .fetch_optional(&mut *conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(pg)?;
-        if let Some(id) = inserted {
-            return Ok(Enqueued::Inserted(EventId(id)));
+        let mut missing: Vec<&str> = Vec::new();
+        {
+            let new: HashMap<String, i64> = inserted.into_iter().map(|(id, k)| (k, id)).collect();
+            for i in &todo {
+                let key = events[*i].dedupe_key.as_str();
+                match new.get(key) {
+                    Some(id) => {
+                        ids.insert(key, Enqueued::Inserted(EventId(*id)));
+                    }
+                    None => missing.push(key),
+                }
+            }
         }
-        // A new statement sees the conflicting row (committed, or ours).
-        let existing: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM events WHERE dedupe_key = $1")
-                .bind(&ev.dedupe_key)
-                .fetch_optional(&mut *conn)
+        if missing.is_empty() {
+            todo.clear();
+            break;
+        }
+        // A new statement sees the conflicting rows (committed, or this transaction's).
+        let existing: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, dedupe_key FROM events WHERE dedupe_key = ANY($1)")
+                .bind(&missing)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(pg)?;
-        if let Some(id) = existing {
-            return Ok(Enqueued::Duplicate(EventId(id)));
+        for (id, key) in existing {
+            if let Some(k) = missing.iter().find(|m| **m == key) {
+                ids.insert(k, Enqueued::Duplicate(EventId(id)));
+            }
         }
+        todo.retain(|i| !ids.contains_key(events[*i].dedupe_key.as_str()));
     }
-    Err(StoreError::Postgres(
-        "an event's dedupe key conflicted with a row that then vanished, twice".into(),
-    ))
-}
-
-/// Inserts `events` on the transaction in dedupe-key order (see the module docs) and returns
-/// the answers in the callers' order, with the pools that got new work.
-async fn insert_all(
-    conn: &mut PgConnection,
-    events: &[NewEvent],
-) -> Result<(Vec<Enqueued>, HashSet<Pool>), StoreError> {
-    let now = now_millis();
-    let mut order: Vec<usize> = (0..events.len()).collect();
-    // Stable: of two events with one key, the first asked for is the one inserted.
-    order.sort_by(|a, b| events[*a].dedupe_key.cmp(&events[*b].dedupe_key));
-    let mut out = vec![Enqueued::Duplicate(EventId(0)); events.len()];
+    if !todo.is_empty() {
+        return Err(StoreError::Postgres(
+            "an event's dedupe key conflicted with a row that then vanished, twice".into(),
+        ));
+    }
     let mut pools = HashSet::new();
-    for i in order {
-        out[i] = insert_event(conn, &events[i], now).await?;
-        if matches!(out[i], Enqueued::Inserted(_)) {
-            pools.insert(events[i].pool);
-        }
-    }
+    let out = events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let key = ev.dedupe_key.as_str();
+            let got = ids[key];
+            if first_of[key] != i {
+                return Enqueued::Duplicate(got.id());
+            }
+            if matches!(got, Enqueued::Inserted(_)) {
+                pools.insert(ev.pool);
+            }
+            got
+        })
+        .collect();
     Ok((out, pools))
 }
 
@@ -188,20 +240,23 @@ fn wake_local(wakers: &Wakers, pools: impl IntoIterator<Item = Pool>) {
     }
 }
 
-/// `enqueue` / `enqueue_together`: one transaction. The pool timing out (every connection
-/// busy for its acquire timeout) is `Busy`, so the intake answers 503 and the sender retries,
-/// as when the SQLite writer's queue is full.
+/// `enqueue` / `enqueue_together`: no transaction around it, because the insert is one
+/// statement, atomic on its own (a second one only runs in the prune race `insert_all`
+/// describes, for events whose keys the first found taken; if it fails, the caller's retry
+/// finds the first ones as duplicates). Saves the BEGIN and COMMIT round trips on every
+/// webhook. The pool timing out (every connection busy for its acquire timeout) is `Busy`, so
+/// the intake answers 503 and the sender retries, as when the SQLite writer's queue is full.
 pub(super) async fn enqueue_together(
     db: &PgDb,
     wakers: &Wakers,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Enqueued>, EnqueueError> {
-    let mut tx = db.pool().begin().await.map_err(|e| match e {
+    let mut conn = db.pool().acquire().await.map_err(|e| match e {
         sqlx::Error::PoolTimedOut => EnqueueError::Busy,
         e => EnqueueError::Store(pg(e)),
     })?;
-    let (out, pools) = insert_all(&mut tx, &events).await?;
-    tx.commit().await.map_err(pg)?;
+    let (out, pools) = insert_all(&mut conn, &events).await?;
+    drop(conn);
     wake_local(wakers, pools);
     Ok(out)
 }
@@ -211,9 +266,9 @@ pub(super) async fn enqueue_all(
     wakers: &Wakers,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Enqueued>, StoreError> {
-    let mut tx = db.pool().begin().await.map_err(pg)?;
-    let (out, pools) = insert_all(&mut tx, &events).await?;
-    tx.commit().await.map_err(pg)?;
+    let mut conn = db.pool().acquire().await.map_err(pg)?;
+    let (out, pools) = insert_all(&mut conn, &events).await?;
+    drop(conn);
     wake_local(wakers, pools);
     Ok(out)
 }
