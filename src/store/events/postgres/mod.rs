@@ -417,6 +417,9 @@ pub(super) async fn record(
     worker: &str,
     rec: Record,
 ) -> Result<(), StoreError> {
+    if rec.follow_ups.is_empty() && rec.retry.is_empty() && rec.given_up.is_empty() {
+        return record_done(db, wakers, worker, &rec.done, rec.result.as_deref()).await;
+    }
     let mut tx = db.pool().begin().await.map_err(pg)?;
     let now = now_millis();
     let done: Vec<i64> = rec.done.iter().map(|id| id.0).collect();
@@ -520,6 +523,46 @@ pub(super) async fn record(
     }
     tx.commit().await.map_err(pg)?;
     wake_local(wakers, follow_pools.into_iter().chain(pools));
+    wakers.finished.notify_waiters();
+    if let Some(n) = wakers.remote.get() {
+        n.finished();
+    }
+    Ok(())
+}
+
+/// The common outcome (a batch done, nothing to queue): one statement, so no transaction, that
+/// marks the events done under this worker's lease and names the pools with work waiting in
+/// their groups (the same as `record`'s last steps; the pending rows it reads are not the
+/// ones it updates).
+async fn record_done(
+    db: &PgDb,
+    wakers: &Wakers,
+    worker: &str,
+    done: &[EventId],
+    result: Option<&str>,
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = done.iter().map(|id| id.0).collect();
+    let names: Vec<String> = sqlx::query_scalar(
+        "WITH d AS (
+            UPDATE events SET status = 'done', finished_at = $1, locked_by = NULL,
+                   locked_until = NULL, last_error = NULL, payload = ''::bytea, result = $2
+            WHERE id = ANY($3) AND status = 'running' AND locked_by = $4
+            RETURNING group_key)
+         SELECT DISTINCT p.pool FROM events p
+         WHERE p.status = 'pending' AND p.group_key IN (SELECT group_key FROM d)",
+    )
+    .bind(now_millis())
+    .bind(result)
+    .bind(&ids)
+    .bind(worker)
+    .fetch_all(db.pool())
+    .await
+    .map_err(pg)?;
+    let pools = names
+        .iter()
+        .map(|n| text::<Pool>(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    wake_local(wakers, pools);
     wakers.finished.notify_waiters();
     if let Some(n) = wakers.remote.get() {
         n.finished();
