@@ -125,6 +125,15 @@ pub(super) fn done(ids: Vec<EventId>) -> Record {
     }
 }
 
+/// The next batch of the messages pool, one event a batch.
+async fn claim_messages(q: &EventStore) -> Vec<Event> {
+    q.claim("w", &spec(Pool::Messages, 1), LEASE)
+        .await
+        .unwrap()
+        .batch()
+        .unwrap()
+}
+
 pub(super) fn ids(batch: &[Event]) -> Vec<EventId> {
     batch.iter().map(|e| e.id).collect()
 }
@@ -160,13 +169,7 @@ async fn one_enqueue_mixes_new_repeated_pending_and_requeued_keys() {
         q.enqueue(ev("other", "g3")).await.unwrap();
         let mut claimed = Vec::new();
         while claimed.len() < 3 {
-            let b = q
-                .claim("w", &spec(Pool::Messages, 1), LEASE)
-                .await
-                .unwrap()
-                .batch()
-                .unwrap();
-            claimed.extend(b);
+            claimed.extend(claim_messages(&q).await);
         }
         let mut rec = Record::default();
         for e in &claimed {
