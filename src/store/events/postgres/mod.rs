@@ -1,7 +1,8 @@
 //! The queue on PostgreSQL, shared by every instance: the same semantics as the SQLite code in
 //! the parent module (see its docs), made safe for several processes on one table.
 //!
-//! - A claim locks rows with `FOR UPDATE SKIP LOCKED` and, before choosing a group's batch,
+//! - A claim (one call of the `salesbot_claim` function, so its statements cost no round
+//!   trips) locks rows with `FOR UPDATE SKIP LOCKED` and, before choosing a group's batch,
 //!   takes `pg_try_advisory_xact_lock(hashtextextended(group_key, 0))`: checking that the
 //!   group has nothing running and marking its batch running happen under that lock, so two
 //!   instances never run two batches of one group at once. A group whose lock is taken is
@@ -35,10 +36,10 @@ use crate::store::{now_millis, StoreError, UnknownValue};
 
 /// Candidate rows one look at the pool reads; distinct free groups among them are tried in
 /// order (oldest ready head first).
-const CANDIDATES: i64 = 64;
+const CANDIDATES: i32 = 64;
 /// Looks per claim: each excludes the groups the previous ones found locked by a concurrent
 /// claim, so a busy group's backlog never hides other groups' work.
-const LOOKS: usize = 4;
+const LOOKS: i32 = 4;
 /// After losing a group to a concurrent claim, look again this soon: that claim may end up
 /// not taking the group (its head was taken meanwhile), and no wake-up would say so.
 const CONTENDED_RETRY_MS: i64 = 50;
@@ -275,138 +276,59 @@ pub(super) async fn enqueue_all(
 
 // --- claim --------------------------------------------------------------------------------
 
+/// One call of `salesbot_claim` (migrations/postgres/0002_claim_function.sql): the candidate
+/// groups, their advisory locks, the head and the batch in the server, in one round trip.
 pub(super) async fn claim(
     db: &PgDb,
     worker: &str,
     spec: &ClaimSpec,
     lease: Duration,
 ) -> Result<Claim, StoreError> {
-    let mut tx = db.pool().begin().await.map_err(pg)?;
     let now = now_millis();
-    let pool = spec.pool.as_str();
-    let mut contended: Vec<String> = Vec::new();
-    for _ in 0..LOOKS {
-        // The groups with a ready event and, as far as this snapshot knows, nothing running.
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT e.group_key FROM events e
-             WHERE e.status = 'pending' AND e.pool = $1 AND e.run_at <= $2
-               AND NOT (e.group_key = ANY($3))
-               AND NOT EXISTS (SELECT 1 FROM events r
-                               WHERE r.status = 'running' AND r.group_key = e.group_key)
-             ORDER BY e.run_at, e.id LIMIT $4",
-        )
-        .bind(pool)
-        .bind(now)
-        .bind(&contended)
-        .bind(CANDIDATES)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg)?;
-        if rows.is_empty() {
-            break;
-        }
-        let mut seen = HashSet::new();
-        for group in rows {
-            if !seen.insert(group.clone()) {
-                continue;
-            }
-            let locked: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-                    .bind(&group)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(pg)?;
-            if !locked {
-                // Another claim is choosing this group's batch right now.
-                contended.push(group);
-                continue;
-            }
-            if let Some(batch) = claim_group(&mut tx, worker, spec, lease, &group, now).await? {
-                tx.commit().await.map_err(pg)?;
-                return Ok(Claim::Batch(batch));
-            }
-        }
-    }
-    // When the pool's next event becomes ready (a debounce or backoff running out), so an
-    // idle worker can sleep exactly until then.
-    let next: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(run_at) FROM events WHERE status = 'pending' AND pool = $1 AND run_at > $2",
-    )
-    .bind(pool)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
-    let mut next_run_at = next.filter(|t| *t > now);
-    if !contended.is_empty() {
-        let soon = now + CONTENDED_RETRY_MS;
-        next_run_at = Some(next_run_at.map_or(soon, |t| t.min(soon)));
-    }
-    Ok(Claim::Idle { next_run_at })
-}
-
-/// Under the group's advisory lock: the group's batch, if it still has a ready head and
-/// nothing running. These statements start after the lock was granted, so they see every
-/// claim of the group that committed before (the candidate query's snapshot may not have).
-async fn claim_group(
-    conn: &mut PgConnection,
-    worker: &str,
-    spec: &ClaimSpec,
-    lease: Duration,
-    group: &str,
-    now: i64,
-) -> Result<Option<Vec<Event>>, StoreError> {
-    let head: Option<(i64, String)> = sqlx::query_as(
-        "SELECT e.id, e.kind FROM events e
-         WHERE e.status = 'pending' AND e.pool = $1 AND e.run_at <= $2 AND e.group_key = $3
-           AND NOT EXISTS (SELECT 1 FROM events r
-                           WHERE r.status = 'running' AND r.group_key = $3)
-         ORDER BY e.run_at, e.id LIMIT 1
-         FOR UPDATE SKIP LOCKED",
+    let (kinds, maxes): (Vec<&str>, Vec<i32>) = spec
+        .max_batch
+        .iter()
+        .map(|(k, n)| (*k, i32::try_from(*n).unwrap_or(i32::MAX)))
+        .unzip();
+    let rows = sqlx::query(
+        "SELECT id, kind, dedupe_key, group_key, payload, attempts, received_at, run_id,
+                next_run_at, contended
+         FROM salesbot_claim($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(spec.pool.as_str())
-    .bind(now)
-    .bind(group)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(pg)?;
-    let Some((head, kind)) = head else {
-        return Ok(None);
-    };
-    let max = spec
-        .max_batch
-        .get(kind.as_str())
-        .copied()
-        .unwrap_or(1)
-        .max(1);
-    let rows = sqlx::query(
-        "UPDATE events SET status = 'running', attempts = attempts + 1,
-                locked_by = $1, locked_until = $2
-         WHERE id = $3
-            OR id IN (SELECT id FROM events
-                      WHERE status = 'pending' AND group_key = $4 AND kind = $5
-                        AND id != $3 AND (run_at <= $6 OR attempts = 0)
-                      ORDER BY id LIMIT $7
-                      FOR UPDATE SKIP LOCKED)
-         RETURNING id, kind, dedupe_key, group_key, payload, attempts, received_at, run_id",
-    )
     .bind(worker)
-    .bind(now.saturating_add(ms(lease)))
-    .bind(head)
-    .bind(group)
-    .bind(&kind)
     .bind(now)
-    .bind(i64::try_from(max - 1).unwrap_or(i64::MAX))
-    .fetch_all(&mut *conn)
+    .bind(now.saturating_add(ms(lease)))
+    .bind(&kinds)
+    .bind(&maxes)
+    .bind(CANDIDATES)
+    .bind(LOOKS)
+    .fetch_all(db.queue_pool())
     .await
     .map_err(pg)?;
-    let mut events = rows
-        .iter()
-        .map(claimed_event)
-        .collect::<Result<Vec<_>, _>>()?;
-    events.sort_by_key(|e| e.id);
-    Ok(Some(events))
+    match rows.first() {
+        Some(r) if r.try_get::<Option<i64>, _>(0).map_err(pg)?.is_none() => {
+            let next: Option<i64> = r.try_get(8).map_err(pg)?;
+            let contended: bool = r.try_get(9).map_err(pg)?;
+            let mut next_run_at = next.filter(|t| *t > now);
+            if contended {
+                let soon = now + CONTENDED_RETRY_MS;
+                next_run_at = Some(next_run_at.map_or(soon, |t| t.min(soon)));
+            }
+            Ok(Claim::Idle { next_run_at })
+        }
+        None => Err(StoreError::Postgres(
+            "salesbot_claim returned no row".into(),
+        )),
+        Some(_) => {
+            let mut events = rows
+                .iter()
+                .map(claimed_event)
+                .collect::<Result<Vec<_>, _>>()?;
+            events.sort_by_key(|e| e.id);
+            Ok(Claim::Batch(events))
+        }
+    }
 }
 
 // --- outcomes and leases ------------------------------------------------------------------
@@ -420,7 +342,7 @@ pub(super) async fn record(
     if rec.follow_ups.is_empty() && rec.retry.is_empty() && rec.given_up.is_empty() {
         return record_done(db, wakers, worker, &rec.done, rec.result.as_deref()).await;
     }
-    let mut tx = db.pool().begin().await.map_err(pg)?;
+    let mut tx = db.queue_pool().begin().await.map_err(pg)?;
     let now = now_millis();
     let done: Vec<i64> = rec.done.iter().map(|id| id.0).collect();
     let mut touched: HashSet<i64> = sqlx::query_scalar::<_, i64>(
@@ -555,7 +477,7 @@ async fn record_done(
     .bind(result)
     .bind(&ids)
     .bind(worker)
-    .fetch_all(db.pool())
+    .fetch_all(db.queue_pool())
     .await
     .map_err(pg)?;
     let pools = names
@@ -598,7 +520,7 @@ pub(super) async fn reclaim_expired(db: &PgDb) -> Result<usize, StoreError> {
                       FOR UPDATE SKIP LOCKED)",
     )
     .bind(now_millis())
-    .execute(db.pool())
+    .execute(db.queue_pool())
     .await
     .map_err(pg)?
     .rows_affected();
@@ -621,7 +543,7 @@ pub(super) async fn extend_lease(
     .bind(until)
     .bind(&ids)
     .bind(worker)
-    .execute(db.pool())
+    .execute(db.queue_pool())
     .await
     .map_err(pg)?;
     Ok(())

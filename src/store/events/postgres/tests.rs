@@ -152,7 +152,7 @@ async fn an_expired_lease_of_a_dead_instance_is_taken_over_and_finished() {
         .claim(
             "a-worker",
             &spec(Pool::Messages, 1),
-            Duration::from_millis(50),
+            Duration::from_millis(500),
         )
         .await
         .unwrap()
@@ -167,7 +167,7 @@ async fn an_expired_lease_of_a_dead_instance_is_taken_over_and_finished() {
         "a live lease is respected by the other instance"
     );
     assert_eq!(b.recover_orphans().await.unwrap(), 0, "the lease is live");
-    tokio::time::sleep(Duration::from_millis(80)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(b.reclaim_expired().await.unwrap(), 1);
     let taken = b
         .claim("b-worker", &spec(Pool::Messages, 1), LEASE)
