@@ -13,19 +13,10 @@ use crate::config::DatabaseSettings;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The pool every PostgreSQL store shares, and the queue's own.
+/// The pool every PostgreSQL store shares.
 #[derive(Clone, Debug)]
 pub struct PgDb {
     pool: PgPool,
-    /// Claims, outcomes and leases: connections with `synchronous_commit = off`. Their
-    /// commits do not wait for the WAL flush, which was most of a claim's time under load
-    /// (measured: Messenger p50 500 ms at 500/s, commits queued on `WALWrite`). Losing the
-    /// last few hundred milliseconds of them in a database crash is what a killed instance
-    /// already does: an event claimed or finished there is claimed again once its lease
-    /// runs out (every job is run at least once, and is safe to run again). What is
-    /// acknowledged to a platform (the intake's inserts) and every other store's write go
-    /// through `pool`, with the server's own durability.
-    queue: PgPool,
 }
 
 impl PgDb {
@@ -36,31 +27,21 @@ impl PgDb {
             .expose_secret()
             .parse()
             .map_err(|e: sqlx::Error| StoreError::Postgres(e.to_string()))?;
-        let options = options.application_name("salesbot-sync");
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
+            .connect_with(options.application_name("salesbot-sync"))
             .await
             .map_err(pg)?;
-        let queue = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| StoreError::Postgres(format!("migration failed: {e}")))?;
-        Ok(PgDb { pool, queue })
+        Ok(PgDb { pool })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// For the queue's claims, outcomes and leases only (see the field).
-    pub fn queue_pool(&self) -> &PgPool {
-        &self.queue
     }
 
     /// Cheap liveness probe for `/readyz`.

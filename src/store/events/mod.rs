@@ -64,7 +64,7 @@ pub struct Wakers {
 }
 
 impl Wakers {
-    fn new() -> Wakers {
+    pub(super) fn new() -> Wakers {
         Wakers {
             pools: [Notify::new(), Notify::new(), Notify::new()],
             finished: Notify::new(),
@@ -138,8 +138,13 @@ impl EventStore {
     /// idle workers and `wait_for` callers from the start.
     pub async fn on_postgres(pg: PgDb) -> Result<EventStore, StoreError> {
         let wakers = Arc::new(Wakers::new());
-        let _ = wakers.remote.set(postgres::Notifier::start(&pg));
-        let listener = postgres::Listener::start(&pg, wakers.clone()).await?;
+        // Names this store's announcements, so its own listener skips them (its workers were
+        // woken in-process already).
+        let origin = crate::config::random_token(6);
+        let _ = wakers
+            .remote
+            .set(postgres::Notifier::start(&pg, origin.clone()));
+        let listener = postgres::Listener::start(&pg, wakers.clone(), origin).await?;
         Ok(EventStore {
             backend: Backend::Postgres(pg),
             writer: None,

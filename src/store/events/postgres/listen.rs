@@ -1,6 +1,7 @@
 //! Wake-ups across instances: work queued or finished on one instance is announced with
-//! `NOTIFY salesbot_jobs, '<pool>'` or `'finished'`, and each instance's listener task relays
-//! them to its `Wakers`. Workers still poll on `idle_poll`, so a notification lost while the
+//! `NOTIFY salesbot_jobs, '<pool>@<origin>'` or `'finished@<origin>'`, and each instance's
+//! listener task relays the other instances' ones to its `Wakers` (its own were handled
+//! in-process: relaying them too made a useless claim for every announcement). Workers still poll on `idle_poll`, so a notification lost while the
 //! listener reconnects (or an instance that died between a commit and its announcement) only
 //! delays work, and every reconnect wakes everyone once to cover the gap.
 //!
@@ -53,7 +54,7 @@ impl Drop for Notifier {
 }
 
 impl Notifier {
-    pub fn start(db: &PgDb) -> Notifier {
+    pub fn start(db: &PgDb, origin: String) -> Notifier {
         let pending = Arc::new(AtomicU8::new(0));
         let kick = Arc::new(tokio::sync::Notify::new());
         let (p, k, pool) = (pending.clone(), kick.clone(), db.pool().clone());
@@ -70,7 +71,7 @@ impl Notifier {
                 for payload in payloads {
                     let sent = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(CHANNEL)
-                        .bind(payload)
+                        .bind(format!("{payload}@{origin}"))
                         .execute(&pool)
                         .await;
                     if let Err(e) = sent {
@@ -115,7 +116,11 @@ impl Drop for Listener {
 impl Listener {
     /// Listens on a connection of its own (outside the shared pool, so a burst of queries
     /// never starves it and it never holds a pool slot), then relays in the background.
-    pub async fn start(db: &PgDb, wakers: Arc<Wakers>) -> Result<Listener, StoreError> {
+    pub async fn start(
+        db: &PgDb,
+        wakers: Arc<Wakers>,
+        origin: String,
+    ) -> Result<Listener, StoreError> {
         let options = (*db.pool().connect_options()).clone();
         // A pool of one, only so PgListener can reconnect by itself; no lifetime or idle
         // limit, which would drop the LISTEN for nothing.
@@ -126,7 +131,9 @@ impl Listener {
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
         let listener = subscribe(&pool).await.map_err(pg)?;
-        Ok(Listener(tokio::spawn(relay(pool, listener, wakers))))
+        Ok(Listener(tokio::spawn(relay(
+            pool, listener, wakers, origin,
+        ))))
     }
 }
 
@@ -137,7 +144,7 @@ async fn subscribe(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-async fn relay(pool: sqlx::PgPool, listener: PgListener, wakers: Arc<Wakers>) {
+async fn relay(pool: sqlx::PgPool, listener: PgListener, wakers: Arc<Wakers>, origin: String) {
     let mut current = Some(listener);
     let mut backoff = BACKOFF_FIRST;
     loop {
@@ -160,7 +167,7 @@ async fn relay(pool: sqlx::PgPool, listener: PgListener, wakers: Arc<Wakers>) {
         };
         loop {
             match listener.try_recv().await {
-                Ok(Some(n)) => dispatch(&wakers, n.payload()),
+                Ok(Some(n)) => dispatch(&wakers, n.payload(), &origin),
                 // The connection dropped and PgListener re-established it: whatever was sent
                 // in between is gone.
                 Ok(None) => wake_everyone(&wakers),
@@ -178,8 +185,14 @@ async fn relay(pool: sqlx::PgPool, listener: PgListener, wakers: Arc<Wakers>) {
 
 /// One notification: a pool wakes one idle worker, which passes the wake-up on when it finds
 /// work (as with a local insert; waking every idle worker for each insert would only make
-/// them race for one row); `finished` wakes every `wait_for`.
-fn dispatch(wakers: &Wakers, payload: &str) {
+/// them race for one row); `finished` wakes every `wait_for`. This store's own are skipped;
+/// one without an origin (an instance of the previous version) is relayed.
+fn dispatch(wakers: &Wakers, payload: &str, origin: &str) {
+    let payload = match payload.split_once('@') {
+        Some((_, from)) if from == origin => return,
+        Some((what, _)) => what,
+        None => payload,
+    };
     if payload == FINISHED {
         wakers.finished.notify_waiters();
     } else if let Ok(pool) = payload.parse::<Pool>() {
@@ -194,4 +207,31 @@ fn wake_everyone(wakers: &Wakers) {
         wakers.wake(*p);
     }
     wakers.finished.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `pool` has a wake-up stored (a `notify_one` with nobody waiting keeps one).
+    async fn woken(wakers: &Wakers, pool: Pool) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), wakers.pool(pool).notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn own_announcements_are_skipped_others_and_old_ones_relayed() {
+        let wakers = Wakers::new();
+        dispatch(&wakers, "messages@me", "me");
+        assert!(!woken(&wakers, Pool::Messages).await, "our own: skipped");
+        dispatch(&wakers, "messages@other", "me");
+        assert!(woken(&wakers, Pool::Messages).await, "another instance's");
+        dispatch(&wakers, "sync", "me");
+        assert!(woken(&wakers, Pool::Sync).await, "a previous version's");
+        dispatch(&wakers, "nonsense@other", "me");
+        for p in Pool::ALL {
+            assert!(!woken(&wakers, *p).await, "unknown payloads wake nothing");
+        }
+    }
 }

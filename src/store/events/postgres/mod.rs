@@ -303,7 +303,7 @@ pub(super) async fn claim(
     .bind(&maxes)
     .bind(CANDIDATES)
     .bind(LOOKS)
-    .fetch_all(db.queue_pool())
+    .fetch_all(db.pool())
     .await
     .map_err(pg)?;
     match rows.first() {
@@ -342,7 +342,7 @@ pub(super) async fn record(
     if rec.follow_ups.is_empty() && rec.retry.is_empty() && rec.given_up.is_empty() {
         return record_done(db, wakers, worker, &rec.done, rec.result.as_deref()).await;
     }
-    let mut tx = db.queue_pool().begin().await.map_err(pg)?;
+    let mut tx = db.pool().begin().await.map_err(pg)?;
     let now = now_millis();
     let done: Vec<i64> = rec.done.iter().map(|id| id.0).collect();
     let mut touched: HashSet<i64> = sqlx::query_scalar::<_, i64>(
@@ -477,7 +477,7 @@ async fn record_done(
     .bind(result)
     .bind(&ids)
     .bind(worker)
-    .fetch_all(db.queue_pool())
+    .fetch_all(db.pool())
     .await
     .map_err(pg)?;
     let pools = names
@@ -520,7 +520,7 @@ pub(super) async fn reclaim_expired(db: &PgDb) -> Result<usize, StoreError> {
                       FOR UPDATE SKIP LOCKED)",
     )
     .bind(now_millis())
-    .execute(db.queue_pool())
+    .execute(db.pool())
     .await
     .map_err(pg)?
     .rows_affected();
@@ -543,7 +543,7 @@ pub(super) async fn extend_lease(
     .bind(until)
     .bind(&ids)
     .bind(worker)
-    .execute(db.queue_pool())
+    .execute(db.pool())
     .await
     .map_err(pg)?;
     Ok(())
