@@ -88,7 +88,9 @@ async fn main() -> anyhow::Result<()> {
             let (mut claims, mut spent) = (0u64, Duration::ZERO);
             loop {
                 let t = Instant::now();
-                let claim = events.claim(&worker, &spec, Duration::from_secs(60)).await?;
+                let claim = events
+                    .claim(&worker, &spec, Duration::from_secs(60))
+                    .await?;
                 spent += t.elapsed();
                 match claim {
                     Claim::Batch(batch) => {
