@@ -3,7 +3,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{big, ids, merchant_uuid, status};
+use super::{big, ids, locked_tx, merchant_uuid, status};
 use crate::crypto::TokenCipher;
 use crate::objects::keys::PageId;
 use crate::store::pg::{pg, PgDb};
@@ -96,14 +96,9 @@ pub(in crate::store::tokens) async fn save_page(
     name: Option<String>,
     enc: Vec<u8>,
 ) -> Result<SavedPage, StoreError> {
-    let mut tx = db.pool().begin().await.map_err(pg)?;
     // Who owns the page is decided on the row read below: two instances saving the same page
-    // at once (even one not stored yet) take turns, as under SQLite's single writer.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('page:' || $1, 0))")
-        .bind(page)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg)?;
+    // at once (even one not stored yet) take turns.
+    let mut tx = locked_tx(db, "page", page).await?;
     let now = now_secs();
     let previous: Option<(String, String, Option<String>)> =
         sqlx::query_as("SELECT merchant_uuid, status, fb_user_id FROM pages WHERE page_id = $1")

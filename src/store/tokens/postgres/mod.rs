@@ -36,6 +36,24 @@ type DeletionRow = (String, i64, Option<i64>, Option<i64>, Option<i64>);
 type PageSummaryRow = (String, String, String, Option<String>, Option<String>);
 
 /// A stored status, strictly: an unknown value is an error (as `FromSql` makes it on SQLite).
+/// A transaction holding the advisory lock of `scope:key` (`shop:<domain>`, `page:<id>`)
+/// until it commits or rolls back: a read-then-write of that account runs one instance at a
+/// time, as under SQLite's single writer.
+async fn locked_tx(
+    db: &PgDb,
+    scope: &str,
+    key: &str,
+) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+    let mut tx = db.pool().begin().await.map_err(pg)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
+        .bind(scope)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg)?;
+    Ok(tx)
+}
+
 fn status(s: &str) -> Result<AccountStatus, StoreError> {
     s.parse()
         .map_err(|e: crate::store::UnknownValue| StoreError::Postgres(e.to_string()))

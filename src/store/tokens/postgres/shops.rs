@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{ids, merchant_uuid, status};
+use super::{ids, locked_tx, merchant_uuid, status};
 use crate::objects::keys::ShopDomain;
 use crate::store::pg::{pg, PgDb};
 use crate::store::tokens::{AccountStatus, ShopGrant, StoredShop};
@@ -16,15 +16,9 @@ pub(in crate::store::tokens) async fn save_shop_grant(
     grant: ShopGrant,
     merchant: Option<Uuid>,
 ) -> Result<Uuid, StoreError> {
-    let mut tx = db.pool().begin().await.map_err(pg)?;
     // Two instances completing the first install of one shop at once must agree on its
-    // merchant: the read below and the upsert run one install at a time per domain, as under
-    // SQLite's single writer. Released at commit or rollback.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('shop:' || $1, 0))")
-        .bind(domain)
-        .execute(&mut *tx)
-        .await
-        .map_err(pg)?;
+    // merchant: the read below and the upsert run one install at a time per domain.
+    let mut tx = locked_tx(db, "shop", domain).await?;
     let now = now_secs();
     let existing: Option<String> =
         sqlx::query_scalar("SELECT merchant_uuid FROM shops WHERE domain = $1")
