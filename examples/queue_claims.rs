@@ -17,7 +17,7 @@ use salesbot_sync::facebook::jobs::FacebookMessage;
 use salesbot_sync::jobs::Job;
 use salesbot_sync::objects::keys::GraphId;
 use salesbot_sync::store::events::{Claim, ClaimSpec, EventStore, Pool, Record};
-use salesbot_sync::store::pg::PgDb;
+use salesbot_sync::store::postgres::PgDb;
 use serde_json::json;
 
 #[derive(Parser)]

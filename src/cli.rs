@@ -124,7 +124,7 @@ pub fn main() -> ExitCode {
                 offline(async move {
                     // A SQLite server still running would keep writing rows the copy misses.
                     let _lock = crate::startup::lock_queue(&settings.events_db_path)?;
-                    let pg = crate::store::pg::PgDb::connect(&db).await?;
+                    let pg = crate::store::postgres::PgDb::connect(&db).await?;
                     let report = crate::store::copy::copy_to_postgres(&settings, &pg).await?;
                     println!("{}", report.summary());
                     Ok(())
@@ -245,7 +245,7 @@ enum QueueOwner {
     File(std::fs::File),
     /// PostgreSQL: this process counts as an instance (other instances may start beside it:
     /// claims are safe across processes).
-    Instance(crate::store::pg::InstanceGuard),
+    Instance(crate::store::postgres::InstanceGuard),
 }
 
 /// `Some` when no server works the queue (the CLI then works it itself).

@@ -8,6 +8,12 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Lower-case hex SHA-256 of `bytes` (object digests, stored hashes of secret values).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Version byte in front of every ciphertext so the format can change without guessing.
 const FORMAT_V1: u8 = 1;
 const NONCE_LEN: usize = 12;

@@ -19,7 +19,7 @@ pub struct Application {
     /// every instance works the shared queue).
     _queue_lock: Option<std::fs::File>,
     /// PostgreSQL: the shared lock that tells offline commands an instance is running.
-    _instance: Option<crate::store::pg::InstanceGuard>,
+    _instance: Option<crate::store::postgres::InstanceGuard>,
     listener: TcpListener,
     port: u16,
     state: AppState,

@@ -11,7 +11,7 @@ use crate::objects::ObjectStore;
 use crate::shopify::api::ShopifyApi;
 use crate::shopify::client::ShopifyClient;
 use crate::store::catalog::CatalogStore;
-use crate::store::pg::PgDb;
+use crate::store::postgres::PgDb;
 use crate::store::ticks::TickStore;
 use crate::store::{Backend, Db, DbKind, EventStore, SessionStore, TokenStore};
 

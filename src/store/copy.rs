@@ -9,7 +9,7 @@ use std::path::Path;
 use rusqlite::types::Value as SqlValue;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::pg::{pg, PgDb};
+use super::postgres::{pg, PgDb};
 use super::{open_connection, DbKind, StoreError};
 use crate::config::Settings;
 

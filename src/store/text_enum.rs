@@ -1,6 +1,7 @@
-//! String-backed enums stored in SQLite (statuses, kinds, pools): one macro gives each its
-//! text form, strict parsing and SQL conversions, so an unknown value read back is an error and
-//! never silently becomes a default.
+//! String-backed enums stored as text (statuses, kinds, pools): one macro gives each its text
+//! form, strict parsing and conversions for both backends (rusqlite's `ToSql`/`FromSql`,
+//! sqlx's `Type`/`Encode`/`Decode` for PostgreSQL `TEXT`), so an unknown value read back is an
+//! error and never silently becomes a default.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?}")]
@@ -10,7 +11,7 @@ pub struct UnknownValue {
 }
 
 /// Declares a string-backed enum with `as_str`, `FromStr`, `Display`, `Serialize` (as the
-/// text) and SQLite conversions.
+/// text) and SQL conversions for SQLite and PostgreSQL.
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -57,6 +58,33 @@ macro_rules! text_enum {
                 v.as_str()?
                     .parse()
                     .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'q, sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse()?)
             }
         }
     };

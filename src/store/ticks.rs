@@ -7,7 +7,7 @@
 
 use sqlx::Executor;
 
-use super::pg::pg;
+use super::postgres::pg;
 use super::{now_secs, Backend, StoreError};
 
 /// Claimed ticks are kept this long (operators can see which instance ran what).
@@ -76,7 +76,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tick_is_claimed_by_one_instance_only() {
-        let Some(db) = crate::store::pg::test_db().await else {
+        let Some(db) = crate::store::postgres::test_db().await else {
             return;
         };
         let (a, b) = (

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use super::pg::PgDb;
+use super::postgres::PgDb;
 use super::{sqlite_or, text_enum, Backend, Db, DbKind, StoreError};
 use crate::objects::keys::ShopDomain;
 

@@ -10,7 +10,7 @@ async fn stores() -> Vec<(CatalogStore, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = CatalogStore::open(&dir.path().join("catalog.db")).unwrap();
     let mut out = vec![(sqlite, Some(dir))];
-    if let Some(pg) = crate::store::pg::test_db().await {
+    if let Some(pg) = crate::store::postgres::test_db().await {
         out.push((CatalogStore::on_postgres(pg), None));
     }
     out
@@ -496,7 +496,7 @@ async fn a_scan_stops_when_told_to() {
 /// streamed back whole, in id order, by pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_streams_a_large_catalogue_in_id_order() {
-    let Some(pg) = crate::store::pg::test_db().await else {
+    let Some(pg) = crate::store::postgres::test_db().await else {
         return;
     };
     let c = CatalogStore::on_postgres(pg);

@@ -38,7 +38,7 @@ pub use types::{
 };
 use writer::{insert_event, writer_loop, Cmd, Durability, InsertReq, WriteFn};
 
-use super::pg::PgDb;
+use super::postgres::PgDb;
 use super::{now_millis, open_connection, sqlite_or, Backend, Db, DbKind, StoreError};
 
 /// Inserts waiting for the writer before new ones are turned away (503, the sender retries).

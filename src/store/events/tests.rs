@@ -71,7 +71,7 @@ pub(super) async fn open(kind: Kind) -> Fresh {
             Fresh { q, _dir: Some(dir) }
         }
         Kind::Postgres => {
-            let pg = crate::store::pg::test_db()
+            let pg = crate::store::postgres::test_db()
                 .await
                 .expect("TEST_DATABASE_URL is set");
             Fresh {

@@ -14,7 +14,7 @@ use rusqlite::{params, OptionalExtension};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{pg::PgDb, sqlite_or, text_enum, Backend, Db, StoreError};
+use super::{postgres::PgDb, sqlite_or, text_enum, Backend, Db, StoreError};
 use crate::crypto::TokenCipher;
 use crate::objects::keys::{PageId, ShopDomain};
 

@@ -22,7 +22,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::{BulkStage, EntityKind, EntityRow, ShopState};
 use crate::objects::keys::ShopDomain;
-use crate::store::pg::{pg as pg_err, PgDb};
+use crate::store::postgres::{pg as pg_err, PgDb};
 use crate::store::StoreError;
 
 /// Rows per page of a whole scan (~1 KiB each).
@@ -73,10 +73,7 @@ pub async fn state(pg: &PgDb, shop: &ShopDomain) -> Result<ShopState, StoreError
     let Some((generation, full_synced_at, watermark, op, stage, built_at)) = row else {
         return Ok(ShopState::default());
     };
-    let stage = stage
-        .map(|s| s.parse::<BulkStage>())
-        .transpose()
-        .map_err(|e| StoreError::Postgres(e.to_string()))?;
+    let stage = stage.map(|s| s.parse::<BulkStage>()).transpose()?;
     Ok(ShopState {
         generation,
         full_synced_at,
@@ -515,7 +512,7 @@ pub fn for_each_body(
     mut f: impl FnMut(&[u8]) -> bool,
 ) -> Result<(), StoreError> {
     let rt = tokio::runtime::Handle::try_current().map_err(|_| {
-        StoreError::Postgres("a catalogue scan needs to run inside the tokio runtime".into())
+        StoreError::Corrupt("a catalogue scan needs to run inside the tokio runtime".into())
     })?;
     let mut tx = rt
         .block_on(

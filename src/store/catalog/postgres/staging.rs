@@ -4,7 +4,7 @@ use sqlx::PgConnection;
 
 use super::{begin, unique_runs};
 use crate::objects::keys::ShopDomain;
-use crate::store::pg::{pg as pg_err, PgDb};
+use crate::store::postgres::{pg as pg_err, PgDb};
 use crate::store::StoreError;
 
 async fn clear_staging_in(conn: &mut PgConnection, shop: &ShopDomain) -> Result<(), StoreError> {

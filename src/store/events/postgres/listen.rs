@@ -18,7 +18,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::super::{Pool, Wakers};
-use crate::store::pg::{pg, PgDb};
+use crate::store::postgres::{pg, PgDb};
 use crate::store::StoreError;
 
 /// The one channel; the payload says which pool has new work, or `finished`.

@@ -31,7 +31,7 @@ use super::{
     Claim, ClaimSpec, EnqueueError, Enqueued, Event, EventId, EventRow, EventStatus, NewEvent,
     Outcome, Pool, QueueStats, Record, RunId, Wakers,
 };
-use crate::store::pg::{pg, PgDb};
+use crate::store::postgres::{pg, PgDb};
 use crate::store::{now_millis, StoreError, UnknownValue};
 
 /// Candidate rows one look at the pool reads; distinct free groups among them are tried in
@@ -48,12 +48,11 @@ const CONTENDED_RETRY_MS: i64 = 50;
 
 /// A stored text enum; an unknown value is an error, never a default (as on SQLite).
 pub(super) fn text<T: std::str::FromStr<Err = UnknownValue>>(s: &str) -> Result<T, StoreError> {
-    s.parse()
-        .map_err(|e: UnknownValue| StoreError::Postgres(e.to_string()))
+    s.parse().map_err(StoreError::from)
 }
 
 fn attempts(n: i32) -> Result<u32, StoreError> {
-    u32::try_from(n).map_err(|_| StoreError::Postgres(format!("negative attempt count {n}")))
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative attempt count {n}")))
 }
 
 /// The columns `outcome_row` reads, in order.
@@ -206,7 +205,7 @@ async fn insert_all(
         todo.retain(|i| !ids.contains_key(events[*i].dedupe_key.as_str()));
     }
     if !todo.is_empty() {
-        return Err(StoreError::Postgres(
+        return Err(StoreError::Corrupt(
             "an event's dedupe key conflicted with a row that then vanished, twice".into(),
         ));
     }
@@ -317,9 +316,7 @@ pub(super) async fn claim(
             }
             Ok(Claim::Idle { next_run_at })
         }
-        None => Err(StoreError::Postgres(
-            "salesbot_claim returned no row".into(),
-        )),
+        None => Err(StoreError::Corrupt("salesbot_claim returned no row".into())),
         Some(_) => {
             let mut events = rows
                 .iter()

@@ -10,7 +10,7 @@ use super::super::progress::Tracked;
 use super::super::types::parse_result;
 use super::super::{EventId, Outcome, RunId, RunKind, RunRecord, RunTrigger};
 use super::{outcome_row, text, OUTCOME_COLUMNS};
-use crate::store::pg::{pg, PgDb};
+use crate::store::postgres::{pg, PgDb};
 use crate::store::{now_millis, StoreError};
 
 // --- groups -------------------------------------------------------------------------------

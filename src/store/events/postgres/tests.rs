@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::super::tests::{done, ev, ids, spec, LEASE};
 use super::super::{Enqueued, EventId, EventStatus, EventStore, Pool, Record};
 use crate::config::DatabaseSettings;
-use crate::store::pg::{test_db, PgDb};
+use crate::store::postgres::{test_db, PgDb};
 use crate::store::Backend;
 
 fn in_pool(mut e: super::super::NewEvent, pool: Pool) -> super::super::NewEvent {

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::{big, ids, locked_tx, merchant_uuid, status};
 use crate::crypto::TokenCipher;
 use crate::objects::keys::PageId;
-use crate::store::pg::{pg, PgDb};
+use crate::store::postgres::{pg, PgDb};
 use crate::store::tokens::{
     page_aad, AccountStatus, FacebookUserRecord, PageMove, SavedPage, StoredPage,
 };

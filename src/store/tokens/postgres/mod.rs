@@ -25,7 +25,7 @@ use super::TOKEN_COLUMNS;
 use super::{AccountStatus, AccountSummary, DeletionRecorded, DeletionStatus, Watermark};
 use crate::crypto::TokenCipher;
 use crate::objects::keys::{PageId, ShopDomain};
-use crate::store::pg::{pg, PgDb};
+use crate::store::postgres::{pg, PgDb};
 use crate::store::{now_secs, StoreError};
 
 /// conversation_id, updated_time, newest_ts, newest_mid, object_sha256
@@ -55,14 +55,13 @@ async fn locked_tx(
 }
 
 fn status(s: &str) -> Result<AccountStatus, StoreError> {
-    s.parse()
-        .map_err(|e: crate::store::UnknownValue| StoreError::Postgres(e.to_string()))
+    s.parse().map_err(StoreError::from)
 }
 
 /// A stored merchant UUID; one that does not parse is an error (as on SQLite).
 fn merchant_uuid(s: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(s)
-        .map_err(|e| StoreError::Postgres(format!("stored merchant UUID is invalid: {e}")))
+        .map_err(|e| StoreError::Corrupt(format!("stored merchant UUID is invalid: {e}")))
 }
 
 /// A count or limit as BIGINT (saturating: a `usize` beyond `i64` means "no limit" here).

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::{ids, locked_tx, merchant_uuid, status};
 use crate::objects::keys::ShopDomain;
-use crate::store::pg::{pg, PgDb};
+use crate::store::postgres::{pg, PgDb};
 use crate::store::tokens::{AccountStatus, ShopGrant, StoredShop};
 use crate::store::{now_secs, StoreError};
 

@@ -6,7 +6,7 @@ mod postgres;
 
 use super::*;
 use crate::objects::keys::Psid;
-use crate::store::pg::test_db;
+use crate::store::postgres::test_db;
 use crate::store::{now_secs, DbKind};
 
 /// A store, with the directory its SQLite file lives in (kept until the test ends).

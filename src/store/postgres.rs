@@ -26,17 +26,14 @@ impl PgDb {
             .url
             .expose_secret()
             .parse()
-            .map_err(|e: sqlx::Error| StoreError::Postgres(e.to_string()))?;
+            .map_err(StoreError::Postgres)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.application_name("salesbot-sync"))
             .await
             .map_err(pg)?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Postgres(format!("migration failed: {e}")))?;
+        MIGRATOR.run(&pool).await?;
         Ok(PgDb { pool })
     }
 
@@ -94,7 +91,7 @@ impl PgDb {
 /// A PostgreSQL error as a store error. The message never holds the URL or its password
 /// (sqlx reports server and I/O errors, not connection strings).
 pub fn pg(e: sqlx::Error) -> StoreError {
-    StoreError::Postgres(e.to_string())
+    StoreError::Postgres(e)
 }
 
 /// Test support: a fresh, empty database on the server `TEST_DATABASE_URL` names (each test

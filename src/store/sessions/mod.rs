@@ -1,82 +1,112 @@
 //! Browser sessions (the `session_id` cookie) and issued OAuth states, in `sessions.db` or the
-//! shared PostgreSQL database (the `postgres` module below). Only SHA-256 hashes of the secret
-//! values are stored, on both backends: the values are hashed before either sees them.
+//! shared PostgreSQL database. Only SHA-256 hashes of the secret values are stored, on both
+//! backends: the values are hashed here, before either backend sees them.
+//!
+//! `SessionStore` holds what is the same on both (hashing, lifetimes, parsing); `SessionDb` is
+//! the seam, implemented once per backend (`sqlite`, `postgres`) over the shared SQL (`sql`).
 
-use rusqlite::{params, OptionalExtension};
-use sha2::{Digest, Sha256};
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::pg::{pg as pg_err, PgDb};
-use super::{now_secs, sqlite_or, Backend, Db, StoreError};
+use super::postgres::PgDb;
+use super::{now_secs, Backend, Db, StoreError};
 
 /// Sessions last 30 days; the cookie carries the same Max-Age.
 pub const SESSION_TTL_SECS: i64 = 30 * 24 * 3600;
 
+/// A session or an OAuth state as inserted: its hashed key, who it is for (a merchant UUID or
+/// a provider name) and its lifetime.
+pub(super) struct NewRow {
+    key: String,
+    owner: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+/// What each backend does for the session store; values arrive hashed.
+#[async_trait]
+trait SessionDb: Send + Sync {
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Inserts a session, then deletes the expired ones.
+    async fn insert_session(&self, row: NewRow) -> Result<(), StoreError>;
+    /// The merchant (as stored) of a session unexpired at `now`.
+    async fn session_merchant(
+        &self,
+        id_hash: String,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
+    async fn delete_merchant_sessions(&self, merchant: String) -> Result<usize, StoreError>;
+    /// Inserts a state (an error when the nonce exists), then deletes the expired ones.
+    async fn insert_state(&self, row: NewRow) -> Result<(), StoreError>;
+    /// Deletes the state if it is unexpired at `now`: true when it did.
+    async fn consume_state(
+        &self,
+        nonce_hash: String,
+        provider: String,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+}
+
 #[derive(Clone)]
 pub struct SessionStore {
+    db: Arc<dyn SessionDb>,
     backend: Backend,
 }
 
 fn hash(v: &str) -> String {
-    hex::encode(Sha256::digest(v.as_bytes()))
+    crate::crypto::sha256_hex(v.as_bytes())
 }
 
 impl SessionStore {
     pub fn new(db: Db) -> Self {
         SessionStore {
+            db: Arc::new(sqlite::SqliteSessions(db.clone())),
             backend: Backend::Sqlite(db),
         }
     }
 
     pub fn on_postgres(pg: PgDb) -> Self {
         SessionStore {
+            db: Arc::new(postgres::PgSessions(pg.clone())),
             backend: Backend::Postgres(pg),
         }
     }
 
+    /// The database the store was opened on (for tools and tests that read it directly).
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
 
     /// Cheap liveness probe for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.backend.ping().await
+        self.db.ping().await
     }
 
     /// Creates a session for the merchant and returns its id (the cookie value).
     pub async fn create(&self, merchant: Uuid) -> Result<String, StoreError> {
         let id = crate::config::random_token(32);
-        let h = hash(&id);
-        let db = sqlite_or!(&self.backend, pg => async {
-            postgres::create(pg, &h, merchant).await.map(|()| id)
-        });
-        db.call(move |c| {
-                let now = now_secs();
-                c.execute(
-                    "INSERT INTO sessions (id_hash, merchant_uuid, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![h, merchant.to_string(), now, now + SESSION_TTL_SECS],
-                )?;
-                // Opportunistic clean-up keeps the table small without a separate job.
-                c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
-                Ok(())
-            })
-            .await?;
+        let now = now_secs();
+        let row = NewRow {
+            key: hash(&id),
+            owner: merchant.to_string(),
+            created_at: now,
+            expires_at: now + SESSION_TTL_SECS,
+        };
+        self.db.insert_session(row).await?;
         Ok(id)
     }
 
     /// The merchant of a live session, or `None` for an unknown or expired one.
     pub async fn merchant(&self, session_id: &str) -> Result<Option<Uuid>, StoreError> {
-        let h = hash(session_id);
-        let db = sqlite_or!(&self.backend, pg => postgres::merchant(pg, &h));
-        let m: Option<String> = db
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT merchant_uuid FROM sessions WHERE id_hash = ?1 AND expires_at > ?2",
-                    params![h, now_secs()],
-                    |r| r.get(0),
-                )
-                .optional()?)
-            })
+        let m = self
+            .db
+            .session_merchant(hash(session_id), now_secs())
             .await?;
         Ok(m.and_then(|m| Uuid::parse_str(&m).ok()))
     }
@@ -84,10 +114,7 @@ impl SessionStore {
     /// Ends every session of the merchant (its data is gone, so whoever holds one of its
     /// cookies must not act for it any more); returns how many were ended.
     pub async fn revoke_merchant(&self, merchant: &Uuid) -> Result<usize, StoreError> {
-        let m = merchant.to_string();
-        let db = sqlite_or!(&self.backend, pg => postgres::revoke_merchant(pg, &m));
-        db.call(move |c| Ok(c.execute("DELETE FROM sessions WHERE merchant_uuid = ?1", [m])?))
-            .await
+        self.db.delete_merchant_sessions(merchant.to_string()).await
     }
 
     pub async fn record_state(
@@ -96,124 +123,20 @@ impl SessionStore {
         provider: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let (n, p) = (hash(nonce), provider.to_string());
-        let db = sqlite_or!(&self.backend, pg => postgres::record_state(pg, &n, &p, expires_at));
-        db.call(move |c| {
-                let now = now_secs();
-                c.execute(
-                    "INSERT INTO oauth_states (nonce, provider, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![n, p, now, expires_at],
-                )?;
-                c.execute("DELETE FROM oauth_states WHERE expires_at <= ?1", [now])?;
-                Ok(())
-            })
-            .await
+        let row = NewRow {
+            key: hash(nonce),
+            owner: provider.to_string(),
+            created_at: now_secs(),
+            expires_at,
+        };
+        self.db.insert_state(row).await
     }
 
     /// Consumes a state: true exactly once for an issued, unexpired nonce of that provider.
     pub async fn consume_state(&self, nonce: &str, provider: &str) -> Result<bool, StoreError> {
-        let (n, p) = (hash(nonce), provider.to_string());
-        let db = sqlite_or!(&self.backend, pg => postgres::consume_state(pg, &n, &p));
-        db.call(move |c| {
-            Ok(c.execute(
-                "DELETE FROM oauth_states WHERE nonce = ?1 AND provider = ?2 AND expires_at > ?3",
-                params![n, p, now_secs()],
-            )? == 1)
-        })
-        .await
-    }
-}
-
-/// The PostgreSQL versions of the methods (the same statements; only hashes reach them).
-mod postgres {
-    use super::*;
-
-    pub async fn create(pg: &PgDb, id_hash: &str, merchant: Uuid) -> Result<(), StoreError> {
-        let now = now_secs();
-        sqlx::query(
-            "INSERT INTO sessions (id_hash, merchant_uuid, created_at, expires_at)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id_hash)
-        .bind(merchant.to_string())
-        .bind(now)
-        .bind(now + SESSION_TTL_SECS)
-        .execute(pg.pool())
-        .await
-        .map_err(pg_err)?;
-        // Opportunistic clean-up, as on SQLite (index `sessions_by_expiry`).
-        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(pg.pool())
+        self.db
+            .consume_state(hash(nonce), provider.to_string(), now_secs())
             .await
-            .map_err(pg_err)?;
-        Ok(())
-    }
-
-    pub async fn merchant(pg: &PgDb, id_hash: &str) -> Result<Option<Uuid>, StoreError> {
-        let m: Option<String> = sqlx::query_scalar(
-            "SELECT merchant_uuid FROM sessions WHERE id_hash = $1 AND expires_at > $2",
-        )
-        .bind(id_hash)
-        .bind(now_secs())
-        .fetch_optional(pg.pool())
-        .await
-        .map_err(pg_err)?;
-        Ok(m.and_then(|m| Uuid::parse_str(&m).ok()))
-    }
-
-    pub async fn revoke_merchant(pg: &PgDb, merchant: &str) -> Result<usize, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE merchant_uuid = $1")
-            .bind(merchant)
-            .execute(pg.pool())
-            .await
-            .map_err(pg_err)?;
-        Ok(done.rows_affected() as usize)
-    }
-
-    pub async fn record_state(
-        pg: &PgDb,
-        nonce_hash: &str,
-        provider: &str,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        let now = now_secs();
-        sqlx::query(
-            "INSERT INTO oauth_states (nonce, provider, created_at, expires_at)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(nonce_hash)
-        .bind(provider)
-        .bind(now)
-        .bind(expires_at)
-        .execute(pg.pool())
-        .await
-        .map_err(pg_err)?;
-        sqlx::query("DELETE FROM oauth_states WHERE expires_at <= $1")
-            .bind(now)
-            .execute(pg.pool())
-            .await
-            .map_err(pg_err)?;
-        Ok(())
-    }
-
-    /// One DELETE: when two instances consume the same state at once, the second waits on the
-    /// first's row lock, finds the row gone and deletes nothing, so exactly one gets `true`.
-    pub async fn consume_state(
-        pg: &PgDb,
-        nonce_hash: &str,
-        provider: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "DELETE FROM oauth_states WHERE nonce = $1 AND provider = $2 AND expires_at > $3",
-        )
-        .bind(nonce_hash)
-        .bind(provider)
-        .bind(now_secs())
-        .execute(pg.pool())
-        .await
-        .map_err(pg_err)?;
-        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -221,6 +144,7 @@ mod postgres {
 mod tests {
     use super::*;
     use crate::store::DbKind;
+    use rusqlite::params;
 
     /// The store on each available backend: SQLite always (with the directory its file lives
     /// in), PostgreSQL when `TEST_DATABASE_URL` is set.
@@ -228,7 +152,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("s.db"), DbKind::Sessions).unwrap();
         let mut out = vec![(SessionStore::new(db), Some(dir))];
-        if let Some(pg) = crate::store::pg::test_db().await {
+        if let Some(pg) = crate::store::postgres::test_db().await {
             out.push((SessionStore::on_postgres(pg), None));
         }
         out
@@ -356,7 +280,7 @@ mod tests {
     /// of one state exactly one succeeds.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_states_are_single_use_across_instances() {
-        let Some(pg) = crate::store::pg::test_db().await else {
+        let Some(pg) = crate::store::postgres::test_db().await else {
             return;
         };
         let a = SessionStore::on_postgres(pg.clone());
