@@ -1,10 +1,10 @@
 //! Meta's data deletion requests: what was asked (one row per signed request), how far the
 //! deletion got, and what it removed — the record the status URL reports.
 
-use rusqlite::{params, OptionalExtension};
+use async_trait::async_trait;
 
-use super::{postgres, TokenStore};
-use crate::store::{now_secs, sqlite_or, StoreError};
+use super::{big, TokenStore};
+use crate::store::{now_secs, StoreError};
 
 /// What recording a deletion request did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +27,36 @@ pub struct DeletionStatus {
     pub objects_deleted: Option<i64>,
 }
 
-/// The `detail` line of a finished deletion (the same text on both backends).
-fn done_detail(pages: usize, objects: usize) -> String {
-    format!("deleted {pages} page(s) and {objects} object(s)")
+/// A finished deletion, as recorded.
+pub(super) struct DeletionDone {
+    pub(super) code: String,
+    pub(super) now: i64,
+    pub(super) detail: String,
+    pub(super) pages: i64,
+    pub(super) objects: i64,
+    pub(super) events: i64,
+}
+
+/// The deletions part of `TokenDb`.
+#[async_trait]
+pub(super) trait DeletionDb: Send + Sync {
+    /// Inserts a pending request: false, and nothing written, when one of the same user with
+    /// the same `issued_at` exists.
+    async fn insert_deletion(
+        &self,
+        code: String,
+        fb_user_id: String,
+        now: i64,
+        issued_at: i64,
+    ) -> Result<bool, StoreError>;
+    /// The code of the request of the user with that `issued_at`.
+    async fn deletion_code(&self, fb_user_id: String, issued_at: i64)
+        -> Result<String, StoreError>;
+    /// Marks the deletion done unless it already is.
+    async fn deletion_done(&self, done: DeletionDone) -> Result<(), StoreError>;
+    async fn deletion_status(&self, code: String) -> Result<Option<DeletionStatus>, StoreError>;
+    /// (code, user) of each pending or failed deletion, oldest first.
+    async fn unfinished_deletions(&self) -> Result<Vec<(String, String)>, StoreError>;
 }
 
 impl TokenStore {
@@ -42,27 +69,17 @@ impl TokenStore {
         fb_user_id: &str,
         issued_at: i64,
     ) -> Result<DeletionRecorded, StoreError> {
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::record_deletion_request(pg, code, fb_user_id, issued_at));
-        let (code, user) = (code.to_string(), fb_user_id.to_string());
-        db.call(move |c| {
-            let inserted = c.execute(
-                "INSERT INTO data_deletions (confirmation_code, fb_user_id, status, requested_at, issued_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?4)
-                 ON CONFLICT (fb_user_id, issued_at) DO NOTHING",
-                params![code, user, now_secs(), issued_at],
-            )?;
-            if inserted == 1 {
-                return Ok(DeletionRecorded::New);
-            }
-            let original: String = c.query_row(
-                "SELECT confirmation_code FROM data_deletions WHERE fb_user_id = ?1 AND issued_at = ?2",
-                params![user, issued_at],
-                |r| r.get(0),
-            )?;
-            Ok(DeletionRecorded::Replay(original))
-        })
-        .await
+        let user = fb_user_id.to_string();
+        let inserted = self
+            .db
+            .insert_deletion(code.to_string(), user.clone(), now_secs(), issued_at)
+            .await?;
+        if inserted {
+            return Ok(DeletionRecorded::New);
+        }
+        // Read after the insert gave way: the winner's row is committed by then.
+        let original = self.db.deletion_code(user, issued_at).await?;
+        Ok(DeletionRecorded::Replay(original))
     }
 
     /// Marks the deletion `code` done with what it removed (once: a resumed job that finishes
@@ -74,66 +91,25 @@ impl TokenStore {
         objects: usize,
         events: usize,
     ) -> Result<(), StoreError> {
-        let detail = done_detail(pages, objects);
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::deletion_done(pg, code, &detail, pages, objects, events));
-        let code = code.to_string();
-        db.call(move |c| {
-            c.execute(
-                "UPDATE data_deletions SET status = 'done', completed_at = ?2,
-                        detail = ?3, pages_deleted = ?4, objects_deleted = ?5, events_deleted = ?6
-                 WHERE confirmation_code = ?1 AND status != 'done'",
-                params![
-                    code,
-                    now_secs(),
-                    detail,
-                    pages as i64,
-                    objects as i64,
-                    events as i64
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+        self.db
+            .deletion_done(DeletionDone {
+                code: code.to_string(),
+                now: now_secs(),
+                detail: format!("deleted {pages} page(s) and {objects} object(s)"),
+                pages: big(pages),
+                objects: big(objects),
+                events: big(events),
+            })
+            .await
     }
 
     /// The deletion recorded under `code`, if any.
     pub async fn deletion_status(&self, code: &str) -> Result<Option<DeletionStatus>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::deletion_status(pg, code));
-        let code = code.to_string();
-        db.call(move |c| {
-            Ok(c.query_row(
-                "SELECT status, requested_at, completed_at, pages_deleted, objects_deleted
-                 FROM data_deletions WHERE confirmation_code = ?1",
-                [code],
-                |r| {
-                    Ok(DeletionStatus {
-                        status: r.get(0)?,
-                        requested_at: r.get(1)?,
-                        completed_at: r.get(2)?,
-                        pages_deleted: r.get(3)?,
-                        objects_deleted: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
-        .await
+        self.db.deletion_status(code.to_string()).await
     }
 
     /// (confirmation code, Facebook user) of every deletion that is not done, oldest first.
     pub async fn unfinished_deletions(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::unfinished_deletions(pg));
-        db.call(|c| {
-            let mut st = c.prepare(
-                "SELECT confirmation_code, fb_user_id FROM data_deletions
-                 WHERE status IN ('pending', 'failed') ORDER BY requested_at, confirmation_code",
-            )?;
-            let v = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(v)
-        })
-        .await
+        self.db.unfinished_deletions().await
     }
 }

@@ -1,15 +1,14 @@
 //! Facebook users (who connected a merchant's pages) and their pages.
 
-use rusqlite::{params, OptionalExtension};
+use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::{
-    ids, page_aad, parse_uuid, postgres, AccountStatus, FacebookUserRecord, PageRecord, StoredPage,
-    TokenStore,
+    big, merchant_uuid, parsed, Aad, AccountStatus, FacebookUserRecord, PageRecord, TokenStore,
 };
 use crate::objects::keys::PageId;
-use crate::store::{now_secs, sqlite_or, StoreError};
+use crate::store::{now_secs, StoreError};
 
 /// What storing a page token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +35,162 @@ pub struct PageMove {
     pub objects_deleted: Option<i64>,
 }
 
+/// A page token to store, encrypted, with who it is for and who granted it.
+pub(super) struct NewPage {
+    pub(super) page: String,
+    pub(super) merchant: Uuid,
+    pub(super) fb_user_id: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) access_token: Vec<u8>,
+    pub(super) now: i64,
+}
+
+/// Whose a stored page is, as `save_page` reads it before deciding.
+pub(super) struct PageOwner {
+    pub(super) merchant: String,
+    pub(super) status: String,
+    pub(super) grantor: Option<String>,
+}
+
+/// What saving a page does, decided by `connect_page`.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum PageConnect {
+    /// Nothing is written; this is the outcome.
+    Refused(SavedPage),
+    /// Stored for the merchant (new, or already theirs).
+    Save,
+    /// Stored for the merchant after recording its move from `from` (by `grantor`, who had
+    /// connected it there) and forgetting its watermarks.
+    Move { from: Uuid, grantor: String },
+}
+
+/// A page's row as stored, its token still encrypted (see `StoredShop`).
+pub(super) struct StoredPage {
+    pub(super) merchant: String,
+    pub(super) name: Option<String>,
+    pub(super) access_token: Vec<u8>,
+    pub(super) status: String,
+    pub(super) status_reason: Option<String>,
+}
+
+/// A page move as stored.
+pub(super) struct PageMoveRow {
+    pub(super) page_id: String,
+    pub(super) from_merchant: String,
+    pub(super) moved_at: i64,
+    pub(super) cleaned_at: Option<i64>,
+    pub(super) objects_deleted: Option<i64>,
+}
+
+/// The Facebook part of `TokenDb`.
+#[async_trait]
+pub(super) trait FacebookDb: Send + Sync {
+    /// Records the merchant, then upserts its Facebook user as active.
+    async fn save_facebook_user(
+        &self,
+        merchant: String,
+        fb_user_id: Option<String>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The user's id and status, as stored.
+    async fn facebook_user(
+        &self,
+        merchant: String,
+    ) -> Result<Option<(Option<String>, String)>, StoreError>;
+    async fn set_facebook_user_status(
+        &self,
+        merchant: String,
+        status: AccountStatus,
+        reason: Option<String>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// In one transaction (on PostgreSQL one page at a time across instances): reads the
+    /// page's owner, decides with `connect_page`, and writes what it decided.
+    async fn save_page(&self, page: NewPage) -> Result<SavedPage, StoreError>;
+    async fn page_move_cleaned(
+        &self,
+        move_id: i64,
+        objects: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    async fn uncleaned_page_moves(&self) -> Result<Vec<(i64, String, String, String)>, StoreError>;
+    /// Newest first.
+    async fn page_moves(&self, limit: i64) -> Result<Vec<PageMoveRow>, StoreError>;
+    async fn merchant_has_connections(&self, merchant: String) -> Result<bool, StoreError>;
+    async fn stored_page(&self, page: String) -> Result<Option<StoredPage>, StoreError>;
+    /// Ids of the active pages, in byte order.
+    async fn active_pages(&self) -> Result<Vec<String>, StoreError>;
+    /// Sets the status unless the page is being deleted.
+    async fn set_page_status(
+        &self,
+        page: String,
+        status: AccountStatus,
+        reason: Option<String>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The page's token, unless the page is gone or being deleted.
+    async fn writable_page_token(&self, page: String) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Marks the page `needs_reauth` if it still holds `token` and is not being deleted.
+    async fn mark_page_reauth(
+        &self,
+        page: String,
+        token: Vec<u8>,
+        reason: String,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    async fn delete_page(&self, page: String) -> Result<bool, StoreError>;
+    /// In byte order.
+    async fn merchants_of_facebook_user(
+        &self,
+        fb_user_id: String,
+    ) -> Result<Vec<String>, StoreError>;
+    /// (merchant, page) of each page the user granted, by page id in byte order.
+    async fn pages_granted_by(
+        &self,
+        fb_user_id: String,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    async fn delete_facebook_user(&self, merchant: String) -> Result<(), StoreError>;
+    async fn mark_pages_deleting(
+        &self,
+        fb_user_id: String,
+        reason: String,
+        now: i64,
+    ) -> Result<(), StoreError>;
+}
+
+/// What saving a page for `merchant`, granted by `fb_user_id`, does to the page's stored row
+/// `previous`. Each backend runs it inside the transaction that read `previous` and writes the
+/// outcome, so the decision still holds when it is written.
+///
+/// A page connected to another merchant is never taken silently: it moves only when the same
+/// Facebook user who connected it there grants it again (they administer the page and chose
+/// where it goes), and the move is recorded for the old merchant. Anyone else gets
+/// `OwnedElsewhere` and the page stays where it is.
+pub(super) fn connect_page(
+    previous: Option<PageOwner>,
+    merchant: Uuid,
+    fb_user_id: Option<&str>,
+) -> Result<PageConnect, StoreError> {
+    let Some(owner) = previous else {
+        return Ok(PageConnect::Save);
+    };
+    if owner.status.parse::<AccountStatus>()? == AccountStatus::Deleting {
+        // A data deletion of this page is under way: it must not come back half deleted. It
+        // can be connected again once the deletion is done.
+        return Ok(PageConnect::Refused(SavedPage::BeingDeleted));
+    }
+    if owner.merchant == merchant.to_string() {
+        return Ok(PageConnect::Save);
+    }
+    match owner.grantor {
+        Some(grantor) if fb_user_id == Some(grantor.as_str()) => Ok(PageConnect::Move {
+            from: merchant_uuid(&owner.merchant)?,
+            grantor,
+        }),
+        _ => Ok(PageConnect::Refused(SavedPage::OwnedElsewhere)),
+    }
+}
+
 impl TokenStore {
     /// Records which Facebook user connected the merchant's pages (one per merchant). Their
     /// user token is used during the connect only and never stored.
@@ -44,23 +199,8 @@ impl TokenStore {
         merchant: Uuid,
         fb_user_id: Option<String>,
     ) -> Result<(), StoreError> {
-        let db =
-            sqlite_or!(&self.backend, pg => postgres::save_facebook_user(pg, merchant, fb_user_id));
-        db.call(move |c| {
-                let now = now_secs();
-                c.execute(
-                    "INSERT OR IGNORE INTO merchants (uuid, created_at) VALUES (?1, ?2)",
-                    params![merchant.to_string(), now],
-                )?;
-                c.execute(
-                    "INSERT INTO facebook_users (merchant_uuid, fb_user_id, status, status_reason, updated_at)
-                     VALUES (?1, ?2, 'active', NULL, ?3)
-                     ON CONFLICT(merchant_uuid) DO UPDATE SET fb_user_id = excluded.fb_user_id,
-                        status = 'active', status_reason = NULL, updated_at = excluded.updated_at",
-                    params![merchant.to_string(), fb_user_id, now],
-                )?;
-                Ok(())
-            })
+        self.db
+            .save_facebook_user(merchant.to_string(), fb_user_id, now_secs())
             .await
     }
 
@@ -68,26 +208,13 @@ impl TokenStore {
         &self,
         merchant: Uuid,
     ) -> Result<Option<FacebookUserRecord>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::facebook_user(pg, merchant));
-        let row = db
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT fb_user_id, status FROM facebook_users WHERE merchant_uuid = ?1",
-                    [merchant.to_string()],
-                    |r| {
-                        Ok((
-                            r.get::<_, Option<String>>(0)?,
-                            r.get::<_, AccountStatus>(1)?,
-                        ))
-                    },
-                )
-                .optional()?)
-            })
-            .await?;
-        Ok(row.map(|(fb_user_id, status)| FacebookUserRecord {
+        let Some((fb_user_id, status)) = self.db.facebook_user(merchant.to_string()).await? else {
+            return Ok(None);
+        };
+        Ok(Some(FacebookUserRecord {
             merchant,
             fb_user_id,
-            status,
+            status: status.parse()?,
         }))
     }
 
@@ -97,24 +224,13 @@ impl TokenStore {
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::set_facebook_user_status(pg, merchant, status, reason));
-        db.call(move |c| {
-                c.execute(
-                    "UPDATE facebook_users SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE merchant_uuid = ?1",
-                    params![merchant.to_string(), status, reason, now_secs()],
-                )?;
-                Ok(())
-            })
+        self.db
+            .set_facebook_user_status(merchant.to_string(), status, reason, now_secs())
             .await
     }
 
-    /// Stores a page token for `merchant`, granted by the Facebook user `fb_user_id`.
-    ///
-    /// A page connected to another merchant is never taken silently: it moves only when the
-    /// same Facebook user who connected it there grants it again (they administer the page and
-    /// chose where it goes), and the move is recorded for the old merchant. Anyone else gets
-    /// `OwnedElsewhere` and the page stays where it is.
+    /// Stores a page token for `merchant`, granted by the Facebook user `fb_user_id` (see
+    /// `connect_page` for when a page connected elsewhere moves).
     pub async fn save_page(
         &self,
         page: &PageId,
@@ -123,185 +239,74 @@ impl TokenStore {
         name: Option<String>,
         token: &SecretString,
     ) -> Result<SavedPage, StoreError> {
-        let p = page.as_str().to_string();
-        let enc = self.cipher.encrypt(token.expose_secret(), &page_aad(&p));
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::save_page(pg, &p, merchant, fb_user_id, name, enc));
-        db.call(move |c| {
-                let tx = c.transaction()?;
-                let now = now_secs();
-                let previous: Option<(String, AccountStatus, Option<String>)> = tx
-                    .query_row(
-                        "SELECT merchant_uuid, status, fb_user_id FROM pages WHERE page_id = ?1",
-                        [&p],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?;
-                let mut saved = SavedPage::Saved(merchant);
-                if let Some((owner, status, grantor)) = previous {
-                    if status == AccountStatus::Deleting {
-                        // A data deletion of this page is under way: it must not come back
-                        // half deleted. It can be connected again once the deletion is done.
-                        return Ok(SavedPage::BeingDeleted);
-                    }
-                    if owner != merchant.to_string() {
-                        let same_user = grantor.is_some() && grantor == fb_user_id;
-                        if !same_user {
-                            return Ok(SavedPage::OwnedElsewhere);
-                        }
-                        let from = parse_uuid(owner)?;
-                        tx.execute(
-                            "INSERT INTO page_moves (page_id, from_merchant, to_merchant, fb_user_id, moved_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5)",
-                            params![p, from.to_string(), merchant.to_string(), grantor, now],
-                        )?;
-                        let move_id = tx.last_insert_rowid();
-                        // The watermarks say what the old merchant's copy holds; the new
-                        // merchant's copy is empty, so its first poll must read everything.
-                        tx.execute(
-                            "DELETE FROM conversation_watermarks WHERE page_id = ?1",
-                            [&p],
-                        )?;
-                        saved = SavedPage::Moved { from, move_id };
-                    }
-                }
-                tx.execute(
-                    "INSERT OR IGNORE INTO merchants (uuid, created_at) VALUES (?1, ?2)",
-                    params![merchant.to_string(), now],
-                )?;
-                tx.execute(
-                    "INSERT INTO pages (page_id, merchant_uuid, fb_user_id, name, access_token, status, status_reason, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'active', NULL, ?6, ?6)
-                     ON CONFLICT(page_id) DO UPDATE SET merchant_uuid = excluded.merchant_uuid,
-                        fb_user_id = excluded.fb_user_id, name = excluded.name,
-                        access_token = excluded.access_token,
-                        status = 'active', status_reason = NULL, updated_at = excluded.updated_at",
-                    params![p, merchant.to_string(), fb_user_id, name, enc, now],
-                )?;
-                tx.commit()?;
-                Ok(saved)
+        let p = page.as_str();
+        self.db
+            .save_page(NewPage {
+                page: p.to_string(),
+                merchant,
+                fb_user_id,
+                name,
+                access_token: self.seal(token, Aad::Page(p)),
+                now: now_secs(),
             })
             .await
     }
 
     /// Records that the old merchant's copy of a moved page was deleted.
     pub async fn page_move_cleaned(&self, move_id: i64, objects: usize) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::page_move_cleaned(pg, move_id, objects));
-        db.call(move |c| {
-            c.execute(
-                "UPDATE page_moves SET cleaned_at = ?2, objects_deleted = ?3 WHERE id = ?1",
-                params![move_id, now_secs(), objects as i64],
-            )?;
-            Ok(())
-        })
-        .await
+        self.db
+            .page_move_cleaned(move_id, big(objects), now_secs())
+            .await
     }
 
     /// Moves whose old copy has not been deleted yet: (move id, page, old merchant, user).
     pub async fn uncleaned_page_moves(
         &self,
     ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::uncleaned_page_moves(pg));
-        db.call(|c| {
-            let mut st = c.prepare(
-                "SELECT id, page_id, from_merchant, fb_user_id FROM page_moves
-                     WHERE cleaned_at IS NULL ORDER BY id",
-            )?;
-            let v = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(v)
-        })
-        .await
+        self.db.uncleaned_page_moves().await
     }
 
     /// Pages that moved away from their merchant, newest first (at most `limit`).
     pub async fn page_moves(&self, limit: usize) -> Result<Vec<PageMove>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::page_moves(pg, limit));
-        db.call(move |c| {
-            let mut st = c.prepare(
-                "SELECT page_id, from_merchant, moved_at, cleaned_at, objects_deleted
-                     FROM page_moves ORDER BY moved_at DESC, id DESC LIMIT ?1",
-            )?;
-            let v = st
-                .query_map([limit as i64], |r| {
-                    Ok(PageMove {
-                        page_id: r.get(0)?,
-                        from_merchant: parse_uuid(r.get(1)?)?,
-                        moved_at: r.get(2)?,
-                        cleaned_at: r.get(3)?,
-                        objects_deleted: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(v)
-        })
-        .await
+        self.db
+            .page_moves(big(limit))
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(PageMove {
+                    page_id: row.page_id,
+                    from_merchant: merchant_uuid(&row.from_merchant)?,
+                    moved_at: row.moved_at,
+                    cleaned_at: row.cleaned_at,
+                    objects_deleted: row.objects_deleted,
+                })
+            })
+            .collect()
     }
 
     /// Whether the merchant still has anything connected: a shop that is not uninstalled, or
     /// a page (in any state but being deleted).
     pub async fn merchant_has_connections(&self, merchant: Uuid) -> Result<bool, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::merchant_has_connections(pg, merchant));
-        db.call(move |c| {
-                let m = merchant.to_string();
-                Ok(c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM shops WHERE merchant_uuid = ?1 AND status != 'uninstalled')
-                         OR EXISTS (SELECT 1 FROM pages WHERE merchant_uuid = ?1 AND status != 'deleting')",
-                    [m],
-                    |r| r.get(0),
-                )?)
-            })
-            .await
+        self.db.merchant_has_connections(merchant.to_string()).await
     }
 
     pub async fn page(&self, page: &PageId) -> Result<Option<PageRecord>, StoreError> {
-        let Some(row) = self.stored_page(page).await? else {
+        let Some(row) = self.db.stored_page(page.as_str().to_string()).await? else {
             return Ok(None);
         };
         Ok(Some(PageRecord {
             page_id: page.clone(),
-            merchant: row.merchant,
+            merchant: merchant_uuid(&row.merchant)?,
             name: row.name,
-            access_token: self
-                .cipher
-                .decrypt(&row.access_token, &page_aad(page.as_str()))?,
-            status: row.status,
+            access_token: self.open(&row.access_token, Aad::Page(page.as_str()))?,
+            status: row.status.parse()?,
             status_reason: row.status_reason,
         }))
     }
 
-    async fn stored_page(&self, page: &PageId) -> Result<Option<StoredPage>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::stored_page(pg, page.as_str()));
-        let p = page.as_str().to_string();
-        db.call(move |c| {
-            Ok(c.query_row(
-                "SELECT merchant_uuid, name, access_token, status, status_reason FROM pages WHERE page_id = ?1",
-                [&p],
-                |r| {
-                    Ok(StoredPage {
-                        merchant: parse_uuid(r.get(0)?)?,
-                        name: r.get(1)?,
-                        access_token: r.get(2)?,
-                        status: r.get(3)?,
-                        status_reason: r.get(4)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
-        .await
-    }
-
     pub async fn active_pages(&self) -> Result<Vec<PageId>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::active_pages(pg));
-        ids(
-            db,
-            "SELECT page_id FROM pages WHERE status = 'active' ORDER BY page_id",
-            None,
-            |p| PageId::parse(p).ok(),
-        )
-        .await
+        let rows = self.db.active_pages().await?;
+        Ok(parsed(rows, |p| PageId::parse(p).ok()))
     }
 
     pub async fn set_page_status(
@@ -310,19 +315,8 @@ impl TokenStore {
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::set_page_status(pg, page.as_str(), status, reason));
         let p = page.as_str().to_string();
-        db.call(move |c| {
-            // A deletion in progress is never undone by another status.
-            c.execute(
-                "UPDATE pages SET status = ?2, status_reason = ?3, updated_at = ?4
-                     WHERE page_id = ?1 AND status != 'deleting'",
-                params![p, status, reason, now_secs()],
-            )?;
-            Ok(())
-        })
-        .await
+        self.db.set_page_status(p, status, reason, now_secs()).await
     }
 
     /// Marks the page `needs_reauth` because Graph refused `rejected` — only while that is
@@ -335,42 +329,22 @@ impl TokenStore {
         reason: String,
     ) -> Result<bool, StoreError> {
         let p = page.as_str().to_string();
-        let cipher = self.cipher.clone();
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::mark_page_reauth(pg, &cipher, &p, rejected, reason));
-        let rejected = SecretString::from(rejected.expose_secret().to_string());
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            let stored: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT access_token FROM pages WHERE page_id = ?1 AND status != 'deleting'",
-                    [&p],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(stored) = stored else {
-                return Ok(false);
-            };
-            let current = cipher.decrypt(&stored, &page_aad(&p))?;
-            if current.expose_secret() != rejected.expose_secret() {
-                return Ok(false);
-            }
-            tx.execute(
-                "UPDATE pages SET status = 'needs_reauth', status_reason = ?2, updated_at = ?3
-                     WHERE page_id = ?1",
-                params![p, reason, now_secs()],
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
-        .await
+        let Some(stored) = self.db.writable_page_token(p.clone()).await? else {
+            return Ok(false);
+        };
+        let current = self.open(&stored, Aad::Page(&p))?;
+        if current.expose_secret() != rejected.expose_secret() {
+            return Ok(false);
+        }
+        // Written only if `stored` is still the page's token: a reconnect that replaced it
+        // since it was read is not marked.
+        self.db
+            .mark_page_reauth(p, stored, reason, now_secs())
+            .await
     }
 
     pub async fn delete_page(&self, page: &PageId) -> Result<bool, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::delete_page(pg, page.as_str()));
-        let p = page.as_str().to_string();
-        db.call(move |c| Ok(c.execute("DELETE FROM pages WHERE page_id = ?1", [p])? > 0))
-            .await
+        self.db.delete_page(page.as_str().to_string()).await
     }
 
     /// Merchants whose Facebook login was made by `fb_user_id` (Meta's data-deletion callback
@@ -379,15 +353,11 @@ impl TokenStore {
         &self,
         fb_user_id: &str,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let db =
-            sqlite_or!(&self.backend, pg => postgres::merchants_of_facebook_user(pg, fb_user_id));
-        ids(
-            db,
-            "SELECT merchant_uuid FROM facebook_users WHERE fb_user_id = ?1 ORDER BY merchant_uuid",
-            Some(fb_user_id.to_string()),
-            |m| Uuid::parse_str(m).ok(),
-        )
-        .await
+        let rows = self
+            .db
+            .merchants_of_facebook_user(fb_user_id.to_string())
+            .await?;
+        Ok(parsed(rows, |m| Uuid::parse_str(m).ok()))
     }
 
     /// (merchant, page) of every page granted by the Facebook user `fb_user_id`.
@@ -395,19 +365,7 @@ impl TokenStore {
         &self,
         fb_user_id: &str,
     ) -> Result<Vec<(Uuid, PageId)>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::pages_granted_by(pg, fb_user_id));
-        let id = fb_user_id.to_string();
-        let rows: Vec<(String, String)> = db
-            .call(move |c| {
-                let mut st = c.prepare(
-                    "SELECT merchant_uuid, page_id FROM pages WHERE fb_user_id = ?1 ORDER BY page_id",
-                )?;
-                let v = st
-                    .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(v)
-            })
-            .await?;
+        let rows = self.db.pages_granted_by(fb_user_id.to_string()).await?;
         Ok(rows
             .iter()
             .filter_map(|(m, p)| Some((Uuid::parse_str(m).ok()?, PageId::parse(p).ok()?)))
@@ -415,15 +373,7 @@ impl TokenStore {
     }
 
     pub async fn delete_facebook_user(&self, merchant: Uuid) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::delete_facebook_user(pg, merchant));
-        db.call(move |c| {
-            c.execute(
-                "DELETE FROM facebook_users WHERE merchant_uuid = ?1",
-                [merchant.to_string()],
-            )?;
-            Ok(())
-        })
-        .await
+        self.db.delete_facebook_user(merchant.to_string()).await
     }
 
     /// Marks every page granted by `fb_user_id` as being deleted, so merges and polls that
@@ -433,18 +383,9 @@ impl TokenStore {
         fb_user_id: &str,
         reason: &str,
     ) -> Result<Vec<(Uuid, PageId)>, StoreError> {
-        let db =
-            sqlite_or!(&self.backend, pg => postgres::mark_pages_deleting(pg, fb_user_id, reason));
-        let (id, reason) = (fb_user_id.to_string(), reason.to_string());
-        db.call(move |c| {
-            c.execute(
-                "UPDATE pages SET status = 'deleting', status_reason = ?2, updated_at = ?3
-                     WHERE fb_user_id = ?1",
-                params![id, reason, now_secs()],
-            )?;
-            Ok(())
-        })
-        .await?;
+        self.db
+            .mark_pages_deleting(fb_user_id.to_string(), reason.to_string(), now_secs())
+            .await?;
         self.pages_granted_by(fb_user_id).await
     }
 }

@@ -1,20 +1,29 @@
 //! Merchants, shops, Facebook users and pages, and the per-conversation poll watermarks. Every
-//! token is encrypted with the row's key as associated data, so a ciphertext moved to another
-//! row does not decrypt.
+//! token is encrypted with the row's key as associated data (`Aad`), so a ciphertext moved to
+//! another row does not decrypt.
 //!
-//! `shops` and `facebook` hold the queries of each integration; this module the shared parts.
+//! `TokenStore` holds what is the same on both backends: encryption, parsing stored values
+//! into records, the decisions (which merchant a grant joins, whether a page may move), the
+//! key rotation loop and the clock. `TokenDb` is the seam, implemented once per backend
+//! (`sqlite`, `postgres`) over the shared SQL (`sql`); its methods take and return rows with
+//! tokens still encrypted. Each area (`shops`, `facebook`, `deletions`, `watermarks`) holds its
+//! records, its store methods and its part of the seam.
 
 mod deletions;
 mod facebook;
 mod postgres;
 mod shops;
+mod sql;
+mod sqlite;
 mod watermarks;
 
-use rusqlite::{params, OptionalExtension};
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{postgres::PgDb, sqlite_or, text_enum, Backend, Db, StoreError};
+use super::{postgres::PgDb, text_enum, Backend, Db, StoreError};
 use crate::crypto::TokenCipher;
 use crate::objects::keys::{PageId, ShopDomain};
 
@@ -24,6 +33,7 @@ pub use watermarks::Watermark;
 
 #[derive(Clone)]
 pub struct TokenStore {
+    db: Arc<dyn TokenDb>,
     backend: Backend,
     cipher: TokenCipher,
 }
@@ -92,73 +102,145 @@ pub struct AccountSummary {
     pub reason: Option<String>,
 }
 
-fn shop_aad(domain: &str) -> Vec<u8> {
-    format!("shop:{domain}").into_bytes()
-}
-fn shop_refresh_aad(domain: &str) -> Vec<u8> {
-    format!("shop-refresh:{domain}").into_bytes()
-}
-fn page_aad(page: &str) -> Vec<u8> {
-    format!("page:{page}").into_bytes()
+/// The associated data a token is sealed under: the row it belongs to. These bytes are part
+/// of every stored ciphertext; changing them makes every stored token undecryptable.
+#[derive(Debug, Clone, Copy)]
+enum Aad<'a> {
+    /// A shop's access token: `shop:<domain>`.
+    Shop(&'a str),
+    /// A shop's refresh token: `shop-refresh:<domain>`.
+    ShopRefresh(&'a str),
+    /// A page's access token: `page:<page id>`.
+    Page(&'a str),
 }
 
-fn parse_uuid(s: String) -> Result<Uuid, rusqlite::Error> {
-    Uuid::parse_str(&s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+impl Aad<'_> {
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            Aad::Shop(domain) => format!("shop:{domain}"),
+            Aad::ShopRefresh(domain) => format!("shop-refresh:{domain}"),
+            Aad::Page(page) => format!("page:{page}"),
+        }
+        .into_bytes()
+    }
+}
+
+/// Every encrypted column, for the key rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenColumn {
+    ShopAccess,
+    ShopRefresh,
+    PageAccess,
+}
+
+impl TokenColumn {
+    const ALL: [TokenColumn; 3] = [
+        TokenColumn::ShopAccess,
+        TokenColumn::ShopRefresh,
+        TokenColumn::PageAccess,
+    ];
+
+    /// The associated data of this column's value in the row keyed `id`.
+    fn aad(self, id: &str) -> Aad<'_> {
+        match self {
+            TokenColumn::ShopAccess => Aad::Shop(id),
+            TokenColumn::ShopRefresh => Aad::ShopRefresh(id),
+            TokenColumn::PageAccess => Aad::Page(id),
+        }
+    }
+}
+
+/// A stored token: its column, its row's key (domain or page id) and its ciphertext.
+struct EncryptedToken {
+    column: TokenColumn,
+    id: String,
+    ciphertext: Vec<u8>,
+}
+
+/// A token to re-encrypt: written as `new` only if the row still holds `old`.
+struct TokenSwap {
+    column: TokenColumn,
+    id: String,
+    old: Vec<u8>,
+    new: Vec<u8>,
+}
+
+/// A summary line as stored (merchant and status not yet parsed).
+struct SummaryRow {
+    id: String,
+    merchant: String,
+    status: String,
+    reason: Option<String>,
+}
+
+/// Held while a shop's token is refreshed; `release` frees it. Dropped without `release`
+/// (the caller's future was cancelled), it must free it too.
+#[async_trait]
+trait HeldLock: Send {
+    async fn release(self: Box<Self>);
+}
+
+/// What each backend does for the token store, beside what each area adds (`ShopDb`,
+/// `FacebookDb`, `DeletionDb`, `WatermarkDb`). Tokens arrive and leave encrypted.
+#[async_trait]
+trait TokenDb:
+    shops::ShopDb + facebook::FacebookDb + deletions::DeletionDb + watermarks::WatermarkDb
+{
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Every shop, by domain in byte order.
+    async fn shop_summaries(&self) -> Result<Vec<SummaryRow>, StoreError>;
+    /// Every page, by id in byte order.
+    async fn page_summaries(&self) -> Result<Vec<SummaryRow>, StoreError>;
+    async fn merchant_shops(&self, merchant: String) -> Result<Vec<SummaryRow>, StoreError>;
+    /// The merchant's pages with their names, by name (NULL first) then id, in byte order.
+    async fn merchant_pages(
+        &self,
+        merchant: String,
+    ) -> Result<Vec<(SummaryRow, Option<String>)>, StoreError>;
+    async fn merchant_exists(&self, merchant: String) -> Result<bool, StoreError>;
+    /// Every stored token (none of the NULL ones).
+    async fn encrypted_tokens(&self) -> Result<Vec<EncryptedToken>, StoreError>;
+    /// Writes every swap in one transaction, and only if each row still holds its `old` value
+    /// and no other token is stored: false (and nothing changed) otherwise.
+    async fn replace_tokens(&self, swaps: Vec<TokenSwap>) -> Result<bool, StoreError>;
+    /// Waits until no other caller (on PostgreSQL: no other instance) refreshes `domain`.
+    async fn lock_shop_refresh(&self, domain: String) -> Result<Box<dyn HeldLock>, StoreError>;
+}
+
+/// A stored merchant UUID; one that does not parse is an error, never skipped.
+fn merchant_uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s)
+        .map_err(|e| StoreError::Corrupt(format!("stored merchant UUID is invalid: {e}")))
+}
+
+/// Ids read back from a list query. Rows were validated on the way in; anything that no
+/// longer parses is skipped (never polled).
+fn parsed<T>(rows: Vec<String>, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
+    rows.iter().filter_map(|r| parse(r)).collect()
+}
+
+/// A count or limit as a BIGINT (saturating: a `usize` beyond `i64` means "no limit" here).
+fn big(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn summary(row: SummaryRow) -> Result<AccountSummary, StoreError> {
+    Ok(AccountSummary {
+        id: row.id,
+        merchant: merchant_uuid(&row.merchant)?,
+        status: row.status.parse()?,
+        reason: row.reason,
     })
 }
 
-/// A shop's row as stored, its tokens still encrypted: each backend reads it, and one piece of
-/// code decrypts it, so both backends give the same record (and the same errors).
-struct StoredShop {
-    merchant: Uuid,
-    access_token: Option<Vec<u8>>,
-    scopes: String,
-    expires_at: Option<i64>,
-    refresh_token: Option<Vec<u8>>,
-    refresh_token_expires_at: Option<i64>,
-    status: AccountStatus,
-    status_reason: Option<String>,
-    installed_at: i64,
-}
-
-/// A page's row as stored, its token still encrypted (see `StoredShop`).
-struct StoredPage {
-    merchant: Uuid,
-    name: Option<String>,
-    access_token: Vec<u8>,
-    status: AccountStatus,
-    status_reason: Option<String>,
-}
-
-/// The first column of `sql` (one optional text parameter), parsed with `parse`. Rows were
-/// validated on the way in; anything that no longer parses is skipped (never polled).
-async fn ids<T>(
-    db: &Db,
-    sql: &'static str,
-    param: Option<String>,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<T>, StoreError> {
-    let rows: Vec<String> = db
-        .call(move |c| {
-            let mut st = c.prepare_cached(sql)?;
-            let v = match param {
-                Some(p) => st
-                    .query_map([p], |r| r.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?,
-                None => st
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<Vec<String>, _>>()?,
-            };
-            Ok(v)
-        })
-        .await?;
-    Ok(rows.iter().filter_map(|r| parse(r)).collect())
+fn summaries(rows: Vec<SummaryRow>) -> Result<Vec<AccountSummary>, StoreError> {
+    rows.into_iter().map(summary).collect()
 }
 
 impl TokenStore {
     pub fn new(db: Db, cipher: TokenCipher) -> Self {
         TokenStore {
+            db: Arc::new(sqlite::SqliteTokens(db.clone())),
             backend: Backend::Sqlite(db),
             cipher,
         }
@@ -168,50 +250,41 @@ impl TokenStore {
     /// and associated data as on SQLite, before they reach SQL.
     pub fn on_postgres(pg: PgDb, cipher: TokenCipher) -> Self {
         TokenStore {
+            db: Arc::new(postgres::PgTokens(pg.clone())),
             backend: Backend::Postgres(pg),
             cipher,
         }
     }
 
+    /// The database the store was opened on (for tools and tests that read it directly).
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
 
+    fn seal(&self, token: &SecretString, aad: Aad) -> Vec<u8> {
+        self.cipher.encrypt(token.expose_secret(), &aad.bytes())
+    }
+
+    fn open(&self, ciphertext: &[u8], aad: Aad) -> Result<SecretString, StoreError> {
+        Ok(self.cipher.decrypt(ciphertext, &aad.bytes())?)
+    }
+
     /// Cheap liveness probe for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.backend.ping().await
+        self.db.ping().await
     }
 
     pub async fn shop_summaries(&self) -> Result<Vec<AccountSummary>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::shop_summaries(pg));
-        summaries_of(
-            db,
-            "SELECT domain, merchant_uuid, status, status_reason FROM shops ORDER BY domain",
-            None,
-        )
-        .await
+        summaries(self.db.shop_summaries().await?)
     }
 
     pub async fn page_summaries(&self) -> Result<Vec<AccountSummary>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::page_summaries(pg));
-        summaries_of(
-            db,
-            "SELECT page_id, merchant_uuid, status, status_reason FROM pages ORDER BY page_id",
-            None,
-        )
-        .await
+        summaries(self.db.page_summaries().await?)
     }
 
     /// One merchant's shops (for their account page).
     pub async fn merchant_shops(&self, merchant: Uuid) -> Result<Vec<AccountSummary>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::merchant_shops(pg, merchant));
-        summaries_of(
-            db,
-            "SELECT domain, merchant_uuid, status, status_reason FROM shops
-             WHERE merchant_uuid = ?1 ORDER BY domain",
-            Some(merchant),
-        )
-        .await
+        summaries(self.db.merchant_shops(merchant.to_string()).await?)
     }
 
     /// One merchant's pages, with their names.
@@ -219,90 +292,43 @@ impl TokenStore {
         &self,
         merchant: Uuid,
     ) -> Result<Vec<(AccountSummary, Option<String>)>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::merchant_pages(pg, merchant));
-        db.call(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT page_id, merchant_uuid, status, status_reason, name FROM pages
-                     WHERE merchant_uuid = ?1 ORDER BY name, page_id",
-            )?;
-            let v = st
-                .query_map([merchant.to_string()], |r| {
-                    Ok((
-                        AccountSummary {
-                            id: r.get(0)?,
-                            merchant: parse_uuid(r.get(1)?)?,
-                            status: r.get(2)?,
-                            reason: r.get(3)?,
-                        },
-                        r.get(4)?,
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(v)
-        })
-        .await
-    }
-
-    /// When a poll last read one of the page's conversations (unix ms; stored in seconds).
-    pub async fn page_last_polled(&self, page: &PageId) -> Result<Option<i64>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::page_last_polled(pg, page));
-        let page = page.to_string();
-        db.call(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT MAX(polled_at) * 1000 FROM conversation_watermarks WHERE page_id = ?1",
-            )?
-            .query_row([page], |r| r.get(0))?)
-        })
-        .await
+        self.db
+            .merchant_pages(merchant.to_string())
+            .await?
+            .into_iter()
+            .map(|(row, name)| Ok((summary(row)?, name)))
+            .collect()
     }
 
     pub async fn merchant_exists(&self, merchant: Uuid) -> Result<bool, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::merchant_exists(pg, merchant));
-        db.call(move |c| {
-            Ok(c.query_row(
-                "SELECT 1 FROM merchants WHERE uuid = ?1",
-                [merchant.to_string()],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-        })
-        .await
+        self.db.merchant_exists(merchant.to_string()).await
     }
 
     /// Re-encrypts every stored token with `new` in one transaction; returns how many values
-    /// were re-encrypted. Fails without changing anything if any value does not decrypt.
+    /// were re-encrypted. Fails without changing anything if any value does not decrypt, or if
+    /// a token was written meanwhile (the command runs with no instance serving, so that only
+    /// happens when one started anyway).
     pub async fn rotate_key(&self, new: TokenCipher) -> Result<usize, StoreError> {
-        let old = self.cipher.clone();
-        let db = sqlite_or!(&self.backend, pg => postgres::rotate_key(pg, &old, &new));
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            let mut n = 0;
-            for (table, key, col, prefix) in TOKEN_COLUMNS {
-                let rows: Vec<(String, Vec<u8>)> = {
-                    let mut st = tx.prepare(&format!(
-                        "SELECT {key}, {col} FROM {table} WHERE {col} IS NOT NULL"
-                    ))?;
-                    let v = st
-                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    v
-                };
-                for (id, blob) in rows {
-                    let aad = format!("{prefix}:{id}").into_bytes();
-                    let plain = old.decrypt(&blob, &aad)?;
-                    let fresh = new.encrypt(plain.expose_secret(), &aad);
-                    tx.execute(
-                        &format!("UPDATE {table} SET {col} = ?1 WHERE {key} = ?2"),
-                        params![fresh, id],
-                    )?;
-                    n += 1;
-                }
-            }
-            tx.commit()?;
-            Ok(n)
-        })
-        .await
+        let mut swaps = Vec::new();
+        for token in self.db.encrypted_tokens().await? {
+            let aad = token.column.aad(&token.id);
+            let plain = self.open(&token.ciphertext, aad)?;
+            let fresh = new.encrypt(plain.expose_secret(), &aad.bytes());
+            swaps.push(TokenSwap {
+                column: token.column,
+                id: token.id,
+                old: token.ciphertext,
+                new: fresh,
+            });
+        }
+        let n = swaps.len();
+        if !self.db.replace_tokens(swaps).await? {
+            return Err(StoreError::Corrupt(
+                "tokens changed while the key was rotated; nothing was re-encrypted (run it again)"
+                    .into(),
+            ));
+        }
+        Ok(n)
     }
 
     /// Runs `f` while no other caller refreshes `shop`'s token — on PostgreSQL across every
@@ -319,42 +345,11 @@ impl TokenStore {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = T>,
     {
-        match &self.backend {
-            Backend::Sqlite(_) => Ok(f().await),
-            Backend::Postgres(pg) => postgres::with_shop_refresh_lock(pg, shop, f).await,
-        }
+        let lock = self.db.lock_shop_refresh(shop.as_str().to_string()).await?;
+        let out = f().await;
+        lock.release().await;
+        Ok(out)
     }
-}
-
-/// Every encrypted column: (table, key column, token column, associated-data prefix). The
-/// prefixes are those of `shop_aad`, `shop_refresh_aad` and `page_aad`.
-const TOKEN_COLUMNS: [(&str, &str, &str, &str); 3] = [
-    ("shops", "domain", "access_token", "shop"),
-    ("shops", "domain", "refresh_token", "shop-refresh"),
-    ("pages", "page_id", "access_token", "page"),
-];
-
-async fn summaries_of(
-    db: &Db,
-    sql: &'static str,
-    merchant: Option<Uuid>,
-) -> Result<Vec<AccountSummary>, StoreError> {
-    db.call(move |c| {
-        let mut st = c.prepare_cached(sql)?;
-        let params: Vec<String> = merchant.iter().map(Uuid::to_string).collect();
-        let v = st
-            .query_map(rusqlite::params_from_iter(params), |r| {
-                Ok(AccountSummary {
-                    id: r.get(0)?,
-                    merchant: parse_uuid(r.get(1)?)?,
-                    status: r.get(2)?,
-                    reason: r.get(3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(v)
-    })
-    .await
 }
 
 #[cfg(test)]

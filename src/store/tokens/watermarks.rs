@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
+use async_trait::async_trait;
 
-use super::{postgres, TokenStore};
+use super::TokenStore;
 use crate::objects::keys::{PageId, Psid};
-use crate::store::{now_secs, sqlite_or, StoreError};
+use crate::store::{now_secs, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watermark {
@@ -26,21 +26,29 @@ pub struct Watermark {
     pub object_sha256: Option<String>,
 }
 
+/// The watermarks part of `TokenDb`.
+#[async_trait]
+pub(super) trait WatermarkDb: Send + Sync {
+    /// (psid, updated_time) of each watermark of the page.
+    async fn watermark_times(&self, page: String) -> Result<Vec<(String, i64)>, StoreError>;
+    async fn watermark(&self, page: String, psid: String) -> Result<Option<Watermark>, StoreError>;
+    /// Upserts the watermark if the page exists and is not being deleted: whether it did.
+    async fn save_watermark(
+        &self,
+        page: String,
+        psid: String,
+        w: Watermark,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// The latest `polled_at` of the page's watermarks, in milliseconds.
+    async fn page_last_polled(&self, page: String) -> Result<Option<i64>, StoreError>;
+}
+
 impl TokenStore {
     /// `psid → updated_time` of every watermark of the page.
     pub async fn watermark_times(&self, page: &PageId) -> Result<HashMap<String, i64>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::watermark_times(pg, page.as_str()));
-        let p = page.as_str().to_string();
-        db.call(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT psid, updated_time FROM conversation_watermarks WHERE page_id = ?1",
-            )?;
-            let v = st
-                .query_map([p], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<HashMap<_, _>, _>>()?;
-            Ok(v)
-        })
-        .await
+        let rows = self.db.watermark_times(page.as_str().to_string()).await?;
+        Ok(rows.into_iter().collect())
     }
 
     pub async fn watermark(
@@ -48,26 +56,8 @@ impl TokenStore {
         page: &PageId,
         psid: &Psid,
     ) -> Result<Option<Watermark>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::watermark(pg, page.as_str(), psid.as_str()));
         let (p, s) = (page.as_str().to_string(), psid.as_str().to_string());
-        db.call(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT conversation_id, updated_time, newest_ts, newest_mid, object_sha256
-                     FROM conversation_watermarks WHERE page_id = ?1 AND psid = ?2",
-            )?
-            .query_row([p, s], |r| {
-                Ok(Watermark {
-                    conversation_id: r.get(0)?,
-                    updated_time: r.get(1)?,
-                    newest_ts: r.get(2)?,
-                    newest_mid: r.get(3)?,
-                    object_sha256: r.get(4)?,
-                })
-            })
-            .optional()?)
-        })
-        .await
+        self.db.watermark(p, s).await
     }
 
     /// Records a poll's watermark; false when the page is gone or being deleted (nothing is
@@ -78,34 +68,12 @@ impl TokenStore {
         psid: &Psid,
         w: Watermark,
     ) -> Result<bool, StoreError> {
-        let db = sqlite_or!(&self.backend, pg =>
-            postgres::save_watermark(pg, page.as_str(), psid.as_str(), w));
         let (p, s) = (page.as_str().to_string(), psid.as_str().to_string());
-        db.call(move |c| {
-            let n = c.execute(
-                "INSERT INTO conversation_watermarks
-                        (page_id, psid, conversation_id, updated_time, newest_ts, newest_mid,
-                         object_sha256, polled_at)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
-                     WHERE EXISTS (SELECT 1 FROM pages WHERE page_id = ?1 AND status != 'deleting')
-                     ON CONFLICT(page_id, psid) DO UPDATE SET
-                        conversation_id = excluded.conversation_id,
-                        updated_time = excluded.updated_time, newest_ts = excluded.newest_ts,
-                        newest_mid = excluded.newest_mid, object_sha256 = excluded.object_sha256,
-                        polled_at = excluded.polled_at",
-                params![
-                    p,
-                    s,
-                    w.conversation_id,
-                    w.updated_time,
-                    w.newest_ts,
-                    w.newest_mid,
-                    w.object_sha256,
-                    now_secs()
-                ],
-            )?;
-            Ok(n == 1)
-        })
-        .await
+        self.db.save_watermark(p, s, w, now_secs()).await
+    }
+
+    /// When a poll last read one of the page's conversations (unix ms; stored in seconds).
+    pub async fn page_last_polled(&self, page: &PageId) -> Result<Option<i64>, StoreError> {
+        self.db.page_last_polled(page.as_str().to_string()).await
     }
 }

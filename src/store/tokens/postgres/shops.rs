@@ -1,100 +1,16 @@
-//! Shopify shops on PostgreSQL (see `../shops.rs` for what each query means).
+//! Shopify shops on PostgreSQL (see `../shops.rs` for what each method means).
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{ids, locked_tx, merchant_uuid, status};
-use crate::objects::keys::ShopDomain;
-use crate::store::postgres::{pg, PgDb};
-use crate::store::tokens::{AccountStatus, ShopGrant, StoredShop};
-use crate::store::{now_secs, StoreError};
+use super::{locked_tx, PgTokens};
+use crate::store::tokens::shops::{grant_merchant, ShopDb, ShopTokens, StoredShop};
+use crate::store::tokens::{sql, AccountStatus};
+use crate::store::StoreError;
 
-pub(in crate::store::tokens) async fn save_shop_grant(
-    db: &PgDb,
-    domain: &str,
-    token: Vec<u8>,
-    refresh: Option<Vec<u8>>,
-    grant: ShopGrant,
-    merchant: Option<Uuid>,
-) -> Result<Uuid, StoreError> {
-    // Two instances completing the first install of one shop at once must agree on its
-    // merchant: the read below and the upsert run one install at a time per domain.
-    let mut tx = locked_tx(db, "shop", domain).await?;
-    let now = now_secs();
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT merchant_uuid FROM shops WHERE domain = $1")
-            .bind(domain)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg)?;
-    let merchant = match existing {
-        Some(m) => merchant_uuid(&m)?,
-        None => merchant.unwrap_or_else(Uuid::new_v4),
-    };
-    sqlx::query(
-        "INSERT INTO merchants (uuid, created_at) VALUES ($1, $2) ON CONFLICT (uuid) DO NOTHING",
-    )
-    .bind(merchant.to_string())
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(pg)?;
-    sqlx::query(
-        "INSERT INTO shops (domain, merchant_uuid, access_token, scopes, token_expires_at,
-            refresh_token, refresh_token_expires_at, status, status_reason,
-            installed_at, uninstalled_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'active', NULL, $8, NULL, $8)
-         ON CONFLICT (domain) DO UPDATE SET
-            access_token = excluded.access_token, scopes = excluded.scopes,
-            token_expires_at = excluded.token_expires_at,
-            refresh_token = excluded.refresh_token,
-            refresh_token_expires_at = excluded.refresh_token_expires_at,
-            status = 'active', status_reason = NULL,
-            installed_at = excluded.installed_at, uninstalled_at = NULL,
-            updated_at = excluded.updated_at",
-    )
-    .bind(domain)
-    .bind(merchant.to_string())
-    .bind(token)
-    .bind(grant.scopes)
-    .bind(grant.expires_at)
-    .bind(refresh)
-    .bind(grant.refresh_token_expires_at)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
-    Ok(merchant)
-}
-
-pub(in crate::store::tokens) async fn update_shop_tokens(
-    db: &PgDb,
-    domain: &str,
-    token: Vec<u8>,
-    refresh: Option<Vec<u8>>,
-    grant: ShopGrant,
-    installed_at: i64,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE shops SET access_token = $2, scopes = $3, token_expires_at = $4,
-            refresh_token = $5, refresh_token_expires_at = $6, updated_at = $7
-         WHERE domain = $1 AND status = 'active' AND installed_at = $8",
-    )
-    .bind(domain)
-    .bind(token)
-    .bind(grant.scopes)
-    .bind(grant.expires_at)
-    .bind(refresh)
-    .bind(grant.refresh_token_expires_at)
-    .bind(now_secs())
-    .bind(installed_at)
-    .execute(db.pool())
-    .await
-    .map_err(pg)?;
-    Ok(done.rows_affected() == 1)
-}
-
-type ShopRow = (
+/// merchant_uuid, access_token, scopes, token_expires_at, refresh_token,
+/// refresh_token_expires_at, status, status_reason, installed_at
+type ShopTuple = (
     String,
     Option<Vec<u8>>,
     String,
@@ -106,163 +22,169 @@ type ShopRow = (
     i64,
 );
 
-pub(in crate::store::tokens) async fn stored_shop(
-    db: &PgDb,
-    domain: &str,
-) -> Result<Option<StoredShop>, StoreError> {
-    let row: Option<ShopRow> = sqlx::query_as(
-        "SELECT merchant_uuid, access_token, scopes, token_expires_at, refresh_token,
-                refresh_token_expires_at, status, status_reason, installed_at
-         FROM shops WHERE domain = $1",
-    )
-    .bind(domain)
-    .fetch_optional(db.pool())
-    .await
-    .map_err(pg)?;
-    let Some((m, tok, scopes, exp, refresh, rexp, st, reason, installed_at)) = row else {
-        return Ok(None);
-    };
-    Ok(Some(StoredShop {
-        merchant: merchant_uuid(&m)?,
-        access_token: tok,
-        scopes,
-        expires_at: exp,
-        refresh_token: refresh,
-        refresh_token_expires_at: rexp,
-        status: status(&st)?,
-        status_reason: reason,
-        installed_at,
-    }))
-}
-
-pub(in crate::store::tokens) async fn merchant_has_installed_shop(
-    db: &PgDb,
-    merchant: Uuid,
-) -> Result<bool, StoreError> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM shops
-                        WHERE merchant_uuid = $1 AND status != 'uninstalled')",
-    )
-    .bind(merchant.to_string())
-    .fetch_one(db.pool())
-    .await
-    .map_err(pg)
-}
-
-pub(in crate::store::tokens) async fn shop_id(
-    db: &PgDb,
-    domain: &str,
-) -> Result<Option<i64>, StoreError> {
-    let id: Option<Option<i64>> = sqlx::query_scalar("SELECT shop_id FROM shops WHERE domain = $1")
-        .bind(domain)
-        .fetch_optional(db.pool())
-        .await
-        .map_err(pg)?;
-    Ok(id.flatten())
-}
-
-pub(in crate::store::tokens) async fn set_shop_id(
-    db: &PgDb,
-    domain: &str,
-    id: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE shops SET shop_id = $2 WHERE domain = $1")
-        .bind(domain)
-        .bind(id)
-        .execute(db.pool())
-        .await
-        .map_err(pg)?;
-    Ok(())
-}
-
-pub(in crate::store::tokens) async fn shop_installed_at(
-    db: &PgDb,
-    domain: &str,
-) -> Result<Option<i64>, StoreError> {
-    sqlx::query_scalar("SELECT installed_at FROM shops WHERE domain = $1")
-        .bind(domain)
-        .fetch_optional(db.pool())
-        .await
-        .map_err(pg)
-}
-
-pub(in crate::store::tokens) async fn active_shops(
-    db: &PgDb,
-) -> Result<Vec<ShopDomain>, StoreError> {
-    ids(
-        db,
-        r#"SELECT domain FROM shops WHERE status = 'active' AND access_token IS NOT NULL
-           ORDER BY domain COLLATE "C""#,
-        None,
-        |d| ShopDomain::parse(d).ok(),
-    )
-    .await
-}
-
-pub(in crate::store::tokens) async fn set_shop_status(
-    db: &PgDb,
-    domain: &str,
-    status: AccountStatus,
-    reason: Option<String>,
-) -> Result<(), StoreError> {
-    let now = now_secs();
-    if status == AccountStatus::Uninstalled {
-        // Revoke: the token is useless after uninstall and must not linger.
-        sqlx::query(
-            "UPDATE shops SET status = 'uninstalled', status_reason = $2,
-                access_token = NULL, refresh_token = NULL, token_expires_at = NULL,
-                refresh_token_expires_at = NULL, uninstalled_at = $3, updated_at = $3
-             WHERE domain = $1",
-        )
-        .bind(domain)
-        .bind(reason)
-        .bind(now)
-        .execute(db.pool())
-        .await
-        .map_err(pg)?;
-    } else {
-        sqlx::query(
-            "UPDATE shops SET status = $2, status_reason = $3, updated_at = $4 WHERE domain = $1",
-        )
-        .bind(domain)
-        .bind(status.as_str())
-        .bind(reason)
-        .bind(now)
-        .execute(db.pool())
-        .await
-        .map_err(pg)?;
+#[async_trait]
+impl ShopDb for PgTokens {
+    async fn save_shop_grant(&self, t: ShopTokens, candidate: Uuid) -> Result<Uuid, StoreError> {
+        // Two instances completing the first install of one shop at once must agree on its
+        // merchant: the read below and the upsert run one install at a time per domain.
+        let mut tx = locked_tx(&self.0, "shop", &t.domain).await?;
+        let existing: Option<String> = sqlx::query_scalar(sql::SHOP_MERCHANT)
+            .bind(&t.domain)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let merchant = grant_merchant(existing, candidate)?;
+        sqlx::query(sql::INSERT_MERCHANT)
+            .bind(merchant.to_string())
+            .bind(t.now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sql::UPSERT_SHOP)
+            .bind(t.domain)
+            .bind(merchant.to_string())
+            .bind(t.access_token)
+            .bind(t.scopes)
+            .bind(t.expires_at)
+            .bind(t.refresh_token)
+            .bind(t.refresh_token_expires_at)
+            .bind(t.now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(merchant)
     }
-    Ok(())
-}
 
-pub(in crate::store::tokens) async fn mark_shop_reauth(
-    db: &PgDb,
-    domain: &str,
-    installed_at: i64,
-    reason: String,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE shops SET status = 'needs_reauth', status_reason = $2, updated_at = $3
-         WHERE domain = $1 AND status = 'active' AND installed_at = $4",
-    )
-    .bind(domain)
-    .bind(reason)
-    .bind(now_secs())
-    .bind(installed_at)
-    .execute(db.pool())
-    .await
-    .map_err(pg)?;
-    Ok(done.rows_affected() == 1)
-}
+    async fn update_shop_tokens(
+        &self,
+        t: ShopTokens,
+        installed_at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::UPDATE_SHOP_TOKENS)
+            .bind(t.domain)
+            .bind(t.access_token)
+            .bind(t.scopes)
+            .bind(t.expires_at)
+            .bind(t.refresh_token)
+            .bind(t.refresh_token_expires_at)
+            .bind(t.now)
+            .bind(installed_at)
+            .execute(self.0.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-pub(in crate::store::tokens) async fn delete_shop(
-    db: &PgDb,
-    domain: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM shops WHERE domain = $1")
-        .bind(domain)
-        .execute(db.pool())
-        .await
-        .map_err(pg)?;
-    Ok(done.rows_affected() > 0)
+    async fn stored_shop(&self, domain: String) -> Result<Option<StoredShop>, StoreError> {
+        let row: Option<ShopTuple> = sqlx::query_as(sql::SHOP)
+            .bind(domain)
+            .fetch_optional(self.0.pool())
+            .await?;
+        Ok(row.map(
+            |(merchant, tok, scopes, exp, refresh, rexp, status, reason, installed_at)| {
+                StoredShop {
+                    merchant,
+                    access_token: tok,
+                    scopes,
+                    expires_at: exp,
+                    refresh_token: refresh,
+                    refresh_token_expires_at: rexp,
+                    status,
+                    status_reason: reason,
+                    installed_at,
+                }
+            },
+        ))
+    }
+
+    async fn merchant_has_installed_shop(&self, merchant: String) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(sql::MERCHANT_HAS_INSTALLED_SHOP)
+            .bind(merchant)
+            .fetch_one(self.0.pool())
+            .await?)
+    }
+
+    async fn shop_id(&self, domain: String) -> Result<Option<i64>, StoreError> {
+        let id: Option<Option<i64>> = sqlx::query_scalar(sql::SHOP_ID)
+            .bind(domain)
+            .fetch_optional(self.0.pool())
+            .await?;
+        Ok(id.flatten())
+    }
+
+    async fn set_shop_id(&self, domain: String, id: i64) -> Result<(), StoreError> {
+        sqlx::query(sql::SET_SHOP_ID)
+            .bind(domain)
+            .bind(id)
+            .execute(self.0.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn shop_installed_at(&self, domain: String) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(sql::SHOP_INSTALLED_AT)
+            .bind(domain)
+            .fetch_optional(self.0.pool())
+            .await?)
+    }
+
+    async fn active_shops(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(sql::ACTIVE_SHOPS)
+            .fetch_all(self.0.pool())
+            .await?)
+    }
+
+    async fn set_shop_status(
+        &self,
+        domain: String,
+        status: AccountStatus,
+        reason: Option<String>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::SET_SHOP_STATUS)
+            .bind(domain)
+            .bind(status)
+            .bind(reason)
+            .bind(now)
+            .execute(self.0.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_shop(
+        &self,
+        domain: String,
+        reason: Option<String>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::REVOKE_SHOP)
+            .bind(domain)
+            .bind(reason)
+            .bind(now)
+            .execute(self.0.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_shop_reauth(
+        &self,
+        domain: String,
+        installed_at: i64,
+        reason: String,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::MARK_SHOP_REAUTH)
+            .bind(domain)
+            .bind(reason)
+            .bind(now)
+            .bind(installed_at)
+            .execute(self.0.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_shop(&self, domain: String) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::DELETE_SHOP)
+            .bind(domain)
+            .execute(self.0.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }

@@ -52,6 +52,7 @@ pub(super) async fn stores() -> Vec<On> {
 /// Another store on the same rows, with another key.
 fn same_rows(s: &TokenStore, cipher: TokenCipher) -> TokenStore {
     TokenStore {
+        db: s.db.clone(),
         backend: s.backend.clone(),
         cipher,
     }
