@@ -94,6 +94,181 @@ async fn raw_tokens(s: &TokenStore) -> Vec<Vec<u8>> {
     v
 }
 
+/// Runs one statement directly on the store's database (a state the store would not write).
+async fn exec(s: &TokenStore, sql: &'static str) {
+    match s.backend() {
+        Backend::Sqlite(db) => db
+            .call(move |c| {
+                c.execute(sql, [])?;
+                Ok(())
+            })
+            .await
+            .unwrap(),
+        Backend::Postgres(pg) => {
+            sqlx::query(sql).execute(pg.pool()).await.unwrap();
+        }
+    }
+}
+
+/// One stored token value, raw.
+async fn raw_token(s: &TokenStore, sql: &'static str) -> Vec<u8> {
+    match s.backend() {
+        Backend::Sqlite(db) => db
+            .call(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+            .await
+            .unwrap(),
+        Backend::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(pg.pool()).await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_sealed_under_their_rows_associated_data() {
+    for on in stores().await {
+        let s = &on.store;
+        let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+        let mut g = grant("t1");
+        g.refresh_token = Some(secret("r1"));
+        let m = s.save_shop_grant(&shop, g, None).await.unwrap();
+        s.save_page(&PageId::parse("77").unwrap(), m, None, None, &secret("p1"))
+            .await
+            .unwrap();
+        // The associated data is part of every stored value: these exact bytes, or tokens
+        // stored by earlier versions no longer decrypt.
+        for (sql, aad, plain) in [
+            (
+                "SELECT access_token FROM shops",
+                &b"shop:acme.myshopify.com"[..],
+                "t1",
+            ),
+            (
+                "SELECT refresh_token FROM shops",
+                b"shop-refresh:acme.myshopify.com",
+                "r1",
+            ),
+            ("SELECT access_token FROM pages", b"page:77", "p1"),
+        ] {
+            let blob = raw_token(s, sql).await;
+            let opened = key().decrypt(&blob, aad).unwrap();
+            assert_eq!(opened.expose_secret(), plain, "{sql} on {}", on.name());
+        }
+    }
+}
+
+/// Every stored token, re-encrypted with `new` (what `rotate_key` hands the backend).
+fn swaps_to(read: Vec<EncryptedToken>, new: &TokenCipher) -> Vec<TokenSwap> {
+    read.into_iter()
+        .map(|t| {
+            let aad = t.column.aad(&t.id).bytes();
+            let plain = key().decrypt(&t.ciphertext, &aad).unwrap();
+            TokenSwap {
+                column: t.column,
+                id: t.id,
+                new: new.encrypt(plain.expose_secret(), &aad),
+                old: t.ciphertext,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rotation_that_races_a_token_write_changes_nothing() {
+    for on in stores().await {
+        let s = &on.store;
+        let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+        let mut g = grant("t1");
+        g.refresh_token = Some(secret("r1"));
+        let m = s.save_shop_grant(&shop, g, None).await.unwrap();
+        let page = PageId::parse("7").unwrap();
+        s.save_page(&page, m, None, None, &secret("p1"))
+            .await
+            .unwrap();
+        let new = TokenCipher::new(&[2u8; 32]);
+        // A token stored after the read would stay under the old key: refused.
+        let read = s.db.encrypted_tokens().await.unwrap();
+        s.save_page(&PageId::parse("8").unwrap(), m, None, None, &secret("p2"))
+            .await
+            .unwrap();
+        let before = raw_tokens(s).await;
+        assert!(!s.db.replace_tokens(swaps_to(read, &new)).await.unwrap());
+        assert_eq!(raw_tokens(s).await, before, "{}", on.name());
+        // A token replaced after the read (the last one swapped): the shop's swaps made
+        // before it are rolled back.
+        let read = s.db.encrypted_tokens().await.unwrap();
+        s.save_page(&page, m, None, None, &secret("p3"))
+            .await
+            .unwrap();
+        let before = raw_tokens(s).await;
+        assert!(!s.db.replace_tokens(swaps_to(read, &new)).await.unwrap());
+        assert_eq!(raw_tokens(s).await, before, "{}", on.name());
+        // Nothing written in between: every token moves to the new key.
+        let read = s.db.encrypted_tokens().await.unwrap();
+        assert_eq!(read.len(), 4);
+        assert!(s.db.replace_tokens(swaps_to(read, &new)).await.unwrap());
+        let rotated = same_rows(s, new);
+        let rec = rotated.shop(&shop).await.unwrap().unwrap();
+        assert_eq!(rec.refresh_token.unwrap().expose_secret(), "r1");
+        let p = rotated.page(&page).await.unwrap().unwrap();
+        assert_eq!(p.access_token.expose_secret(), "p3");
+    }
+}
+
+#[tokio::test]
+async fn a_page_is_not_marked_for_reauth_once_its_compared_token_was_replaced() {
+    for on in stores().await {
+        let s = &on.store;
+        let page = PageId::parse("7").unwrap();
+        let m = Uuid::new_v4();
+        s.save_page(&page, m, None, None, &secret("same"))
+            .await
+            .unwrap();
+        let compared = s.db.writable_page_token("7".into()).await.unwrap().unwrap();
+        // A reconnect stores the same token again (a new ciphertext) after the comparison.
+        s.save_page(&page, m, None, None, &secret("same"))
+            .await
+            .unwrap();
+        assert!(!s
+            .db
+            .mark_page_reauth("7".into(), compared, "refused".into(), now_secs())
+            .await
+            .unwrap());
+        let rec = s.page(&page).await.unwrap().unwrap();
+        assert_eq!(rec.status, AccountStatus::Active, "{}", on.name());
+        // Compared against what is stored now, it is marked.
+        assert!(s
+            .mark_page_reauth(&page, &secret("same"), "refused".into())
+            .await
+            .unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_stored_merchant_that_is_not_a_uuid_is_the_same_error_on_both_backends() {
+    for on in stores().await {
+        let s = &on.store;
+        exec(
+            s,
+            "INSERT INTO merchants (uuid, created_at) VALUES ('not-a-uuid', 1)",
+        )
+        .await;
+        exec(
+            s,
+            "INSERT INTO shops (domain, merchant_uuid, scopes, status, installed_at, updated_at)
+             VALUES ('bad.myshopify.com', 'not-a-uuid', '', 'uninstalled', 1, 1)",
+        )
+        .await;
+        let shop = ShopDomain::parse("bad.myshopify.com").unwrap();
+        assert!(
+            matches!(s.shop(&shop).await, Err(StoreError::Corrupt(_))),
+            "{}",
+            on.name()
+        );
+        assert!(matches!(
+            s.shop_summaries().await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}
+
 #[tokio::test]
 async fn tokens_are_not_stored_in_plaintext() {
     for on in stores().await {
