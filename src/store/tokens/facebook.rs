@@ -53,7 +53,6 @@ pub(super) struct PageOwner {
 }
 
 /// What saving a page does, decided by `connect_page`.
-#[derive(Debug, PartialEq, Eq)]
 pub(super) enum PageConnect {
     /// Nothing is written; this is the outcome.
     Refused(SavedPage),
