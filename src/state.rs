@@ -13,7 +13,7 @@ use crate::shopify::client::ShopifyClient;
 use crate::store::catalog::CatalogStore;
 use crate::store::postgres::PgDb;
 use crate::store::ticks::TickStore;
-use crate::store::{Backend, Db, DbKind, EventStore, SessionStore, TokenStore};
+use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
 
 /// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in
 /// production; tests shorten the delays on a clone of the state.
@@ -82,7 +82,7 @@ impl Stores {
                 sessions: SessionStore::on_postgres(pg.clone()),
                 events: EventStore::on_postgres(pg.clone()).await?,
                 catalog: CatalogStore::on_postgres(pg.clone()),
-                ticks: TickStore::new(Backend::Postgres(pg.clone())),
+                ticks: TickStore::on_postgres(pg.clone()),
                 postgres: Some(pg),
             });
         }
@@ -90,7 +90,7 @@ impl Stores {
         Ok(Stores {
             tokens: TokenStore::new(Db::open(&config.token_db_path, DbKind::Tokens)?, cipher),
             sessions: SessionStore::new(Db::open(&config.session_db_path, DbKind::Sessions)?),
-            ticks: TickStore::new(events.backend().clone()),
+            ticks: TickStore::sqlite(),
             events,
             catalog: CatalogStore::open(&config.catalog_db_path)?,
             postgres: None,

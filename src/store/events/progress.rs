@@ -4,10 +4,8 @@
 //! `tracked_syncs` row only says which job is the first sync of a target and, while it runs,
 //! how many items it has read. Pages count their conversations from the connect's poll run.
 
-use rusqlite::{params, OptionalExtension};
-
-use super::{postgres, EventId, EventStore, RunId};
-use crate::store::{now_millis, sqlite_or, StoreError};
+use super::{EventId, EventStore, RunId};
+use crate::store::{now_millis, StoreError};
 
 /// The first sync of one target, as last reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,20 +27,7 @@ impl EventStore {
         event: EventId,
         run: Option<RunId>,
     ) -> Result<(), StoreError> {
-        sqlite_or!(&self.backend, pg => postgres::track(pg, target, event, run));
-        self.write(move |c| {
-            let now = now_millis();
-            c.execute(
-                "INSERT INTO tracked_syncs (target, event_id, run_id, done, total, started_at, updated_at)
-                 VALUES (?1, ?2, ?3, 0, NULL, ?4, ?4)
-                 ON CONFLICT (target) DO UPDATE SET event_id = ?2, run_id = ?3, done = 0,
-                     total = NULL, started_at = ?4, updated_at = ?4
-                 WHERE event_id != ?2",
-                params![target, event, run, now],
-            )?;
-            Ok(())
-        })
-        .await
+        self.db.track(target, event, run, now_millis()).await
     }
 
     /// Progress of a running job; a job that is not a tracked first sync changes nothing.
@@ -52,53 +37,19 @@ impl EventStore {
         done: i64,
         total: Option<i64>,
     ) -> Result<(), StoreError> {
-        sqlite_or!(&self.backend, pg => postgres::report_progress(pg, event, done, total));
-        self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE tracked_syncs SET done = ?2, total = COALESCE(?3, total), updated_at = ?4
-                 WHERE event_id = ?1",
-            )?
-            .execute(params![event, done, total, now_millis()])?;
-            Ok(())
-        })
-        .await
+        self.db
+            .report_progress(event, done, total, now_millis())
+            .await
     }
 
     /// The tracked first sync of `target`, if any.
     pub async fn tracked(&self, target: &str) -> Result<Option<Tracked>, StoreError> {
-        sqlite_or!(&self.backend, pg => postgres::tracked(pg, target));
-        let target = target.to_string();
-        self.sqlite()?
-            .call(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT target, event_id, run_id, done, total, started_at, updated_at
-                     FROM tracked_syncs WHERE target = ?1",
-                )?
-                .query_row([target], |r| {
-                    Ok(Tracked {
-                        target: r.get(0)?,
-                        event_id: r.get(1)?,
-                        run_id: r.get(2)?,
-                        done: r.get(3)?,
-                        total: r.get(4)?,
-                        started_at: r.get(5)?,
-                        updated_at: r.get(6)?,
-                    })
-                })
-                .optional()?)
-            })
-            .await
+        self.db.tracked(target.to_string()).await
     }
 
     /// Forgets the tracked first sync of `target` (the shop or page is gone).
     pub async fn untrack(&self, target: &str) -> Result<(), StoreError> {
-        sqlite_or!(&self.backend, pg => postgres::untrack(pg, target));
-        let target = target.to_string();
-        self.write(move |c| {
-            c.execute("DELETE FROM tracked_syncs WHERE target = ?1", [target])?;
-            Ok(())
-        })
-        .await
+        self.db.untrack(target.to_string()).await
     }
 
     /// Of the jobs of `run` whose group starts with `group_prefix`: (finished, all).
@@ -107,19 +58,11 @@ impl EventStore {
         run: RunId,
         group_prefix: &str,
     ) -> Result<(i64, i64), StoreError> {
-        // `group_key >= prefix AND group_key < prefix || char::MAX` selects the prefix without
-        // LIKE's wildcards (page ids are digits, but the rule should not depend on it).
+        // The groups in [prefix, prefix + char::MAX) as bytes start with the prefix (page ids
+        // are digits, but the rule should not depend on it).
         let lo = group_prefix.to_string();
         let hi = format!("{group_prefix}\u{10FFFF}");
-        sqlite_or!(&self.backend, pg => postgres::run_group_progress(pg, run, group_prefix))
-            .call(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT COALESCE(SUM(status NOT IN ('pending', 'running')), 0), COUNT(*)
-                     FROM events WHERE run_id = ?1 AND group_key >= ?2 AND group_key < ?3",
-                )?
-                .query_row(params![run, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?)
-            })
-            .await
+        self.db.run_group_progress(run, lo, hi).await
     }
 }
 

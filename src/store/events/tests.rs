@@ -706,3 +706,38 @@ async fn group_queries_and_payload_rewrites_agree_on_every_backend() {
         assert!(q.rows().await.unwrap().is_empty());
     }
 }
+
+/// A deletion of many pages at once: more group keys and prefixes than a statement's
+/// fixed-size binding takes (SQLite binds them by name, however many).
+#[tokio::test]
+async fn many_groups_at_once_are_counted_and_purged() {
+    for kind in kinds() {
+        let q = open(kind).await;
+        let pages: Vec<u32> = (1..=40).collect();
+        for p in &pages {
+            q.enqueue(ev(&format!("page{p}"), &format!("fbpage:{p}")))
+                .await
+                .unwrap();
+            q.enqueue(ev(&format!("conv{p}"), &format!("fbconv:{p}:9")))
+                .await
+                .unwrap();
+        }
+        q.enqueue(ev("other", "fbpage:999")).await.unwrap();
+        let c = claim_messages(&q).await;
+        assert_eq!(c[0].group_key, "fbpage:1");
+        let exact: Vec<String> = pages.iter().map(|p| format!("fbpage:{p}")).collect();
+        let prefixes: Vec<String> = pages.iter().map(|p| format!("fbconv:{p}:")).collect();
+        let n = q.running_in_groups(exact.clone(), prefixes.clone()).await;
+        assert_eq!(n.unwrap(), 1, "{kind:?}");
+        let purged = q.purge_groups(exact, prefixes).await.unwrap();
+        assert_eq!(purged, 79, "{kind:?}: all but the running one");
+        let left: Vec<String> = q
+            .rows()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.group_key)
+            .collect();
+        assert_eq!(left, ["fbpage:1", "fbpage:999"]);
+    }
+}

@@ -6,16 +6,29 @@ use std::sync::Arc;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::Serialize;
 
-/// Row id of an event (a webhook delivery or a job).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// Row id of an event (a webhook delivery or a job). Stored as an integer on both backends
+/// (`BIGINT` on PostgreSQL), bound and read as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::Type)]
 #[serde(transparent)]
+#[sqlx(transparent)]
 pub struct EventId(pub i64);
 
 /// Id of a run (a poll of everything, or of one shop or page from the CLI).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    sqlx::Type,
 )]
 #[serde(transparent)]
+#[sqlx(transparent)]
 pub struct RunId(pub i64);
 
 impl fmt::Display for EventId {

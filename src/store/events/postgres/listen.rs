@@ -18,12 +18,12 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::super::{Pool, Wakers};
-use crate::store::postgres::{pg, PgDb};
+use crate::store::postgres::PgDb;
 use crate::store::StoreError;
 
 /// The one channel; the payload says which pool has new work, or `finished`.
-pub(super) const CHANNEL: &str = "salesbot_jobs";
-pub(super) const FINISHED: &str = "finished";
+const CHANNEL: &str = "salesbot_jobs";
+const FINISHED: &str = "finished";
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -41,7 +41,7 @@ fn pool_bit(p: Pool) -> u8 {
 }
 
 /// Announces this instance's new and finished work to the others (see the module docs).
-pub struct Notifier {
+pub(super) struct Notifier {
     pending: Arc<AtomicU8>,
     kick: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -105,7 +105,7 @@ impl Notifier {
 }
 
 /// The background `LISTEN` task of one store; aborted when the store's last clone drops.
-pub struct Listener(tokio::task::JoinHandle<()>);
+pub(super) struct Listener(tokio::task::JoinHandle<()>);
 
 impl Drop for Listener {
     fn drop(&mut self) {
@@ -130,7 +130,7 @@ impl Listener {
             .idle_timeout(None)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        let listener = subscribe(&pool).await.map_err(pg)?;
+        let listener = subscribe(&pool).await?;
         Ok(Listener(tokio::spawn(relay(
             pool, listener, wakers, origin,
         ))))

@@ -5,31 +5,34 @@
 //! without one fsync apiece. Claims, completions and retries run on the same thread, so
 //! writers never wait on SQLite's busy handler.
 
+use std::path::Path;
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::types::{Enqueued, EventId, NewEvent};
-use super::Wakers;
-use crate::store::StoreError;
+use super::super::{EnqueueError, Enqueued, EventId, NewEvent};
+use crate::store::{open_connection, DbKind, StoreError};
 
 /// Most requests one commit carries.
 const MAX_GROUP_COMMIT: usize = 2048;
+/// Inserts waiting for the writer before new ones are turned away (503, the sender retries).
+const WRITER_QUEUE_CAP: usize = 50_000;
 
 /// Events that must be recorded together (one delivery fanned out), and who waits for them.
-pub(super) struct InsertReq {
-    pub events: Vec<NewEvent>,
-    pub reply: oneshot::Sender<Result<Vec<Enqueued>, StoreError>>,
+struct InsertReq {
+    events: Vec<NewEvent>,
+    /// When they were received (unix ms).
+    now: i64,
+    reply: oneshot::Sender<Result<Vec<Enqueued>, StoreError>>,
 }
 
 /// Bookkeeping work for the writer thread.
-pub(super) type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
+type WriteFn = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// How a write must survive a power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Durability {
+enum Durability {
     /// Acknowledged work (webhook deliveries, queued jobs): the commit is fsynced
     /// (`synchronous=FULL`) before anyone is told it is recorded.
     Durable,
@@ -39,9 +42,87 @@ pub(super) enum Durability {
     Relaxed,
 }
 
-pub(super) enum Cmd {
+enum Cmd {
     Insert(InsertReq),
     Write(WriteFn, Durability),
+}
+
+/// The way to the writer thread; the thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub(super) struct Writer(std_mpsc::SyncSender<Cmd>);
+
+impl Writer {
+    /// Opens the writer's own connection to `path` and starts its thread.
+    pub fn start(path: &Path) -> Result<Writer, StoreError> {
+        let conn = open_connection(path, DbKind::Events)?;
+        let (tx, rx) = std_mpsc::sync_channel(WRITER_QUEUE_CAP);
+        std::thread::Builder::new()
+            .name("events-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: format!("could not start writer thread: {e}"),
+            })?;
+        Ok(Writer(tx))
+    }
+
+    /// Inserts `events` together, in the next group commit; `Busy` when the writer's queue
+    /// is full.
+    pub async fn insert(
+        &self,
+        events: Vec<NewEvent>,
+        now: i64,
+    ) -> Result<Vec<Enqueued>, EnqueueError> {
+        let (reply, rx) = oneshot::channel();
+        self.0
+            .try_send(Cmd::Insert(InsertReq { events, now, reply }))
+            .map_err(|e| match e {
+                std_mpsc::TrySendError::Full(_) => EnqueueError::Busy,
+                std_mpsc::TrySendError::Disconnected(_) => EnqueueError::Store(StoreError::Closed),
+            })?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Runs bookkeeping `f` (claims, outcomes, leases) on the writer thread and returns its
+    /// result; see `Durability::Relaxed`.
+    pub async fn write<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_with(Durability::Relaxed, f).await
+    }
+
+    /// Runs `f` on the writer thread with its commit fsynced (new work being recorded).
+    pub async fn write_durable<F, R>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_with(Durability::Durable, f).await
+    }
+
+    async fn write_with<F, R>(&self, durability: Durability, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: WriteFn = Box::new(move |c| {
+            let _ = reply.send(f(c));
+        });
+        // A full channel means thousands of inserts are waiting; block briefly rather than
+        // fail a completion (the inserts drain fast).
+        let tx = self.0.clone();
+        let sent =
+            tokio::task::spawn_blocking(move || tx.send(Cmd::Write(job, durability)).is_ok())
+                .await
+                .map_err(|_| StoreError::Closed)?;
+        if !sent {
+            return Err(StoreError::Closed);
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
 }
 
 /// The writer connection's current `synchronous` mode, switched only when a write needs
@@ -114,7 +195,7 @@ pub(super) fn insert_event(
     Ok(Enqueued::Duplicate(id.unwrap_or(EventId(0))))
 }
 
-pub(super) fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Cmd>, wakers: Arc<Wakers>) {
+fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Cmd>) {
     let mut pending: Option<Cmd> = None;
     let mut mode = Mode(None);
     loop {
@@ -147,20 +228,21 @@ pub(super) fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Cmd>, wak
             }
         }
         mode.set(&conn, Durability::Durable);
-        commit_inserts(&mut conn, batch, &wakers);
+        commit_inserts(&mut conn, batch);
     }
 }
 
-fn commit_inserts(conn: &mut Connection, batch: Vec<InsertReq>, wakers: &Wakers) {
+/// Commits a batch of inserts in one transaction and answers each request (the store wakes
+/// the workers once its answer arrives).
+fn commit_inserts(conn: &mut Connection, batch: Vec<InsertReq>) {
     let result = (|| -> Result<Vec<Vec<Enqueued>>, rusqlite::Error> {
         let tx = conn.transaction()?;
-        let now = crate::store::now_millis();
         let out = batch
             .iter()
             .map(|r| {
                 r.events
                     .iter()
-                    .map(|e| insert_event(&tx, e, now))
+                    .map(|e| insert_event(&tx, e, r.now))
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -170,13 +252,6 @@ fn commit_inserts(conn: &mut Connection, batch: Vec<InsertReq>, wakers: &Wakers)
     match result {
         Ok(outcomes) => {
             for (req, outcome) in batch.into_iter().zip(outcomes) {
-                for (e, o) in req.events.iter().zip(&outcome) {
-                    if matches!(o, Enqueued::Inserted(_)) {
-                        // One worker of the event's pool wakes; a worker that claims work
-                        // wakes the next (see jobs).
-                        wakers.wake(e.pool);
-                    }
-                }
                 let _ = req.reply.send(Ok(outcome));
             }
         }
