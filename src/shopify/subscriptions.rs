@@ -131,3 +131,38 @@ pub async fn ensure_subscriptions(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The callback's `webhook_status` in both shapes, byte for byte (recorded before the
+    /// answers were typed; the connect flows only reach the success shape).
+    #[test]
+    fn webhook_status_keeps_its_bytes() {
+        let registered = SubscriptionReport {
+            created: vec!["products/create"],
+            existing: vec!["app/uninstalled", "products/update"],
+            failures: Vec::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&registered.status()).unwrap(),
+            r#"{"created":["products/create"],"existing":["app/uninstalled","products/update"],"status":"success"}"#
+        );
+        let incomplete = SubscriptionReport {
+            created: vec!["products/create"],
+            existing: Vec::new(),
+            failures: vec![
+                ("products/update", "Address is invalid".into()),
+                (
+                    "app/uninstalled",
+                    "Shopify is temporarily unavailable".into(),
+                ),
+            ],
+        };
+        assert_eq!(
+            serde_json::to_string(&incomplete.status()).unwrap(),
+            r#"{"message":"2 of 12 topics could not be registered","status":"failed","topics":{"app/uninstalled":"Shopify is temporarily unavailable","products/update":"Address is invalid"}}"#
+        );
+    }
+}

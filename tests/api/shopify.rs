@@ -51,6 +51,12 @@ fn secret(fake: &FakeShopify) -> String {
 
 /// Login → (Shopify authorizes) → callback. Returns the callback's status, JSON and cookie.
 pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>) {
+    let (params, binding) = authorize(env, shop_name).await;
+    callback(env, &params, &binding).await
+}
+
+/// Login → (Shopify authorizes): the signed callback query and the binding cookie.
+pub async fn authorize(env: &Env, shop_name: &str) -> (Vec<(String, String)>, String) {
     let shop = format!("{shop_name}.myshopify.com");
     let r = env
         .app
@@ -94,7 +100,7 @@ pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>)
     ];
     let hmac = sign_oauth_query(secret(&env.fake).as_bytes(), &params);
     params.push(("hmac".to_string(), hmac));
-    callback(env, &params, &binding).await
+    (params, binding)
 }
 
 pub async fn callback(
