@@ -16,7 +16,7 @@ use std::path::Path;
 use reqwest::header::ACCEPT;
 use serde_json::Value;
 
-use crate::facebook::{fb_authorize, session, FbEnv};
+use crate::facebook::{fb_authorize, session, signed_request, FbEnv};
 use crate::helpers::*;
 use crate::shopify::{authorize, Env};
 use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
@@ -58,17 +58,34 @@ fn values_of(v: &Value, key: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The raw JSON text with its merchant UUIDs and correlation ids as placeholders, and a
-/// conversation poll's `success` or `pending` as one placeholder.
+/// The raw JSON text with its merchant UUIDs, correlation ids, deletion codes (wherever they
+/// appear, e.g. in the status URL) and times as placeholders, and a conversation poll's
+/// `success` or `pending` as one placeholder.
 fn normalised_json(raw: &str) -> String {
     let v: Value = serde_json::from_str(raw).unwrap_or_else(|e| panic!("not JSON ({e}): {raw}"));
     let mut out = raw.to_string();
-    for key in ["user_uuid", "correlation_id"] {
+    for key in ["user_uuid", "correlation_id", "confirmation_code"] {
         let mut found = Vec::new();
         values_of(&v, key, &mut found);
         for value in found {
-            out = out.replace(&format!("\"{value}\""), &format!("\"<{key}>\""));
+            out = out.replace(&value, &format!("<{key}>"));
         }
+    }
+    for key in ["requested_at", "completed_at"] {
+        let field = format!("\"{key}\":");
+        let mut text = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(&field) {
+            let from = i + field.len();
+            let len = rest[from..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len() - from);
+            text.push_str(&rest[..from]);
+            text.push_str(if len > 0 { "<time>" } else { "" });
+            rest = &rest[from + len..];
+        }
+        text.push_str(rest);
+        out = text;
     }
     for status in ["success", "pending"] {
         out = out.replace(
@@ -107,23 +124,32 @@ fn normalised_page(raw: &str) -> String {
     out
 }
 
-/// `status content-type` and the body, as one recording.
-async fn described(r: reqwest::Response) -> String {
+/// The status, content type and body of an answer.
+async fn raw(r: reqwest::Response) -> (u16, String, String) {
     let status = r.status().as_u16();
     let kind = r
         .headers()
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    let body = r.text().await.unwrap();
+    (status, kind, r.text().await.unwrap())
+}
+
+/// `status content-type` and the normalised body, as one recording.
+fn describe(status: u16, kind: &str, body: &str) -> String {
     let body = if kind.starts_with("application/json") {
-        normalised_json(&body)
+        normalised_json(body)
     } else if kind.starts_with("text/html") {
-        normalised_page(&body)
+        normalised_page(body)
     } else {
-        body
+        body.to_string()
     };
     format!("{status} {kind}\n{body}")
+}
+
+async fn described(r: reqwest::Response) -> String {
+    let (status, kind, body) = raw(r).await;
+    describe(status, &kind, &body)
 }
 
 /// The Shopify callback for `shop_name` as JSON (or as a page for a browser).
@@ -363,5 +389,85 @@ async fn refusals_are_unchanged() {
     // Neither platform configured.
     let app = spawn_app(&[]).await;
     check("refusals_unconfigured.txt", &refusals(&app).await);
+    app.stop().await.unwrap();
+}
+
+/// Requests the webhook and deletion routes accept, with what they answer.
+#[tokio::test]
+async fn acceptances_are_unchanged() {
+    let shopify = FakeShopify::start(small_shops()).await;
+    let graph = FakeGraph::start(small_pages(1)).await;
+    let s3 = start_s3().await;
+    let mut extra = shopify.vars();
+    extra.extend(graph.vars());
+    extra.extend(s3.vars());
+    let app = spawn_app(&extra).await;
+    let c = &app.client;
+    let shopify_secret = shopify.config().api_secret;
+    let product = br#"{"id":1,"title":"t"}"#;
+    let shopify_delivery = |topic: &str| {
+        c.post(app.url("/shopify/webhook"))
+            .header("X-Shopify-Topic", topic)
+            .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+            .header("X-Shopify-Event-Id", format!("event-{topic}"))
+            .header(
+                "X-Shopify-Hmac-Sha256",
+                sign_b64(shopify_secret.as_bytes(), product),
+            )
+            .body(product.to_vec())
+    };
+    let page = graph.page_ids(0)[0].clone();
+    let delivery = serde_json::json!({
+        "object": "page",
+        "entry": [{"id": page, "time": 1, "changes": [{"field": "name", "value": "n"}]}]
+    })
+    .to_string();
+    let deletion = signed_request(
+        &graph.config().app_secret,
+        &serde_json::json!({"algorithm": "HMAC-SHA256", "user_id": "1234", "issued_at": salesbot_sync::store::now_secs()}),
+    );
+    let testkit = br#"{"id":"77","delay_ms":0}"#;
+    let requests = [
+        shopify_delivery("products/update"),
+        // A topic the service does not handle is acknowledged all the same.
+        shopify_delivery("orders/create"),
+        c.get(app.url(
+            "/facebook/webhook?hub.mode=subscribe&hub.verify_token=fake-verify-token&hub.challenge=4711",
+        )),
+        c.post(app.url("/facebook/webhook"))
+            .header("X-Hub-Signature-256", graph.signature_256(delivery.as_bytes()))
+            .body(delivery.clone()),
+        c.post(app.url("/_testkit/webhook"))
+            .header(
+                "X-Testkit-Hmac-Sha256",
+                sign_b64(STATE_SECRET.as_bytes(), testkit),
+            )
+            .body(testkit.to_vec()),
+        c.post(app.url("/facebook/data-deletion"))
+            .form(&[("signed_request", deletion.clone())]),
+        // The same request again: the original's answer.
+        c.post(app.url("/facebook/data-deletion"))
+            .form(&[("signed_request", deletion)]),
+    ];
+    let mut out = String::new();
+    let mut status_url = None;
+    for req in requests {
+        let r = req.build().unwrap();
+        out.push_str(&format!("== {} {}\n", r.method(), r.url().path()));
+        let (status, kind, body) = raw(c.execute(r).await.unwrap()).await;
+        if let Ok(v) = serde_json::from_str::<Value>(&body) {
+            status_url = v["url"].as_str().map(str::to_string).or(status_url);
+        }
+        out.push_str(&describe(status, &kind, &body));
+        out.push('\n');
+    }
+    drained(&app).await;
+    let status_url = status_url.expect("the deletion answers its status URL");
+    out.push_str("== GET /facebook/data-deletion/status\n");
+    out.push_str(&described(c.get(status_url).send().await.unwrap()).await);
+    check(
+        "acceptances.txt",
+        &out.replace(&app.address, "http://<app>"),
+    );
     app.stop().await.unwrap();
 }
