@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod oauth_state;
 pub mod objects;
 pub mod poll;
+pub mod retry;
 pub mod routes;
 pub mod shopify;
 pub mod simulators;
