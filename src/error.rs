@@ -61,7 +61,7 @@ impl AppError {
 
 /// A fresh id for one failure, shown to the client and logged with the cause.
 pub fn correlation_id() -> String {
-    crate::config::random_token(9)
+    crate::crypto::random_token(9)
 }
 
 /// A failure reported inside an answer (a callback's per-step result): `{"status": kind,

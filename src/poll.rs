@@ -36,7 +36,7 @@ fn offset(id: &str, window: Duration) -> i64 {
     if w == 0 {
         return 0;
     }
-    let h = crate::objects::sha256_hex(id.as_bytes());
+    let h = crate::crypto::sha256_hex(id.as_bytes());
     let n = u64::from_str_radix(&h[..12], 16).unwrap_or(0);
     (n % w) as i64
 }

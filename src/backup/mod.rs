@@ -27,7 +27,6 @@ use anyhow::{anyhow, bail, Context};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::objects::{keys, ObjectStore};

@@ -69,7 +69,7 @@ pub async fn request(
         .ok_or_else(|| AppError::BadRequest("signed_request has no valid issued_at".into()))?;
     check_fresh(issued_at, now_secs())?;
 
-    let fresh_code = crate::config::random_token(12);
+    let fresh_code = crate::crypto::random_token(12);
     let code = match state
         .tokens
         .record_deletion_request(&fresh_code, user.as_str(), issued_at)

@@ -5,13 +5,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
 use super::jobs::FacebookDelivery;
 use super::signature::{verify_webhook, SignatureCheck};
-use crate::crypto::secret_bytes;
+use crate::crypto::{constant_time_eq, secret_bytes};
 use crate::error::AppError;
 use crate::jobs::Job;
 use crate::state::AppState;
@@ -29,12 +27,9 @@ pub async fn verify(
 ) -> Result<Response, AppError> {
     let settings = super::settings(&state)?;
     let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
-    let token_ok = q.get("hub.verify_token").is_some_and(|t| {
-        bool::from(
-            t.as_bytes()
-                .ct_eq(settings.verify_token.expose_secret().as_bytes()),
-        )
-    });
+    let token_ok = q
+        .get("hub.verify_token")
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), secret_bytes(&settings.verify_token)));
     match (mode_ok && token_ok, q.get("hub.challenge")) {
         (true, Some(challenge)) => Ok((
             StatusCode::OK,

@@ -92,7 +92,7 @@ impl Job for TestkitDelivery {
                 .map_err(|e| JobError::Retry(e.to_string()))?;
             out = out.then(&TestkitEffect {
                 id: id.to_string(),
-                nonce: crate::config::random_token(12),
+                nonce: crate::crypto::random_token(12),
             });
         }
         Ok(out)

@@ -140,7 +140,7 @@ impl EventStore {
         let wakers = Arc::new(Wakers::new());
         // Names this store's announcements, so its own listener skips them (its workers were
         // woken in-process already).
-        let origin = crate::config::random_token(6);
+        let origin = crate::crypto::random_token(6);
         let _ = wakers
             .remote
             .set(postgres::Notifier::start(&pg, origin.clone()));
