@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let permit = sem.clone().acquire_owned().await?;
         let body = format!(r#"{{"id":{i},"title":"Product {i}","body_html":"{filler}"}}"#);
-        let sig = salesbot_sync::shopify::signature::sign_webhook(
+        let sig = salesbot_sync::platforms::shopify::signature::sign_webhook(
             args.secret.as_bytes(),
             body.as_bytes(),
         );

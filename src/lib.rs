@@ -13,6 +13,7 @@ pub mod facebook;
 pub mod jobs;
 pub mod oauth_state;
 pub mod objects;
+pub mod platforms;
 pub mod poll;
 pub mod retry;
 pub mod routes;

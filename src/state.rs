@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::crypto::TokenCipher;
-use crate::facebook::client::GraphClient;
 use crate::oauth_state::StateSigner;
 use crate::objects::ObjectStore;
+use crate::platforms::facebook::client::GraphClient;
+use crate::platforms::shopify::api::ShopifyApi;
+use crate::platforms::shopify::client::ShopifyClient;
 use crate::retry::UpstreamRetry;
-use crate::shopify::api::ShopifyApi;
-use crate::shopify::client::ShopifyClient;
 use crate::store::catalog::CatalogStore;
 use crate::store::postgres::PgDb;
 use crate::store::ticks::TickStore;

@@ -20,11 +20,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::signature::parse_signed_request;
 use crate::crypto::secret_bytes;
 use crate::error::AppError;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{self, GraphId, PageId};
+use crate::platforms::facebook::signature::parse_signed_request;
 use crate::state::AppState;
 use crate::store::events::Pool;
 use crate::store::tokens::DeletionRecorded;

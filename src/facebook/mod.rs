@@ -1,7 +1,6 @@
 //! Facebook: Page OAuth connect, signed webhooks, Messenger conversations, polling, and Meta's
 //! data deletion callback, as queued jobs.
 
-pub mod client;
 pub mod conversations;
 pub mod deletion;
 pub mod disconnect;
@@ -12,16 +11,15 @@ pub mod oauth;
 pub mod pages;
 pub mod process;
 pub mod selftest;
-pub mod signature;
 pub mod webhook;
 
 use crate::config::FacebookSettings;
 use crate::error::AppError;
 use crate::jobs::JobError;
 use crate::objects::ObjectError;
+use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
 use crate::store::StoreError;
-use client::{GraphClient, GraphError};
 
 pub fn settings(state: &AppState) -> Result<&FacebookSettings, AppError> {
     state.config.facebook.as_ref().ok_or_else(|| {

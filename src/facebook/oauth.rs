@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::client::{GraphClient, GraphError};
 use super::jobs::{PagePoll, PageRefresh, PollReason};
 use super::moves::{self, MovedPageCleanup};
 use super::pages;
@@ -30,6 +29,7 @@ use crate::jobs::GroupKey;
 use crate::jobs::Job;
 use crate::oauth_state::Provider;
 use crate::objects::keys::{self, GraphId, PageId};
+use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::routes::session::{binding_cookie, require_session, take_binding};
 use crate::shopify::oauth::state_error;
 use crate::state::AppState;

@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::jobs::FacebookMessage;
-use super::signature::sign_webhook;
 use crate::config::FacebookSettings;
 use crate::crypto::secret_bytes;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{self, GraphId, PageId};
+use crate::platforms::facebook::signature::sign_webhook;
 use crate::state::AppState;
 use crate::store::events::{EventStatus, Pool};
 use crate::store::{now_millis, now_secs};

@@ -8,10 +8,10 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::jobs::FacebookDelivery;
-use super::signature::{verify_webhook, SignatureCheck};
 use crate::crypto::{constant_time_eq, secret_bytes};
 use crate::error::AppError;
 use crate::jobs::Job;
+use crate::platforms::facebook::signature::{verify_webhook, SignatureCheck};
 use crate::state::AppState;
 
 fn reject(reason: &'static str) {

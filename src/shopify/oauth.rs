@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 use super::catalog::gid_number;
 use super::jobs::{ShopifySync, SyncReason, SELF_TEST_EVENT_PREFIX};
-use super::signature::{sign_webhook, verify_oauth_query};
 use super::subscriptions::ensure_subscriptions;
 use crate::config::ShopifySettings;
 use crate::crypto::secret_bytes;
@@ -25,6 +24,7 @@ use crate::jobs::Job;
 use crate::oauth_state::Provider;
 use crate::oauth_state::StateError;
 use crate::objects::keys::ShopDomain;
+use crate::platforms::shopify::signature::{sign_webhook, verify_oauth_query};
 use crate::routes::session::{binding_cookie, session_cookie, session_merchant, take_binding};
 use crate::state::AppState;
 use crate::store::events::{EventId, EventStatus};
@@ -35,7 +35,7 @@ use crate::web::Wants;
 /// Clock skew tolerated between Shopify's `timestamp` and ours.
 const CLOCK_SKEW_SECS: i64 = 300;
 
-fn api(state: &AppState) -> Result<&super::api::ShopifyApi, AppError> {
+fn api(state: &AppState) -> Result<&crate::platforms::shopify::api::ShopifyApi, AppError> {
     super::api(state).map_err(|e| AppError::NotConfigured(e.to_string()))
 }
 

@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use url::Url;
 
-use super::api::ShopifyApi;
 use super::queries as q;
 use super::SyncError;
 use crate::objects::keys::ShopDomain;
+use crate::platforms::shopify::api::ShopifyApi;
 
 #[derive(Debug, Default)]
 pub struct SubscriptionReport {
@@ -105,7 +105,8 @@ pub async fn ensure_subscriptions(
                 q::WEBHOOK_SUBSCRIPTION_CREATE,
                 json!({"topic": topic, "webhookSubscription": {"uri": address.as_str(), "format": "JSON"}}),
             )
-            .await;
+            .await
+            .map_err(SyncError::from);
         match r {
             Ok(data) => {
                 let errors: Vec<String> = data

@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 use super::bodies;
 use super::catalog::gid_number;
 use super::jobs::ShopifyWebhook;
-use super::signature::verify_webhook;
 use super::topics::{entity_id, Topic};
 use crate::crypto::secret_bytes;
 use crate::crypto::sha256_hex;
 use crate::error::AppError;
 use crate::jobs::Job;
 use crate::objects::keys::ShopDomain;
+use crate::platforms::shopify::signature::verify_webhook;
 use crate::state::AppState;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use salesbot_sync::objects::keys::{self, ShopDomain};
+use salesbot_sync::platforms::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::poll::Target;
-use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::shopify::sync::full as sync_shop;
 
 /// The debounce of the burst tests: longer than 500 deliveries take on a loaded CI machine.
@@ -494,14 +494,16 @@ async fn published_oauth_vector_verifies() {
         .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
         .collect();
     assert_eq!(
-        salesbot_sync::shopify::signature::oauth_message(&params),
+        salesbot_sync::platforms::shopify::signature::oauth_message(&params),
         vector["signed_message"].as_str().unwrap()
     );
     params.push(("hmac".into(), vector["hmac_hex"].as_str().unwrap().into()));
-    assert!(salesbot_sync::shopify::signature::verify_oauth_query(
-        vector["secret"].as_str().unwrap().as_bytes(),
-        &params
-    ));
+    assert!(
+        salesbot_sync::platforms::shopify::signature::verify_oauth_query(
+            vector["secret"].as_str().unwrap().as_bytes(),
+            &params
+        )
+    );
 }
 
 #[tokio::test]
