@@ -137,14 +137,14 @@ pub(super) fn verify(from: &Path) -> anyhow::Result<(Manifest, VerifiedSet)> {
 /// Restores the set in `from` over the configured databases. Synchronous (callers use
 /// `spawn_blocking`). Nothing is changed unless the whole set verifies; the databases being
 /// replaced are first copied to `BACKUP_DIR/pre-restore-<timestamp>/`. Refuses (error
-/// [`crate::startup::QueueHeld`]) while a server or a queue-working `poll` runs: each database
+/// [`crate::jobs::QueueHeld`]) while a server or a queue-working `poll` runs: each database
 /// is replaced in one transaction, but a live server would go on from state the restore
 /// replaced under it.
 pub fn restore(settings: &Settings, from: &Path) -> anyhow::Result<RestoreReport> {
     // A running server would keep serving (and writing) from the databases being replaced,
     // and its workers would hold leases the restored queue knows nothing of. Holding the
     // queue lock for the whole restore also keeps a server from starting half-way through.
-    let _queue = crate::startup::lock_queue(&settings.events_db_path).context(
+    let _queue = crate::jobs::lock_queue(&settings.events_db_path).context(
         "restore refused: stop the server first (e.g. `systemctl stop salesbot-sync`), then run restore again",
     )?;
     let (_, verified) = verify(from)?;

@@ -12,6 +12,7 @@
 
 mod keys;
 mod kind;
+mod lock;
 pub mod progress;
 mod registry;
 pub mod retry;
@@ -29,6 +30,7 @@ use serde_json::Value;
 
 pub use keys::{DedupeKey, GroupKey};
 pub use kind::JobKind;
+pub use lock::{lock_queue, QueueHeld};
 pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use runner::{spawn_housekeeping, spawn_workers, PoolSizes, WorkerConfig};
