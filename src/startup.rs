@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::jobs::scheduler::CronJob;
 use crate::jobs::{self, Registry, WorkerConfig};
 use crate::state::AppState;
 
@@ -50,6 +51,34 @@ pub fn registry() -> Registry<AppState> {
     reg.register::<jobs::testkit::TestkitDelivery>()
         .register::<jobs::testkit::TestkitEffect>();
     reg
+}
+
+/// The cron's work: a poll run per `POLL_SCHEDULE` tick (on one instance of several), and a
+/// backup per `BACKUP_SCHEDULE` tick of this instance's SQLite files.
+fn cron(state: &AppState) -> Vec<CronJob> {
+    let poll = state.clone();
+    let mut jobs = vec![CronJob::on_one_instance(
+        "poll",
+        &state.config.poll_schedule,
+        move || {
+            let state = poll.clone();
+            async move { crate::poll::run_scheduled(&state).await }
+        },
+    )];
+    // On PostgreSQL the database's own backups apply (see `salesbot-sync backup`), so no
+    // backup job is scheduled.
+    if !state.config.shared_database() {
+        let backup = state.clone();
+        jobs.push(CronJob::on_every_instance(
+            "backup",
+            &state.config.backup_schedule,
+            move || {
+                let state = backup.clone();
+                async move { crate::backup::run_scheduled(&state.config, &state.objects).await }
+            },
+        ));
+    }
+    jobs
 }
 
 impl Application {
@@ -151,7 +180,15 @@ impl Application {
             worker_stop.clone(),
         );
         let pruner = jobs::spawn_housekeeping(state.events.clone(), worker_stop.clone());
-        let mut scheduler = jobs::scheduler::start(state.clone(), worker_stop.clone()).await?;
+        let mut scheduler =
+            jobs::scheduler::start(state.ticks.clone(), state.instance.clone(), cron(&state))
+                .await?;
+        crate::poll::spawn_run_watcher(state.clone(), worker_stop.clone());
+        tracing::info!(
+            poll = %state.config.poll_schedule,
+            backup = %state.config.backup_schedule,
+            "scheduler started (UTC)"
+        );
 
         let limits = state.config.edge.clone();
         let router = crate::routes::router(state);
