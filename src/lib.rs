@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod crypto;
 pub mod demo;
 pub mod error;

@@ -33,6 +33,12 @@ pub use integrations::{FacebookSettings, ShopifySettings, SpacesSettings, Storag
 pub use reader::validate_cron;
 use reader::Reader;
 
+/// An integration that is not configured (its routes answer 503); the message names the
+/// variables to set.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("{0}")]
+pub struct NotConfigured(pub &'static str);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
     Development,
