@@ -18,10 +18,13 @@ pub mod platforms;
 pub mod poll;
 pub mod retry;
 pub mod routes;
+pub mod session;
 pub mod shopify;
 pub mod simulators;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod web;

@@ -48,8 +48,8 @@ pub fn registry() -> Registry<AppState> {
         .register::<moves::MovedPageCleanup>()
         .register::<crate::facebook::disconnect::PageDisconnect>();
     #[cfg(feature = "testkit")]
-    reg.register::<jobs::testkit::TestkitDelivery>()
-        .register::<jobs::testkit::TestkitEffect>();
+    reg.register::<crate::testkit::TestkitDelivery>()
+        .register::<crate::testkit::TestkitEffect>();
     reg
 }
 

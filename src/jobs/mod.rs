@@ -18,8 +18,6 @@ mod registry;
 pub mod retry;
 mod runner;
 pub mod scheduler;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 use std::future::Future;
 use std::time::Duration;

@@ -14,8 +14,7 @@ pub mod sync;
 pub mod topics;
 pub mod webhook;
 
-use crate::config::ShopifySettings;
-use crate::error::AppError;
+use crate::config::{NotConfigured, ShopifySettings};
 use crate::jobs::JobError;
 use crate::objects::ObjectError;
 use crate::platforms::shopify::api::{ApiError, ShopifyApi};
@@ -32,12 +31,10 @@ pub use crate::platforms::shopify::signature;
 /// since are skipped anyway).
 pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
 
-pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
-    state.config.shopify.as_ref().ok_or_else(|| {
-        AppError::NotConfigured(
-            "Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET".into(),
-        )
-    })
+pub fn settings(state: &AppState) -> Result<&ShopifySettings, NotConfigured> {
+    state.config.shopify.as_ref().ok_or(NotConfigured(
+        "Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET",
+    ))
 }
 
 /// The Admin API client of the configured app, for work on shops.

@@ -19,7 +19,7 @@ use crate::error::AppError;
 use crate::facebook::disconnect::PageDisconnect;
 use crate::jobs::Job;
 use crate::objects::keys::{self, PageId, ShopDomain};
-use crate::routes::session::{session_merchant, SESSION_COOKIE};
+use crate::session::{session_merchant, SESSION_COOKIE};
 use crate::shopify::jobs::ShopifyWebhook;
 use crate::state::AppState;
 use crate::store::tokens::AccountStatus;
