@@ -40,6 +40,9 @@ pub enum AppError {
     /// Temporarily unable (queue full, store down): the client should retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A client over its rate limit.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A platform (Shopify, Meta) answered with an error.
     #[error("{0}")]
     Upstream(String),
@@ -55,6 +58,7 @@ impl AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::NotConfigured(_) | AppError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -68,10 +72,21 @@ impl AppError {
     }
 }
 
+/// What an error answer says, kept in the response's extensions for the layer that shows
+/// browsers a page instead (`web::errors`).
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    pub message: String,
+    /// Server-side failures: the id on the log line with the cause.
+    pub correlation_id: Option<String>,
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = json!({"status": "error", "message": self.to_string()});
+        let message = self.to_string();
+        let mut body = json!({"status": "error", "message": message});
+        let mut reference = None;
         if status.is_server_error() {
             let id = correlation_id();
             if let AppError::Internal(e) = &self {
@@ -79,9 +94,15 @@ impl IntoResponse for AppError {
             } else {
                 tracing::warn!(correlation_id = %id, error = %self, "request failed");
             }
-            body["correlation_id"] = Value::String(id);
+            body["correlation_id"] = Value::String(id.clone());
+            reference = Some(id);
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorReport {
+            message,
+            correlation_id: reference,
+        });
+        response
     }
 }
 
