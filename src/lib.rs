@@ -12,6 +12,8 @@ pub mod demo;
 pub mod error;
 pub mod facebook;
 pub mod jobs;
+#[cfg(test)]
+mod layers;
 pub mod oauth_state;
 pub mod objects;
 pub mod platforms;
