@@ -85,7 +85,54 @@ pub async fn ensure_subscriptions(
     shop: &ShopDomain,
     address: &Url,
 ) -> Result<SubscriptionReport, SyncError> {
-    // Everything registered for our address, across all pages.
+    let have = registered_topics(api, shop, address).await?;
+    let mut report = SubscriptionReport::default();
+    for (topic, rest) in q::TOPICS {
+        if have.contains(*topic) {
+            report.existing.push(rest);
+            continue;
+        }
+        let r = api
+            .query(
+                shop,
+                "WebhookSubscriptionCreate",
+                q::WEBHOOK_SUBSCRIPTION_CREATE,
+                json!({"topic": topic, "webhookSubscription": {"uri": address.as_str(), "format": "JSON"}}),
+            )
+            .await
+            .map_err(SyncError::from);
+        match r {
+            Ok(data) => {
+                let errors: Vec<String> = data
+                    .pointer("/webhookSubscriptionCreate/userErrors")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.get("message").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                if errors.is_empty() {
+                    report.created.push(rest);
+                } else {
+                    report.failures.push((rest, errors.join("; ")));
+                }
+            }
+            // The shop cannot be reached at all: no point trying the other topics.
+            Err(e @ (SyncError::NeedsReauth(..) | SyncError::NotConnected(_))) => return Err(e),
+            Err(e) => report.failures.push((rest, e.to_string())),
+        }
+    }
+    if !report.failures.is_empty() {
+        tracing::warn!(%shop, failures = ?report.failures, "some webhook topics could not be registered");
+    }
+    Ok(report)
+}
+
+/// Every topic subscribed for our address, across all pages of the listing.
+async fn registered_topics(
+    api: &ShopifyApi,
+    shop: &ShopDomain,
+    address: &Url,
+) -> Result<HashSet<String>, SyncError> {
     let mut have: HashSet<String> = HashSet::new();
     let mut after: Option<String> = None;
     loop {
@@ -128,46 +175,7 @@ pub async fn ensure_subscriptions(
             _ => break,
         }
     }
-
-    let mut report = SubscriptionReport::default();
-    for (topic, rest) in q::TOPICS {
-        if have.contains(*topic) {
-            report.existing.push(rest);
-            continue;
-        }
-        let r = api
-            .query(
-                shop,
-                "WebhookSubscriptionCreate",
-                q::WEBHOOK_SUBSCRIPTION_CREATE,
-                json!({"topic": topic, "webhookSubscription": {"uri": address.as_str(), "format": "JSON"}}),
-            )
-            .await
-            .map_err(SyncError::from);
-        match r {
-            Ok(data) => {
-                let errors: Vec<String> = data
-                    .pointer("/webhookSubscriptionCreate/userErrors")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e.get("message").and_then(Value::as_str).map(str::to_string))
-                    .collect();
-                if errors.is_empty() {
-                    report.created.push(rest);
-                } else {
-                    report.failures.push((rest, errors.join("; ")));
-                }
-            }
-            // The shop cannot be reached at all: no point trying the other topics.
-            Err(e @ (SyncError::NeedsReauth(..) | SyncError::NotConnected(_))) => return Err(e),
-            Err(e) => report.failures.push((rest, e.to_string())),
-        }
-    }
-    if !report.failures.is_empty() {
-        tracing::warn!(%shop, failures = ?report.failures, "some webhook topics could not be registered");
-    }
-    Ok(report)
+    Ok(have)
 }
 
 #[cfg(test)]
