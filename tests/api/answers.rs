@@ -471,3 +471,41 @@ async fn acceptances_are_unchanged() {
     );
     app.stop().await.unwrap();
 }
+
+/// The rate limiter's refusal, as JSON and as a page (how long to wait is a placeholder).
+#[tokio::test]
+async fn the_rate_limit_refusal_is_unchanged() {
+    let app = spawn_app(&vars(&[
+        ("LOGIN_BURST", "2"),
+        ("LOGIN_RATE_PER_SECOND", "0.01"),
+    ]))
+    .await;
+    let mut out = String::new();
+    for accept in [None, Some(BROWSER)] {
+        let mut status = 0;
+        for _ in 0..3 {
+            let mut req = app.client.get(app.url("/facebook/login"));
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            let r = req.send().await.unwrap();
+            status = r.status().as_u16();
+            if status == 429 {
+                assert!(r.headers().contains_key("retry-after"));
+                out.push_str(&described(r).await);
+                out.push('\n');
+                break;
+            }
+        }
+        assert_eq!(status, 429, "the third login in a burst of two is refused");
+    }
+    let waits: Vec<&str> = out.split("retry in ").skip(1).collect();
+    assert_eq!(waits.len(), 2, "once in the JSON, once on the page: {out}");
+    let mut text = out.clone();
+    for w in waits {
+        let n: String = w.chars().take_while(char::is_ascii_digit).collect();
+        text = text.replacen(&format!("retry in {n} s"), "retry in <n> s", 1);
+    }
+    check("rate_limited.txt", &text);
+    app.stop().await.unwrap();
+}
