@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use salesbot_sync::objects::keys::{self, ShopDomain};
-use salesbot_sync::shopify::signature::sign_webhook;
+use salesbot_sync::platforms::shopify::signature::sign_webhook;
 use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use serde_json::Value;
 

@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let run_id = salesbot_sync::config::random_token(6);
+    let run_id = salesbot_sync::crypto::random_token(6);
     let filler = "x".repeat(args.body_bytes.saturating_sub(60));
     let sem = Arc::new(Semaphore::new(args.concurrency));
     let started = Instant::now();
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let permit = sem.clone().acquire_owned().await?;
         let body = format!(r#"{{"id":{i},"title":"Product {i}","body_html":"{filler}"}}"#);
-        let sig = salesbot_sync::shopify::signature::sign_webhook(
+        let sig = salesbot_sync::platforms::shopify::signature::sign_webhook(
             args.secret.as_bytes(),
             body.as_bytes(),
         );

@@ -123,7 +123,7 @@ pub fn main() -> ExitCode {
                 let db = db.clone();
                 offline(async move {
                     // A SQLite server still running would keep writing rows the copy misses.
-                    let _lock = crate::startup::lock_queue(&settings.events_db_path)?;
+                    let _lock = crate::jobs::lock_queue(&settings.events_db_path)?;
                     let pg = crate::store::postgres::PgDb::connect(&db).await?;
                     let report = crate::store::copy::copy_to_postgres(&settings, &pg).await?;
                     println!("{}", report.summary());
@@ -254,7 +254,7 @@ async fn nobody_serves(
     queue: &std::path::Path,
 ) -> anyhow::Result<Option<QueueOwner>> {
     match &state.postgres {
-        None => Ok(crate::startup::lock_queue(queue).ok().map(QueueOwner::File)),
+        None => Ok(crate::jobs::lock_queue(queue).ok().map(QueueOwner::File)),
         Some(pg) => {
             if pg.no_instance_running().await?.is_none() {
                 return Ok(None);
@@ -323,10 +323,10 @@ async fn rotate_key(settings: Settings) -> anyhow::Result<()> {
     let stores = crate::state::Stores::open(&settings).await?;
     let _owner = match &stores.postgres {
         None => {
-            QueueOwner::File(crate::startup::lock_queue(&settings.events_db_path).context(refused)?)
+            QueueOwner::File(crate::jobs::lock_queue(&settings.events_db_path).context(refused)?)
         }
         Some(pg) => QueueOwner::Instance(pg.no_instance_running().await?.ok_or_else(|| {
-            anyhow::Error::new(crate::startup::QueueHeld {
+            anyhow::Error::new(crate::jobs::QueueHeld {
                 events_db: "the PostgreSQL database".into(),
                 lock: "its instances lock".into(),
             })
@@ -384,7 +384,7 @@ fn offline(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCo
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("salesbot-sync: {}", format!("{e:#}").replace('\n', " "));
-            if e.downcast_ref::<crate::startup::QueueHeld>().is_some() {
+            if e.downcast_ref::<crate::jobs::QueueHeld>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

@@ -1,17 +1,78 @@
-//! Encryption of tokens at rest and the HMAC checks every signature goes through.
+//! The one home of the service's cryptography: encryption of tokens at rest, hashing (object
+//! and backup digests, stored hashes of secret values), the keyed MACs every signature, form
+//! token and signed cookie goes through, constant-time comparison, and random tokens.
+
+use std::io::Read;
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng};
 use aes_gcm::{AeadCore, Aes256Gcm, Nonce};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use hmac::{Hmac, Mac};
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// `bytes` random bytes from the operating system, URL-safe base64 without padding: session
+/// ids, nonces, confirmation codes, correlation ids, generated development secrets.
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A fresh random AES-256 key (`TOKEN_ENCRYPTION_KEY` for a development run without one).
+pub fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    key
+}
+
 /// Lower-case hex SHA-256 of `bytes` (object digests, stored hashes of secret values).
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
     hex::encode(Sha256::digest(bytes))
+}
+
+/// SHA-256 of bytes that arrive in pieces (an object spooled or streamed): the same digest
+/// `sha256_hex` gives for all of them at once.
+#[derive(Clone, Default)]
+pub struct Sha256Stream(Sha256);
+
+impl Sha256Stream {
+    pub fn new() -> Sha256Stream {
+        Sha256Stream::default()
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Lower-case hex, as `sha256_hex`.
+    pub fn hex(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+/// Length and lower-case hex SHA-256 of everything `reader` yields, read in 1 MiB chunks so
+/// memory stays flat whatever the size (a catalogue object, a database backup).
+pub fn sha256_reader(mut reader: impl Read) -> std::io::Result<(u64, String)> {
+    let mut hash = Sha256Stream::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hash.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((len, hash.hex()))
 }
 
 /// Version byte in front of every ciphertext so the format can change without guessing.
@@ -87,6 +148,32 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// HMAC-SHA256 as lower-case hex (Shopify's OAuth query signature, form tokens, signed
+/// cookies).
+pub fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+    hex::encode(hmac_sha256(key, msg))
+}
+
+/// HMAC-SHA256 as standard base64 (Shopify's and the testkit's webhook signature).
+pub fn hmac_sha256_base64(key: &[u8], msg: &[u8]) -> String {
+    STANDARD.encode(hmac_sha256(key, msg))
+}
+
+/// Constant-time check of a standard-base64 HMAC-SHA256 tag (surrounding spaces ignored);
+/// a tag that is not base64 fails.
+pub fn verify_hmac_sha256_base64(key: &[u8], msg: &[u8], tag: &str) -> bool {
+    match STANDARD.decode(tag.trim()) {
+        Ok(tag) => verify_hmac_sha256(key, msg, &tag),
+        Err(_) => false,
+    }
+}
+
+/// Whether two secrets (tokens, form tokens, MACs as text) are equal, in time that does not
+/// depend on where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    bool::from(a.ct_eq(b))
+}
+
 /// Constant-time check of an HMAC-SHA256 tag.
 pub fn verify_hmac_sha256(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -142,5 +229,39 @@ mod tests {
         assert!(verify_hmac_sha256(b"k", b"msg", &tag));
         assert!(!verify_hmac_sha256(b"k", b"msg2", &tag));
         assert!(!verify_hmac_sha256(b"k", b"msg", &tag[..31]));
+        assert_eq!(hmac_sha256_hex(b"k", b"msg"), hex::encode(&tag));
+        let b64 = hmac_sha256_base64(b"k", b"msg");
+        assert!(verify_hmac_sha256_base64(b"k", b"msg", &format!(" {b64} ")));
+        assert!(!verify_hmac_sha256_base64(b"k", b"msg2", &b64));
+        assert!(!verify_hmac_sha256_base64(b"k", b"msg", "not base64!"));
+    }
+
+    #[test]
+    fn streamed_and_whole_digests_agree() {
+        // RFC 6234's "abc".
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(b"abc"), abc);
+        let mut s = Sha256Stream::new();
+        s.update(b"a");
+        s.update(b"bc");
+        assert_eq!(s.hex(), abc);
+        let big = vec![7u8; (1 << 20) + 3];
+        assert_eq!(
+            sha256_reader(&big[..]).unwrap(),
+            (big.len() as u64, sha256_hex(&big))
+        );
+    }
+
+    #[test]
+    fn tokens_and_comparisons() {
+        let t = random_token(12);
+        assert_eq!(t.len(), 16, "12 bytes are 16 base64 characters");
+        assert_ne!(t, random_token(12));
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(constant_time_eq(b"same", b"same"));
+        assert!(!constant_time_eq(b"same", b"sane"));
+        assert!(!constant_time_eq(b"same", b"same!"));
     }
 }

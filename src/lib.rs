@@ -6,19 +6,27 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod facebook;
 pub mod jobs;
+#[cfg(test)]
+mod layers;
 pub mod oauth_state;
 pub mod objects;
+pub mod platforms;
 pub mod poll;
+pub mod retry;
 pub mod routes;
+pub mod session;
 pub mod shopify;
 pub mod simulators;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod web;

@@ -10,8 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::crypto::sha256_hex;
 use crate::crypto::{hmac_sha256, verify_hmac_sha256};
-use crate::objects::sha256_hex;
 use crate::store::{now_secs, SessionStore, StoreError};
 
 pub const STATE_TTL_SECS: i64 = 600;
@@ -145,10 +145,10 @@ impl StateSigner {
         shop: Option<String>,
     ) -> Result<(String, String), StateError> {
         let now = now_secs();
-        let browser = crate::config::random_token(16);
+        let browser = crate::crypto::random_token(16);
         let claims = StateClaims {
             provider,
-            nonce: crate::config::random_token(16),
+            nonce: crate::crypto::random_token(16),
             merchant,
             shop,
             binding: sha256_hex(browser.as_bytes()),

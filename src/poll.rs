@@ -36,7 +36,7 @@ fn offset(id: &str, window: Duration) -> i64 {
     if w == 0 {
         return 0;
     }
-    let h = crate::objects::sha256_hex(id.as_bytes());
+    let h = crate::crypto::sha256_hex(id.as_bytes());
     let n = u64::from_str_radix(&h[..12], 16).unwrap_or(0);
     (n % w) as i64
 }
@@ -269,6 +269,44 @@ pub async fn wait(state: &AppState, run: RunId) -> Result<RunSummary, StoreError
     let mut s = progress(state, run).await?;
     s.duration = started.elapsed();
     Ok(s)
+}
+
+/// One scheduled poll tick: queues the run (accounts whose previous poll is still going are
+/// left out of it, see `start`).
+pub async fn run_scheduled(state: &AppState) {
+    match start(
+        state,
+        Target::Everything,
+        RunTrigger::Schedule,
+        state.config.poll_window,
+    )
+    .await
+    {
+        Ok((run, jobs)) => tracing::info!(
+            %run,
+            jobs,
+            window_minutes = state.config.poll_window.as_secs() / 60,
+            "poll run queued"
+        ),
+        Err(e) => tracing::error!(error = %e, "poll run could not start"),
+    }
+}
+
+/// Logs each poll run's summary once its last job has finished (see `finish_runs`), every
+/// few seconds until `stop`.
+pub fn spawn_run_watcher(state: AppState, stop: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = finish_runs(&state).await {
+                tracing::warn!(error = %e, "summarising poll runs failed");
+            }
+        }
+    });
 }
 
 /// Writes the summary of every run whose jobs have all finished, and logs its line.

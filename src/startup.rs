@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::jobs::scheduler::CronJob;
 use crate::jobs::{self, Registry, WorkerConfig};
 use crate::state::AppState;
 
@@ -47,9 +48,37 @@ pub fn registry() -> Registry<AppState> {
         .register::<moves::MovedPageCleanup>()
         .register::<crate::facebook::disconnect::PageDisconnect>();
     #[cfg(feature = "testkit")]
-    reg.register::<jobs::testkit::TestkitDelivery>()
-        .register::<jobs::testkit::TestkitEffect>();
+    reg.register::<crate::testkit::TestkitDelivery>()
+        .register::<crate::testkit::TestkitEffect>();
     reg
+}
+
+/// The cron's work: a poll run per `POLL_SCHEDULE` tick (on one instance of several), and a
+/// backup per `BACKUP_SCHEDULE` tick of this instance's SQLite files.
+fn cron(state: &AppState) -> Vec<CronJob> {
+    let poll = state.clone();
+    let mut jobs = vec![CronJob::on_one_instance(
+        "poll",
+        &state.config.poll_schedule,
+        move || {
+            let state = poll.clone();
+            async move { crate::poll::run_scheduled(&state).await }
+        },
+    )];
+    // On PostgreSQL the database's own backups apply (see `salesbot-sync backup`), so no
+    // backup job is scheduled.
+    if !state.config.shared_database() {
+        let backup = state.clone();
+        jobs.push(CronJob::on_every_instance(
+            "backup",
+            &state.config.backup_schedule,
+            move || {
+                let state = backup.clone();
+                async move { crate::backup::run_scheduled(&state.config, &state.objects).await }
+            },
+        ));
+    }
+    jobs
 }
 
 impl Application {
@@ -74,7 +103,7 @@ impl Application {
         let queue_lock = if settings.shared_database() {
             None
         } else {
-            Some(lock_queue(&settings.events_db_path)?)
+            Some(jobs::lock_queue(&settings.events_db_path)?)
         };
         let listener = TcpListener::bind(addr)
             .await
@@ -151,7 +180,15 @@ impl Application {
             worker_stop.clone(),
         );
         let pruner = jobs::spawn_housekeeping(state.events.clone(), worker_stop.clone());
-        let mut scheduler = jobs::scheduler::start(state.clone(), worker_stop.clone()).await?;
+        let mut scheduler =
+            jobs::scheduler::start(state.ticks.clone(), state.instance.clone(), cron(&state))
+                .await?;
+        crate::poll::spawn_run_watcher(state.clone(), worker_stop.clone());
+        tracing::info!(
+            poll = %state.config.poll_schedule,
+            backup = %state.config.backup_schedule,
+            "scheduler started (UTC)"
+        );
 
         let limits = state.config.edge.clone();
         let router = crate::routes::router(state);
@@ -267,37 +304,6 @@ async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
-}
-
-/// Another process (a server, or `poll` working the queue alone) holds the queue's lock.
-#[derive(Debug, thiserror::Error)]
-#[error("another salesbot-sync process (a server, or `poll` working the queue alone) is running on {events_db} (lock {lock} is held)")]
-pub struct QueueHeld {
-    pub events_db: String,
-    pub lock: String,
-}
-
-/// Takes the queue's lock file: only its holder runs workers (and re-queues orphans), and the
-/// offline commands (`rotate-key`, `restore`) hold it so no server runs beside them. Fails
-/// with [`QueueHeld`] when another process holds it.
-pub fn lock_queue(events_db: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let mut name = events_db.as_os_str().to_owned();
-    name.push(".lock");
-    let path = std::path::PathBuf::from(name);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    file.try_lock().map_err(|_| QueueHeld {
-        events_db: events_db.display().to_string(),
-        lock: path.display().to_string(),
-    })?;
-    Ok(file)
 }
 
 /// Refuses to start on a `TOKEN_ENCRYPTION_KEY` that decrypts none of the stored tokens it

@@ -5,34 +5,16 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::crypto::TokenCipher;
-use crate::facebook::client::GraphClient;
 use crate::oauth_state::StateSigner;
 use crate::objects::ObjectStore;
-use crate::shopify::api::ShopifyApi;
-use crate::shopify::client::ShopifyClient;
+use crate::platforms::facebook::client::GraphClient;
+use crate::platforms::shopify::api::ShopifyApi;
+use crate::platforms::shopify::client::ShopifyClient;
+use crate::retry::UpstreamRetry;
 use crate::store::catalog::CatalogStore;
 use crate::store::postgres::PgDb;
 use crate::store::ticks::TickStore;
 use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
-
-/// How calls to Shopify and Meta retry transient failures (network, 5xx). Fixed in
-/// production; tests shorten the delays on a clone of the state.
-#[derive(Debug, Clone)]
-pub struct UpstreamRetry {
-    pub attempts: usize,
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for UpstreamRetry {
-    fn default() -> Self {
-        UpstreamRetry {
-            attempts: 8,
-            min_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(20),
-        }
-    }
-}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -134,7 +116,7 @@ impl AppState {
             graph: None,
             upstream_retry: UpstreamRetry::default(),
             ticks,
-            instance: Arc::from(crate::config::random_token(6)),
+            instance: Arc::from(crate::crypto::random_token(6)),
             postgres,
         };
         Ok(state.with_upstream_retry(UpstreamRetry::default()))

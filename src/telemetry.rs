@@ -4,6 +4,12 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
 
+/// A fresh id for one failure, shown to the client (an error answer, a callback's step, a
+/// page) and logged with the cause, so an operator can find the one from the other.
+pub fn correlation_id() -> String {
+    crate::crypto::random_token(9)
+}
+
 /// Installs the global subscriber; a second call (tests) is a no-op.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {

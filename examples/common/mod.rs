@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use salesbot_sync::shopify::signature::sign_oauth_query;
+use salesbot_sync::platforms::shopify::signature::sign_oauth_query;
 use salesbot_sync::simulators::shopify::FakeShopify;
 
 pub const S3_KEY: &str = "bench-access-key";

@@ -27,9 +27,8 @@ use anyhow::{anyhow, bail, Context};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::config::Settings;
+use crate::config::{Settings, StorageSettings};
 use crate::objects::{keys, ObjectStore};
 use crate::store::DbKind;
 
@@ -253,6 +252,21 @@ pub struct LastBackup {
     pub ok: bool,
     /// The report's summary, or why it failed.
     pub detail: String,
+}
+
+/// One scheduled backup (`BACKUP_SCHEDULE`); the copies go to the object store too when
+/// Spaces is configured.
+pub async fn run_scheduled(config: &Settings, objects: &ObjectStore) {
+    let remote = matches!(config.storage, StorageSettings::Spaces(_)).then_some(objects);
+    let outcome = backup_all(config, remote).await;
+    record_outcome(&config.backup_dir, outcome.as_ref());
+    match outcome {
+        Ok(report) => tracing::info!("{}", report.summary()),
+        Err(e) => {
+            metrics::counter!("backup_failures_total").increment(1);
+            tracing::error!(error = format!("{e:#}"), "backup failed")
+        }
+    }
 }
 
 /// Records how a backup ended (best effort: a failure to record is logged, not raised).

@@ -137,64 +137,19 @@ pub(super) fn verify(from: &Path) -> anyhow::Result<(Manifest, VerifiedSet)> {
 /// Restores the set in `from` over the configured databases. Synchronous (callers use
 /// `spawn_blocking`). Nothing is changed unless the whole set verifies; the databases being
 /// replaced are first copied to `BACKUP_DIR/pre-restore-<timestamp>/`. Refuses (error
-/// [`crate::startup::QueueHeld`]) while a server or a queue-working `poll` runs: each database
+/// [`crate::jobs::QueueHeld`]) while a server or a queue-working `poll` runs: each database
 /// is replaced in one transaction, but a live server would go on from state the restore
 /// replaced under it.
 pub fn restore(settings: &Settings, from: &Path) -> anyhow::Result<RestoreReport> {
     // A running server would keep serving (and writing) from the databases being replaced,
     // and its workers would hold leases the restored queue knows nothing of. Holding the
     // queue lock for the whole restore also keeps a server from starting half-way through.
-    let _queue = crate::startup::lock_queue(&settings.events_db_path).context(
+    let _queue = crate::jobs::lock_queue(&settings.events_db_path).context(
         "restore refused: stop the server first (e.g. `systemctl stop salesbot-sync`), then run restore again",
     )?;
     let (_, verified) = verify(from)?;
     let mut warnings = Vec::new();
-
-    // Safety copy of what is there now.
-    let present: Vec<(DbKind, PathBuf)> = ALL_KINDS
-        .into_iter()
-        .map(|k| (k, live_path(settings, k)))
-        .filter(|(_, p)| p.exists())
-        .collect();
-    let safety_copy = if present.is_empty() {
-        None
-    } else {
-        let now = crate::store::now_secs();
-        let (_, dir) = create_set_dir(&settings.backup_dir, PRE_RESTORE_PREFIX, now)?;
-        let mut entries = Vec::new();
-        for (kind, path) in &present {
-            let file = file_name_of(*kind);
-            let dest = dir.join(&file);
-            match safety_copy_one(path, &dest) {
-                Ok((c, warning)) => {
-                    if let Some(w) = warning {
-                        warnings.push(format!("current {} database: {w}", kind.name()));
-                    }
-                    entries.push(ManifestFile {
-                        db: kind.name().to_string(),
-                        file,
-                        bytes: c.bytes,
-                        sha256: c.sha256,
-                        schema_version: c.schema_version,
-                    });
-                }
-                Err(e) => bail!(
-                    "nothing was restored: could not save the current {} database {} to {} ({e:#}); if the file is damaged beyond opening, move it aside and run restore again",
-                    kind.name(),
-                    path.display(),
-                    dir.display()
-                ),
-            }
-        }
-        write_manifest(
-            &dir,
-            &Manifest {
-                created_at: rfc3339(now),
-                files: entries,
-            },
-        )?;
-        Some(dir)
-    };
+    let safety_copy = save_current(settings, &mut warnings)?;
 
     let mut restored = Vec::new();
     for (kind, src, version) in &verified.files {
@@ -227,6 +182,58 @@ pub fn restore(settings: &Settings, from: &Path) -> anyhow::Result<RestoreReport
     };
     tracing::info!("{}", report.summary());
     Ok(report)
+}
+
+/// Safety copy of the databases there are now, in a `pre-restore-…` set of `BACKUP_DIR`
+/// (`None`: there are none). A database that cannot be copied stops the restore before it
+/// changes anything.
+fn save_current(
+    settings: &Settings,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let present: Vec<(DbKind, PathBuf)> = ALL_KINDS
+        .into_iter()
+        .map(|k| (k, live_path(settings, k)))
+        .filter(|(_, p)| p.exists())
+        .collect();
+    if present.is_empty() {
+        return Ok(None);
+    }
+    let now = crate::store::now_secs();
+    let (_, dir) = create_set_dir(&settings.backup_dir, PRE_RESTORE_PREFIX, now)?;
+    let mut entries = Vec::new();
+    for (kind, path) in &present {
+        let file = file_name_of(*kind);
+        let dest = dir.join(&file);
+        match safety_copy_one(path, &dest) {
+            Ok((c, warning)) => {
+                if let Some(w) = warning {
+                    warnings.push(format!("current {} database: {w}", kind.name()));
+                }
+                entries.push(ManifestFile {
+                    db: kind.name().to_string(),
+                    file,
+                    bytes: c.bytes,
+                    sha256: c.sha256,
+                    schema_version: c.schema_version,
+                });
+            }
+            Err(e) => bail!(
+                "nothing was restored: could not save the current {} database {} to {} ({e:#}); if the file is damaged beyond opening, move it aside and run restore again",
+                kind.name(),
+                path.display(),
+                dir.display()
+            ),
+        }
+    }
+    write_manifest(
+        &dir,
+        &Manifest {
+            created_at: rfc3339(now),
+            files: entries,
+        },
+    )?;
+    Ok(Some(dir))
 }
 
 /// Online copy of a live database for the pre-restore safety folder. A failed integrity check

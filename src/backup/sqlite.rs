@@ -67,10 +67,7 @@ pub(super) fn latest_schema_version(kind: DbKind) -> anyhow::Result<i64> {
 }
 
 pub(super) fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let n = std::io::copy(&mut f, &mut h)?;
-    Ok((n, hex::encode(h.finalize())))
+    crate::crypto::sha256_reader(std::fs::File::open(path)?)
 }
 
 pub(super) fn fsync_dir(dir: &Path) {

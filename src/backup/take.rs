@@ -168,7 +168,7 @@ async fn upload_set(
         let bytes = tokio::fs::read(&f.path)
             .await
             .with_context(|| format!("cannot read {}", f.path.display()))?;
-        let sha = crate::objects::sha256_hex(&bytes);
+        let sha = crate::crypto::sha256_hex(&bytes);
         if sha != f.sha256 {
             bail!(
                 "{} changed after it was verified (sha256 {} instead of {}); not uploading",
@@ -185,7 +185,7 @@ async fn upload_set(
     }
     // The manifest goes last: remotely too, its presence marks a complete set.
     let key = key_for(MANIFEST)?;
-    let sha = crate::objects::sha256_hex(&manifest_bytes);
+    let sha = crate::crypto::sha256_hex(&manifest_bytes);
     store
         .put(&key, manifest_bytes, &sha, "application/json")
         .await

@@ -418,7 +418,7 @@ async fn backup_uploads_the_set_under_backups_and_prunes_remote_sets() {
             let key = f.uploaded_key.as_deref().expect("uploaded");
             assert_eq!(key, format!("backups/{set}/{}.db", f.db));
             let stored = std::fs::read(objects_dir.join(key)).unwrap();
-            assert_eq!(crate::objects::sha256_hex(&stored), f.sha256);
+            assert_eq!(crate::crypto::sha256_hex(&stored), f.sha256);
         }
         let manifest = std::fs::read(objects_dir.join(format!("backups/{set}/{MANIFEST}")));
         assert!(manifest.is_ok(), "manifest uploaded");

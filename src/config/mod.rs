@@ -24,11 +24,20 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
+/// Moved to `crypto`; still reachable here for `demo`, which leaves this crate with the
+/// simulators.
+pub use crate::crypto::random_token;
 pub use edge::{canonical_ip, EdgeSettings, DEFAULT_TRUSTED_PROXIES};
 use integrations::{read_facebook, read_shopify, read_storage};
 pub use integrations::{FacebookSettings, ShopifySettings, SpacesSettings, StorageSettings};
+pub use reader::validate_cron;
 use reader::Reader;
-pub use reader::{random_token, validate_cron};
+
+/// An integration that is not configured (its routes answer 503); the message names the
+/// variables to set.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("{0}")]
+pub struct NotConfigured(pub &'static str);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use base64::Engine;
-use rand::RngCore;
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
@@ -122,7 +121,7 @@ impl<'a> Reader<'a> {
             }
             None => {
                 self.generated.push(name);
-                SecretString::from(random_token(32))
+                SecretString::from(crate::crypto::random_token(32))
             }
         }
     }
@@ -158,9 +157,7 @@ impl<'a> Reader<'a> {
             }
             None => {
                 self.generated.push(NAME);
-                let mut k = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut k);
-                SecretBox::new(Box::new(k))
+                SecretBox::new(Box::new(crate::crypto::random_key()))
             }
         }
     }
@@ -191,13 +188,6 @@ pub(super) fn decode_key(v: &str) -> Option<[u8; 32]> {
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(v))
         .ok()?;
     bytes.try_into().ok()
-}
-
-/// A random URL-safe token of `bytes` random bytes.
-pub fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 pub(super) fn join_url(base: &Url, path: &str) -> Url {

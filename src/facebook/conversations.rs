@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::{GraphClient, GraphError};
 use super::pages::{active_page, merge_entries, on_graph_error, writable_page};
 use super::{graph, messages, FbError};
 use crate::objects::keys::{self, GraphId, PageId, Psid};
 use crate::objects::PutOutcome;
+use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
 use crate::store::tokens::{PageRecord, Watermark};
 

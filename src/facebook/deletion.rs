@@ -1,5 +1,6 @@
-//! Meta's data deletion callback: `POST /facebook/data-deletion` with a `signed_request`, the
-//! status URL it answers with, and the job that does the deletion.
+//! Meta's data deletion callback (`POST /facebook/data-deletion` with a `signed_request`, and
+//! the status URL it answers with; the routes are `routes::facebook`) and the job that does the
+//! deletion.
 //!
 //! Meta gets its confirmation code at once; the work is a queued job that never dead-letters
 //! and resumes after a restart. It first marks the user's pages `deleting` (merges and polls
@@ -15,44 +16,52 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::extract::{Form, Query, State};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use url::Url;
 
-use super::signature::parse_signed_request;
+use crate::config::FacebookSettings;
 use crate::crypto::secret_bytes;
-use crate::error::AppError;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{self, GraphId, PageId};
+use crate::platforms::facebook::signature::parse_signed_request;
 use crate::state::AppState;
-use crate::store::events::Pool;
+use crate::store::events::{EnqueueError, Pool};
 use crate::store::tokens::DeletionRecorded;
 use crate::store::{now_secs, StoreError};
 
 /// How often the job looks again while jobs of the pages are still running.
 const WAIT_FOR_RUNNING: Duration = Duration::from_millis(250);
 
-#[derive(Deserialize)]
-pub struct DeletionForm {
-    signed_request: Option<String>,
+/// What stops a data deletion request.
+#[derive(Debug, thiserror::Error)]
+pub enum DeletionError {
+    /// Not signed with the app secret.
+    #[error("invalid signed_request")]
+    Unsigned,
+    /// Signed, but not a request that is acted on (no user, no or a stale `issued_at`).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
 }
 
-#[derive(Deserialize)]
-pub struct StatusQuery {
-    code: Option<String>,
+/// Meta's answer: where the deletion's status can be read, and its confirmation code.
+pub struct DeletionRequested {
+    pub url: Url,
+    pub confirmation_code: String,
 }
 
+/// Accepts a `signed_request`: the deletion is queued (once per request, see below).
 pub async fn request(
-    State(state): State<AppState>,
-    Form(form): Form<DeletionForm>,
-) -> Result<Json<Value>, AppError> {
-    let settings = super::settings(&state)?;
-    let signed = form
-        .signed_request
-        .ok_or_else(|| AppError::BadRequest("missing signed_request".into()))?;
-    let payload = parse_signed_request(secret_bytes(&settings.app_secret), &signed)
-        .ok_or_else(|| AppError::Unauthorized("invalid signed_request".into()))?;
+    state: &AppState,
+    settings: &FacebookSettings,
+    signed: &str,
+) -> Result<DeletionRequested, DeletionError> {
+    let payload = parse_signed_request(secret_bytes(&settings.app_secret), signed)
+        .ok_or(DeletionError::Unsigned)?;
     let user = payload
         .get("user_id")
         .and_then(|v| {
@@ -61,15 +70,27 @@ pub async fn request(
                 .or_else(|| v.as_i64().map(|n| n.to_string()))
         })
         .and_then(|u| GraphId::parse(&u).ok())
-        .ok_or_else(|| AppError::BadRequest("signed_request has no valid user_id".into()))?;
+        .ok_or_else(|| DeletionError::Refused("signed_request has no valid user_id".into()))?;
 
     let issued_at = payload
         .get("issued_at")
         .and_then(Value::as_i64)
-        .ok_or_else(|| AppError::BadRequest("signed_request has no valid issued_at".into()))?;
+        .ok_or_else(|| DeletionError::Refused("signed_request has no valid issued_at".into()))?;
     check_fresh(issued_at, now_secs())?;
+    let code = record(state, user, issued_at).await?;
+    let mut url = state.config.public_base_url.clone();
+    url.set_path("/facebook/data-deletion/status");
+    url.query_pairs_mut().append_pair("code", &code);
+    Ok(DeletionRequested {
+        url,
+        confirmation_code: code,
+    })
+}
 
-    let fresh_code = crate::config::random_token(12);
+/// Records the request and queues its job; returns its confirmation code (the original's,
+/// for the same request again).
+async fn record(state: &AppState, user: GraphId, issued_at: i64) -> Result<String, DeletionError> {
+    let fresh_code = crate::crypto::random_token(12);
     let code = match state
         .tokens
         .record_deletion_request(&fresh_code, user.as_str(), issued_at)
@@ -97,12 +118,7 @@ pub async fn request(
             original
         }
     };
-    let mut url = state.config.public_base_url.clone();
-    url.set_path("/facebook/data-deletion/status");
-    url.query_pairs_mut().append_pair("code", &code);
-    Ok(Json(
-        json!({"url": url.as_str(), "confirmation_code": code}),
-    ))
+    Ok(code)
 }
 
 /// How old a `signed_request` may be: Meta calls at once, so an older one is a replay of a
@@ -112,14 +128,14 @@ pub const MAX_REQUEST_AGE_SECS: i64 = 3600;
 pub const CLOCK_SKEW_SECS: i64 = 300;
 
 /// Refuses an `issued_at` outside `[now - MAX_REQUEST_AGE_SECS, now + CLOCK_SKEW_SECS]`.
-fn check_fresh(issued_at: i64, now: i64) -> Result<(), AppError> {
+fn check_fresh(issued_at: i64, now: i64) -> Result<(), DeletionError> {
     if issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
         tracing::warn!(
             issued_at,
             now,
             "Facebook data deletion request issued in the future: refused"
         );
-        return Err(AppError::BadRequest(
+        return Err(DeletionError::Refused(
             "signed_request is issued in the future".into(),
         ));
     }
@@ -129,7 +145,7 @@ fn check_fresh(issued_at: i64, now: i64) -> Result<(), AppError> {
             now,
             "stale Facebook data deletion request refused"
         );
-        return Err(AppError::BadRequest(
+        return Err(DeletionError::Refused(
             "signed_request is too old (issued more than an hour ago)".into(),
         ));
     }
@@ -373,27 +389,4 @@ async fn purge_raw_deliveries(
         }
     }
     Ok(purged)
-}
-
-pub async fn status(
-    State(state): State<AppState>,
-    Query(q): Query<StatusQuery>,
-) -> Result<Json<Value>, AppError> {
-    let code = q
-        .code
-        .filter(|c| !c.is_empty() && c.len() <= 64)
-        .ok_or_else(|| AppError::BadRequest("missing code".into()))?;
-    let row = state
-        .tokens
-        .deletion_status(&code)
-        .await?
-        .ok_or_else(|| AppError::NotFound("unknown confirmation code".into()))?;
-    Ok(Json(json!({
-        "confirmation_code": code,
-        "status": row.status,
-        "requested_at": row.requested_at,
-        "completed_at": row.completed_at,
-        "pages_deleted": row.pages_deleted,
-        "objects_deleted": row.objects_deleted,
-    })))
 }

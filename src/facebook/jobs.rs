@@ -11,9 +11,10 @@ use serde_json::{json, value::RawValue, Value};
 use super::conversations::{self, ConversationRef};
 use super::pages::{self, writable_page};
 use super::{graph, FbError};
+use crate::crypto::sha256_hex;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{GraphId, PageId, Psid};
-use crate::objects::{sha256_hex, PutOutcome};
+use crate::objects::PutOutcome;
 use crate::state::AppState;
 use crate::store::events::{Pool, RunId};
 

@@ -41,7 +41,7 @@ pub fn entry_id(item: &Value) -> Option<String> {
     let payload = pb.get("payload").and_then(Value::as_str).unwrap_or("");
     Some(format!(
         "postback:{sender}:{ts}:{}",
-        &crate::objects::sha256_hex(payload.as_bytes())[..16]
+        &crate::crypto::sha256_hex(payload.as_bytes())[..16]
     ))
 }
 

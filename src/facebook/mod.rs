@@ -1,7 +1,7 @@
 //! Facebook: Page OAuth connect, signed webhooks, Messenger conversations, polling, and Meta's
 //! data deletion callback, as queued jobs.
 
-pub mod client;
+pub mod answer;
 pub mod conversations;
 pub mod deletion;
 pub mod disconnect;
@@ -12,23 +12,19 @@ pub mod oauth;
 pub mod pages;
 pub mod process;
 pub mod selftest;
-pub mod signature;
 pub mod webhook;
 
-use crate::config::FacebookSettings;
-use crate::error::AppError;
+use crate::config::{FacebookSettings, NotConfigured};
 use crate::jobs::JobError;
 use crate::objects::ObjectError;
+use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
 use crate::store::StoreError;
-use client::{GraphClient, GraphError};
 
-pub fn settings(state: &AppState) -> Result<&FacebookSettings, AppError> {
-    state.config.facebook.as_ref().ok_or_else(|| {
-        AppError::NotConfigured(
-            "Facebook is not configured: set FACEBOOK_APP_ID, FACEBOOK_APP_SECRET and FACEBOOK_VERIFY_TOKEN".into(),
-        )
-    })
+pub fn settings(state: &AppState) -> Result<&FacebookSettings, NotConfigured> {
+    state.config.facebook.as_ref().ok_or(NotConfigured(
+        "Facebook is not configured: set FACEBOOK_APP_ID, FACEBOOK_APP_SECRET and FACEBOOK_VERIFY_TOKEN",
+    ))
 }
 
 /// The configured app's Graph client, for work on pages.

@@ -4,10 +4,10 @@
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::client::{GraphClient, GraphError};
 use super::{graph, messages, FbError};
 use crate::objects::keys::{self, PageId, Psid};
 use crate::objects::PutOutcome;
+use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
 use crate::store::tokens::{AccountStatus, PageRecord};
 

@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::jobs::{FacebookMessage, PageRefresh};
 use super::messages;
+use crate::crypto::sha256_hex;
 use crate::jobs::{Job, JobError};
 use crate::objects::keys::{GraphId, PageId};
-use crate::objects::sha256_hex;
 use crate::store::events::NewEvent;
 
 /// The jobs of one delivery, and what of it could not become a job (with the reason).

@@ -10,11 +10,12 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::jobs::FacebookMessage;
-use super::signature::sign_webhook;
 use crate::config::FacebookSettings;
+use crate::connect::Step;
 use crate::crypto::secret_bytes;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{self, GraphId, PageId};
+use crate::platforms::facebook::signature::sign_webhook;
 use crate::state::AppState;
 use crate::store::events::{EventStatus, Pool};
 use crate::store::{now_millis, now_secs};
@@ -31,20 +32,12 @@ const RECHECK: Duration = Duration::from_millis(250);
 const RECHECK_LATE: Duration = Duration::from_secs(5);
 const LATE_AFTER: Duration = Duration::from_secs(30);
 
-fn ok() -> Value {
-    json!({"status": "success"})
-}
-
-fn err(kind: &str, m: impl std::fmt::Display) -> Value {
-    json!({"status": kind, "message": m.to_string()})
-}
-
 pub fn self_test_psid() -> GraphId {
     GraphId::parse(SELF_TEST_PSID).expect("the constant is digits")
 }
 
 /// Posts a delivery to our own public webhook address, signed like Meta signs.
-async fn post_delivery(state: &AppState, settings: &FacebookSettings, delivery: &Value) -> Value {
+async fn post_delivery(state: &AppState, settings: &FacebookSettings, delivery: &Value) -> Step {
     let body = delivery.to_string();
     let r = state
         .http
@@ -59,22 +52,16 @@ async fn post_delivery(state: &AppState, settings: &FacebookSettings, delivery: 
         .send()
         .await;
     match r {
-        Ok(resp) if resp.status().is_success() => ok(),
-        Ok(resp) => err(
-            "error",
-            format!("webhook address answered {}", resp.status()),
-        ),
-        Err(e) => err(
-            "error",
-            format!("webhook address unreachable: {}", e.without_url()),
-        ),
+        Ok(resp) if resp.status().is_success() => Step::Success,
+        Ok(resp) => Step::error(format!("webhook address answered {}", resp.status())),
+        Err(e) => Step::error(format!("webhook address unreachable: {}", e.without_url())),
     }
 }
 
 /// The two webhook self-tests of a page.
 pub struct Posted {
-    pub metadata: Value,
-    pub message: Value,
+    pub metadata: Step,
+    pub message: Step,
     /// The test message's `mid`, for the verification job.
     pub mid: String,
 }
@@ -148,7 +135,7 @@ impl Job for SelfTestCleanup {
         let Some(rec) = state.tokens.page(&job.page).await.map_err(store)? else {
             // Disconnected or deleted meanwhile: its objects went with it.
             return Ok(
-                JobOutput::done().with_result(err("failed", "the page is no longer connected"))
+                JobOutput::done().with_result(Step::failed("the page is no longer connected"))
             );
         };
         let key = keys::conversation(&rec.merchant, &job.page, &self_test_psid());
@@ -159,22 +146,19 @@ impl Job for SelfTestCleanup {
             .map_err(store)?;
         let verdict = match message.map(|o| (o.status, o.last_error)) {
             Some((EventStatus::Done, _)) => match state.objects.head_sha256(&key).await {
-                Ok(Some(_)) => ok(),
-                Ok(None) => err("failed", "Conversation upload not found"),
+                Ok(Some(_)) => Step::Success,
+                Ok(None) => Step::failed("Conversation upload not found"),
                 Err(e) => return Err(JobError::Retry(e.to_string())),
             },
-            Some((status, reason)) if status.is_finished() => err(
-                "failed",
-                format!(
-                    "the test message was not processed: {}",
-                    reason.unwrap_or_default()
-                ),
-            ),
+            Some((status, reason)) if status.is_finished() => Step::failed(format!(
+                "the test message was not processed: {}",
+                reason.unwrap_or_default()
+            )),
             Some(_) => return Err(later(job, "waiting for the self-test message's merge")),
             None if now_millis() < job.until => {
                 return Err(later(job, "waiting for the self-test message"))
             }
-            None => err("failed", "the test message never reached the queue"),
+            None => Step::failed("the test message never reached the queue"),
         };
         // Whatever the verdict, merchant data never keeps the test conversation.
         state

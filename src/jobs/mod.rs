@@ -12,13 +12,12 @@
 
 mod keys;
 mod kind;
+mod lock;
 pub mod progress;
 mod registry;
 pub mod retry;
 mod runner;
 pub mod scheduler;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,12 +28,13 @@ use serde_json::Value;
 
 pub use keys::{DedupeKey, GroupKey};
 pub use kind::JobKind;
+pub use lock::{lock_queue, QueueHeld};
 pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use runner::{spawn_housekeeping, spawn_workers, PoolSizes, WorkerConfig};
 
-use crate::store::events::{NewEvent, Pool};
-use crate::store::now_millis;
+use crate::store::events::{EnqueueError, NewEvent, Pool};
+use crate::store::{now_millis, StoreError};
 
 /// What went wrong in a job, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,18 @@ pub enum JobError {
     /// again after `after`. Not counted as a failure.
     #[error("{reason}")]
     Later { after: Duration, reason: String },
+}
+
+/// Why a delivery (a platform's webhook, a test delivery) was not taken into the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// Not a delivery that is taken (malformed, or failing a check of its content).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
 }
 
 /// A finished run's follow-up jobs (committed with its completion) and result (stored with

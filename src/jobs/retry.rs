@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub min_delay: Duration,
@@ -39,13 +37,7 @@ pub enum Next {
 impl RetryPolicy {
     /// Delay after the `attempts`-th failed attempt (1-based), with jitter, capped.
     pub fn delay(&self, attempts: u32) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
+        crate::retry::backoff(self.min_delay, self.max_delay)
             .nth(attempts.saturating_sub(1).min(64) as usize)
             .unwrap_or(self.max_delay)
             // Jitter may add up to one more delay; never beyond the cap.

@@ -71,7 +71,7 @@ pub fn spawn_workers<C: Clone + Send + Sync + 'static>(
     shutdown: CancellationToken,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
-    let instance = crate::config::random_token(6);
+    let instance = crate::crypto::random_token(6);
     for pool in Pool::ALL {
         let spec = registry.claim_spec(*pool);
         for n in 0..pool_size(&config.pools, *pool) {

@@ -1,62 +1,90 @@
-//! The in-process cron (tokio-cron-scheduler): `POLL_SCHEDULE` queues a poll run (one job per
-//! shop and page, spread over `POLL_WINDOW_MINUTES`, plus the daily subscription checks),
-//! `BACKUP_SCHEDULE` backs up the databases. An account whose previous poll is still queued
-//! or running is left out of the next tick's run, so polls never pile up behind a failing
-//! account. Finished poll runs get their summary line from a watcher every few seconds.
+//! The in-process cron (tokio-cron-scheduler). It knows no job kind: the composition
+//! (`startup`) hands it what to run on which schedule — a poll run at `POLL_SCHEDULE`, a
+//! backup at `BACKUP_SCHEDULE` — and whether one instance of several runs each tick (claimed in
+//! `store::ticks`) or every instance does. A run still going when its next tick fires makes
+//! that tick a no-op, so runs never pile up.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::config::StorageSettings;
-use crate::state::AppState;
+use crate::store::ticks::TickStore;
 
-/// Registers and starts both jobs. Keep the returned scheduler alive; `shutdown` it on exit.
+type Run = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// What runs at each tick of a cron schedule.
+pub struct CronJob {
+    name: &'static str,
+    schedule: String,
+    /// Whether the instances sharing a database claim each tick, so one of them runs it.
+    claimed: bool,
+    run: Run,
+}
+
+impl CronJob {
+    /// Work that one instance of several does per tick (a poll run queues jobs for everyone).
+    pub fn on_one_instance<F, Fut>(name: &'static str, schedule: &str, run: F) -> CronJob
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        CronJob {
+            name,
+            schedule: schedule.to_string(),
+            claimed: true,
+            run: Arc::new(move || Box::pin(run())),
+        }
+    }
+
+    /// Work every instance does per tick (of its own files).
+    pub fn on_every_instance<F, Fut>(name: &'static str, schedule: &str, run: F) -> CronJob
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        CronJob {
+            claimed: false,
+            ..CronJob::on_one_instance(name, schedule, run)
+        }
+    }
+}
+
+/// Registers the jobs and starts the cron; `ticks` and `instance` claim the ticks of claimed
+/// jobs. Keep the returned scheduler alive; `shutdown` it on exit.
 pub async fn start(
-    state: AppState,
-    stop: tokio_util::sync::CancellationToken,
+    ticks: TickStore,
+    instance: Arc<str>,
+    jobs: Vec<CronJob>,
 ) -> anyhow::Result<JobScheduler> {
     let sched = JobScheduler::new().await?;
-    let poll_state = state.clone();
-    let poll_cron = parse(&state.config.poll_schedule)?;
-    sched
-        .add(guarded_job(
-            &state.config.poll_schedule,
-            "poll",
-            move || {
-                let (state, cron) = (poll_state.clone(), poll_cron.clone());
+    for job in jobs {
+        let CronJob {
+            name,
+            schedule,
+            claimed,
+            run,
+        } = job;
+        let job = if claimed {
+            let cron = parse(&schedule)?;
+            let (ticks, instance) = (ticks.clone(), instance.clone());
+            guarded_job(&schedule, name, move || {
+                let (ticks, instance, cron, run) =
+                    (ticks.clone(), instance.clone(), cron.clone(), run.clone());
                 async move {
-                    if claim_tick(&state, "poll", &cron).await {
-                        run_poll(&state).await
+                    if claim_tick(&ticks, &instance, name, &cron).await {
+                        run().await
                     }
                 }
-            },
-        )?)
-        .await?;
-    // Backups are of this instance's SQLite files; on PostgreSQL the database's own backups
-    // apply (see `salesbot-sync backup`), so no backup job is scheduled.
-    if !state.config.shared_database() {
-        let backup_state = state.clone();
-        sched
-            .add(guarded_job(
-                &state.config.backup_schedule,
-                "backup",
-                move || {
-                    let state = backup_state.clone();
-                    async move { run_backup(&state).await }
-                },
-            )?)
-            .await?;
+            })?
+        } else {
+            guarded_job(&schedule, name, move || run())?
+        };
+        sched.add(job).await?;
     }
     sched.start().await?;
-    spawn_run_watcher(state.clone(), stop);
-    tracing::info!(
-        poll = %state.config.poll_schedule,
-        backup = %state.config.backup_schedule,
-        "scheduler started (UTC)"
-    );
     Ok(sched)
 }
 
@@ -70,16 +98,17 @@ fn parse(schedule: &str) -> anyhow::Result<croner::Cron> {
 /// Whether this instance runs the tick that is firing now (see `store::ticks`). The tick is
 /// named by its scheduled time, the latest occurrence of the cron at most half a second from
 /// now, which every instance computes the same whatever its timer's jitter.
-async fn claim_tick(state: &AppState, job: &'static str, cron: &croner::Cron) -> bool {
+async fn claim_tick(
+    ticks: &TickStore,
+    instance: &str,
+    job: &'static str,
+    cron: &croner::Cron,
+) -> bool {
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
     let Ok(tick) = cron.find_previous_occurrence(&soon, true) else {
         return false;
     };
-    match state
-        .ticks
-        .claim(job, tick.timestamp(), &state.instance)
-        .await
-    {
+    match ticks.claim(job, tick.timestamp(), instance).await {
         Ok(true) => true,
         Ok(false) => {
             tracing::debug!(job, tick = %tick, "tick taken by another instance");
@@ -112,59 +141,6 @@ where
             run().await;
         })
     })?)
-}
-
-/// One scheduled poll tick: queues the run (accounts whose previous poll is still going are
-/// left out of it, see `poll::start`).
-pub async fn run_poll(state: &AppState) {
-    use crate::store::events::RunTrigger;
-    match crate::poll::start(
-        state,
-        crate::poll::Target::Everything,
-        RunTrigger::Schedule,
-        state.config.poll_window,
-    )
-    .await
-    {
-        Ok((run, jobs)) => tracing::info!(
-            %run,
-            jobs,
-            window_minutes = state.config.poll_window.as_secs() / 60,
-            "poll run queued"
-        ),
-        Err(e) => tracing::error!(error = %e, "poll run could not start"),
-    }
-}
-
-/// Logs each poll run's summary once its last job has finished (see `poll::finish_runs`).
-fn spawn_run_watcher(state: AppState, stop: tokio_util::sync::CancellationToken) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
-            }
-            if let Err(e) = crate::poll::finish_runs(&state).await {
-                tracing::warn!(error = %e, "summarising poll runs failed");
-            }
-        }
-    });
-}
-
-/// One scheduled backup; the copies go to the object store too when Spaces is configured.
-pub async fn run_backup(state: &AppState) {
-    let remote =
-        matches!(state.config.storage, StorageSettings::Spaces(_)).then_some(&state.objects);
-    let outcome = crate::backup::backup_all(&state.config, remote).await;
-    crate::backup::record_outcome(&state.config.backup_dir, outcome.as_ref());
-    match outcome {
-        Ok(report) => tracing::info!("{}", report.summary()),
-        Err(e) => {
-            metrics::counter!("backup_failures_total").increment(1);
-            tracing::error!(error = format!("{e:#}"), "backup failed")
-        }
-    }
 }
 
 #[cfg(test)]
@@ -202,5 +178,41 @@ mod tests {
             (1..=3).contains(&n),
             "{n} runs in 5.5 s of a 2.5 s job ticking every second"
         );
+    }
+
+    /// What the composition hands over runs at its ticks, claimed or not (a single instance on
+    /// SQLite claims every tick).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handed_over_jobs_run_at_their_ticks() {
+        let ticks = TickStore::sqlite();
+        let claimed = Arc::new(AtomicUsize::new(0));
+        let everywhere = Arc::new(AtomicUsize::new(0));
+        let (c, e) = (claimed.clone(), everywhere.clone());
+        let jobs = vec![
+            CronJob::on_one_instance("claimed", "* * * * * *", move || {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+            CronJob::on_every_instance("everywhere", "* * * * * *", move || {
+                let e = e.clone();
+                async move {
+                    e.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+        ];
+        let mut sched = start(ticks, Arc::from("test"), jobs).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        sched.shutdown().await.unwrap();
+        assert!(claimed.load(Ordering::SeqCst) >= 1, "the claimed job ran");
+        assert!(everywhere.load(Ordering::SeqCst) >= 1, "the other job ran");
+    }
+
+    #[tokio::test]
+    async fn a_bad_schedule_is_refused() {
+        let ticks = TickStore::sqlite();
+        let job = CronJob::on_one_instance("bad", "not a schedule", || async {});
+        assert!(start(ticks, Arc::from("test"), vec![job]).await.is_err());
     }
 }

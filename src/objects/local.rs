@@ -37,23 +37,13 @@ impl LocalStore {
         let path = self.path(key.as_str());
         let k = key.as_str().to_string();
         tokio::task::spawn_blocking(move || -> Result<Option<String>, ObjectError> {
-            use sha2::Digest;
-            use std::io::Read;
-            let mut file = match std::fs::File::open(&path) {
+            let file = match std::fs::File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(io_err(&k, e)),
             };
-            let mut hasher = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buf).map_err(|e| io_err(&k, e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            Ok(Some(hex::encode(hasher.finalize())))
+            let (_, sha) = crate::crypto::sha256_reader(file).map_err(|e| io_err(&k, e))?;
+            Ok(Some(sha))
         })
         .await
         .map_err(|e| io_err(key.as_str(), e))?

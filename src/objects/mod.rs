@@ -12,10 +12,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::Value;
-pub use sha2::Sha256 as Hasher;
-use sha2::{Digest, Sha256};
 
 use crate::config::StorageSettings;
+use crate::crypto::sha256_hex;
 pub use keys::ObjectKey;
 pub use local::LocalStore;
 pub use s3::S3Store;
@@ -60,10 +59,6 @@ pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde
         }
     }
     serde_json::to_vec(&sort(serde_json::to_value(value)?))
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 enum Backend {

@@ -10,13 +10,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use serde_json::json;
 
 use crate::config::{canonical_ip, EdgeSettings};
 use crate::error::AppError;
@@ -173,14 +171,10 @@ pub async fn limit_logins(
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_default();
             metrics::counter!("http_rate_limited_total", "route" => route).increment(1);
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({
-                    "status": "error",
-                    "message": format!("too many requests from this address; retry in {secs} s"),
-                })),
-            )
-                .into_response();
+            let mut response = AppError::TooManyRequests(format!(
+                "too many requests from this address; retry in {secs} s"
+            ))
+            .into_response();
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

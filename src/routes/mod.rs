@@ -1,18 +1,25 @@
-//! The HTTP surface (SPEC §4). Each integration owns its routes; this module puts them together
-//! with the operational ones and the shared layers.
+//! The HTTP surface (SPEC §4): each integration's routes (their HTTP side: cookies,
+//! signatures, headers, JSON or pages, over the domain's flows), the operational ones, and the
+//! shared layers.
 
+mod facebook;
 mod health;
 pub mod limits;
 pub mod metrics;
-pub mod session;
+mod shopify;
+#[cfg(feature = "testkit")]
+mod testkit;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
+use axum::http::{HeaderMap, Request};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
 use tower_http::trace::TraceLayer;
 
+use crate::error::AppError;
 use crate::state::AppState;
 use crate::web;
 
@@ -51,29 +58,29 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/shopify/{shop}/login",
-            get(crate::shopify::oauth::login).route_layer(limited()),
+            get(shopify::login).route_layer(limited()),
         )
-        .route("/shopify/callback", get(crate::shopify::oauth::callback))
-        .route("/shopify/webhook", post(crate::shopify::webhook::receive))
+        .route("/shopify/callback", get(shopify::callback))
+        .route("/shopify/webhook", post(shopify::receive))
         .route(
             "/facebook/login",
-            get(crate::facebook::oauth::login).route_layer(limited()),
+            get(facebook::login).route_layer(limited()),
         )
-        .route("/facebook/callback", get(crate::facebook::oauth::callback))
+        .route("/facebook/callback", get(facebook::callback))
         .route(
             "/facebook/webhook",
-            get(crate::facebook::webhook::verify).post(crate::facebook::webhook::receive),
+            get(facebook::verify).post(facebook::receive),
         )
         .route(
             "/facebook/data-deletion",
-            post(crate::facebook::deletion::request).route_layer(limited()),
+            post(facebook::deletion_request).route_layer(limited()),
         )
         .route(
             "/facebook/data-deletion/status",
-            get(crate::facebook::deletion::status),
+            get(facebook::deletion_status),
         );
     #[cfg(feature = "testkit")]
-    let router = router.route("/_testkit/webhook", post(crate::jobs::testkit::receive));
+    let router = router.route("/_testkit/webhook", post(testkit::receive));
     router
         // Browsers get error pages instead of the JSON errors (inside the timeout layer, so a
         // timed-out request's answer becomes a page too).
@@ -87,4 +94,22 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// A typed answer as JSON with its keys sorted at every level, as the answers have always
+/// been written (through a `Value`, whose maps are sorted): serialised directly, a struct
+/// would write its fields in declaration order and an enum its tag first.
+pub(crate) fn sorted_json(answer: &impl Serialize) -> Result<Json<Value>, AppError> {
+    serde_json::to_value(answer)
+        .map(Json)
+        .map_err(AppError::internal)
+}
+
+/// A header's value, trimmed; absent when missing, empty or not text.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }

@@ -9,12 +9,12 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-use sha2::Digest;
 use tokio::sync::mpsc;
 
 use super::SyncError;
+use crate::crypto::Sha256Stream;
 use crate::objects::keys::{self, ShopDomain};
-use crate::objects::{Hasher, PutOutcome};
+use crate::objects::PutOutcome;
 use crate::state::AppState;
 use crate::store::catalog::{CatalogStore, EntityKind};
 use crate::store::now_millis;
@@ -96,7 +96,7 @@ pub async fn write(
     let (c, s) = (catalog.clone(), shop.clone());
     let started = std::time::Instant::now();
     let (sha, size, mut spool) = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
-        let mut hasher = Hasher::new();
+        let mut hasher = Sha256Stream::new();
         let mut size = 0;
         let mut spool = tempfile::SpooledTempFile::new(SPOOL_IN_MEMORY);
         // Rows are ~1 KiB: gathered into CHUNK-sized pieces, so the hash and the spool file
@@ -123,7 +123,7 @@ pub async fn write(
         spool
             .seek(SeekFrom::Start(0))
             .map_err(|e| SyncError::Internal(format!("spooling an object: {e}")))?;
-        Ok((hex::encode(hasher.finalize()), size, spool))
+        Ok((hasher.hex(), size, spool))
     })
     .await
     .map_err(blocking_err)??;

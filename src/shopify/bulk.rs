@@ -10,11 +10,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::api::ShopifyApi;
-use super::client::ShopifyError;
 use super::queries as q;
 use super::SyncError;
 use crate::objects::keys::ShopDomain;
+use crate::platforms::shopify::api::ShopifyApi;
+use crate::platforms::shopify::client::ShopifyError;
 
 /// First and longest wait between two status polls while an operation runs.
 const POLL_FIRST: Duration = Duration::from_millis(500);

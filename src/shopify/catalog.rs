@@ -9,12 +9,12 @@
 
 use serde_json::{json, Map, Value};
 
-use super::api::ShopifyApi;
-use super::client::ShopifyError;
 use super::queries as q;
 use super::SyncError;
 use crate::objects::canonical_json;
 use crate::objects::keys::ShopDomain;
+use crate::platforms::shopify::api::ShopifyApi;
+use crate::platforms::shopify::client::ShopifyError;
 use crate::store::catalog::EntityRow;
 
 /// One page of a connection: its nodes and the cursor of the next page, if any.
@@ -76,7 +76,7 @@ pub struct Fetcher<'a> {
 
 impl Fetcher<'_> {
     pub async fn run(&self, op: &str, query: &str, vars: Value) -> Result<Value, SyncError> {
-        self.api.query(self.shop, op, query, vars).await
+        Ok(self.api.query(self.shop, op, query, vars).await?)
     }
 
     /// Walks a top-level connection to its end (`vars` without `after`).

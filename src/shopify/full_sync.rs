@@ -16,11 +16,11 @@ use super::catalog::{
     at, gid_number, inventory_pairs, page, row, shape_product, shape_variant, with_variants,
     Fetcher,
 };
-use super::client::ShopifyError;
 use super::queries as q;
 use super::SyncError;
 use crate::objects::canonical_json;
 use crate::objects::keys::ShopDomain;
+use crate::platforms::shopify::client::ShopifyError;
 use crate::state::AppState;
 use crate::store::catalog::{BulkStage, CatalogStore, EntityKind, EntityRow};
 use crate::store::now_secs;

@@ -1,42 +1,40 @@
 //! Shopify: OAuth connect, signed webhooks, catalogue sync and polling, as queued jobs.
 
-pub mod api;
 pub mod bodies;
 pub mod build;
 pub mod bulk;
 pub mod catalog;
-pub mod client;
 pub mod entities;
 pub mod full_sync;
 pub mod jobs;
 pub mod oauth;
 pub mod queries;
-pub mod signature;
 pub mod subscriptions;
 pub mod sync;
 pub mod topics;
 pub mod webhook;
 
-use crate::config::ShopifySettings;
-use crate::error::AppError;
+use crate::config::{NotConfigured, ShopifySettings};
 use crate::jobs::JobError;
 use crate::objects::ObjectError;
+use crate::platforms::shopify::api::{ApiError, ShopifyApi};
+use crate::platforms::shopify::client::ShopifyError;
 use crate::state::AppState;
 use crate::store::StoreError;
-use api::ShopifyApi;
-use client::ShopifyError;
+
+/// Shopify's signatures, at the path the simulators use (they leave this crate; see
+/// `platforms::shopify::signature`).
+pub use crate::platforms::shopify::signature;
 
 /// By default (`SHOPIFY_WEBHOOK_DEBOUNCE_MS`), content deliveries wait this long before processing, so a burst of them (a bulk edit in
 /// the admin) is read in one run, each entity once (later deliveries about an entity read
 /// since are skipped anyway).
 pub const REFRESH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
 
-pub fn settings(state: &AppState) -> Result<&ShopifySettings, AppError> {
-    state.config.shopify.as_ref().ok_or_else(|| {
-        AppError::NotConfigured(
-            "Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET".into(),
-        )
-    })
+pub fn settings(state: &AppState) -> Result<&ShopifySettings, NotConfigured> {
+    state.config.shopify.as_ref().ok_or(NotConfigured(
+        "Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET",
+    ))
 }
 
 /// The Admin API client of the configured app, for work on shops.
@@ -62,6 +60,17 @@ pub enum SyncError {
     Objects(#[from] ObjectError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ApiError> for SyncError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotConnected(shop) => SyncError::NotConnected(shop),
+            ApiError::NeedsReauth(shop, reason) => SyncError::NeedsReauth(shop, reason),
+            ApiError::Shopify(e) => SyncError::Shopify(e),
+            ApiError::Store(e) => SyncError::Store(e),
+        }
+    }
 }
 
 impl From<SyncError> for JobError {

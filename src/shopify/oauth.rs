@@ -1,124 +1,74 @@
-//! `GET /shopify/{shop}/login` and `GET /shopify/callback` (SPEC §4).
-//!
-//! The callback verifies (hmac, state, shop, timestamp), acts (code exchange, grant, session,
-//! webhooks, self-tests, initial sync queued) and answers (waiting a bounded time for the
-//! initial sync, `pending` after it). Every step is its own function.
+//! Connecting a shop (SPEC §4; the routes are `routes::shopify`): the authorize URL with a
+//! signed state, then the callback's steps — verify (hmac, state, shop, timestamp), connect
+//! (code exchange, grant, session, webhooks, self-tests, initial sync queued) and answer
+//! (waiting a bounded time for the initial sync, `pending` after it). Every step is its own
+//! function.
 
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
-use axum_extra::extract::cookie::CookieJar;
 use secrecy::SecretString;
+use serde::Serialize;
 use serde_json::{json, Value};
+use url::Url;
 use uuid::Uuid;
 
 use super::catalog::gid_number;
 use super::jobs::{ShopifySync, SyncReason, SELF_TEST_EVENT_PREFIX};
-use super::signature::{sign_webhook, verify_oauth_query};
-use super::subscriptions::ensure_subscriptions;
-use crate::config::ShopifySettings;
+use super::subscriptions::{ensure_subscriptions, WebhookStatus};
+use crate::config::{NotConfigured, ShopifySettings};
+use crate::connect::{ConnectError, Step};
 use crate::crypto::secret_bytes;
-use crate::error::{incident, AppError};
-use crate::jobs::Job;
+use crate::jobs::{GroupKey, Job};
 use crate::oauth_state::Provider;
-use crate::oauth_state::StateError;
 use crate::objects::keys::ShopDomain;
-use crate::routes::session::{binding_cookie, session_cookie, session_merchant, take_binding};
+use crate::platforms::shopify::api::ShopifyApi;
+use crate::platforms::shopify::signature::{sign_webhook, verify_oauth_query};
 use crate::state::AppState;
 use crate::store::events::{EventId, EventStatus};
 use crate::store::now_secs;
 use crate::store::tokens::ShopGrant;
-use crate::web::Wants;
 
 /// Clock skew tolerated between Shopify's `timestamp` and ours.
 const CLOCK_SKEW_SECS: i64 = 300;
 
-fn api(state: &AppState) -> Result<&super::api::ShopifyApi, AppError> {
-    super::api(state).map_err(|e| AppError::NotConfigured(e.to_string()))
+fn api(state: &AppState) -> Result<&ShopifyApi, ConnectError> {
+    super::api(state).map_err(|_| NotConfigured("Shopify is not configured").into())
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    Path(shop): Path<String>,
-    jar: CookieJar,
-) -> Result<(CookieJar, Redirect), AppError> {
-    super::settings(&state)?;
-    let shop = ShopDomain::normalize(&shop).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    // A merchant who is already signed in adds this shop to their account.
-    let merchant = session_merchant(&state, &jar).await?;
+/// Where the merchant's browser goes to grant the app `shop`, and the browser binding its
+/// cookie must carry back (see `oauth_state`). A `merchant` who is already signed in adds the
+/// shop to their account.
+pub async fn authorize(
+    state: &AppState,
+    shop: &ShopDomain,
+    merchant: Option<Uuid>,
+) -> Result<(Url, String), ConnectError> {
     let (token, browser) = state
         .states
         .issue(Provider::Shopify, merchant, Some(shop.to_string()))
-        .await
-        .map_err(state_error)?;
-    let url = api(&state)?
+        .await?;
+    let url = api(state)?
         .client()
-        .authorize_url(&shop, &token)
-        .map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
-    let jar = jar.add(binding_cookie(
-        Provider::Shopify,
-        browser,
-        state.config.secure_cookies(),
-    ));
-    Ok((jar, Redirect::temporary(url.as_str())))
-}
-
-pub fn state_error(e: StateError) -> AppError {
-    match e {
-        StateError::Store => AppError::Unavailable(e.to_string()),
-        _ => AppError::BadRequest(e.to_string()),
-    }
-}
-
-fn status_ok() -> Value {
-    json!({"status": "success"})
-}
-
-fn status_err(kind: &str, message: impl std::fmt::Display) -> Value {
-    json!({"status": kind, "message": message.to_string()})
-}
-
-pub async fn callback(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    wants: Wants,
-    jar: CookieJar,
-) -> Result<Response, AppError> {
-    let settings = super::settings(&state)?;
-    let (redirect, jar) = verify(&state, settings, query, jar).await?;
-    let connected = connect(&state, settings, redirect).await?;
-    let jar = jar.add(session_cookie(
-        connected.session_id.clone(),
-        state.config.secure_cookies(),
-    ));
-    // A browser is shown the sync's live progress instead of waiting for it.
-    let wait = if wants.html() {
-        Duration::ZERO
-    } else {
-        settings.initial_sync_wait
-    };
-    let body = answer(&state, connected, wait).await;
-    if wants.html() {
-        return Ok((jar, crate::web::callbacks::shopify(&state, &body).await?).into_response());
-    }
-    Ok((jar, Json(body)).into_response())
+        .authorize_url(shop, &token)
+        .map_err(|e| ConnectError::Internal(anyhow::anyhow!(e)))?;
+    Ok((url, browser))
 }
 
 /// A callback that came from Shopify, for a flow this browser started, for that shop.
-struct VerifiedRedirect {
+pub struct VerifiedRedirect {
     shop: ShopDomain,
     code: String,
     merchant: Option<Uuid>,
 }
 
-async fn verify(
+/// Checks the callback's `query` (signed by Shopify, with a state this `browser` was given,
+/// for the shop the state names, recently).
+pub async fn verify(
     state: &AppState,
     settings: &ShopifySettings,
     query: Option<String>,
-    jar: CookieJar,
-) -> Result<(VerifiedRedirect, CookieJar), AppError> {
+    browser: Option<&str>,
+) -> Result<VerifiedRedirect, ConnectError> {
     let params: Vec<(String, String)> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
@@ -131,134 +81,77 @@ async fn verify(
         param("hmac"),
         param("timestamp"),
     ) else {
-        return Err(AppError::BadRequest(
+        return Err(ConnectError::Refused(
             "missing code, shop, state, hmac or timestamp parameter".into(),
         ));
     };
     // 1. The redirect really comes from Shopify.
     if !verify_oauth_query(secret_bytes(&settings.api_secret), &params) {
-        return Err(AppError::Unauthorized("invalid hmac signature".into()));
+        return Err(ConnectError::Unsigned("invalid hmac signature".into()));
     }
     // 2. For a shop we accept, and a flow we started, for that shop, recently.
-    let shop = ShopDomain::parse(shop_raw).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let (browser, jar) = take_binding(Provider::Shopify, jar);
+    let shop = ShopDomain::parse(shop_raw).map_err(|e| ConnectError::Refused(e.to_string()))?;
     let claims = state
         .states
-        .consume(state_token, Provider::Shopify, browser.as_deref())
-        .await
-        .map_err(state_error)?;
+        .consume(state_token, Provider::Shopify, browser)
+        .await?;
     if claims.shop.as_deref() != Some(shop.as_str()) {
-        return Err(AppError::BadRequest(
+        return Err(ConnectError::Refused(
             "OAuth state was issued for another shop".into(),
         ));
     }
     let ts: i64 = timestamp
         .parse()
-        .map_err(|_| AppError::BadRequest("invalid timestamp".into()))?;
+        .map_err(|_| ConnectError::Refused("invalid timestamp".into()))?;
     if ts + CLOCK_SKEW_SECS < claims.issued_at || ts > now_secs() + CLOCK_SKEW_SECS {
-        return Err(AppError::BadRequest("stale OAuth redirect".into()));
+        return Err(ConnectError::Refused("stale OAuth redirect".into()));
     }
-    Ok((
-        VerifiedRedirect {
-            shop,
-            code: code.to_string(),
-            merchant: claims.merchant,
-        },
-        jar,
-    ))
+    Ok(VerifiedRedirect {
+        shop,
+        code: code.to_string(),
+        merchant: claims.merchant,
+    })
 }
 
 /// What the connect did, for the answer.
-struct Connected {
+pub struct Connected {
     shop: ShopDomain,
     merchant: Uuid,
     scope: String,
-    session_id: String,
-    webhook_status: Value,
-    webhook_test: Value,
-    polling_test: Value,
+    /// The merchant's new session (the route sets its cookie).
+    pub session_id: String,
+    webhook_status: WebhookStatus,
+    webhook_test: Step,
+    polling_test: Step,
     initial_sync: EventId,
 }
 
-async fn connect(
+/// Stores the grant and sets the shop up: a session for the merchant, webhooks, then the
+/// self-tests, then the initial sync (queued: it runs in the shop's group, after anything
+/// already queued for the shop, and survives a restart).
+pub async fn connect(
     state: &AppState,
     settings: &ShopifySettings,
     redirect: VerifiedRedirect,
-) -> Result<Connected, AppError> {
+) -> Result<Connected, ConnectError> {
     let api = api(state)?;
     let shop = redirect.shop;
-    // The host is built from our template and the validated shop.
-    let grant = api
-        .client()
-        .exchange_code(&shop, &redirect.code)
-        .await
-        .map_err(|e| {
-            tracing::warn!(%shop, error = %e, "Shopify code exchange failed");
-            AppError::Upstream("Shopify token exchange failed; start the connection again".into())
-        })?;
     let now = now_secs();
-    let scope = grant.scope.clone();
-    let merchant = state
-        .tokens
-        .save_shop_grant(
-            &shop,
-            ShopGrant {
-                access_token: SecretString::from(grant.access_token),
-                scopes: scope.clone(),
-                expires_at: grant.expires_in.map(|s| now + s),
-                refresh_token: grant.refresh_token.map(SecretString::from),
-                refresh_token_expires_at: grant.refresh_token_expires_in.map(|s| now + s),
-            },
-            redirect.merchant,
-        )
-        .await?;
+    let (merchant, scope) =
+        store_grant(state, api, &shop, &redirect.code, redirect.merchant, now).await?;
     let session_id = state.sessions.create(merchant).await?;
     tracing::info!(%shop, %merchant, "shop connected");
 
-    // Webhooks, then the self-tests, then the initial sync (queued: it runs in the shop's
-    // group, after anything already queued for the shop, and survives a restart).
     let webhook_status = match ensure_subscriptions(api, &shop, &settings.webhook_address).await {
         Ok(r) => r.status(),
-        Err(e) => incident("failed", "webhook subscriptions could not be set up", &e),
+        Err(e) => WebhookStatus::failed(Step::failed_incident(
+            "webhook subscriptions could not be set up",
+            &e,
+        )),
     };
     let webhook_test = self_test_webhook(state, settings, &shop).await;
-    let polling_test = match api
-        .query(&shop, "Shop", super::queries::SHOP, json!({}))
-        .await
-    {
-        Ok(v) => {
-            // Lifecycle and compliance webhooks must carry this id (see `bodies`).
-            let id = v
-                .pointer("/shop/id")
-                .and_then(Value::as_str)
-                .and_then(gid_number);
-            if let Some(id) = id {
-                state.tokens.set_shop_id(&shop, id).await?;
-            }
-            status_ok()
-        }
-        Err(e) => incident("error", "the shop could not be read from Shopify", &e),
-    };
-    let installed_at = state
-        .tokens
-        .shop(&shop)
-        .await?
-        .map(|r| r.installed_at)
-        .unwrap_or(now);
-    let sync = ShopifySync {
-        shop: shop.clone(),
-        reason: SyncReason::Initial { installed_at },
-    };
-    let initial_sync = state.events.enqueue(sync.to_event()).await?.id();
-    // The merchant's pages follow this job's progress.
-    state
-        .events
-        .track(
-            crate::jobs::GroupKey::shop(&shop).into_string(),
-            initial_sync,
-            None,
-        )
-        .await?;
+    let polling_test = read_shop(state, api, &shop).await?;
+    let initial_sync = queue_initial_sync(state, &shop, now).await?;
     Ok(Connected {
         shop,
         merchant,
@@ -271,48 +164,177 @@ async fn connect(
     })
 }
 
+/// Exchanges the code (at a host built from our template and the validated shop) and stores
+/// the grant; returns the shop's merchant (new, or the one it had) and the granted scope.
+async fn store_grant(
+    state: &AppState,
+    api: &ShopifyApi,
+    shop: &ShopDomain,
+    code: &str,
+    merchant: Option<Uuid>,
+    now: i64,
+) -> Result<(Uuid, String), ConnectError> {
+    let grant = api.client().exchange_code(shop, code).await.map_err(|e| {
+        tracing::warn!(%shop, error = %e, "Shopify code exchange failed");
+        ConnectError::Upstream("Shopify token exchange failed; start the connection again".into())
+    })?;
+    let scope = grant.scope.clone();
+    let merchant = state
+        .tokens
+        .save_shop_grant(
+            shop,
+            ShopGrant {
+                access_token: SecretString::from(grant.access_token),
+                scopes: scope.clone(),
+                expires_at: grant.expires_in.map(|s| now + s),
+                refresh_token: grant.refresh_token.map(SecretString::from),
+                refresh_token_expires_at: grant.refresh_token_expires_in.map(|s| now + s),
+            },
+            merchant,
+        )
+        .await?;
+    Ok((merchant, scope))
+}
+
+/// The polling self-test: the shop read through the Admin API. Its id is recorded, as
+/// lifecycle and compliance webhooks must carry it (see `bodies`).
+async fn read_shop(
+    state: &AppState,
+    api: &ShopifyApi,
+    shop: &ShopDomain,
+) -> Result<Step, ConnectError> {
+    match api
+        .query(shop, "Shop", super::queries::SHOP, json!({}))
+        .await
+    {
+        Ok(v) => {
+            let id = v
+                .pointer("/shop/id")
+                .and_then(Value::as_str)
+                .and_then(gid_number);
+            if let Some(id) = id {
+                state.tokens.set_shop_id(shop, id).await?;
+            }
+            Ok(Step::Success)
+        }
+        Err(e) => Ok(Step::error_incident(
+            "the shop could not be read from Shopify",
+            &e,
+        )),
+    }
+}
+
+/// Queues the shop's initial sync, whose progress the merchant's pages follow.
+async fn queue_initial_sync(
+    state: &AppState,
+    shop: &ShopDomain,
+    now: i64,
+) -> Result<EventId, ConnectError> {
+    let installed_at = state
+        .tokens
+        .shop(shop)
+        .await?
+        .map(|r| r.installed_at)
+        .unwrap_or(now);
+    let sync = ShopifySync {
+        shop: shop.clone(),
+        reason: SyncReason::Initial { installed_at },
+    };
+    let initial_sync = state.events.enqueue(sync.to_event()).await?.id();
+    state
+        .events
+        .track(GroupKey::shop(shop).into_string(), initial_sync, None)
+        .await?;
+    Ok(initial_sync)
+}
+
+/// The callback's answer (SPEC §4 "Shopify callback JSON"). The JSON has its keys sorted (see
+/// `routes::sorted_json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ShopifyConnected {
+    pub user_uuid: Uuid,
+    pub shop: ShopDomain,
+    pub scope: String,
+    /// The shop object and the catalogue's counts once the initial sync finished, else null.
+    pub shopify_data: Value,
+    pub webhook_status: WebhookStatus,
+    pub webhook_test: Step,
+    pub polling_test: Step,
+    pub upload_status: Upload,
+}
+
+/// The initial sync's upload: its step and, once it wrote them, what became of each object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Upload {
+    #[serde(flatten)]
+    pub step: Step,
+    #[serde(flatten)]
+    pub objects: Option<UploadedObjects>,
+}
+
+/// `written` or `unchanged`, per object (null when the sync did not say).
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadedObjects {
+    pub shop_metadata: Option<Value>,
+    pub shop_products: Option<Value>,
+}
+
+impl Upload {
+    fn step(step: Step) -> Upload {
+        Upload {
+            step,
+            objects: None,
+        }
+    }
+}
+
 /// The SPEC §4 answer, once the initial sync finished or `wait` passed.
-async fn answer(state: &AppState, c: Connected, wait: Duration) -> Value {
-    let outcome = state.events.wait_for(c.initial_sync, wait).await;
-    let (shopify_data, upload_status) = match outcome {
+pub async fn answer(state: &AppState, c: Connected, wait: Duration) -> ShopifyConnected {
+    let (shopify_data, upload_status) = match state.events.wait_for(c.initial_sync, wait).await {
         Ok(Some(o)) if o.status == EventStatus::Done => {
-            let r = o.result.unwrap_or(Value::Null);
+            let mut r = o.result.unwrap_or(Value::Null);
+            let mut take = |k: &str| r.get_mut(k).map(Value::take);
+            let objects = UploadedObjects {
+                shop_metadata: take("shop_metadata"),
+                shop_products: take("shop_products"),
+            };
             (
-                r.get("summary").cloned().unwrap_or(Value::Null),
-                json!({
-                    "status": "success",
-                    "shop_metadata": r.get("shop_metadata"),
-                    "shop_products": r.get("shop_products"),
-                }),
+                take("summary").unwrap_or(Value::Null),
+                Upload {
+                    step: Step::Success,
+                    objects: Some(objects),
+                },
             )
         }
         Ok(Some(o)) if o.status.is_finished() => (
             Value::Null,
-            incident(
-                "failed",
+            Upload::step(Step::failed_incident(
                 "the initial sync failed; it is retried by the daily poll",
                 &o.last_error.unwrap_or_default(),
-            ),
+            )),
         ),
         Ok(_) => {
             tracing::info!(shop = %c.shop, "initial sync still running; answering pending");
-            (Value::Null, json!({"status": "pending"}))
+            (Value::Null, Upload::step(Step::Pending))
         }
         Err(e) => (
             Value::Null,
-            incident("error", "the initial sync's progress could not be read", &e),
+            Upload::step(Step::error_incident(
+                "the initial sync's progress could not be read",
+                &e,
+            )),
         ),
     };
-    json!({
-        "user_uuid": c.merchant,
-        "shop": c.shop.as_str(),
-        "scope": c.scope,
-        "shopify_data": shopify_data,
-        "webhook_status": c.webhook_status,
-        "webhook_test": c.webhook_test,
-        "polling_test": c.polling_test,
-        "upload_status": upload_status,
-    })
+    ShopifyConnected {
+        user_uuid: c.merchant,
+        shop: c.shop,
+        scope: c.scope,
+        shopify_data,
+        webhook_status: c.webhook_status,
+        webhook_test: c.webhook_test,
+        polling_test: c.polling_test,
+        upload_status,
+    }
 }
 
 /// Posts a correctly signed synthetic `products/update` delivery to our own webhook address
@@ -321,7 +343,7 @@ async fn self_test_webhook(
     state: &AppState,
     settings: &ShopifySettings,
     shop: &ShopDomain,
-) -> Value {
+) -> Step {
     let body = json!({
         "id": 0,
         "title": "salesbot-sync webhook self-test",
@@ -349,14 +371,8 @@ async fn self_test_webhook(
         .send()
         .await;
     match r {
-        Ok(resp) if resp.status().is_success() => status_ok(),
-        Ok(resp) => status_err(
-            "failed",
-            format!("webhook address answered {}", resp.status()),
-        ),
-        Err(e) => status_err(
-            "failed",
-            format!("webhook address unreachable: {}", e.without_url()),
-        ),
+        Ok(resp) if resp.status().is_success() => Step::Success,
+        Ok(resp) => Step::failed(format!("webhook address answered {}", resp.status())),
+        Err(e) => Step::failed(format!("webhook address unreachable: {}", e.without_url())),
     }
 }

@@ -1,15 +1,17 @@
 //! Idempotent webhook registration through GraphQL: list what exists (all pages), create only
 //! the topics that have no subscription for our address.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use url::Url;
 
-use super::api::ShopifyApi;
 use super::queries as q;
 use super::SyncError;
+use crate::connect::Step;
 use crate::objects::keys::ShopDomain;
+use crate::platforms::shopify::api::ShopifyApi;
 
 #[derive(Debug, Default)]
 pub struct SubscriptionReport {
@@ -19,22 +21,57 @@ pub struct SubscriptionReport {
     pub failures: Vec<(&'static str, String)>,
 }
 
+/// The callback's `webhook_status`: its step, and the topics it is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookStatus {
+    #[serde(flatten)]
+    pub step: Step,
+    #[serde(flatten)]
+    pub topics: Option<Topics>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Topics {
+    /// Every topic is registered: those created now and those that were there.
+    Registered {
+        created: Vec<&'static str>,
+        existing: Vec<&'static str>,
+    },
+    /// The topics that could not be registered, with why.
+    Refused {
+        topics: BTreeMap<&'static str, String>,
+    },
+}
+
+impl WebhookStatus {
+    /// Nothing could be set up (the shop could not be read or reached).
+    pub fn failed(step: Step) -> WebhookStatus {
+        WebhookStatus { step, topics: None }
+    }
+}
+
 impl SubscriptionReport {
     /// The callback's `webhook_status`.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> WebhookStatus {
         if self.failures.is_empty() {
-            json!({"status": "success", "created": self.created, "existing": self.existing})
-        } else {
-            let topics: serde_json::Map<String, Value> = self
-                .failures
-                .iter()
-                .map(|(t, m)| (t.to_string(), Value::String(m.clone())))
-                .collect();
-            json!({
-                "status": "failed",
-                "message": format!("{} of {} topics could not be registered", self.failures.len(), q::TOPICS.len()),
-                "topics": topics,
-            })
+            return WebhookStatus {
+                step: Step::Success,
+                topics: Some(Topics::Registered {
+                    created: self.created.clone(),
+                    existing: self.existing.clone(),
+                }),
+            };
+        }
+        WebhookStatus {
+            step: Step::failed(format!(
+                "{} of {} topics could not be registered",
+                self.failures.len(),
+                q::TOPICS.len()
+            )),
+            topics: Some(Topics::Refused {
+                topics: self.failures.iter().cloned().collect(),
+            }),
         }
     }
 }
@@ -48,7 +85,54 @@ pub async fn ensure_subscriptions(
     shop: &ShopDomain,
     address: &Url,
 ) -> Result<SubscriptionReport, SyncError> {
-    // Everything registered for our address, across all pages.
+    let have = registered_topics(api, shop, address).await?;
+    let mut report = SubscriptionReport::default();
+    for (topic, rest) in q::TOPICS {
+        if have.contains(*topic) {
+            report.existing.push(rest);
+            continue;
+        }
+        let r = api
+            .query(
+                shop,
+                "WebhookSubscriptionCreate",
+                q::WEBHOOK_SUBSCRIPTION_CREATE,
+                json!({"topic": topic, "webhookSubscription": {"uri": address.as_str(), "format": "JSON"}}),
+            )
+            .await
+            .map_err(SyncError::from);
+        match r {
+            Ok(data) => {
+                let errors: Vec<String> = data
+                    .pointer("/webhookSubscriptionCreate/userErrors")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.get("message").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                if errors.is_empty() {
+                    report.created.push(rest);
+                } else {
+                    report.failures.push((rest, errors.join("; ")));
+                }
+            }
+            // The shop cannot be reached at all: no point trying the other topics.
+            Err(e @ (SyncError::NeedsReauth(..) | SyncError::NotConnected(_))) => return Err(e),
+            Err(e) => report.failures.push((rest, e.to_string())),
+        }
+    }
+    if !report.failures.is_empty() {
+        tracing::warn!(%shop, failures = ?report.failures, "some webhook topics could not be registered");
+    }
+    Ok(report)
+}
+
+/// Every topic subscribed for our address, across all pages of the listing.
+async fn registered_topics(
+    api: &ShopifyApi,
+    shop: &ShopDomain,
+    address: &Url,
+) -> Result<HashSet<String>, SyncError> {
     let mut have: HashSet<String> = HashSet::new();
     let mut after: Option<String> = None;
     loop {
@@ -91,43 +175,42 @@ pub async fn ensure_subscriptions(
             _ => break,
         }
     }
+    Ok(have)
+}
 
-    let mut report = SubscriptionReport::default();
-    for (topic, rest) in q::TOPICS {
-        if have.contains(*topic) {
-            report.existing.push(rest);
-            continue;
-        }
-        let r = api
-            .query(
-                shop,
-                "WebhookSubscriptionCreate",
-                q::WEBHOOK_SUBSCRIPTION_CREATE,
-                json!({"topic": topic, "webhookSubscription": {"uri": address.as_str(), "format": "JSON"}}),
-            )
-            .await;
-        match r {
-            Ok(data) => {
-                let errors: Vec<String> = data
-                    .pointer("/webhookSubscriptionCreate/userErrors")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|e| e.get("message").and_then(Value::as_str).map(str::to_string))
-                    .collect();
-                if errors.is_empty() {
-                    report.created.push(rest);
-                } else {
-                    report.failures.push((rest, errors.join("; ")));
-                }
-            }
-            // The shop cannot be reached at all: no point trying the other topics.
-            Err(e @ (SyncError::NeedsReauth(..) | SyncError::NotConnected(_))) => return Err(e),
-            Err(e) => report.failures.push((rest, e.to_string())),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The callback's `webhook_status` in both shapes, byte for byte as the route writes it
+    /// (through a `Value`, see `routes::sorted_json`), recorded before the answers were typed
+    /// (the connect flows only reach the success shape).
+    #[test]
+    fn webhook_status_keeps_its_bytes() {
+        let json = |s: WebhookStatus| serde_json::to_value(s).unwrap().to_string();
+        let registered = SubscriptionReport {
+            created: vec!["products/create"],
+            existing: vec!["app/uninstalled", "products/update"],
+            failures: Vec::new(),
+        };
+        assert_eq!(
+            json(registered.status()),
+            r#"{"created":["products/create"],"existing":["app/uninstalled","products/update"],"status":"success"}"#
+        );
+        let incomplete = SubscriptionReport {
+            created: vec!["products/create"],
+            existing: Vec::new(),
+            failures: vec![
+                ("products/update", "Address is invalid".into()),
+                (
+                    "app/uninstalled",
+                    "Shopify is temporarily unavailable".into(),
+                ),
+            ],
+        };
+        assert_eq!(
+            json(incomplete.status()),
+            r#"{"message":"2 of 12 topics could not be registered","status":"failed","topics":{"app/uninstalled":"Shopify is temporarily unavailable","products/update":"Address is invalid"}}"#
+        );
     }
-    if !report.failures.is_empty() {
-        tracing::warn!(%shop, failures = ?report.failures, "some webhook topics could not be registered");
-    }
-    Ok(report)
 }

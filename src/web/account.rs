@@ -7,22 +7,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use axum_extra::extract::cookie::CookieJar;
-use hmac::{Hmac, Mac};
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::progress::{page_view, shop_view, SyncView};
 use super::views::{AccountItem, AccountPage, ConnectPage};
 use super::{page, Wants};
+use crate::crypto::{constant_time_eq, hmac_sha256_hex, secret_bytes};
 use crate::error::AppError;
 use crate::facebook::disconnect::PageDisconnect;
 use crate::jobs::Job;
 use crate::objects::keys::{self, PageId, ShopDomain};
-use crate::routes::session::{session_merchant, SESSION_COOKIE};
+use crate::session::{session_merchant, SESSION_COOKIE};
 use crate::shopify::jobs::ShopifyWebhook;
 use crate::state::AppState;
 use crate::store::tokens::AccountStatus;
@@ -83,18 +80,19 @@ async fn signed_in(state: &AppState, jar: &CookieJar) -> Result<(Uuid, String), 
 /// A form token bound to the session (HMAC with the state secret), so another site cannot make
 /// a signed-in browser disconnect anything.
 fn csrf_token(state: &AppState, session: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(state.config.state_token_secret.expose_secret().as_bytes())
-            .expect("HMAC takes keys of any length");
-    mac.update(b"account-form:");
-    mac.update(session.as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
+    let mut mac = hmac_sha256_hex(
+        secret_bytes(&state.config.state_token_secret),
+        format!("account-form:{session}").as_bytes(),
+    );
+    // 16 bytes of the MAC are plenty for a form token.
+    mac.truncate(32);
+    mac
 }
 
 fn check_csrf(state: &AppState, session: &str, sent: Option<&str>) -> Result<(), AppError> {
     let want = csrf_token(state, session);
     match sent {
-        Some(s) if bool::from(s.as_bytes().ct_eq(want.as_bytes())) => Ok(()),
+        Some(s) if constant_time_eq(s.as_bytes(), want.as_bytes()) => Ok(()),
         _ => Err(AppError::Forbidden(
             "this form has expired; open your account page and try again".into(),
         )),

@@ -1,47 +1,35 @@
 //! Error answers as pages for browsers. Every route answers errors as the SPEC's JSON
-//! (`AppError`); for a request that prefers HTML this layer turns that JSON into a page that
-//! says what happened in plain words and offers to start again. The JSON message is already
-//! free of internal detail (see `error.rs`); the page shows it, a title for the case, and the
-//! correlation id of a server-side failure.
+//! (`AppError`); for a request that prefers HTML this layer turns that answer into a page that
+//! says what happened in plain words and offers to start again. It reads what the error said
+//! from the `ErrorReport` the error put beside its JSON, never the JSON itself. The message is
+//! already free of internal detail (see `error.rs`); the page shows it, a title for the case,
+//! and the correlation id of a server-side failure.
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use serde_json::Value;
 
 use super::views::ErrorPage;
 use super::{negotiate, page, Format};
-
-/// Error bodies are a few hundred bytes; anything larger is not ours to rewrite.
-const MAX_ERROR_BODY: usize = 16 * 1024;
+use crate::error::ErrorReport;
 
 pub async fn html_errors(req: Request, next: Next) -> Response {
     let wants = negotiate(req.headers());
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if wants != Format::Html || !(status.is_client_error() || status.is_server_error()) || !is_json
-    {
+    if wants != Format::Html || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
-        return Response::from_parts(parts, Body::empty());
+    let Some(report) = response.extensions().get::<ErrorReport>().cloned() else {
+        return response;
     };
-    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
-    let Some(v) = parsed.filter(|v| v["status"] == "error") else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
-    let message = v["message"].as_str().unwrap_or("").to_string();
-    let reference = v["correlation_id"].as_str().map(str::to_string);
-    let mut r = page(status, &error_page(status, &path, message, reference));
+    let parts = response.into_parts().0;
+    let mut r = page(
+        status,
+        &error_page(status, &path, report.message, report.correlation_id),
+    );
     // Keep what the route set (a cleared binding cookie, `WWW-Authenticate`, `Retry-After`).
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {

@@ -84,7 +84,7 @@ pub fn page(status: StatusCode, t: &impl Template) -> Response {
         Ok(b) => b,
         Err(e) => {
             // A template error is a bug; the page says so plainly and the log has the cause.
-            let id = crate::error::correlation_id();
+            let id = crate::telemetry::correlation_id();
             tracing::error!(correlation_id = %id, error = %e, "page could not be rendered");
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,

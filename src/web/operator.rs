@@ -9,15 +9,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use super::views::{AccountCounts, FailureRow, OperatorLogin, OperatorPage};
 use super::{negotiate, page, Format};
 use crate::config::AppEnv;
+use crate::crypto::{constant_time_eq, hmac_sha256_hex, secret_bytes};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::now_secs;
@@ -28,11 +26,10 @@ pub const OPERATOR_COOKIE: &str = "operator_session";
 const SESSION_SECS: i64 = 12 * 3600;
 
 fn mac(token: &SecretString, expires: i64) -> String {
-    let mut m = Hmac::<Sha256>::new_from_slice(token.expose_secret().as_bytes())
-        .expect("HMAC takes keys of any length");
-    m.update(b"operator-session:");
-    m.update(expires.to_string().as_bytes());
-    hex::encode(m.finalize().into_bytes())
+    hmac_sha256_hex(
+        secret_bytes(token),
+        format!("operator-session:{expires}").as_bytes(),
+    )
 }
 
 fn cookie_value(token: &SecretString, expires: i64) -> String {
@@ -46,11 +43,11 @@ fn cookie_valid(token: &SecretString, value: &str) -> bool {
     let Ok(expires) = exp.parse::<i64>() else {
         return false;
     };
-    expires > now_secs() && bool::from(sig.as_bytes().ct_eq(mac(token, expires).as_bytes()))
+    expires > now_secs() && constant_time_eq(sig.as_bytes(), mac(token, expires).as_bytes())
 }
 
 fn token_matches(token: &SecretString, sent: &str) -> bool {
-    bool::from(sent.as_bytes().ct_eq(token.expose_secret().as_bytes()))
+    constant_time_eq(sent.as_bytes(), secret_bytes(token))
 }
 
 /// Whether the request is the operator's (always, when no token is configured).
@@ -282,6 +279,7 @@ fn summary_text(s: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn session_cookies_are_signed_expiring_and_never_the_token() {

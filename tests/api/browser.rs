@@ -442,7 +442,8 @@ async fn an_expired_or_forged_callback_shows_an_error_page_with_start_again() {
         ("timestamp".to_string(), (now - 600).to_string()),
     ];
     let secret = env.fake.config().api_secret;
-    let hmac = salesbot_sync::shopify::signature::sign_oauth_query(secret.as_bytes(), &params);
+    let hmac =
+        salesbot_sync::platforms::shopify::signature::sign_oauth_query(secret.as_bytes(), &params);
     params.push(("hmac".to_string(), hmac));
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(&params)

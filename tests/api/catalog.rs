@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use salesbot_sync::objects::keys::{self, ShopDomain};
-use salesbot_sync::shopify::signature::sign_webhook;
+use salesbot_sync::platforms::shopify::signature::sign_webhook;
 use salesbot_sync::simulators::shopify::FakeConfig;
 use serde_json::Value;
 use uuid::Uuid;

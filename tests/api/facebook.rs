@@ -64,6 +64,29 @@ pub async fn fb_connect_at(
     cookie: &str,
     user: usize,
 ) -> (u16, Value) {
+    let (back, cookies) = fb_authorize(client, base, fake, cookie, user).await;
+    let r = client
+        .get(back)
+        .header("Cookie", cookies)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Login → Meta dialog (approved by user `user`): the callback URL and the cookies to send.
+pub async fn fb_authorize(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeGraph,
+    cookie: &str,
+    user: usize,
+) -> (String, String) {
     let r = client
         .get(format!("{base}/facebook/login"))
         .header("Cookie", cookie)
@@ -79,18 +102,7 @@ pub async fn fb_connect_at(
         back.starts_with(&format!("{base}/facebook/callback")),
         "{back}"
     );
-    let r = client
-        .get(back)
-        .header("Cookie", format!("{cookie}; {binding}"))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (back, format!("{cookie}; {binding}"))
 }
 
 pub fn read(s3: &S3Server, key: &keys::ObjectKey) -> Option<Value> {

@@ -519,7 +519,7 @@ pub fn spawn_binary(dir: &std::path::Path, mut env: HashMap<String, String>) -> 
 }
 
 pub fn sign_b64(secret: &[u8], body: &[u8]) -> String {
-    salesbot_sync::shopify::signature::sign_webhook(secret, body)
+    salesbot_sync::platforms::shopify::signature::sign_webhook(secret, body)
 }
 
 /// Waits until the app's queue has nothing pending or running.

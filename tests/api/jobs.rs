@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
+use salesbot_sync::platforms::shopify::signature::sign_webhook;
 use salesbot_sync::poll::Target;
-use salesbot_sync::shopify::signature::sign_webhook;
 use salesbot_sync::simulators::graph::FakeGraphConfig;
 use salesbot_sync::simulators::shopify::FakeConfig;
 use salesbot_sync::store::events::EventStatus;

@@ -4,6 +4,7 @@
 mod helpers;
 mod instances;
 
+mod answers;
 mod backup;
 mod browser;
 mod catalog;

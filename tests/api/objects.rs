@@ -3,8 +3,9 @@
 use std::sync::atomic::Ordering;
 
 use salesbot_sync::config::{Settings, StorageSettings};
+use salesbot_sync::crypto::sha256_hex;
 use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
-use salesbot_sync::objects::{sha256_hex, ObjectStore, PutOutcome, MULTIPART_THRESHOLD};
+use salesbot_sync::objects::{ObjectStore, PutOutcome, MULTIPART_THRESHOLD};
 use serde_json::json;
 use uuid::Uuid;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use salesbot_sync::config::Settings;
 use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
-use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
+use salesbot_sync::platforms::shopify::signature::{sign_oauth_query, sign_webhook};
 use serde_json::Value;
 use uuid::Uuid;
 

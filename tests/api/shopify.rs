@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use salesbot_sync::objects::keys::{self, ShopDomain};
+use salesbot_sync::platforms::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::poll::Target;
-use salesbot_sync::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::shopify::sync::full as sync_shop;
 
 /// The debounce of the burst tests: longer than 500 deliveries take on a loaded CI machine.
@@ -51,6 +51,12 @@ fn secret(fake: &FakeShopify) -> String {
 
 /// Login → (Shopify authorizes) → callback. Returns the callback's status, JSON and cookie.
 pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>) {
+    let (params, binding) = authorize(env, shop_name).await;
+    callback(env, &params, &binding).await
+}
+
+/// Login → (Shopify authorizes): the signed callback query and the binding cookie.
+pub async fn authorize(env: &Env, shop_name: &str) -> (Vec<(String, String)>, String) {
     let shop = format!("{shop_name}.myshopify.com");
     let r = env
         .app
@@ -94,7 +100,7 @@ pub async fn connect(env: &Env, shop_name: &str) -> (u16, Value, Option<String>)
     ];
     let hmac = sign_oauth_query(secret(&env.fake).as_bytes(), &params);
     params.push(("hmac".to_string(), hmac));
-    callback(env, &params, &binding).await
+    (params, binding)
 }
 
 pub async fn callback(
@@ -488,14 +494,16 @@ async fn published_oauth_vector_verifies() {
         .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
         .collect();
     assert_eq!(
-        salesbot_sync::shopify::signature::oauth_message(&params),
+        salesbot_sync::platforms::shopify::signature::oauth_message(&params),
         vector["signed_message"].as_str().unwrap()
     );
     params.push(("hmac".into(), vector["hmac_hex"].as_str().unwrap().into()));
-    assert!(salesbot_sync::shopify::signature::verify_oauth_query(
-        vector["secret"].as_str().unwrap().as_bytes(),
-        &params
-    ));
+    assert!(
+        salesbot_sync::platforms::shopify::signature::verify_oauth_query(
+            vector["secret"].as_str().unwrap().as_bytes(),
+            &params
+        )
+    );
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ impl SessionStore {
 
     /// Creates a session for the merchant and returns its id (the cookie value).
     pub async fn create(&self, merchant: Uuid) -> Result<String, StoreError> {
-        let id = crate::config::random_token(32);
+        let id = crate::crypto::random_token(32);
         let now = now_secs();
         let row = NewRow {
             key: hash(&id),

@@ -47,7 +47,7 @@ impl PgEvents {
     pub async fn start(db: PgDb, wakers: Arc<Wakers>) -> Result<PgEvents, StoreError> {
         // Names this store's announcements, so its own listener skips them (its workers were
         // woken in-process already).
-        let origin = crate::config::random_token(6);
+        let origin = crate::crypto::random_token(6);
         let notifier = Notifier::start(&db, origin.clone());
         let listener = Listener::start(&db, wakers, origin).await?;
         Ok(PgEvents {

@@ -1,24 +1,19 @@
 //! A built-in job kind for tests and benchmarks (feature `testkit`, never in release builds).
 //!
-//! `POST /_testkit/webhook` takes the same path as a platform webhook: HMAC-SHA256 check of the
-//! raw body (base64 in `X-Testkit-Hmac-Sha256`, keyed with `STATE_TOKEN_SECRET`), durable
-//! insert, 200. The job sleeps `delay_ms`, writes `_testkit/<id>.json` (idempotent) and records
-//! its effect as a follow-up `TestkitEffect` with a unique dedupe key. The follow-up commits in
-//! the same transaction that marks the delivery done, so counting effect rows counts completed
-//! runs exactly: a run cut off by a crash leaves none.
+//! `POST /_testkit/webhook` (`routes::testkit`) takes the same path as a platform webhook:
+//! HMAC-SHA256 check of the raw body (base64 in `X-Testkit-Hmac-Sha256`, keyed with
+//! `STATE_TOKEN_SECRET`), durable insert (`accept`), 200. The job sleeps `delay_ms`, writes
+//! `_testkit/<id>.json` (idempotent) and records its effect as a follow-up `TestkitEffect` with
+//! a unique dedupe key. The follow-up commits in the same transaction that marks the delivery
+//! done, so counting effect rows counts completed runs exactly: a run cut off by a crash leaves
+//! none.
 
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
-use crate::crypto::secret_bytes;
-use crate::error::AppError;
+use crate::jobs::{DedupeKey, GroupKey, IntakeError, Job, JobError, JobKind, JobOutput};
 use crate::objects::keys::{testkit as testkit_key, GraphId};
 use crate::state::AppState;
 use crate::store::events::Pool;
@@ -36,27 +31,13 @@ pub struct TestkitEffect {
     nonce: String,
 }
 
-pub async fn receive(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, AppError> {
-    let sig = headers
-        .get("x-testkit-hmac-sha256")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| AppError::Unauthorized("missing signature".into()))?;
-    if !crate::shopify::signature::verify_webhook(
-        secret_bytes(&state.config.state_token_secret),
-        &body,
-        sig,
-    ) {
-        return Err(AppError::Unauthorized("invalid signature".into()));
-    }
+/// Queues a signed test delivery.
+pub async fn accept(state: &AppState, body: &[u8]) -> Result<(), IntakeError> {
     let d: TestkitDelivery =
-        serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    GraphId::parse(&d.id).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| IntakeError::Refused(e.to_string()))?;
+    GraphId::parse(&d.id).map_err(|e| IntakeError::Refused(e.to_string()))?;
     state.events.enqueue(d.to_event()).await?;
-    Ok(Json(json!({"status": "success"})))
+    Ok(())
 }
 
 fn id_of(raw: &str) -> Result<GraphId, JobError> {
@@ -92,7 +73,7 @@ impl Job for TestkitDelivery {
                 .map_err(|e| JobError::Retry(e.to_string()))?;
             out = out.then(&TestkitEffect {
                 id: id.to_string(),
-                nonce: crate::config::random_token(12),
+                nonce: crate::crypto::random_token(12),
             });
         }
         Ok(out)

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::crypto::{hmac_sha256, verify_hmac_sha1, verify_hmac_sha256};
+use crate::crypto::{hmac_sha256_hex, verify_hmac_sha1, verify_hmac_sha256};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SignatureCheck {
@@ -38,7 +38,7 @@ pub fn verify_webhook(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Signat
 
 /// `sha256=<lowercase hex>` for our own self-test deliveries.
 pub fn sign_webhook(secret: &[u8], body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(hmac_sha256(secret, body)))
+    format!("sha256={}", hmac_sha256_hex(secret, body))
 }
 
 /// Verifies a `signed_request` (`base64url(sig).base64url(payload)`, HMAC-SHA256 of the
@@ -58,6 +58,7 @@ pub fn parse_signed_request(secret: &[u8], signed: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::hmac_sha256;
     use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {

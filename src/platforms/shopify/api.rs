@@ -15,13 +15,27 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::client::{ShopifyClient, ShopifyError};
-use super::SyncError;
 use crate::objects::keys::ShopDomain;
-use crate::store::now_secs;
 use crate::store::tokens::{AccountStatus, ShopGrant, ShopRecord, TokenStore};
+use crate::store::{now_secs, StoreError};
 
 /// Refresh an expiring token this long before it runs out.
 pub const REFRESH_MARGIN_SECS: i64 = 300;
+
+/// What stops a call on a shop (the domain's `shopify::SyncError` has each of these, with the
+/// same text).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("shop {0} is not connected")]
+    NotConnected(String),
+    /// The merchant must reconnect: (shop, reason).
+    #[error("shop {0} needs to be reconnected: {1}")]
+    NeedsReauth(String, String),
+    #[error(transparent)]
+    Shopify(#[from] ShopifyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 pub struct ShopifyApi {
     client: ShopifyClient,
@@ -64,28 +78,28 @@ impl ShopifyApi {
     }
 
     /// The shop's merchant, if it is connected and usable.
-    pub async fn merchant(&self, shop: &ShopDomain) -> Result<Uuid, SyncError> {
+    pub async fn merchant(&self, shop: &ShopDomain) -> Result<Uuid, ApiError> {
         Ok(self.usable(shop).await?.merchant)
     }
 
-    async fn usable(&self, shop: &ShopDomain) -> Result<ShopRecord, SyncError> {
+    async fn usable(&self, shop: &ShopDomain) -> Result<ShopRecord, ApiError> {
         let rec = self
             .tokens
             .shop(shop)
             .await?
-            .ok_or_else(|| SyncError::NotConnected(shop.to_string()))?;
+            .ok_or_else(|| ApiError::NotConnected(shop.to_string()))?;
         match rec.status {
             AccountStatus::Active if rec.access_token.is_some() => Ok(rec),
-            AccountStatus::NeedsReauth => Err(SyncError::NeedsReauth(
+            AccountStatus::NeedsReauth => Err(ApiError::NeedsReauth(
                 shop.to_string(),
                 rec.status_reason.clone().unwrap_or_default(),
             )),
-            _ => Err(SyncError::NotConnected(shop.to_string())),
+            _ => Err(ApiError::NotConnected(shop.to_string())),
         }
     }
 
     /// A token good for at least `REFRESH_MARGIN_SECS`, refreshed first when it is not.
-    pub async fn token(&self, shop: &ShopDomain) -> Result<SecretString, SyncError> {
+    pub async fn token(&self, shop: &ShopDomain) -> Result<SecretString, ApiError> {
         let rec = self.usable(shop).await?;
         if !due(&rec) {
             return Ok(rec.access_token.expect("usable shops have a token"));
@@ -105,7 +119,7 @@ impl ShopifyApi {
         &self,
         shop: &ShopDomain,
         rejected: Option<&SecretString>,
-    ) -> Result<SecretString, SyncError> {
+    ) -> Result<SecretString, ApiError> {
         let lock = self.lock_of(shop);
         let _one_at_a_time = lock.lock().await;
         // Across instances too (PostgreSQL: a per-shop advisory lock): a refresh token is
@@ -120,7 +134,7 @@ impl ShopifyApi {
         &self,
         shop: &ShopDomain,
         rejected: Option<&SecretString>,
-    ) -> Result<SecretString, SyncError> {
+    ) -> Result<SecretString, ApiError> {
         let rec = self.usable(shop).await?;
         let current = rec.access_token.clone().expect("usable shops have a token");
         let stale = match rejected {
@@ -162,7 +176,7 @@ impl ShopifyApi {
                     .await?
                 {
                     // Uninstalled or reinstalled while we refreshed: the stored grant wins.
-                    return Err(SyncError::Shopify(ShopifyError::Transient(
+                    return Err(ApiError::Shopify(ShopifyError::Transient(
                         "the shop's grant changed during a token refresh".into(),
                     )));
                 }
@@ -182,7 +196,7 @@ impl ShopifyApi {
     }
 
     /// Marks the install the token belonged to (a reinstall since is left alone).
-    async fn mark_reauth(&self, shop: &ShopDomain, installed_at: i64, reason: &str) -> SyncError {
+    async fn mark_reauth(&self, shop: &ShopDomain, installed_at: i64, reason: &str) -> ApiError {
         match self
             .tokens
             .mark_shop_reauth(shop, installed_at, reason.to_string())
@@ -194,7 +208,7 @@ impl ShopifyApi {
             Ok(false) => {}
             Err(e) => return e.into(),
         }
-        SyncError::NeedsReauth(shop.to_string(), reason.to_string())
+        ApiError::NeedsReauth(shop.to_string(), reason.to_string())
     }
 
     /// One GraphQL operation with a current token; a 401 refreshes the token once and retries.
@@ -204,7 +218,7 @@ impl ShopifyApi {
         operation: &str,
         query: &str,
         variables: Value,
-    ) -> Result<Value, SyncError> {
+    ) -> Result<Value, ApiError> {
         let token = self.token(shop).await?;
         match self
             .client
@@ -221,7 +235,7 @@ impl ShopifyApi {
                 {
                     // Only a refused refresh means the merchant must reconnect: try again
                     // later, when the next attempt's refresh decides.
-                    Err(ShopifyError::Unauthorized(m)) => Err(SyncError::Shopify(
+                    Err(ShopifyError::Unauthorized(m)) => Err(ApiError::Shopify(
                         ShopifyError::Transient(format!("a fresh token was rejected too ({m})")),
                     )),
                     other => Ok(other?),

@@ -1,21 +1,17 @@
 //! Shopify's two signatures: the webhook HMAC (base64 over the raw body) and the OAuth
 //! callback HMAC (hex over the sorted query string without `hmac`).
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-
-use crate::crypto::{hmac_sha256, verify_hmac_sha256};
+use crate::crypto::{
+    hmac_sha256_base64, hmac_sha256_hex, verify_hmac_sha256, verify_hmac_sha256_base64,
+};
 
 /// `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the raw request body.
 pub fn verify_webhook(secret: &[u8], body: &[u8], header: &str) -> bool {
-    match STANDARD.decode(header.trim()) {
-        Ok(tag) => verify_hmac_sha256(secret, body, &tag),
-        Err(_) => false,
-    }
+    verify_hmac_sha256_base64(secret, body, header)
 }
 
 pub fn sign_webhook(secret: &[u8], body: &[u8]) -> String {
-    STANDARD.encode(hmac_sha256(secret, body))
+    hmac_sha256_base64(secret, body)
 }
 
 /// The message Shopify signs for an OAuth redirect: every query parameter except `hmac`
@@ -46,7 +42,7 @@ pub fn verify_oauth_query(secret: &[u8], params: &[(String, String)]) -> bool {
 }
 
 pub fn sign_oauth_query(secret: &[u8], params: &[(String, String)]) -> String {
-    hex::encode(hmac_sha256(secret, oauth_message(params).as_bytes()))
+    hmac_sha256_hex(secret, oauth_message(params).as_bytes())
 }
 
 #[cfg(test)]

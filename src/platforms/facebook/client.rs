@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
 use crate::config::FacebookSettings;
-use crate::state::UpstreamRetry;
+use crate::retry::UpstreamRetry;
 
 /// Fields of `page_metadata.json` (SPEC §3).
 pub const PAGE_FIELDS: &str = "id,name,category,category_list,about,website,link,picture,fan_count,verification_status,location,phone,email,created_time";
@@ -253,12 +252,7 @@ impl GraphClient {
         url: Url,
         token: Option<&SecretString>,
     ) -> Result<Value, GraphError> {
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = self.retry.backoff();
         let mut last = GraphError::Transient("no attempt made".into());
         for attempt in 0..self.retry.attempts {
             if attempt > 0 {

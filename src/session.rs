@@ -1,4 +1,6 @@
-//! The `session_id` cookie: set after a Shopify connect, required by the Facebook login.
+//! The merchant's cookies, for the routes and the pages: `session_id` (set after a Shopify
+//! connect, required by the Facebook login and `/account`) and the OAuth flows' browser
+//! bindings.
 
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use uuid::Uuid;

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,7 +13,7 @@ use url::Url;
 
 use crate::config::ShopifySettings;
 use crate::objects::keys::ShopDomain;
-use crate::state::UpstreamRetry;
+use crate::retry::UpstreamRetry;
 
 /// Longest single wait we accept from `Retry-After` or the throttle arithmetic.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -190,12 +189,7 @@ impl ShopifyClient {
             &format!("/admin/api/{}/graphql.json", self.settings.api_version),
         )?;
         let body = json!({"query": query, "operationName": operation, "variables": variables});
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(self.retry.min_delay)
-            .with_max_delay(self.retry.max_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = self.retry.backoff();
         let mut last = String::new();
         // Attempts include throttle waits.
         for _ in 0..self.retry.attempts {
