@@ -1,9 +1,12 @@
-//! `salesbot-sync demo`: the real service against the built-in simulated Shopify Admin and
-//! Graph APIs (`simulators`, the same fakes the tests use) on loopback, with demo app
+//! `salesbot-sync demo`: the real service against the simulated Shopify Admin and Graph APIs
+//! (the `salesbot-simulators` crate, the same fakes the tests use) on loopback, with demo app
 //! credentials and the local object store under `./demo-data`. A newcomer opens the printed
 //! link, connects the demo shop, then the demo pages, and watches the data arrive: every few
 //! seconds the simulated platforms change a product and receive a Messenger message, and send
 //! the webhooks the real platforms would send.
+//!
+//! Only with the `demo` feature (on by default): `--no-default-features` leaves the
+//! simulators, and this command, out of the binary.
 //!
 //! Nothing here reaches a real platform: every platform URL points at the simulators, and the
 //! configuration is built from scratch (the environment and `.env` are not read), so no real
@@ -18,9 +21,10 @@ use base64::Engine;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
+
 use crate::config::Settings;
-use crate::simulators::graph::{FakeGraph, FakeGraphConfig};
-use crate::simulators::shopify::{FakeConfig, FakeShopify};
 use crate::startup::Application;
 
 /// The shop the connect page suggests.

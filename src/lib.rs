@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod facebook;
@@ -16,7 +17,6 @@ pub mod objects;
 pub mod poll;
 pub mod routes;
 pub mod shopify;
-pub mod simulators;
 pub mod startup;
 pub mod state;
 pub mod store;
