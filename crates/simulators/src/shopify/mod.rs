@@ -1,14 +1,18 @@
 //! An in-process fake of the Shopify APIs the service calls, on a loopback port.
 //!
-//! Routes (the service reaches a shop at `SHOPIFY_SHOP_URL_TEMPLATE` = `http://127.0.0.1:PORT/{shop}`):
+//! Routes (the service reaches a shop at `SHOPIFY_SHOP_URL_TEMPLATE` =
+//! `http://127.0.0.1:PORT/{shop}`):
+//! - `GET /{shop}/admin/oauth/authorize`: the install screen, back to the app with a signed
+//!   `hmac`.
 //! - `POST /{shop}/admin/oauth/access_token`: authorization-code exchange and refresh-token grant.
 //! - `POST /{shop}/admin/api/{version}/graphql.json`: the GraphQL Admin API, dispatched on
-//!   `operationName` (the documents of salesbot-sync's `src/shopify/queries.rs`), answering with exactly the
-//!   fields those documents select, `edges{cursor,node}` + `pageInfo` connections, GIDs and
-//!   `extensions.cost`. Bulk queries (`bulkOperationRunQuery`, `bulkOperation`) run in a
-//!   background task for `set_bulk_delay` and, when they finish, post `bulk_operations/finish`
-//!   to the shop's `BULK_OPERATIONS_FINISH` subscriptions. As on Shopify, `objectCount` is an
-//!   `UnsignedInt64` (a JSON string), and `url` stays null when an operation has no objects.
+//!   `operationName` (the documents of salesbot-sync's `src/shopify/queries.rs`), answering
+//!   with exactly the fields those documents select, `edges{cursor,node}` + `pageInfo`
+//!   connections, GIDs and `extensions.cost`. Bulk queries (`bulkOperationRunQuery`,
+//!   `bulkOperation`) run in a background task for `set_bulk_delay` and, when they finish, post
+//!   `bulk_operations/finish` to the shop's `BULK_OPERATIONS_FINISH` subscriptions. As on
+//!   Shopify, `objectCount` is an `UnsignedInt64` (a JSON string), and `url` stays null when an
+//!   operation has no objects.
 //! - `GET /bulk/{shop}/{file}`: bulk results (JSONL), as the signed storage URLs Shopify hands
 //!   out (`expire_bulk_urls` makes them answer 403 like an expired signature).
 //!
