@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
 use serde_json::{json, Value};
 
 mod common;

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
 use salesbot_sync::objects::keys::{self, ShopDomain};
 use salesbot_sync::platforms::shopify::signature::sign_webhook;
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use serde_json::Value;
 
 mod common;

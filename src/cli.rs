@@ -51,6 +51,7 @@ pub enum Command {
     RotateKey,
     /// See it work with no accounts: the real service against simulated Shopify and Facebook
     /// on this machine, data under --dir, and a link to open in a browser.
+    #[cfg(feature = "demo")]
     Demo {
         /// Port to serve on (0: any free port).
         #[arg(long, default_value_t = 5000)]
@@ -79,6 +80,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo builds its own configuration: the environment's is neither needed nor read.
     let command = match cli.command.unwrap_or(Command::Serve) {
+        #[cfg(feature = "demo")]
         Command::Demo { port, dir, every } => return demo(port, dir, every),
         other => other,
     };
@@ -103,6 +105,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         // Handled before the configuration is read.
+        #[cfg(feature = "demo")]
         Command::Demo { .. } => unreachable!("the demo returned above"),
         Command::Poll { shop, page } => {
             crate::telemetry::init(settings.log_format);
@@ -410,6 +413,7 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyho
     rt.block_on(fut)
 }
 
+#[cfg(feature = "demo")]
 fn demo(port: u16, dir: std::path::PathBuf, every: f64) -> ExitCode {
     // `.env` may set APP_ENV too: read it the way `serve` would, only to refuse.
     let _ = dotenvy::dotenv();

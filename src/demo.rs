@@ -1,9 +1,12 @@
-//! `salesbot-sync demo`: the real service against the built-in simulated Shopify Admin and
-//! Graph APIs (`simulators`, the same fakes the tests use) on loopback, with demo app
+//! `salesbot-sync demo`: the real service against the simulated Shopify Admin and Graph APIs
+//! (the `salesbot-simulators` crate, the same fakes the tests use) on loopback, with demo app
 //! credentials and the local object store under `./demo-data`. A newcomer opens the printed
 //! link, connects the demo shop, then the demo pages, and watches the data arrive: every few
 //! seconds the simulated platforms change a product and receive a Messenger message, and send
 //! the webhooks the real platforms would send.
+//!
+//! Only with the `demo` feature (on by default): `--no-default-features` leaves the
+//! simulators, and this command, out of the binary.
 //!
 //! Nothing here reaches a real platform: every platform URL points at the simulators, and the
 //! configuration is built from scratch (the environment and `.env` are not read), so no real
@@ -18,9 +21,10 @@ use base64::Engine;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
+
 use crate::config::Settings;
-use crate::simulators::graph::{FakeGraph, FakeGraphConfig};
-use crate::simulators::shopify::{FakeConfig, FakeShopify};
 use crate::startup::Application;
 
 /// The shop the connect page suggests.
@@ -56,7 +60,7 @@ fn demo_secrets(dir: &Path) -> anyhow::Result<(String, String)> {
             return Ok((s.to_string(), k.to_string()));
         }
     }
-    let state = crate::config::random_token(32);
+    let state = crate::crypto::random_token(32);
     let key =
         base64::engine::general_purpose::STANDARD.encode(rand::thread_rng().gen::<[u8; 32]>());
     std::fs::write(

@@ -24,9 +24,8 @@ const LAYERS: &[(u8, &[&str])] = &[
     ),
     // The HTTP edge: errors as answers, the merchant's cookies, routes and pages.
     (5, &["error", "session", "routes", "web"]),
-    // Composition: start-up, the command line, the demo, and the simulated platforms the
-    // tests and the demo run against.
-    (6, &["startup", "cli", "demo", "simulators"]),
+    // Composition: start-up, the command line, the demo (on the simulators' crate).
+    (6, &["startup", "cli", "demo"]),
 ];
 
 /// Files of `src` that are not a top-level module's: the crate roots and this check (whose

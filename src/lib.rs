@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod crypto;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod facebook;
@@ -22,7 +23,6 @@ pub mod retry;
 pub mod routes;
 pub mod session;
 pub mod shopify;
-pub mod simulators;
 pub mod startup;
 pub mod state;
 pub mod store;

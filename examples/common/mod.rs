@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use salesbot_simulators::shopify::FakeShopify;
 use salesbot_sync::platforms::shopify::signature::sign_oauth_query;
-use salesbot_sync::simulators::shopify::FakeShopify;
 
 pub const S3_KEY: &str = "bench-access-key";
 pub const S3_SECRET: &str = "bench-secret-key";

@@ -26,7 +26,6 @@ use url::Url;
 
 /// Moved to `crypto`; still reachable here for `demo`, which leaves this crate with the
 /// simulators.
-pub use crate::crypto::random_token;
 pub use edge::{canonical_ip, EdgeSettings, DEFAULT_TRUSTED_PROXIES};
 use integrations::{read_facebook, read_shopify, read_storage};
 pub use integrations::{FacebookSettings, ShopifySettings, SpacesSettings, StorageSettings};

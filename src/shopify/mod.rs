@@ -22,10 +22,6 @@ use crate::platforms::shopify::client::ShopifyError;
 use crate::state::AppState;
 use crate::store::StoreError;
 
-/// Shopify's signatures, at the path the simulators use (they leave this crate; see
-/// `platforms::shopify::signature`).
-pub use crate::platforms::shopify::signature;
-
 /// By default (`SHOPIFY_WEBHOOK_DEBOUNCE_MS`), content deliveries wait this long before processing, so a burst of them (a bulk edit in
 /// the admin) is read in one run, each entity once (later deliveries about an entity read
 /// since are skipped anyway).

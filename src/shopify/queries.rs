@@ -399,3 +399,101 @@ pub const TOPICS: &[(&str, &str)] = &[
     ("APP_UNINSTALLED", "app/uninstalled"),
     ("BULK_OPERATIONS_FINISH", "bulk_operations/finish"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    const SHOP: &str = "acme.myshopify.com";
+
+    /// One GraphQL call to the simulated Shopify with a document of this file.
+    async fn call(fake: &FakeShopify, token: &str, document: &str, variables: Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(fake.graphql_url(SHOP))
+            .header("X-Shopify-Access-Token", token)
+            .json(&json!({"query": document, "variables": variables}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert!(v.get("errors").is_none(), "{v}");
+        v["data"].clone()
+    }
+
+    /// The simulated Shopify (a crate of its own, which cannot see this file) recognises the
+    /// service's bulk documents: `BULK_RUN` with `BULK_PRODUCTS` reads products and their
+    /// metafields, with `BULK_VARIANTS` variants and their inventory levels, and `BULK_STATUS`
+    /// reports the result.
+    #[tokio::test]
+    async fn the_simulator_runs_the_bulk_documents() {
+        let fake = FakeShopify::start(FakeConfig {
+            products: 30,
+            ..FakeConfig::default()
+        })
+        .await;
+        let c = fake.config();
+        let token: Value = reqwest::Client::new()
+            .post(fake.token_url(SHOP))
+            .json(
+                &json!({"client_id": c.api_key, "client_secret": c.api_secret,
+                "code": fake.issue_code(SHOP)}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap();
+        let counts = fake.counts(SHOP);
+        for (document, parent, lines) in [
+            (
+                BULK_PRODUCTS,
+                "gid://shopify/Product/",
+                counts.products + counts.metafields,
+            ),
+            (
+                BULK_VARIANTS,
+                "gid://shopify/ProductVariant/",
+                counts.variants + counts.inventory_levels,
+            ),
+        ] {
+            let run = call(&fake, token, BULK_RUN, json!({"query": document})).await;
+            let run = &run["bulkOperationRunQuery"];
+            assert_eq!(run["userErrors"], json!([]), "{run}");
+            let id = run["bulkOperation"]["id"].clone();
+            let op = loop {
+                let status = call(&fake, token, BULK_STATUS, json!({"id": id})).await;
+                let op = status["bulkOperation"].clone();
+                if op["status"] == "COMPLETED" {
+                    break op;
+                }
+                assert!(
+                    matches!(op["status"].as_str(), Some("CREATED" | "RUNNING")),
+                    "{op}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            };
+            assert_eq!(op["objectCount"], lines.to_string().as_str());
+            let body = reqwest::get(op["url"].as_str().unwrap())
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let parents: Vec<Value> = body
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|l| l.get("__parentId").is_none())
+                .collect();
+            assert!(!parents.is_empty());
+            assert!(parents
+                .iter()
+                .all(|p| p["id"].as_str().unwrap().starts_with(parent)));
+        }
+    }
+}

@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::facebook::{fb_authorize, session, signed_request, FbEnv};
 use crate::helpers::*;
 use crate::shopify::{authorize, Env};
-use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
 
 const RECORDED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/answers");
 const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";

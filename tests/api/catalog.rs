@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use salesbot_simulators::shopify::FakeConfig;
 use salesbot_sync::objects::keys::{self, ShopDomain};
 use salesbot_sync::platforms::shopify::signature::sign_webhook;
-use salesbot_sync::simulators::shopify::FakeConfig;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -457,7 +457,7 @@ async fn bulk_failures_limits_and_expired_links_still_end_complete() {
         ..FakeConfig::default()
     };
     // 1. A bulk operation that fails: the paged path reads the catalogue instead.
-    let fake = salesbot_sync::simulators::shopify::FakeShopify::start(config.clone()).await;
+    let fake = salesbot_simulators::shopify::FakeShopify::start(config.clone()).await;
     fake.fail_next_bulk("INTERNAL_SERVER_ERROR");
     let env = env_on(fake, &[("SHOPIFY_BULK_THRESHOLD", "0")]).await;
     let (status, body, _) = connect(&env, "acme").await;
@@ -511,10 +511,7 @@ async fn bulk_failures_limits_and_expired_links_still_end_complete() {
 }
 
 /// An app against an already started fake.
-async fn env_on(
-    fake: salesbot_sync::simulators::shopify::FakeShopify,
-    extra: &[(&str, &str)],
-) -> Env {
+async fn env_on(fake: salesbot_simulators::shopify::FakeShopify, extra: &[(&str, &str)]) -> Env {
     crate::shopify::env_on_fake(fake, &vars(extra)).await
 }
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::*;
-use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
 
 pub struct FbEnv {
     pub app: TestApp,

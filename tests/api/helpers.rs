@@ -411,10 +411,22 @@ where
     panic!("timed out after {limit:?} waiting for: {what}");
 }
 
-/// The published vectors in shared/test-vectors/vectors.json.
+/// The published vectors in the project's shared/test-vectors/vectors.json: in the folder
+/// that holds the repository, or further up when the repository is a worktree nested deeper
+/// (`wt/<name>` beside `main`).
 pub fn test_vectors() -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/test-vectors/vectors.json");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = repo
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/test-vectors/vectors.json"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no shared/test-vectors/vectors.json above {}",
+                repo.display()
+            )
+        });
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()

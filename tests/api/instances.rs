@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
 use salesbot_sync::objects::keys::{self, GraphId};
-use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use serde_json::Value;
 use sqlx::Row;
 

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use salesbot_simulators::graph::FakeGraphConfig;
+use salesbot_simulators::shopify::FakeConfig;
 use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
 use salesbot_sync::platforms::shopify::signature::sign_webhook;
 use salesbot_sync::poll::Target;
-use salesbot_sync::simulators::graph::FakeGraphConfig;
-use salesbot_sync::simulators::shopify::FakeConfig;
 use salesbot_sync::store::events::EventStatus;
 use salesbot_sync::store::tokens::AccountStatus;
 use serde_json::{json, Value};
@@ -337,7 +337,7 @@ async fn an_unchanged_poll_reads_and_writes_no_object_body() {
     })
     .await;
     // One app with both platforms: reuse the Shopify env's S3 and add a Graph fake.
-    let graph = salesbot_sync::simulators::graph::FakeGraph::start(FakeGraphConfig {
+    let graph = salesbot_simulators::graph::FakeGraph::start(FakeGraphConfig {
         pages_per_user: 2,
         conversations_per_page: 40,
         ..FakeGraphConfig::default()
@@ -488,7 +488,7 @@ async fn long_shopify_syncs_do_not_delay_messenger_merges() {
         ..FakeConfig::default()
     })
     .await;
-    let graph = salesbot_sync::simulators::graph::FakeGraph::start(FakeGraphConfig {
+    let graph = salesbot_simulators::graph::FakeGraph::start(FakeGraphConfig {
         pages_per_user: 1,
         conversations_per_page: 2,
         ..FakeGraphConfig::default()

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::facebook::fb_connect;
 use crate::helpers::*;
-use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
 
 struct Fakes {
     shopify: FakeShopify,

@@ -14,8 +14,8 @@ const TOKEN: &str = "an-operator-token-of-at-least-32-characters";
 /// A production app: every required setting, against fakes and the embedded S3 server.
 async fn production_app() -> (TestApp, S3Server) {
     let s3 = start_s3().await;
-    let shopify = salesbot_sync::simulators::shopify::FakeShopify::start(Default::default()).await;
-    let graph = salesbot_sync::simulators::graph::FakeGraph::start(Default::default()).await;
+    let shopify = salesbot_simulators::shopify::FakeShopify::start(Default::default()).await;
+    let graph = salesbot_simulators::graph::FakeGraph::start(Default::default()).await;
     let mut extra = vars(&[("APP_ENV", "production"), ("OPERATOR_TOKEN", TOKEN)]);
     extra.extend(shopify.vars());
     extra.extend(graph.vars());

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
 use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
-use salesbot_sync::simulators::graph::{FakeGraph, FakeGraphConfig};
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
 use salesbot_sync::store::events::EventStatus;
 use serde_json::{json, Value};
 use uuid::Uuid;

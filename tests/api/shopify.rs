@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::*;
-use salesbot_sync::simulators::shopify::{FakeConfig, FakeShopify};
+use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
 
 pub struct Env {
     pub app: TestApp,

@@ -47,7 +47,18 @@ pub fn sign_oauth_query(secret: &[u8], params: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use axum::Router;
+    use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
+
     use super::*;
+
+    const SHOP: &str = "acme.myshopify.com";
 
     /// Shopify's published vectors (shared/test-vectors/vectors.json), copied here so unit
     /// tests run without the shared folder; the integration tests read the file itself.
@@ -94,5 +105,68 @@ mod tests {
         assert!(verify_oauth_query(b"hush", &params));
         params[0].1 = "evil.myshopify.com".into();
         assert!(!verify_oauth_query(b"hush", &params));
+    }
+
+    /// The simulated Shopify signs with its own code (`salesbot_simulators::signing`, written
+    /// from Shopify's documentation); what it sends must verify here, as Shopify's does.
+    #[tokio::test]
+    async fn simulator_webhooks_verify() {
+        type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+        let seen: Seen = Arc::default();
+        let app = Router::new()
+            .route(
+                "/hooks",
+                post(
+                    |State(seen): State<Seen>, headers: HeaderMap, body: Bytes| async move {
+                        seen.lock().unwrap().push((headers, body));
+                        StatusCode::OK
+                    },
+                ),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/hooks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let fake = FakeShopify::start(FakeConfig::default()).await;
+        fake.preload_subscription(SHOP, "PRODUCTS_UPDATE", &uri);
+        let body = fake.product_webhook_body(SHOP, 0);
+        assert_eq!(fake.emit_webhook(SHOP, "products/update", &body).await, 1);
+        let (headers, raw) = seen.lock().unwrap().pop().unwrap();
+        let hmac = headers["x-shopify-hmac-sha256"].to_str().unwrap();
+        let secret = fake.config().api_secret;
+        assert!(verify_webhook(secret.as_bytes(), &raw, hmac));
+        assert!(!verify_webhook(b"another secret", &raw, hmac));
+    }
+
+    /// The install screen's link back to the app carries an `hmac` the callback accepts.
+    #[tokio::test]
+    async fn simulator_install_redirect_verifies() {
+        let fake = FakeShopify::start(FakeConfig::default()).await;
+        let c = fake.config();
+        let mut authorize =
+            url::Url::parse(&format!("{}/{SHOP}/admin/oauth/authorize", fake.base_url())).unwrap();
+        authorize
+            .query_pairs_mut()
+            .append_pair("client_id", &c.api_key)
+            .append_pair("scope", &c.scopes)
+            .append_pair("redirect_uri", "https://app.example.com/shopify/callback")
+            .append_pair("state", "a-state");
+        let page = reqwest::get(authorize).await.unwrap().text().await.unwrap();
+        let href = page
+            .split("id=\"install\" href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no install link in {page}"))
+            .replace("&amp;", "&");
+        let mut params: Vec<(String, String)> = url::Url::parse(&href)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert!(params.iter().any(|(k, v)| k == "state" && v == "a-state"));
+        assert!(verify_oauth_query(c.api_secret.as_bytes(), &params));
+        params.retain(|(k, _)| k != "state");
+        assert!(!verify_oauth_query(c.api_secret.as_bytes(), &params));
     }
 }

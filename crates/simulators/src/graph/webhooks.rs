@@ -1,0 +1,197 @@
+//! Meta webhooks: the page subscriptions of `/{page}/subscribed_apps`, the Messenger
+//! deliveries Meta would send for a message, and their signature.
+
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::api::{Caller, Req};
+use super::errors::{needs_page_token_210, param_error, unsupported};
+use super::{FakeGraph, State, APP_NAME, PAGE_WEBHOOK_FIELDS, STICKER_URL};
+use crate::http::{self, Delivery};
+use crate::signing;
+
+impl FakeGraph {
+    /// Our app is subscribed to the page with these fields (as if done earlier).
+    pub fn preset_subscribed(&self, page_id: &str, fields: &[&str]) {
+        self.st().page_mut(page_id).subscribed = fields.iter().map(|f| f.to_string()).collect();
+    }
+
+    /// Another app (not ours) is subscribed to the page with these fields.
+    pub fn preset_other_app(&self, page_id: &str, app_name: &str, fields: &[&str]) {
+        self.st().page_mut(page_id).other_apps.push((
+            app_name.to_string(),
+            fields.iter().map(|f| f.to_string()).collect(),
+        ));
+    }
+
+    /// Fields our app is subscribed to (empty: not subscribed).
+    pub fn subscribed_fields(&self, page_id: &str) -> Vec<String> {
+        self.st().page(page_id).subscribed.clone()
+    }
+
+    /// `POST /{page}/subscribed_apps` requests for the page (whatever the answer).
+    pub fn subscribe_posts(&self, page_id: &str) -> usize {
+        self.st().subscribe_posts.get(page_id).copied().unwrap_or(0)
+    }
+
+    /// The Messenger webhook delivery Meta would send for a stored message
+    /// (`{"object":"page","entry":[{"id","time","messaging":[…]}]}`; page messages are echoes).
+    pub fn message_webhook(&self, page_id: &str, mid: &str) -> Value {
+        let st = self.st();
+        let page = st.page(page_id);
+        let (conv, m) = page
+            .conversations
+            .iter()
+            .find_map(|c| c.messages.iter().find(|m| m.id == mid).map(|m| (c, m)))
+            .unwrap_or_else(|| panic!("no message {mid} on page {page_id}"));
+        let ts = m.created.timestamp_millis();
+        let (sender, recipient) = if m.from_page {
+            (page.id.as_str(), conv.psid.as_str())
+        } else {
+            (conv.psid.as_str(), page.id.as_str())
+        };
+        let mut message = json!({"mid": m.id});
+        if !m.text.is_empty() {
+            message["text"] = json!(m.text);
+        }
+        if let Some(img) = &m.image {
+            message["attachments"] = json!([{"type": "image", "payload": {"url": img.url()}}]);
+        }
+        if m.sticker {
+            message["sticker_id"] = json!(369239263222822u64);
+            message["attachments"] = json!([{"type": "image", "payload": {"url": STICKER_URL, "sticker_id": 369239263222822u64}}]);
+        }
+        if m.from_page {
+            message["is_echo"] = json!(true);
+            message["app_id"] = json!(st.config.app_id.parse::<u64>().unwrap_or(0));
+        }
+        json!({
+            "object": "page",
+            "entry": [{
+                "id": page.id,
+                "time": ts,
+                "messaging": [{
+                    "sender": {"id": sender},
+                    "recipient": {"id": recipient},
+                    "timestamp": ts,
+                    "message": message,
+                }],
+            }],
+        })
+    }
+
+    /// Delivers a webhook `body` to the app's callback `url`, signed as Meta signs it
+    /// (`X-Hub-Signature-256`); returns the HTTP status.
+    pub async fn emit_webhook(&self, url: &str, body: &Value) -> Result<u16, String> {
+        let bytes = body.to_string().into_bytes();
+        let delivery = Delivery {
+            uri: url.to_string(),
+            headers: vec![
+                ("Content-Type", "application/json".to_string()),
+                ("X-Hub-Signature-256", self.signature_256(&bytes)),
+            ],
+            body: bytes,
+        };
+        http::deliver(&http::client(Duration::from_secs(10)), delivery).await
+    }
+
+    /// `X-Hub-Signature-256` value for a webhook body: `sha256=hex(HMAC-SHA256(app_secret, body))`.
+    pub fn signature_256(&self, body: &[u8]) -> String {
+        signing::meta_signature_256(&self.config().app_secret, body)
+    }
+}
+
+impl State {
+    /// `/{page}/subscribed_apps` with the page's own token: `POST` subscribes our app with
+    /// `subscribed_fields`, `DELETE` unsubscribes it, `GET` lists every app subscribed.
+    pub(super) fn handle_subscribed_apps(
+        &mut self,
+        req: &Req,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Value, Response> {
+        if !self.pages.contains_key(id) {
+            return Err(unsupported(&req.method, id));
+        }
+        match caller {
+            Caller::User(_) => return Err(needs_page_token_210()),
+            Caller::Page(p) if p != id => return Err(unsupported(&req.method, id)),
+            _ => {}
+        }
+        if req.method == Method::POST {
+            return self.subscribe(req, id);
+        }
+        if req.method == Method::DELETE {
+            self.page_mut(id).subscribed.clear();
+            return Ok(json!({"success": true}));
+        }
+        Ok(self.subscribed_apps(id))
+    }
+
+    fn subscribe(&mut self, req: &Req, id: &str) -> Result<Value, Response> {
+        *self.subscribe_posts.entry(id.to_string()).or_default() += 1;
+        let Some(raw) = req.param("subscribed_fields") else {
+            return Err(param_error(
+                "(#100) The parameter subscribed_fields is required",
+            ));
+        };
+        // Graph takes a JSON array or a comma-separated list.
+        let fields: Vec<String> = match serde_json::from_str::<Vec<String>>(raw) {
+            Ok(list) => list,
+            Err(_) => raw
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        };
+        if fields.is_empty() {
+            return Err(param_error(
+                "(#100) The parameter subscribed_fields is required",
+            ));
+        }
+        for (i, f) in fields.iter().enumerate() {
+            if !PAGE_WEBHOOK_FIELDS.contains(&f.as_str()) {
+                return Err(param_error(&format!(
+                    "(#100) Param subscribed_fields[{i}] must be one of {{{}}} - got \"{f}\"",
+                    PAGE_WEBHOOK_FIELDS.join(", ")
+                )));
+            }
+        }
+        let mut unique: Vec<String> = Vec::new();
+        for f in fields {
+            if !unique.contains(&f) {
+                unique.push(f);
+            }
+        }
+        self.page_mut(id).subscribed = unique;
+        Ok(json!({"success": true}))
+    }
+
+    /// Other apps first, then ours when subscribed.
+    fn subscribed_apps(&self, id: &str) -> Value {
+        let page = self.page(id);
+        let mut data = Vec::new();
+        for (i, (name, fields)) in page.other_apps.iter().enumerate() {
+            data.push(json!({
+                "category": "Business",
+                "link": format!("https://{}.example.com/", name.to_lowercase().replace(' ', "")),
+                "name": name,
+                "id": (900_000_000_000_000u64 + i as u64 * 13).to_string(),
+                "subscribed_fields": fields,
+            }));
+        }
+        if !page.subscribed.is_empty() {
+            data.push(json!({
+                "category": "Business",
+                "link": "https://salesbot.example.com/",
+                "name": APP_NAME,
+                "id": self.config.app_id,
+                "subscribed_fields": page.subscribed,
+            }));
+        }
+        json!({"data": data})
+    }
+}
