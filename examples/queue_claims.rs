@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use salesbot_sync::config::DatabaseSettings;
 use salesbot_sync::facebook::jobs::FacebookMessage;
+use salesbot_sync::ids::{PageId, Psid};
 use salesbot_sync::jobs::Job;
-use salesbot_sync::objects::keys::GraphId;
 use salesbot_sync::store::events::{Claim, ClaimSpec, EventStore, Pool, Record};
 use salesbot_sync::store::postgres::PgDb;
 use serde_json::json;
@@ -60,12 +60,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     sqlx::query("ANALYZE events").execute(db.pool()).await?;
     let events = EventStore::on_postgres(db.clone()).await?;
-    let page = GraphId::parse("104700001000001")?;
+    let page = PageId::parse("104700001000001")?;
     let jobs: Vec<_> = (0..args.events)
         .map(|i| {
             FacebookMessage {
                 page: page.clone(),
-                psid: GraphId::parse(&format!("{}", 9_100_000_000u64 + (i % args.groups) as u64))
+                psid: Psid::parse(&format!("{}", 9_100_000_000u64 + (i % args.groups) as u64))
                     .expect("digits"),
                 item: json!({"message": {"mid": format!("m{i}"), "text": "hi"}, "timestamp": i}),
             }

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
-use salesbot_sync::objects::keys::{self, ShopDomain};
+use salesbot_sync::ids::{MerchantId, ShopDomain};
+use salesbot_sync::objects::keys;
 use salesbot_sync::platforms::shopify::signature::sign_webhook;
 use serde_json::Value;
 
@@ -263,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .await
         .unwrap();
-    let merchant = uuid::Uuid::parse_str(answer["user_uuid"].as_str().unwrap()).unwrap();
+    let merchant = MerchantId::parse(answer["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse(SHOP).unwrap();
     let key = keys::shop_products(&merchant, &shop);
     let object = match &s3 {

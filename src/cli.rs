@@ -178,7 +178,7 @@ async fn poll(
     shop: Option<String>,
     page: Option<String>,
 ) -> anyhow::Result<()> {
-    use crate::objects::keys::{PageId, ShopDomain};
+    use crate::ids::{PageId, ShopDomain};
     use crate::poll::Target;
     if shop.is_some() && settings.shopify.is_none() {
         anyhow::bail!("Shopify is not configured: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET");

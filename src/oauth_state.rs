@@ -8,10 +8,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::crypto::sha256_hex;
 use crate::crypto::{hmac_sha256, verify_hmac_sha256};
+use crate::ids::MerchantId;
 use crate::store::{now_secs, SessionStore, StoreError};
 
 pub const STATE_TTL_SECS: i64 = 600;
@@ -46,7 +46,7 @@ pub struct StateClaims {
     #[serde(rename = "n")]
     pub nonce: String,
     #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
-    pub merchant: Option<Uuid>,
+    pub merchant: Option<MerchantId>,
     /// The shop the flow was started for (Shopify), so a state cannot be used for another.
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub shop: Option<String>,
@@ -141,7 +141,7 @@ impl StateSigner {
     pub async fn issue(
         &self,
         provider: Provider,
-        merchant: Option<Uuid>,
+        merchant: Option<MerchantId>,
         shop: Option<String>,
     ) -> Result<(String, String), StateError> {
         let now = now_secs();
@@ -204,7 +204,7 @@ mod tests {
     async fn round_trip_carries_the_merchant_and_is_single_use() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer(dir.path());
-        let m = Uuid::new_v4();
+        let m = MerchantId::random();
         let (t, b) = s.issue(Provider::Facebook, Some(m), None).await.unwrap();
         assert_eq!(
             s.consume(&t, Provider::Facebook, None).await,

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::facebook::jobs::{PagePoll, PageSubscriptionCheck, PollReason};
+use crate::ids::{PageId, ShopDomain};
 use crate::jobs::{Job, JobKind};
-use crate::objects::keys::{PageId, ShopDomain};
 use crate::shopify::jobs::{ShopifySubscriptionCheck, ShopifySync, SyncReason};
 use crate::state::AppState;
 use crate::store::events::{EventStatus, NewEvent, Outcome, RunId, RunKind, RunTrigger};

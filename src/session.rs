@@ -3,9 +3,9 @@
 //! bindings.
 
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use uuid::Uuid;
 
 use crate::error::AppError;
+use crate::ids::MerchantId;
 use crate::oauth_state::Provider;
 use crate::state::AppState;
 use crate::store::sessions::SESSION_TTL_SECS;
@@ -52,7 +52,10 @@ pub fn session_cookie(id: String, secure: bool) -> Cookie<'static> {
 }
 
 /// The merchant of the request's session, if it has a live one.
-pub async fn session_merchant(state: &AppState, jar: &CookieJar) -> Result<Option<Uuid>, AppError> {
+pub async fn session_merchant(
+    state: &AppState,
+    jar: &CookieJar,
+) -> Result<Option<MerchantId>, AppError> {
     match jar.get(SESSION_COOKIE) {
         Some(c) => Ok(state.sessions.merchant(c.value()).await?),
         None => Ok(None),
@@ -60,7 +63,7 @@ pub async fn session_merchant(state: &AppState, jar: &CookieJar) -> Result<Optio
 }
 
 /// The merchant of the session; 400 with the SPEC's messages otherwise.
-pub async fn require_session(state: &AppState, jar: &CookieJar) -> Result<Uuid, AppError> {
+pub async fn require_session(state: &AppState, jar: &CookieJar) -> Result<MerchantId, AppError> {
     let Some(c) = jar.get(SESSION_COOKIE) else {
         return Err(AppError::BadRequest("Missing session_id cookie".into()));
     };

@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::ids::GraphId;
 use crate::jobs::{DedupeKey, GroupKey, IntakeError, Job, JobError, JobKind, JobOutput};
-use crate::objects::keys::{testkit as testkit_key, GraphId};
+use crate::objects::keys::testkit as testkit_key;
 use crate::state::AppState;
 use crate::store::events::Pool;
 

@@ -6,7 +6,7 @@ use super::restore::open_read_only;
 use super::*;
 use crate::config::StorageSettings;
 use crate::crypto::TokenCipher;
-use crate::objects::keys::{GraphId, ShopDomain};
+use crate::ids::{PageId, ShopDomain};
 use crate::store::tokens::ShopGrant;
 use crate::store::{Db, SessionStore, TokenStore};
 
@@ -132,7 +132,7 @@ async fn round_trip_restores_rows_and_merchant_uuids() {
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path(), 3);
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
-    let page = GraphId::parse("1234567").unwrap();
+    let page = PageId::parse("1234567").unwrap();
     let (merchant, session_id) = {
         let t = tokens(&s);
         let m = t

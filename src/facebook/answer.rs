@@ -5,13 +5,13 @@
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::connect::Step;
+use crate::ids::MerchantId;
 
 #[derive(Debug, Clone)]
 pub struct FacebookConnected {
-    pub user_uuid: Uuid,
+    pub user_uuid: MerchantId,
     /// Every page the merchant granted, in Graph's order.
     pub pages: Vec<GrantedPage>,
 }
@@ -68,7 +68,7 @@ struct NoPaging {}
 
 #[derive(Serialize)]
 struct Answer<'a> {
-    user_uuid: Uuid,
+    user_uuid: MerchantId,
     pages: Listing<'a>,
     webhook_test: Vec<PageStep<'a>>,
     polling_test: Vec<PageStep<'a>>,

@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use super::pages::{active_page, merge_entries, on_graph_error, writable_page};
 use super::{graph, messages, FbError};
-use crate::objects::keys::{self, GraphId, PageId, Psid};
+use crate::ids::MerchantId;
+use crate::ids::{PageId, Psid};
+use crate::objects::keys;
 use crate::objects::PutOutcome;
 use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
@@ -75,7 +77,7 @@ async fn list(state: &AppState, rec: &PageRecord) -> Result<Vec<ConversationRef>
             .flatten()
             .filter_map(|p| p.get("id").and_then(Value::as_str))
             .find(|id| *id != page.as_str())
-            .and_then(|id| GraphId::parse(id).ok());
+            .and_then(|id| Psid::parse(id).ok());
         let updated = conv
             .get("updated_time")
             .and_then(Value::as_str)
@@ -97,7 +99,7 @@ async fn list(state: &AppState, rec: &PageRecord) -> Result<Vec<ConversationRef>
 pub async fn changed(
     state: &AppState,
     page: &PageId,
-) -> Result<(Vec<ConversationRef>, usize, uuid::Uuid), FbError> {
+) -> Result<(Vec<ConversationRef>, usize, MerchantId), FbError> {
     let rec = active_page(state, page).await?;
     let all = list(state, &rec).await?;
     let marks: HashMap<String, i64> = state.tokens.watermark_times(page).await?;

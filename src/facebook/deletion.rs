@@ -22,8 +22,10 @@ use url::Url;
 
 use crate::config::FacebookSettings;
 use crate::crypto::secret_bytes;
+use crate::ids::MerchantId;
+use crate::ids::{FacebookUserId, PageId};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
-use crate::objects::keys::{self, GraphId, PageId};
+use crate::objects::keys;
 use crate::platforms::facebook::signature::parse_signed_request;
 use crate::state::AppState;
 use crate::store::events::{EnqueueError, Pool};
@@ -69,7 +71,7 @@ pub async fn request(
                 .map(str::to_string)
                 .or_else(|| v.as_i64().map(|n| n.to_string()))
         })
-        .and_then(|u| GraphId::parse(&u).ok())
+        .and_then(|u| FacebookUserId::parse(&u).ok())
         .ok_or_else(|| DeletionError::Refused("signed_request has no valid user_id".into()))?;
 
     let issued_at = payload
@@ -89,7 +91,11 @@ pub async fn request(
 
 /// Records the request and queues its job; returns its confirmation code (the original's,
 /// for the same request again).
-async fn record(state: &AppState, user: GraphId, issued_at: i64) -> Result<String, DeletionError> {
+async fn record(
+    state: &AppState,
+    user: FacebookUserId,
+    issued_at: i64,
+) -> Result<String, DeletionError> {
     let fresh_code = crate::crypto::random_token(12);
     let code = match state
         .tokens
@@ -161,7 +167,7 @@ pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
     let jobs: Vec<_> = rows
         .into_iter()
         .filter_map(|(code, user)| {
-            let user = GraphId::parse(&user).ok()?;
+            let user = FacebookUserId::parse(&user).ok()?;
             Some(DataDeletion { code, user }.to_event())
         })
         .collect();
@@ -192,7 +198,7 @@ async fn record_done(state: &AppState, code: &str, d: Deleted) -> Result<(), Sto
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DataDeletion {
     pub code: String,
-    pub user: GraphId,
+    pub user: FacebookUserId,
 }
 
 impl Job for DataDeletion {
@@ -221,7 +227,7 @@ impl Job for DataDeletion {
             .map_err(|e| retry(&e))?;
         // 2–3. Wait for the pages' running jobs, then delete what they hold.
         let deleted = delete_marked_pages(state, &pages).await?;
-        let mut merchants: Vec<uuid::Uuid> = state
+        let mut merchants: Vec<MerchantId> = state
             .tokens
             .merchants_of_facebook_user(job.user.as_str())
             .await
@@ -259,7 +265,7 @@ impl Job for DataDeletion {
 /// the page rows. Shared by Meta's data deletion and a merchant's disconnect.
 pub(super) async fn delete_marked_pages(
     state: &AppState,
-    pages: &[(uuid::Uuid, PageId)],
+    pages: &[(MerchantId, PageId)],
 ) -> Result<Deleted, JobError> {
     let retry = |e: &dyn std::fmt::Display| JobError::Retry(e.to_string());
     // 2. Jobs that started before the mark may still write: let them finish first.
@@ -331,7 +337,7 @@ pub(super) async fn delete_marked_pages(
 /// user's data, and signing the shop owner out of a shop that still syncs would only confuse.
 pub(super) async fn end_sessions(
     state: &AppState,
-    merchants: &[uuid::Uuid],
+    merchants: &[MerchantId],
 ) -> Result<usize, StoreError> {
     let mut ended = 0;
     for merchant in merchants {
@@ -343,7 +349,7 @@ pub(super) async fn end_sessions(
 }
 
 /// Queue groups that write to the pages: their metadata and every conversation.
-fn groups_of(pages: &[(uuid::Uuid, PageId)]) -> (Vec<String>, Vec<String>) {
+fn groups_of(pages: &[(MerchantId, PageId)]) -> (Vec<String>, Vec<String>) {
     let exact = pages
         .iter()
         .map(|(_, p)| GroupKey::page(p).into_string())
@@ -359,7 +365,7 @@ fn groups_of(pages: &[(uuid::Uuid, PageId)]) -> (Vec<String>, Vec<String>) {
 /// entries for those pages are removed (the whole event when nothing else is left).
 async fn purge_raw_deliveries(
     state: &AppState,
-    pages: &[(uuid::Uuid, PageId)],
+    pages: &[(MerchantId, PageId)],
 ) -> Result<usize, StoreError> {
     let ids: HashSet<&str> = pages.iter().map(|(_, p)| p.as_str()).collect();
     let mut purged = 0;

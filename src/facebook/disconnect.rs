@@ -7,8 +7,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::deletion::{delete_marked_pages, end_sessions};
+use crate::ids::MerchantId;
+use crate::ids::PageId;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
-use crate::objects::keys::PageId;
 use crate::state::AppState;
 use crate::store::events::Pool;
 use crate::store::tokens::AccountStatus;
@@ -21,13 +22,13 @@ pub struct PageDisconnect {
     pub page: PageId,
     /// The merchant who asked: only their page is deleted (a page moved to another merchant
     /// meanwhile is left alone).
-    pub merchant: Uuid,
+    pub merchant: MerchantId,
     /// A fresh id per request, for the dedupe key.
     pub request: Uuid,
 }
 
 impl PageDisconnect {
-    pub fn new(page: PageId, merchant: Uuid) -> PageDisconnect {
+    pub fn new(page: PageId, merchant: MerchantId) -> PageDisconnect {
         PageDisconnect {
             page,
             merchant,

@@ -12,8 +12,9 @@ use super::conversations::{self, ConversationRef};
 use super::pages::{self, writable_page};
 use super::{graph, FbError};
 use crate::crypto::sha256_hex;
+use crate::ids::MerchantId;
+use crate::ids::{PageId, Psid};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
-use crate::objects::keys::{GraphId, PageId, Psid};
 use crate::objects::PutOutcome;
 use crate::state::AppState;
 use crate::store::events::{Pool, RunId};
@@ -253,7 +254,7 @@ pub struct ConversationPoll {
     /// The merchant the page belonged to when the poll was asked for (rows queued by earlier
     /// versions have none).
     #[serde(default)]
-    pub owner: Option<uuid::Uuid>,
+    pub owner: Option<MerchantId>,
 }
 
 impl Job for ConversationPoll {
@@ -333,6 +334,3 @@ impl Job for PageSubscriptionCheck {
         Ok(JobOutput::done().with_result(json!({"missing": subscribed})))
     }
 }
-
-/// Facebook user ids are Graph ids too (digits).
-pub type FacebookUserId = GraphId;

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
+use crate::ids::MerchantId;
+use crate::ids::{FacebookUserId, PageId};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
-use crate::objects::keys::{self, GraphId, PageId};
+use crate::objects::keys;
 use crate::state::AppState;
 use crate::store::events::Pool;
 use crate::store::StoreError;
@@ -22,7 +23,7 @@ use crate::store::StoreError;
 const WAIT_FOR_RUNNING: Duration = Duration::from_millis(250);
 
 /// Counts and logs a move; called once per move the store recorded.
-pub fn record(page: &PageId, from: Uuid, to: Uuid) {
+pub fn record(page: &PageId, from: MerchantId, to: MerchantId) {
     metrics::counter!("facebook_page_moves_total").increment(1);
     // Merchant ids are not secrets, and an operator needs both to answer "where did it go".
     tracing::warn!(%page, %from, %to, "page moved to another merchant by the user who connected it");
@@ -40,8 +41,8 @@ pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
             Some(
                 MovedPageCleanup {
                     page: PageId::parse(&page).ok()?,
-                    from: Uuid::parse_str(&from).ok()?,
-                    user: GraphId::parse(&user).ok()?,
+                    from: MerchantId::parse(&from).ok()?,
+                    user: FacebookUserId::parse(&user).ok()?,
                     move_id,
                 }
                 .to_event(),
@@ -61,10 +62,10 @@ pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
 pub struct MovedPageCleanup {
     pub page: PageId,
     /// The merchant the page left.
-    pub from: Uuid,
+    pub from: MerchantId,
     /// The Facebook user who moved it (the job runs in their group, so it never runs beside a
     /// data deletion of the same user's pages).
-    pub user: GraphId,
+    pub user: FacebookUserId,
     /// The move's row in `page_moves`.
     pub move_id: i64,
 }

@@ -13,7 +13,6 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
-use uuid::Uuid;
 
 use super::answer::{FacebookConnected, GrantedPage, PageChecks, PageOutcome};
 use super::jobs::{PagePoll, PageRefresh, PollReason};
@@ -22,9 +21,11 @@ use super::pages;
 use super::selftest::{post_test_deliveries, SelfTestCleanup};
 use crate::config::{FacebookSettings, NotConfigured};
 use crate::connect::{ConnectError, Step};
+use crate::ids::MerchantId;
+use crate::ids::{FacebookUserId, PageId};
 use crate::jobs::{GroupKey, Job};
 use crate::oauth_state::Provider;
-use crate::objects::keys::{self, GraphId, PageId};
+use crate::objects::keys;
 use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
 use crate::store::events::{EventId, EventStatus, Outcome, RunId, RunKind, RunTrigger};
@@ -48,7 +49,10 @@ fn graph(state: &AppState) -> Result<&GraphClient, ConnectError> {
 
 /// The Meta dialog for a signed-in `merchant`, and the browser binding its cookie must carry
 /// back (see `oauth_state`).
-pub async fn authorize(state: &AppState, merchant: Uuid) -> Result<(Url, String), ConnectError> {
+pub async fn authorize(
+    state: &AppState,
+    merchant: MerchantId,
+) -> Result<(Url, String), ConnectError> {
     let (token, browser) = state
         .states
         .issue(Provider::Facebook, Some(merchant), None)
@@ -74,7 +78,7 @@ fn upstream(e: GraphError) -> ConnectError {
 
 /// A dialog answer for a flow this browser started.
 pub struct Authorized {
-    merchant: Uuid,
+    merchant: MerchantId,
     code: String,
 }
 
@@ -141,7 +145,7 @@ pub async fn connect(
 
 /// The user's token stored and every page they granted stored with its token.
 struct ConnectedUser {
-    merchant: Uuid,
+    merchant: MerchantId,
     /// In Graph's order.
     pages: Vec<Listed>,
 }
@@ -193,7 +197,7 @@ async fn connect_user(state: &AppState, a: Authorized) -> Result<ConnectedUser, 
 async fn user_token(
     graph: &GraphClient,
     code: &str,
-) -> Result<(SecretString, Option<GraphId>), ConnectError> {
+) -> Result<(SecretString, Option<FacebookUserId>), ConnectError> {
     let short = graph.exchange_code(code).await.map_err(upstream)?;
     let long = graph
         .long_lived(&SecretString::from(short.access_token))
@@ -207,15 +211,15 @@ async fn user_token(
     let fb_user = me
         .get("id")
         .and_then(Value::as_str)
-        .and_then(|id| GraphId::parse(id).ok());
+        .and_then(|id| FacebookUserId::parse(id).ok());
     Ok((user_token, fb_user))
 }
 
 /// Stores one listed page with its token for `merchant`, unless it cannot or may not be.
 async fn store_page(
     state: &AppState,
-    merchant: Uuid,
-    fb_user: Option<&GraphId>,
+    merchant: MerchantId,
+    fb_user: Option<&FacebookUserId>,
     mut page_obj: Value,
 ) -> Result<Listed, ConnectError> {
     let token = page_obj
@@ -293,7 +297,7 @@ struct PageSetup {
 async fn set_up_page(
     state: &AppState,
     settings: &FacebookSettings,
-    merchant: Uuid,
+    merchant: MerchantId,
     page: &PageId,
     token: &SecretString,
     run: RunId,
@@ -394,7 +398,7 @@ async fn queue_page_jobs(
 }
 
 /// A failure when the page's metadata object is not in the object store.
-async fn verify_upload(state: &AppState, merchant: Uuid, page: &PageId) -> Option<Step> {
+async fn verify_upload(state: &AppState, merchant: MerchantId, page: &PageId) -> Option<Step> {
     let meta_key = keys::page_metadata(&merchant, page);
     match state.objects.head_sha256(&meta_key).await {
         Ok(Some(_)) => None,

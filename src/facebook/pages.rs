@@ -5,7 +5,8 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::{graph, messages, FbError};
-use crate::objects::keys::{self, PageId, Psid};
+use crate::ids::{PageId, Psid};
+use crate::objects::keys;
 use crate::objects::PutOutcome;
 use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;

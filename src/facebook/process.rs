@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::jobs::{FacebookMessage, PageRefresh};
 use super::messages;
 use crate::crypto::sha256_hex;
+use crate::ids::{PageId, Psid};
 use crate::jobs::{Job, JobError};
-use crate::objects::keys::{GraphId, PageId};
 use crate::store::events::NewEvent;
 
 /// The jobs of one delivery, and what of it could not become a job (with the reason).
@@ -46,7 +46,7 @@ pub fn fan_out(body: &[u8]) -> Result<FanOut, JobError> {
                 continue; // delivery/read receipts and the like are not conversation entries
             }
             let psid =
-                messages::customer_of(item, page.as_str()).and_then(|p| GraphId::parse(&p).ok());
+                messages::customer_of(item, page.as_str()).and_then(|p| Psid::parse(&p).ok());
             let (Some(psid), Some(_)) = (psid, messages::entry_id(item)) else {
                 rejected.push(format!("entry {ei}: messaging item without valid ids"));
                 continue;

@@ -13,8 +13,9 @@ use super::jobs::FacebookMessage;
 use crate::config::FacebookSettings;
 use crate::connect::Step;
 use crate::crypto::secret_bytes;
+use crate::ids::{PageId, Psid};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
-use crate::objects::keys::{self, GraphId, PageId};
+use crate::objects::keys;
 use crate::platforms::facebook::signature::sign_webhook;
 use crate::state::AppState;
 use crate::store::events::{EventStatus, Pool};
@@ -32,8 +33,8 @@ const RECHECK: Duration = Duration::from_millis(250);
 const RECHECK_LATE: Duration = Duration::from_secs(5);
 const LATE_AFTER: Duration = Duration::from_secs(30);
 
-pub fn self_test_psid() -> GraphId {
-    GraphId::parse(SELF_TEST_PSID).expect("the constant is digits")
+pub fn self_test_psid() -> Psid {
+    Psid::parse(SELF_TEST_PSID).expect("the constant is digits")
 }
 
 /// Posts a delivery to our own public webhook address, signed like Meta signs.

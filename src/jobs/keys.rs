@@ -7,7 +7,7 @@
 use std::fmt;
 
 use super::JobKind;
-use crate::objects::keys::{GraphId, PageId, Psid, ShopDomain};
+use crate::ids::{FacebookUserId, GraphId, PageId, Psid, ShopDomain};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupKey(String);
@@ -42,7 +42,7 @@ impl GroupKey {
     }
 
     /// Work for one Facebook user (their data deletion).
-    pub fn facebook_user(user: &GraphId) -> GroupKey {
+    pub fn facebook_user(user: &FacebookUserId) -> GroupKey {
         GroupKey(format!("fbuser:{user}"))
     }
 
@@ -114,8 +114,8 @@ mod tests {
     #[test]
     fn keys_keep_their_stored_shape() {
         let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
-        let page = GraphId::parse("100").unwrap();
-        let psid = GraphId::parse("5").unwrap();
+        let page = PageId::parse("100").unwrap();
+        let psid = Psid::parse("5").unwrap();
         assert_eq!(GroupKey::shop(&shop).as_str(), "shopify:acme.myshopify.com");
         assert_eq!(
             GroupKey::conversation(&page, &psid).as_str(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::objects::keys::GraphId;
+use crate::ids::GraphId;
 use crate::store::events::{EventRow, EventStatus, EventStore};
 
 #[derive(Clone, Default)]

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 
 use super::SyncError;
 use crate::crypto::Sha256Stream;
-use crate::objects::keys::{self, ShopDomain};
+use crate::ids::MerchantId;
+use crate::ids::ShopDomain;
+use crate::objects::keys;
 use crate::objects::PutOutcome;
 use crate::state::AppState;
 use crate::store::catalog::{CatalogStore, EntityKind};
@@ -77,7 +79,7 @@ fn blocking_err(e: tokio::task::JoinError) -> SyncError {
 pub async fn write(
     state: &AppState,
     shop: &ShopDomain,
-    merchant: &uuid::Uuid,
+    merchant: &MerchantId,
     object: Object,
 ) -> Result<(PutOutcome, usize), SyncError> {
     let key = match object {
@@ -180,7 +182,7 @@ pub async fn write(
 pub async fn write_all(
     state: &AppState,
     shop: &ShopDomain,
-    merchant: &uuid::Uuid,
+    merchant: &MerchantId,
     objects: &[Object],
 ) -> Result<Vec<(Object, PutOutcome)>, SyncError> {
     if objects.is_empty() {

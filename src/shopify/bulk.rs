@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::queries as q;
 use super::SyncError;
-use crate::objects::keys::ShopDomain;
+use crate::ids::ShopDomain;
 use crate::platforms::shopify::api::ShopifyApi;
 use crate::platforms::shopify::client::ShopifyError;
 

@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use super::queries as q;
 use super::SyncError;
+use crate::ids::ShopDomain;
 use crate::objects::canonical_json;
-use crate::objects::keys::ShopDomain;
 use crate::platforms::shopify::api::ShopifyApi;
 use crate::platforms::shopify::client::ShopifyError;
 use crate::store::catalog::EntityRow;

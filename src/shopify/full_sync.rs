@@ -18,8 +18,8 @@ use super::catalog::{
 };
 use super::queries as q;
 use super::SyncError;
+use crate::ids::ShopDomain;
 use crate::objects::canonical_json;
-use crate::objects::keys::ShopDomain;
 use crate::platforms::shopify::client::ShopifyError;
 use crate::state::AppState;
 use crate::store::catalog::{BulkStage, CatalogStore, EntityKind, EntityRow};

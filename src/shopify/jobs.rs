@@ -8,8 +8,9 @@ use super::subscriptions::ensure_subscriptions;
 use super::sync::{self, noted, redact_shop, Applied, Changes, SyncOutcome};
 use super::topics::{EntityTopic, Topic};
 use super::{SyncError, REFRESH_DEBOUNCE};
+use crate::ids::MerchantId;
+use crate::ids::ShopDomain;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
-use crate::objects::keys::ShopDomain;
 use crate::state::AppState;
 use crate::store::events::{Pool, RunId};
 use crate::store::tokens::AccountStatus;
@@ -251,7 +252,7 @@ async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<bool, SyncErr
 /// account whose owner removed the app). Connecting a shop again signs it in again.
 pub(crate) async fn end_sessions_without_shops(
     state: &AppState,
-    merchant: uuid::Uuid,
+    merchant: MerchantId,
 ) -> Result<(), SyncError> {
     if !state.tokens.merchant_has_installed_shop(merchant).await? {
         let ended = state.sessions.revoke_merchant(&merchant).await?;

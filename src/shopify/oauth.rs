@@ -10,7 +10,6 @@ use secrecy::SecretString;
 use serde::Serialize;
 use serde_json::{json, Value};
 use url::Url;
-use uuid::Uuid;
 
 use super::catalog::gid_number;
 use super::jobs::{ShopifySync, SyncReason, SELF_TEST_EVENT_PREFIX};
@@ -18,9 +17,10 @@ use super::subscriptions::{ensure_subscriptions, WebhookStatus};
 use crate::config::{NotConfigured, ShopifySettings};
 use crate::connect::{ConnectError, Step};
 use crate::crypto::secret_bytes;
+use crate::ids::MerchantId;
+use crate::ids::ShopDomain;
 use crate::jobs::{GroupKey, Job};
 use crate::oauth_state::Provider;
-use crate::objects::keys::ShopDomain;
 use crate::platforms::shopify::api::ShopifyApi;
 use crate::platforms::shopify::signature::{sign_webhook, verify_oauth_query};
 use crate::state::AppState;
@@ -41,7 +41,7 @@ fn api(state: &AppState) -> Result<&ShopifyApi, ConnectError> {
 pub async fn authorize(
     state: &AppState,
     shop: &ShopDomain,
-    merchant: Option<Uuid>,
+    merchant: Option<MerchantId>,
 ) -> Result<(Url, String), ConnectError> {
     let (token, browser) = state
         .states
@@ -58,7 +58,7 @@ pub async fn authorize(
 pub struct VerifiedRedirect {
     shop: ShopDomain,
     code: String,
-    merchant: Option<Uuid>,
+    merchant: Option<MerchantId>,
 }
 
 /// Checks the callback's `query` (signed by Shopify, with a state this `browser` was given,
@@ -116,7 +116,7 @@ pub async fn verify(
 /// What the connect did, for the answer.
 pub struct Connected {
     shop: ShopDomain,
-    merchant: Uuid,
+    merchant: MerchantId,
     scope: String,
     /// The merchant's new session (the route sets its cookie).
     pub session_id: String,
@@ -171,9 +171,9 @@ async fn store_grant(
     api: &ShopifyApi,
     shop: &ShopDomain,
     code: &str,
-    merchant: Option<Uuid>,
+    merchant: Option<MerchantId>,
     now: i64,
-) -> Result<(Uuid, String), ConnectError> {
+) -> Result<(MerchantId, String), ConnectError> {
     let grant = api.client().exchange_code(shop, code).await.map_err(|e| {
         tracing::warn!(%shop, error = %e, "Shopify code exchange failed");
         ConnectError::Upstream("Shopify token exchange failed; start the connection again".into())
@@ -252,7 +252,7 @@ async fn queue_initial_sync(
 /// `routes::sorted_json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ShopifyConnected {
-    pub user_uuid: Uuid,
+    pub user_uuid: MerchantId,
     pub shop: ShopDomain,
     pub scope: String,
     /// The shop object and the catalogue's counts once the initial sync finished, else null.

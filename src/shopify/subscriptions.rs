@@ -10,7 +10,7 @@ use url::Url;
 use super::queries as q;
 use super::SyncError;
 use crate::connect::Step;
-use crate::objects::keys::ShopDomain;
+use crate::ids::ShopDomain;
 use crate::platforms::shopify::api::ShopifyApi;
 
 #[derive(Debug, Default)]

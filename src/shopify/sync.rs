@@ -13,7 +13,9 @@ use super::catalog::{row, Fetcher};
 use super::entities;
 use super::full_sync::{self, FullSync};
 use super::SyncError;
-use crate::objects::keys::{self, ShopDomain};
+use crate::ids::MerchantId;
+use crate::ids::ShopDomain;
+use crate::objects::keys;
 use crate::objects::PutOutcome;
 use crate::state::AppState;
 use crate::store::catalog::{CatalogStore, EntityKind, EntityRow};
@@ -106,7 +108,7 @@ fn still_unread(
 async fn still_connected(
     state: &AppState,
     shop: &ShopDomain,
-    merchant: &uuid::Uuid,
+    merchant: &MerchantId,
 ) -> Result<(), SyncError> {
     let current = state.tokens.shop(shop).await?;
     if current
@@ -138,7 +140,7 @@ async fn summary(state: &AppState, shop: &ShopDomain) -> Result<Value, SyncError
 async fn write_objects(
     state: &AppState,
     shop: &ShopDomain,
-    merchant: &uuid::Uuid,
+    merchant: &MerchantId,
     which: &[Object],
     detail: Value,
 ) -> Result<SyncOutcome, SyncError> {

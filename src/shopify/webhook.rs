@@ -10,8 +10,8 @@ use super::jobs::ShopifyWebhook;
 use super::topics::{entity_id, Topic};
 use crate::config::ShopifySettings;
 use crate::crypto::sha256_hex;
+use crate::ids::ShopDomain;
 use crate::jobs::{IntakeError, Job};
-use crate::objects::keys::ShopDomain;
 use crate::state::AppState;
 
 /// Counts a delivery refused, by reason.

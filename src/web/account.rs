@@ -9,7 +9,6 @@ use axum::{Form, Json};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::progress::{page_view, shop_view, SyncView};
 use super::views::{AccountItem, AccountPage, ConnectPage};
@@ -17,8 +16,10 @@ use super::{page, Wants};
 use crate::crypto::{constant_time_eq, hmac_sha256_hex, secret_bytes};
 use crate::error::AppError;
 use crate::facebook::disconnect::PageDisconnect;
+use crate::ids::MerchantId;
+use crate::ids::{PageId, ShopDomain};
 use crate::jobs::Job;
-use crate::objects::keys::{self, PageId, ShopDomain};
+use crate::objects::keys;
 use crate::session::{session_merchant, SESSION_COOKIE};
 use crate::shopify::jobs::ShopifyWebhook;
 use crate::state::AppState;
@@ -59,7 +60,7 @@ pub async fn connect_shopify(Query(q): Query<ConnectQuery>) -> Result<Redirect, 
 }
 
 /// The merchant of the session; a clear 401 otherwise.
-async fn signed_in(state: &AppState, jar: &CookieJar) -> Result<(Uuid, String), AppError> {
+async fn signed_in(state: &AppState, jar: &CookieJar) -> Result<(MerchantId, String), AppError> {
     let not_signed_in = || {
         AppError::Unauthorized(
             "You are not signed in (or your session ended): connect your shop to sign in".into(),
@@ -102,7 +103,7 @@ fn check_csrf(state: &AppState, session: &str, sent: Option<&str>) -> Result<(),
 /// Every shop and page of the merchant with its state.
 async fn views(
     state: &AppState,
-    merchant: Uuid,
+    merchant: MerchantId,
 ) -> Result<(Vec<AccountItem>, Vec<AccountItem>), AppError> {
     let mut shops = Vec::new();
     for s in state.tokens.merchant_shops(merchant).await? {

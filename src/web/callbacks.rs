@@ -3,7 +3,6 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use uuid::Uuid;
 
 use super::page;
 use super::progress::{page_view, shop_view};
@@ -11,7 +10,8 @@ use super::views::{self, FacebookConnected, PageResult, ShopConnected};
 use crate::connect::Step;
 use crate::error::AppError;
 use crate::facebook::answer::{FacebookConnected as FacebookAnswer, PageOutcome};
-use crate::objects::keys::PageId;
+use crate::ids::MerchantId;
+use crate::ids::PageId;
 use crate::shopify::oauth::ShopifyConnected;
 use crate::shopify::subscriptions::Topics;
 use crate::state::AppState;
@@ -42,7 +42,7 @@ fn step(label: &str, s: &Step, pending_ok: bool) -> views::Step {
     }
 }
 
-fn active(id: &str, merchant: Uuid) -> AccountSummary {
+fn active(id: &str, merchant: MerchantId) -> AccountSummary {
     AccountSummary {
         id: id.to_string(),
         merchant,

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::error::AppError;
+use crate::ids::{PageId, ShopDomain};
 use crate::jobs::GroupKey;
-use crate::objects::keys::{PageId, ShopDomain};
 use crate::state::AppState;
 use crate::store::events::{EventStatus, Outcome, Tracked};
 use crate::store::tokens::{AccountStatus, AccountSummary};

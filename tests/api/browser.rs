@@ -382,7 +382,7 @@ async fn a_shop_needing_reconnect_shows_why_and_its_reconnect_link() {
     b.goto(&env.app.url("/shopify/acme/login")).await;
     b.click("#install").await;
     b.wait_for("#connected").await;
-    let shop = salesbot_sync::objects::keys::ShopDomain::parse("acme.myshopify.com").unwrap();
+    let shop = salesbot_sync::ids::ShopDomain::parse("acme.myshopify.com").unwrap();
     let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
     assert!(env
         .app

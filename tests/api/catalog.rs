@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use salesbot_simulators::shopify::FakeConfig;
-use salesbot_sync::objects::keys::{self, ShopDomain};
+use salesbot_sync::ids::{MerchantId, ShopDomain};
+use salesbot_sync::objects::keys;
 use salesbot_sync::platforms::shopify::signature::sign_webhook;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::helpers::*;
 use crate::shopify::{connect, Env};
@@ -14,19 +14,19 @@ use crate::shopify::{connect, Env};
 const SHOP: &str = "acme.myshopify.com";
 
 /// A connected shop whose initial sync is done; counters zeroed.
-async fn connected(config: FakeConfig, extra: &[(&str, &str)]) -> (Env, Uuid) {
+async fn connected(config: FakeConfig, extra: &[(&str, &str)]) -> (Env, MerchantId) {
     let (env, uuid) = connected_keeping_counts(config, extra).await;
     env.fake.reset_counters();
     (env, uuid)
 }
 
-async fn connected_keeping_counts(config: FakeConfig, extra: &[(&str, &str)]) -> (Env, Uuid) {
+async fn connected_keeping_counts(config: FakeConfig, extra: &[(&str, &str)]) -> (Env, MerchantId) {
     let env = crate::shopify::env_with_vars(config, &vars(extra)).await;
     let (status, body, _) = connect(&env, "acme").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["upload_status"]["status"], "success", "{body}");
     drained(&env.app).await;
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     (env, uuid)
 }
 
@@ -38,11 +38,11 @@ fn bytes_of(env: &Env, key: &keys::ObjectKey) -> Vec<u8> {
     std::fs::read(env.s3.object_path(key.as_str())).unwrap_or_else(|e| panic!("{key}: {e}"))
 }
 
-fn products_of(env: &Env, uuid: &Uuid) -> Value {
+fn products_of(env: &Env, uuid: &MerchantId) -> Value {
     serde_json::from_slice(&bytes_of(env, &keys::shop_products(uuid, &shop()))).unwrap()
 }
 
-fn metadata_of(env: &Env, uuid: &Uuid) -> Value {
+fn metadata_of(env: &Env, uuid: &MerchantId) -> Value {
     serde_json::from_slice(&bytes_of(env, &keys::shop_metadata(uuid, &shop()))).unwrap()
 }
 
@@ -463,7 +463,7 @@ async fn bulk_failures_limits_and_expired_links_still_end_complete() {
     let (status, body, _) = connect(&env, "acme").await;
     assert_eq!(status, 200, "{body}");
     drained(&env.app).await;
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     assert_eq!(
         products_of(&env, &uuid)["products"]
             .as_array()

@@ -152,13 +152,13 @@ async fn token_store(dir: &std::path::Path, key_b64: &str) -> salesbot_sync::sto
 /// The shop's token as `key_b64` decrypts it (`None`: it does not).
 async fn shop_token(dir: &std::path::Path, key_b64: &str) -> Option<String> {
     use secrecy::ExposeSecret;
-    let shop = salesbot_sync::objects::keys::ShopDomain::parse("acme.myshopify.com").unwrap();
+    let shop = salesbot_sync::ids::ShopDomain::parse("acme.myshopify.com").unwrap();
     let rec = token_store(dir, key_b64).await.shop(&shop).await.ok()??;
     rec.access_token.map(|t| t.expose_secret().to_string())
 }
 
 async fn save_shop_token(dir: &std::path::Path) {
-    let shop = salesbot_sync::objects::keys::ShopDomain::parse("acme.myshopify.com").unwrap();
+    let shop = salesbot_sync::ids::ShopDomain::parse("acme.myshopify.com").unwrap();
     let grant = salesbot_sync::store::tokens::ShopGrant {
         access_token: secrecy::SecretString::from("shpat_edge_token".to_string()),
         scopes: "read_products".into(),

@@ -7,10 +7,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::seq::SliceRandom;
 use salesbot_sync::facebook::selftest::SELF_TEST_PSID;
-use salesbot_sync::objects::keys::{self, GraphId};
+use salesbot_sync::ids::{MerchantId, PageId, Psid};
+use salesbot_sync::objects::keys;
 use salesbot_sync::store::events::EventStatus;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::helpers::*;
 use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
@@ -40,8 +40,8 @@ fn secret(fake: &FakeGraph) -> String {
 }
 
 /// A signed-in merchant: a session as the Shopify connect would create.
-pub async fn session(app: &TestApp) -> (Uuid, String) {
-    let merchant = Uuid::new_v4();
+pub async fn session(app: &TestApp) -> (MerchantId, String) {
+    let merchant = MerchantId::random();
     let sid = app.state.sessions.create(merchant).await.unwrap();
     (merchant, format!("session_id={sid}"))
 }
@@ -207,9 +207,9 @@ async fn full_connect_flow_stores_pages_subscribes_and_uploads_without_tokens() 
     }
     drained(&env.app).await;
 
-    let self_test = GraphId::parse(SELF_TEST_PSID).unwrap();
+    let self_test = Psid::parse(SELF_TEST_PSID).unwrap();
     for p in &pages {
-        let page = GraphId::parse(p).unwrap();
+        let page = PageId::parse(p).unwrap();
         let meta = read(&env.s3, &keys::page_metadata(&merchant, &page)).expect("metadata written");
         assert_eq!(meta["id"], p.as_str());
         assert!(meta.get("access_token").is_none());
@@ -221,7 +221,7 @@ async fn full_connect_flow_stores_pages_subscribes_and_uploads_without_tokens() 
         let long = env.fake.long_conversation_psid(p).unwrap();
         let conv = read(
             &env.s3,
-            &keys::conversation(&merchant, &page, &GraphId::parse(&long).unwrap()),
+            &keys::conversation(&merchant, &page, &Psid::parse(&long).unwrap()),
         )
         .expect("conversation written");
         let items = conv.as_array().unwrap();
@@ -292,7 +292,7 @@ async fn a_dialog_link_forwarded_to_another_browser_connects_nothing() {
         .unwrap();
     assert_eq!(r.status(), 400);
     for p in env.fake.page_ids(1) {
-        let page = GraphId::parse(&p).unwrap();
+        let page = PageId::parse(&p).unwrap();
         assert!(env.app.state.tokens.page(&page).await.unwrap().is_none());
     }
     assert_eq!(env.fake.exchanges(), 0, "the code is never exchanged");
@@ -362,8 +362,8 @@ async fn deliveries_are_verified_over_the_raw_bytes() {
         &env.s3,
         &keys::conversation(
             &merchant,
-            &GraphId::parse(&page).unwrap(),
-            &GraphId::parse("4242").unwrap(),
+            &PageId::parse(&page).unwrap(),
+            &Psid::parse("4242").unwrap(),
         ),
     )
     .unwrap();
@@ -474,8 +474,8 @@ async fn two_hundred_concurrent_deliveries_for_one_conversation_lose_nothing() {
     drained(&env.app).await;
     let key = keys::conversation(
         &merchant,
-        &GraphId::parse(&page).unwrap(),
-        &GraphId::parse(psid).unwrap(),
+        &PageId::parse(&page).unwrap(),
+        &Psid::parse(psid).unwrap(),
     );
     let conv = read(&env.s3, &key).unwrap();
     let items = conv.as_array().unwrap();
@@ -533,7 +533,7 @@ async fn changes_refetch_metadata_and_polls_merge_new_messages() {
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
     drained(&env.app).await;
     let page = env.fake.page_ids(0)[0].clone();
-    let pid = GraphId::parse(&page).unwrap();
+    let pid = PageId::parse(&page).unwrap();
 
     env.fake.set_page_name(&page, "Renamed Store");
     let change = format!(
@@ -572,7 +572,7 @@ async fn changes_refetch_metadata_and_polls_merge_new_messages() {
     );
     let conv = read(
         &env.s3,
-        &keys::conversation(&merchant, &pid, &GraphId::parse(&psid).unwrap()),
+        &keys::conversation(&merchant, &pid, &Psid::parse(&psid).unwrap()),
     )
     .unwrap();
     let mids: Vec<&str> = conv
@@ -625,7 +625,7 @@ async fn data_deletion_callback_deletes_the_users_pages_and_reports_status() {
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
     drained(&env.app).await;
     let user = env.fake.user_id(0);
-    let page = GraphId::parse(&env.fake.page_ids(0)[0]).unwrap();
+    let page = PageId::parse(&env.fake.page_ids(0)[0]).unwrap();
     assert!(read(&env.s3, &keys::page_metadata(&merchant, &page)).is_some());
 
     // Forged signature.

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use salesbot_sync::ids::{MerchantId, PageId, Psid};
 use salesbot_sync::jobs::JobKind;
-use salesbot_sync::objects::keys::{self, GraphId};
+use salesbot_sync::objects::keys;
 use salesbot_sync::store::now_secs;
 use salesbot_sync::store::tokens::ShopGrant;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::facebook::{fb_connect, fb_env, read, session, signed_request, FbEnv};
 use crate::helpers::*;
@@ -86,7 +86,7 @@ async fn a_day_old_signed_request_is_refused_and_deletes_nothing() {
     let (merchant, cookie) = session(&env.app).await;
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
     drained(&env.app).await;
-    let page = GraphId::parse(&env.fake.page_ids(0)[0]).unwrap();
+    let page = PageId::parse(&env.fake.page_ids(0)[0]).unwrap();
 
     let (status, body) = delete_request(&env, &env.fake.user_id(0), now_secs() - 24 * 3600).await;
     assert_eq!(status, 400, "{body}");
@@ -183,7 +183,7 @@ async fn a_page_granted_by_another_user_is_not_taken_over() {
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie_a, 0).await.0, 200);
     drained(&env.app).await;
     let p = env.fake.page_ids(0)[0].clone();
-    let page = GraphId::parse(&p).unwrap();
+    let page = PageId::parse(&p).unwrap();
     // User 1 administers P too and grants it from merchant B's session.
     env.fake.add_page_admin(1, &p);
     let (b, cookie_b) = session(&env.app).await;
@@ -234,7 +234,7 @@ async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie_a, 0).await.0, 200);
     drained(&env.app).await;
     let pages = env.fake.page_ids(0);
-    let page = GraphId::parse(&pages[0]).unwrap();
+    let page = PageId::parse(&pages[0]).unwrap();
     assert!(read(&env.s3, &keys::page_metadata(&a, &page)).is_some());
 
     // The same Facebook user, now signed in as merchant B.
@@ -246,7 +246,7 @@ async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
     }
     drained(&env.app).await;
     for p in &pages {
-        let id = GraphId::parse(p).unwrap();
+        let id = PageId::parse(p).unwrap();
         assert_eq!(
             env.app
                 .state
@@ -262,7 +262,7 @@ async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
     }
     // B's copy is complete: its first poll read every conversation again.
     let long = env.fake.long_conversation_psid(&pages[0]).unwrap();
-    let conv = keys::conversation(&b, &page, &GraphId::parse(&long).unwrap());
+    let conv = keys::conversation(&b, &page, &Psid::parse(&long).unwrap());
     assert_eq!(read(&env.s3, &conv).unwrap().as_array().unwrap().len(), 60);
     // A's copy is gone.
     let left = env
@@ -295,8 +295,8 @@ async fn data_deletion_ends_the_session_of_a_merchant_left_with_nothing() {
     // Merchant A has only Facebook pages; merchant C also has a shop.
     let (_, cookie_a) = session(&env.app).await;
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie_a, 0).await.0, 200);
-    let c = Uuid::new_v4();
-    let shop = keys::ShopDomain::parse("still-here.myshopify.com").unwrap();
+    let c = MerchantId::random();
+    let shop = salesbot_sync::ids::ShopDomain::parse("still-here.myshopify.com").unwrap();
     let grant = ShopGrant {
         access_token: SecretString::from("shpat_x".to_string()),
         scopes: "read_products".into(),
@@ -398,10 +398,10 @@ async fn a_move_whose_clean_up_was_never_queued_is_cleaned_at_start_up() {
     let (a, cookie) = session(&env.app).await;
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
     drained(&env.app).await;
-    let page = GraphId::parse(&env.fake.page_ids(0)[0]).unwrap();
+    let page = PageId::parse(&env.fake.page_ids(0)[0]).unwrap();
     assert!(read(&env.s3, &keys::page_metadata(&a, &page)).is_some());
     // A move the store recorded, as if the process stopped before its job was queued.
-    let (b, p, user) = (Uuid::new_v4(), page.to_string(), env.fake.user_id(0));
+    let (b, p, user) = (MerchantId::random(), page.to_string(), env.fake.user_id(0));
     let (a_text, b_text) = (a.to_string(), b.to_string());
     // Ids this test made (a UUID, digits): safe in the statement's text.
     exec_tokens_sql(

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
 use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
-use salesbot_sync::objects::keys::{self, GraphId};
+use salesbot_sync::ids::{MerchantId, PageId, Psid};
+use salesbot_sync::objects::keys;
 use serde_json::Value;
 use sqlx::Row;
 
@@ -157,8 +158,8 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     let key = keys::conversation(
         &merchant,
-        &GraphId::parse(&page).unwrap(),
-        &GraphId::parse("888000000").unwrap(),
+        &PageId::parse(&page).unwrap(),
+        &Psid::parse("888000000").unwrap(),
     );
     assert!(objects.path().join(key.as_str()).exists());
 
@@ -381,8 +382,8 @@ async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
 }
 
 fn objects_of(dir: &std::path::Path, merchant: &str) -> std::path::PathBuf {
-    let merchant = uuid::Uuid::parse_str(merchant).unwrap();
-    let shop = keys::ShopDomain::parse("acme.myshopify.com").unwrap();
+    let merchant = MerchantId::parse(merchant).unwrap();
+    let shop = salesbot_sync::ids::ShopDomain::parse("acme.myshopify.com").unwrap();
     dir.join("objects")
         .join(keys::shop_products(&merchant, &shop).as_str())
 }

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use salesbot_simulators::graph::FakeGraphConfig;
 use salesbot_simulators::shopify::FakeConfig;
-use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
+use salesbot_sync::ids::{PageId, Psid, ShopDomain};
+use salesbot_sync::objects::keys;
 use salesbot_sync::platforms::shopify::signature::sign_webhook;
 use salesbot_sync::poll::Target;
 use salesbot_sync::store::events::EventStatus;
@@ -82,8 +83,8 @@ async fn a_store_outage_while_a_conversation_is_busy_loses_nothing() {
 
     let key = keys::conversation(
         &merchant,
-        &GraphId::parse(&page).unwrap(),
-        &GraphId::parse(psid).unwrap(),
+        &PageId::parse(&page).unwrap(),
+        &Psid::parse(psid).unwrap(),
     );
     eventually_within(Duration::from_secs(120), "all 200 messages stored", || {
         let s3 = &env.s3;
@@ -309,7 +310,7 @@ async fn a_page_with_2000_conversations_connects_in_seconds_and_polls_in_the_bac
         .unwrap()
         .clone();
     assert_eq!(conversations["result"]["status"], "pending", "{body}");
-    let prefix = keys::page_prefix(&merchant, &GraphId::parse(&page).unwrap());
+    let prefix = keys::page_prefix(&merchant, &PageId::parse(&page).unwrap());
     let objects = env.app.state.objects.clone();
     eventually_within(
         Duration::from_secs(300),
@@ -391,7 +392,7 @@ async fn a_deletion_racing_merges_leaves_nothing_of_the_page() {
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
     drained(&env.app).await;
     let page = env.fake.page_ids(0)[0].clone();
-    let pid = GraphId::parse(&page).unwrap();
+    let pid = PageId::parse(&page).unwrap();
     // Slow writes, so merges are in flight when the deletion starts.
     env.s3.set_put_delay(Duration::from_millis(150));
     let mut sent = tokio::task::JoinSet::new();
@@ -543,8 +544,8 @@ async fn long_shopify_syncs_do_not_delay_messenger_merges() {
     let page = graph.page_ids(0)[0].clone();
     let key = keys::conversation(
         &merchant,
-        &GraphId::parse(&page).unwrap(),
-        &GraphId::parse("888000111").unwrap(),
+        &PageId::parse(&page).unwrap(),
+        &Psid::parse("888000111").unwrap(),
     );
     let body = message_body(&page, "888000111", "m_fast", 1_700_000_000_000);
     let sent = Instant::now();
@@ -575,9 +576,9 @@ async fn the_webhook_self_tests_and_cleanup_leave_no_test_conversation() {
     let (status, body) = fb_connect(&env.app, &env.fake, &cookie, 0).await;
     assert_eq!(status, 200, "{body}");
     drained(&env.app).await;
-    let psid = GraphId::parse(salesbot_sync::facebook::selftest::SELF_TEST_PSID).unwrap();
+    let psid = Psid::parse(salesbot_sync::facebook::selftest::SELF_TEST_PSID).unwrap();
     for p in env.fake.page_ids(0) {
-        let page = GraphId::parse(&p).unwrap();
+        let page = PageId::parse(&p).unwrap();
         assert!(read(&env.s3, &keys::conversation(&merchant, &page, &psid)).is_none());
     }
     let rows = env.app.state.events.rows().await.unwrap();

@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 
 use salesbot_sync::config::{Settings, StorageSettings};
 use salesbot_sync::crypto::sha256_hex;
-use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
+use salesbot_sync::ids::{MerchantId, PageId, Psid, ShopDomain};
+use salesbot_sync::objects::keys;
 use salesbot_sync::objects::{ObjectStore, PutOutcome, MULTIPART_THRESHOLD};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::helpers::*;
 
@@ -26,7 +26,7 @@ fn s3_store(s3: &S3Server) -> ObjectStore {
 
 /// The behaviour every backend must have.
 async fn common_cases(store: &ObjectStore) {
-    let m = Uuid::new_v4();
+    let m = MerchantId::random();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let key = keys::shop_products(&m, &shop);
 
@@ -60,8 +60,8 @@ async fn common_cases(store: &ObjectStore) {
     assert_eq!(back, v2);
 
     // Listing and deleting a prefix touches only that prefix.
-    let page = GraphId::parse("100").unwrap();
-    let other = Uuid::new_v4();
+    let page = PageId::parse("100").unwrap();
+    let other = MerchantId::random();
     store
         .put_json_if_changed(&keys::page_metadata(&m, &page), &json!({"id": "100"}))
         .await
@@ -92,7 +92,7 @@ async fn common_cases(store: &ObjectStore) {
         .is_some());
 
     // Concurrent read-modify-writes of one object lose nothing.
-    let conv = keys::conversation(&m, &page, &GraphId::parse("5").unwrap());
+    let conv = keys::conversation(&m, &page, &Psid::parse("5").unwrap());
     let mut set = tokio::task::JoinSet::new();
     for i in 0..40 {
         let store = store.clone();
@@ -165,7 +165,7 @@ async fn s3_backend_cases() {
 async fn s3_change_detection_uses_head_not_get_and_sets_object_attributes() {
     let s3 = start_s3().await;
     let store = s3_store(&s3);
-    let m = Uuid::new_v4();
+    let m = MerchantId::random();
     let key = keys::shop_metadata(&m, &ShopDomain::parse("acme.myshopify.com").unwrap());
     let v = json!({"shop": {"name": "Acme"}, "collections": [], "discounts": []});
     store.put_json_if_changed(&key, &v).await.unwrap();
@@ -229,7 +229,7 @@ async fn s3_errors_are_reported_not_panicked() {
     let mut vars: std::collections::HashMap<String, String> = s3.vars().into_iter().collect();
     vars.insert("SPACES_SECRET".into(), "wrong-secret".into());
     let store = ObjectStore::from_settings(&Settings::from_vars(&vars).unwrap().storage).unwrap();
-    let key = keys::merchant_prefix(&Uuid::new_v4());
+    let key = keys::merchant_prefix(&MerchantId::random());
     let key = store.list(&key).await;
     assert!(key.is_err(), "a bad signature must surface as an error");
     assert!(store.check_ready().await.is_err());

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use salesbot_sync::config::Settings;
-use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
+use salesbot_sync::ids::{MerchantId, PageId, Psid, ShopDomain};
+use salesbot_sync::objects::keys;
 use salesbot_sync::platforms::shopify::signature::{sign_oauth_query, sign_webhook};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::facebook::fb_connect;
 use crate::helpers::*;
@@ -194,7 +194,7 @@ async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
     let app = spawn_app_at(dir.path(), &sqlite).await;
 
     let (shop_json, cookie) = shopify_connect(&app.client, &app.address, &f.shopify, "acme").await;
-    let uuid = Uuid::parse_str(shop_json["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(shop_json["user_uuid"].as_str().unwrap()).unwrap();
     let (status, fb_json) = fb_connect(&app, &f.graph, &cookie, 0).await;
     assert_eq!(status, 200, "{fb_json}");
     assert_eq!(
@@ -222,7 +222,7 @@ async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
     // Restart on the restored databases.
     let app = spawn_app_at(dir.path(), &sqlite).await;
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
-    let page = GraphId::parse(&f.graph.page_ids(0)[0]).unwrap();
+    let page = PageId::parse(&f.graph.page_ids(0)[0]).unwrap();
     assert_eq!(
         app.state
             .tokens
@@ -287,7 +287,7 @@ async fn backup_lose_restore_restart_keeps_uuids_and_keys() {
     let conv = read(keys::conversation(
         &uuid,
         &page,
-        &GraphId::parse("123456789").unwrap(),
+        &Psid::parse("123456789").unwrap(),
     ));
     assert_eq!(conv[0]["message"]["mid"], "m_after_restore");
 

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::facebook::{fb_connect, fb_env};
 use crate::helpers::*;
-use salesbot_sync::objects::keys::{self, PageId, ShopDomain};
+use salesbot_sync::ids::{PageId, ShopDomain};
+use salesbot_sync::objects::keys;
 
 const BROWSER: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 const TOKEN: &str = "an-operator-token-of-at-least-32-characters";

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
 use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
-use salesbot_sync::objects::keys::{self, GraphId, ShopDomain};
+use salesbot_sync::ids::{MerchantId, PageId, ShopDomain};
+use salesbot_sync::objects::keys;
 use salesbot_sync::store::events::EventStatus;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::facebook::{fb_connect_at, signed_request};
 use crate::helpers::*;
@@ -29,7 +29,11 @@ fn kill(mut server: ChildServer) {
     server.child.wait().unwrap();
 }
 
-fn products_file(dir: &std::path::Path, merchant: &Uuid, shop: &ShopDomain) -> std::path::PathBuf {
+fn products_file(
+    dir: &std::path::Path,
+    merchant: &MerchantId,
+    shop: &ShopDomain,
+) -> std::path::PathBuf {
     dir.join("objects")
         .join(keys::shop_products(merchant, shop).as_str())
 }
@@ -50,7 +54,7 @@ async fn an_initial_shop_sync_killed_mid_way_finishes_after_a_restart() {
     let client = no_redirects();
     let (answer, _) = shopify_connect(&client, &server.url(""), &fake, "acme").await;
     assert_eq!(answer["upload_status"]["status"], "pending", "{answer}");
-    let merchant = Uuid::parse_str(answer["user_uuid"].as_str().unwrap()).unwrap();
+    let merchant = MerchantId::parse(answer["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     eventually("the initial sync is under way", || async {
         fake.requests("ProductVariants") >= 2
@@ -106,15 +110,15 @@ async fn a_data_deletion_killed_mid_way_finishes_after_a_restart() {
     let server = start_binary(dir.path(), &served_at(free_port(), extra.clone()));
     // A signed-in merchant, as the Shopify connect would leave one.
     let sessions = stores_of(dir.path(), &[]).await.sessions;
-    let merchant = Uuid::new_v4();
+    let merchant = MerchantId::random();
     let cookie = format!("session_id={}", sessions.create(merchant).await.unwrap());
     let client = no_redirects();
     let (status, body) = fb_connect_at(&client, &server.url(""), &graph, &cookie, 0).await;
     assert_eq!(status, 200, "{body}");
-    let pages: Vec<GraphId> = graph
+    let pages: Vec<PageId> = graph
         .page_ids(0)
         .iter()
-        .map(|p| GraphId::parse(p).unwrap())
+        .map(|p| PageId::parse(p).unwrap())
         .collect();
     let merchant_dir = s3.object_path(keys::merchant_prefix(&merchant).as_str());
     let count = |d: &std::path::Path| walk_files(d).len();
@@ -182,7 +186,7 @@ async fn the_poll_command_works_through_the_servers_queue_or_alone() {
     let server = start_binary(dir.path(), &extra);
     let client = no_redirects();
     let (answer, _) = shopify_connect(&client, &server.url(""), &fake, "acme").await;
-    let merchant = Uuid::parse_str(answer["user_uuid"].as_str().unwrap()).unwrap();
+    let merchant = MerchantId::parse(answer["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let path = products_file(dir.path(), &merchant, &shop);
     let price = |path: &std::path::Path| -> String {

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use salesbot_sync::objects::keys::{self, ShopDomain};
+use salesbot_sync::ids::{MerchantId, ShopDomain};
+use salesbot_sync::objects::keys;
 use salesbot_sync::platforms::shopify::signature::{sign_oauth_query, sign_webhook};
 use salesbot_sync::poll::Target;
 use salesbot_sync::shopify::sync::full as sync_shop;
@@ -11,7 +12,6 @@ use salesbot_sync::shopify::sync::full as sync_shop;
 pub const BURST_DEBOUNCE_MS: u64 = 5_000;
 use salesbot_sync::store::events::EventStatus;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::helpers::*;
 use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
@@ -146,8 +146,8 @@ async fn full_connect_flow_through_the_real_server() {
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
 
     // The answer: SPEC §4 fields, statuses as objects, no token anywhere.
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
-    assert_eq!(uuid.get_version_num(), 4);
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
+    assert_eq!(uuid.as_uuid().get_version_num(), 4);
     assert_eq!(body["shop"], "acme.myshopify.com");
     assert_eq!(body["scope"], env.fake.config().scopes);
     assert_eq!(body["webhook_status"]["status"], "success", "{body}");
@@ -272,7 +272,7 @@ async fn full_connect_flow_through_the_real_server() {
     env.app.stop().await.unwrap();
 }
 
-async fn app_shop(env: &Env, shop: &ShopDomain) -> Uuid {
+async fn app_shop(env: &Env, shop: &ShopDomain) -> MerchantId {
     env.app
         .state
         .tokens
@@ -512,7 +512,7 @@ async fn unchanged_poll_writes_nothing_and_a_price_change_writes_products_only()
     let (status, body, _) = connect(&env, "acme").await;
     assert_eq!(status, 200, "{body}");
     drained(&env.app).await;
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let products_key = keys::shop_products(&uuid, &shop);
     let meta_key = keys::shop_metadata(&uuid, &shop);
@@ -828,7 +828,7 @@ async fn shop_redact_deletes_objects_and_records_and_customer_topics_are_acknowl
     let env = env().await;
     let (_, body, _) = connect(&env, "acme").await;
     drained(&env.app).await;
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     assert!(env
         .s3
@@ -898,7 +898,7 @@ const WRONG_SHAPE: &str = r#"webhooks_rejected_total{source="shopify",reason="wr
 const ID_MISMATCH: &str = r#"webhooks_rejected_total{source="shopify",reason="shop_id_mismatch"}"#;
 
 /// Objects and connection of acme are all still there.
-async fn acme_intact(env: &Env, uuid: &Uuid) {
+async fn acme_intact(env: &Env, uuid: &MerchantId) {
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
     assert!(rec.access_token.is_some(), "still connected");
@@ -917,7 +917,7 @@ async fn a_signed_customer_body_relabelled_as_redact_or_uninstall_changes_nothin
     let env = env().await;
     let (_, body, _) = connect(&env, "acme").await;
     drained(&env.app).await;
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     let shop = "acme.myshopify.com";
     let id = env.fake.shop_id(shop);
     let before = env.app.metric(WRONG_SHAPE).await;
@@ -964,7 +964,7 @@ async fn lifecycle_bodies_must_carry_the_shop_id_recorded_at_connect() {
     let env = env().await;
     let (_, body, _) = connect(&env, "acme").await;
     drained(&env.app).await;
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let id = env.fake.shop_id(shop.as_str());
     assert_eq!(
@@ -1018,7 +1018,7 @@ async fn lifecycle_bodies_must_carry_the_shop_id_recorded_at_connect() {
 }
 
 /// The merchant the session cookie `session_id=…` signs in, if it still does.
-async fn signed_in(env: &Env, cookie: &str) -> Option<Uuid> {
+async fn signed_in(env: &Env, cookie: &str) -> Option<MerchantId> {
     let sid = cookie
         .split(';')
         .next()
@@ -1033,7 +1033,7 @@ async fn sessions_end_when_the_merchants_last_shop_is_uninstalled_or_redacted() 
     let (_, body, cookie) = connect(&env, "acme").await;
     let cookie = cookie.expect("a session cookie");
     drained(&env.app).await;
-    let merchant = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let merchant = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     assert_eq!(signed_in(&env, &cookie).await, Some(merchant));
     assert_eq!(post_topic(&env, "app/uninstalled", "u-1", None).await, 200);
     drained(&env.app).await;
@@ -1103,7 +1103,7 @@ async fn a_slow_initial_sync_answers_pending_and_finishes_in_the_background() {
         body["upload_status"],
         serde_json::json!({"status": "pending"})
     );
-    let uuid = Uuid::parse_str(body["user_uuid"].as_str().unwrap()).unwrap();
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     let key = keys::shop_products(&uuid, &ShopDomain::parse("slow.myshopify.com").unwrap());
     let path = env.s3.object_path(key.as_str());
     eventually("background sync finished", || {

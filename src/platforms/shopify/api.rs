@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::client::{ShopifyClient, ShopifyError};
-use crate::objects::keys::ShopDomain;
+use crate::ids::MerchantId;
+use crate::ids::ShopDomain;
 use crate::store::tokens::{AccountStatus, ShopGrant, ShopRecord, TokenStore};
 use crate::store::{now_secs, StoreError};
 
@@ -78,7 +78,7 @@ impl ShopifyApi {
     }
 
     /// The shop's merchant, if it is connected and usable.
-    pub async fn merchant(&self, shop: &ShopDomain) -> Result<Uuid, ApiError> {
+    pub async fn merchant(&self, shop: &ShopDomain) -> Result<MerchantId, ApiError> {
         Ok(self.usable(shop).await?.merchant)
     }
 

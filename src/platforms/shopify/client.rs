@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::config::ShopifySettings;
-use crate::objects::keys::ShopDomain;
+use crate::ids::ShopDomain;
 use crate::retry::UpstreamRetry;
 
 /// Longest single wait we accept from `Retry-After` or the throttle arithmetic.

@@ -20,7 +20,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::postgres::PgDb;
 use super::{sqlite_or, text_enum, Backend, Db, DbKind, StoreError};
-use crate::objects::keys::ShopDomain;
+use crate::ids::ShopDomain;
 
 text_enum!(
     /// What a catalogue row is.

@@ -4,7 +4,7 @@
 use rusqlite::{params, params_from_iter};
 
 use super::{postgres, CatalogStore};
-use crate::objects::keys::ShopDomain;
+use crate::ids::ShopDomain;
 use crate::store::{sqlite_or, Db, StoreError};
 
 /// `?, ?, ?` for `n` parameters.

@@ -9,10 +9,10 @@ mod postgres;
 mod sql;
 mod sqlite;
 
+use crate::ids::MerchantId;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use super::postgres::PgDb;
 use super::{now_secs, Backend, Db, StoreError};
@@ -89,7 +89,7 @@ impl SessionStore {
     }
 
     /// Creates a session for the merchant and returns its id (the cookie value).
-    pub async fn create(&self, merchant: Uuid) -> Result<String, StoreError> {
+    pub async fn create(&self, merchant: MerchantId) -> Result<String, StoreError> {
         let id = crate::crypto::random_token(32);
         let now = now_secs();
         let row = NewRow {
@@ -103,17 +103,17 @@ impl SessionStore {
     }
 
     /// The merchant of a live session, or `None` for an unknown or expired one.
-    pub async fn merchant(&self, session_id: &str) -> Result<Option<Uuid>, StoreError> {
+    pub async fn merchant(&self, session_id: &str) -> Result<Option<MerchantId>, StoreError> {
         let m = self
             .db
             .session_merchant(hash(session_id), now_secs())
             .await?;
-        Ok(m.and_then(|m| Uuid::parse_str(&m).ok()))
+        Ok(m.and_then(|m| MerchantId::parse(&m).ok()))
     }
 
     /// Ends every session of the merchant (its data is gone, so whoever holds one of its
     /// cookies must not act for it any more); returns how many were ended.
-    pub async fn revoke_merchant(&self, merchant: &Uuid) -> Result<usize, StoreError> {
+    pub async fn revoke_merchant(&self, merchant: &MerchantId) -> Result<usize, StoreError> {
         self.db.delete_merchant_sessions(merchant.to_string()).await
     }
 
@@ -161,7 +161,7 @@ mod tests {
     #[tokio::test]
     async fn sessions_resolve_and_unknown_ids_do_not() {
         for (s, dir) in stores().await {
-            let m = Uuid::new_v4();
+            let m = MerchantId::random();
             let id = s.create(m).await.unwrap();
             assert_eq!(s.merchant(&id).await.unwrap(), Some(m));
             assert_eq!(s.merchant("nope").await.unwrap(), None);
@@ -188,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn expired_sessions_do_not_resolve_and_are_cleaned_up() {
         for (s, _dir) in stores().await {
-            let m = Uuid::new_v4();
+            let m = MerchantId::random();
             let id = s.create(m).await.unwrap();
             let h = hash(&id);
             let past = now_secs() - 1;
@@ -222,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn revoking_a_merchant_ends_only_its_sessions() {
         for (s, _dir) in stores().await {
-            let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+            let (a, b) = (MerchantId::random(), MerchantId::random());
             let (a1, a2, b1) = (
                 s.create(a).await.unwrap(),
                 s.create(a).await.unwrap(),

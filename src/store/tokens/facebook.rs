@@ -2,22 +2,22 @@
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use super::{
     big, merchant_uuid, parsed, Aad, AccountStatus, FacebookUserRecord, PageRecord, TokenStore,
 };
-use crate::objects::keys::PageId;
+use crate::ids::MerchantId;
+use crate::ids::PageId;
 use crate::store::{now_secs, StoreError};
 
 /// What storing a page token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SavedPage {
     /// Stored, for this merchant (new, or already this merchant's).
-    Saved(Uuid),
+    Saved(MerchantId),
     /// Moved here from merchant `from` by the Facebook user who had connected it there; the
     /// move's record is `move_id` (its clean-up job reports to it).
-    Moved { from: Uuid, move_id: i64 },
+    Moved { from: MerchantId, move_id: i64 },
     /// Refused: the page is connected to another merchant by another Facebook user.
     OwnedElsewhere,
     /// Refused: the page's data is being deleted.
@@ -28,7 +28,7 @@ pub enum SavedPage {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PageMove {
     pub page_id: String,
-    pub from_merchant: Uuid,
+    pub from_merchant: MerchantId,
     pub moved_at: i64,
     /// When the old merchant's copy was deleted (`None` while the job has not run).
     pub cleaned_at: Option<i64>,
@@ -38,7 +38,7 @@ pub struct PageMove {
 /// A page token to store, encrypted, with who it is for and who granted it.
 pub(super) struct NewPage {
     pub(super) page: String,
-    pub(super) merchant: Uuid,
+    pub(super) merchant: MerchantId,
     pub(super) fb_user_id: Option<String>,
     pub(super) name: Option<String>,
     pub(super) access_token: Vec<u8>,
@@ -60,7 +60,7 @@ pub(super) enum PageConnect {
     Save,
     /// Stored for the merchant after recording its move from `from` (by `grantor`, who had
     /// connected it there) and forgetting its watermarks.
-    Move { from: Uuid, grantor: String },
+    Move { from: MerchantId, grantor: String },
 }
 
 /// A page's row as stored, its token still encrypted (see `StoredShop`).
@@ -167,7 +167,7 @@ pub(super) trait FacebookDb: Send + Sync {
 /// `OwnedElsewhere` and the page stays where it is.
 pub(super) fn connect_page(
     previous: Option<PageOwner>,
-    merchant: Uuid,
+    merchant: MerchantId,
     fb_user_id: Option<&str>,
 ) -> Result<PageConnect, StoreError> {
     let Some(owner) = previous else {
@@ -195,7 +195,7 @@ impl TokenStore {
     /// user token is used during the connect only and never stored.
     pub async fn save_facebook_user(
         &self,
-        merchant: Uuid,
+        merchant: MerchantId,
         fb_user_id: Option<String>,
     ) -> Result<(), StoreError> {
         self.db
@@ -205,7 +205,7 @@ impl TokenStore {
 
     pub async fn facebook_user(
         &self,
-        merchant: Uuid,
+        merchant: MerchantId,
     ) -> Result<Option<FacebookUserRecord>, StoreError> {
         let Some((fb_user_id, status)) = self.db.facebook_user(merchant.to_string()).await? else {
             return Ok(None);
@@ -219,7 +219,7 @@ impl TokenStore {
 
     pub async fn set_facebook_user_status(
         &self,
-        merchant: Uuid,
+        merchant: MerchantId,
         status: AccountStatus,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
@@ -233,7 +233,7 @@ impl TokenStore {
     pub async fn save_page(
         &self,
         page: &PageId,
-        merchant: Uuid,
+        merchant: MerchantId,
         fb_user_id: Option<String>,
         name: Option<String>,
         token: &SecretString,
@@ -285,7 +285,7 @@ impl TokenStore {
 
     /// Whether the merchant still has anything connected: a shop that is not uninstalled, or
     /// a page (in any state but being deleted).
-    pub async fn merchant_has_connections(&self, merchant: Uuid) -> Result<bool, StoreError> {
+    pub async fn merchant_has_connections(&self, merchant: MerchantId) -> Result<bool, StoreError> {
         self.db.merchant_has_connections(merchant.to_string()).await
     }
 
@@ -351,27 +351,27 @@ impl TokenStore {
     pub async fn merchants_of_facebook_user(
         &self,
         fb_user_id: &str,
-    ) -> Result<Vec<Uuid>, StoreError> {
+    ) -> Result<Vec<MerchantId>, StoreError> {
         let rows = self
             .db
             .merchants_of_facebook_user(fb_user_id.to_string())
             .await?;
-        Ok(parsed(rows, |m| Uuid::parse_str(m).ok()))
+        Ok(parsed(rows, |m| MerchantId::parse(m).ok()))
     }
 
     /// (merchant, page) of every page granted by the Facebook user `fb_user_id`.
     pub async fn pages_granted_by(
         &self,
         fb_user_id: &str,
-    ) -> Result<Vec<(Uuid, PageId)>, StoreError> {
+    ) -> Result<Vec<(MerchantId, PageId)>, StoreError> {
         let rows = self.db.pages_granted_by(fb_user_id.to_string()).await?;
         Ok(rows
             .iter()
-            .filter_map(|(m, p)| Some((Uuid::parse_str(m).ok()?, PageId::parse(p).ok()?)))
+            .filter_map(|(m, p)| Some((MerchantId::parse(m).ok()?, PageId::parse(p).ok()?)))
             .collect())
     }
 
-    pub async fn delete_facebook_user(&self, merchant: Uuid) -> Result<(), StoreError> {
+    pub async fn delete_facebook_user(&self, merchant: MerchantId) -> Result<(), StoreError> {
         self.db.delete_facebook_user(merchant.to_string()).await
     }
 
@@ -381,7 +381,7 @@ impl TokenStore {
         &self,
         fb_user_id: &str,
         reason: &str,
-    ) -> Result<Vec<(Uuid, PageId)>, StoreError> {
+    ) -> Result<Vec<(MerchantId, PageId)>, StoreError> {
         self.db
             .mark_pages_deleting(fb_user_id.to_string(), reason.to_string(), now_secs())
             .await?;
@@ -459,7 +459,7 @@ mod tests {
 
     async fn a_page_moves_only_when_its_grantor_grants_it_again_on(s: &TokenStore) {
         let page = PageId::parse("77").unwrap();
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (MerchantId::random(), MerchantId::random());
         let u1 = Some("1001".to_string());
         assert_eq!(
             s.save_page(&page, a, u1.clone(), None, &tok("t1"))
@@ -494,7 +494,7 @@ mod tests {
             newest_mid: None,
             object_sha256: None,
         };
-        let psid = crate::objects::keys::GraphId::parse("900").unwrap();
+        let psid = crate::ids::Psid::parse("900").unwrap();
         assert!(s.save_watermark(&page, &psid, w).await.unwrap());
         let SavedPage::Moved { from, move_id } = s
             .save_page(&page, b, u1.clone(), None, &tok("t4"))

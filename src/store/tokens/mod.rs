@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use super::{postgres::PgDb, text_enum, Backend, Db, StoreError};
 use crate::crypto::TokenCipher;
-use crate::objects::keys::{PageId, ShopDomain};
+use crate::ids::MerchantId;
+use crate::ids::{PageId, ShopDomain};
 
 pub use deletions::{DeletionRecorded, DeletionStatus};
 pub use facebook::{PageMove, SavedPage};
@@ -64,7 +64,7 @@ pub struct ShopGrant {
 
 pub struct ShopRecord {
     pub domain: ShopDomain,
-    pub merchant: Uuid,
+    pub merchant: MerchantId,
     pub access_token: Option<SecretString>,
     pub scopes: String,
     pub expires_at: Option<i64>,
@@ -78,7 +78,7 @@ pub struct ShopRecord {
 
 pub struct PageRecord {
     pub page_id: PageId,
-    pub merchant: Uuid,
+    pub merchant: MerchantId,
     pub name: Option<String>,
     pub access_token: SecretString,
     pub status: AccountStatus,
@@ -88,7 +88,7 @@ pub struct PageRecord {
 /// Who connected a merchant's Facebook pages. Their user token is not kept: only the page
 /// tokens do later work, and data deletion needs only the user id.
 pub struct FacebookUserRecord {
-    pub merchant: Uuid,
+    pub merchant: MerchantId,
     pub fb_user_id: Option<String>,
     pub status: AccountStatus,
 }
@@ -97,7 +97,7 @@ pub struct FacebookUserRecord {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AccountSummary {
     pub id: String,
-    pub merchant: Uuid,
+    pub merchant: MerchantId,
     pub status: AccountStatus,
     pub reason: Option<String>,
 }
@@ -208,8 +208,8 @@ trait TokenDb:
 }
 
 /// A stored merchant UUID; one that does not parse is an error, never skipped.
-fn merchant_uuid(s: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(s)
+fn merchant_uuid(s: &str) -> Result<MerchantId, StoreError> {
+    MerchantId::parse(s)
         .map_err(|e| StoreError::Corrupt(format!("stored merchant UUID is invalid: {e}")))
 }
 
@@ -283,14 +283,17 @@ impl TokenStore {
     }
 
     /// One merchant's shops (for their account page).
-    pub async fn merchant_shops(&self, merchant: Uuid) -> Result<Vec<AccountSummary>, StoreError> {
+    pub async fn merchant_shops(
+        &self,
+        merchant: MerchantId,
+    ) -> Result<Vec<AccountSummary>, StoreError> {
         summaries(self.db.merchant_shops(merchant.to_string()).await?)
     }
 
     /// One merchant's pages, with their names.
     pub async fn merchant_pages(
         &self,
-        merchant: Uuid,
+        merchant: MerchantId,
     ) -> Result<Vec<(AccountSummary, Option<String>)>, StoreError> {
         self.db
             .merchant_pages(merchant.to_string())
@@ -300,7 +303,7 @@ impl TokenStore {
             .collect()
     }
 
-    pub async fn merchant_exists(&self, merchant: Uuid) -> Result<bool, StoreError> {
+    pub async fn merchant_exists(&self, merchant: MerchantId) -> Result<bool, StoreError> {
         self.db.merchant_exists(merchant.to_string()).await
     }
 

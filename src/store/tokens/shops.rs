@@ -1,10 +1,10 @@
 //! Shopify shops: grants, token rotation, install state.
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use super::{merchant_uuid, parsed, Aad, AccountStatus, ShopGrant, ShopRecord, TokenStore};
-use crate::objects::keys::ShopDomain;
+use crate::ids::MerchantId;
+use crate::ids::ShopDomain;
 use crate::store::{now_secs, StoreError};
 
 /// A shop's tokens as written (encrypted) by a grant or a refresh.
@@ -38,7 +38,11 @@ pub(super) trait ShopDb: Send + Sync {
     /// In one transaction: reads the shop's merchant, picks the grant's with `grant_merchant`
     /// (offering `candidate` for a new shop), records that merchant and upserts the shop as
     /// active. Returns the merchant.
-    async fn save_shop_grant(&self, row: ShopTokens, candidate: Uuid) -> Result<Uuid, StoreError>;
+    async fn save_shop_grant(
+        &self,
+        row: ShopTokens,
+        candidate: MerchantId,
+    ) -> Result<MerchantId, StoreError>;
     /// Replaces the tokens if the shop is active and still the install made at `installed_at`.
     async fn update_shop_tokens(
         &self,
@@ -80,8 +84,8 @@ pub(super) trait ShopDb: Send + Sync {
 /// takes `candidate`. Run by each backend inside its transaction, on the row it read there.
 pub(super) fn grant_merchant(
     existing: Option<String>,
-    candidate: Uuid,
-) -> Result<Uuid, StoreError> {
+    candidate: MerchantId,
+) -> Result<MerchantId, StoreError> {
     match existing {
         Some(m) => merchant_uuid(&m),
         None => Ok(candidate),
@@ -110,10 +114,10 @@ impl TokenStore {
         &self,
         domain: &ShopDomain,
         grant: ShopGrant,
-        merchant: Option<Uuid>,
-    ) -> Result<Uuid, StoreError> {
+        merchant: Option<MerchantId>,
+    ) -> Result<MerchantId, StoreError> {
         let row = self.shop_tokens(domain.as_str(), grant);
-        let candidate = merchant.unwrap_or_else(Uuid::new_v4);
+        let candidate = merchant.unwrap_or_else(MerchantId::random);
         self.db.save_shop_grant(row, candidate).await
     }
 
@@ -156,7 +160,10 @@ impl TokenStore {
     }
 
     /// Whether the merchant still has a shop installed (active or waiting for re-authorisation).
-    pub async fn merchant_has_installed_shop(&self, merchant: Uuid) -> Result<bool, StoreError> {
+    pub async fn merchant_has_installed_shop(
+        &self,
+        merchant: MerchantId,
+    ) -> Result<bool, StoreError> {
         self.db
             .merchant_has_installed_shop(merchant.to_string())
             .await

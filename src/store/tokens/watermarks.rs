@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::TokenStore;
-use crate::objects::keys::{PageId, Psid};
+use crate::ids::{PageId, Psid};
 use crate::store::{now_secs, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::hash::Hash;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::{BulkStage, EntityKind, EntityRow, ShopState};
-use crate::objects::keys::ShopDomain;
+use crate::ids::ShopDomain;
 use crate::store::postgres::{pg as pg_err, PgDb};
 use crate::store::StoreError;
 

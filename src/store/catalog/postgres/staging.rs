@@ -3,7 +3,7 @@
 use sqlx::PgConnection;
 
 use super::{begin, unique_runs};
-use crate::objects::keys::ShopDomain;
+use crate::ids::ShopDomain;
 use crate::store::postgres::{pg as pg_err, PgDb};
 use crate::store::StoreError;
 

@@ -1,9 +1,9 @@
 //! Shopify shops on PostgreSQL (see `../shops.rs` for what each method means).
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use super::{locked_tx, PgTokens};
+use crate::ids::MerchantId;
 use crate::store::tokens::shops::{grant_merchant, ShopDb, ShopTokens, StoredShop};
 use crate::store::tokens::{sql, AccountStatus};
 use crate::store::StoreError;
@@ -24,7 +24,11 @@ type ShopTuple = (
 
 #[async_trait]
 impl ShopDb for PgTokens {
-    async fn save_shop_grant(&self, t: ShopTokens, candidate: Uuid) -> Result<Uuid, StoreError> {
+    async fn save_shop_grant(
+        &self,
+        t: ShopTokens,
+        candidate: MerchantId,
+    ) -> Result<MerchantId, StoreError> {
         // Two instances completing the first install of one shop at once must agree on its
         // merchant: the read below and the upsert run one install at a time per domain.
         let mut tx = locked_tx(&self.0, "shop", &t.domain).await?;

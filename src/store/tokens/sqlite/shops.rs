@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
-use uuid::Uuid;
 
 use super::{args, SqliteTokens};
+use crate::ids::MerchantId;
 use crate::store::sqlite::numbered;
 use crate::store::tokens::shops::{grant_merchant, ShopDb, ShopTokens, StoredShop};
 use crate::store::tokens::{sql, AccountStatus};
@@ -12,7 +12,11 @@ use crate::store::StoreError;
 
 #[async_trait]
 impl ShopDb for SqliteTokens {
-    async fn save_shop_grant(&self, t: ShopTokens, candidate: Uuid) -> Result<Uuid, StoreError> {
+    async fn save_shop_grant(
+        &self,
+        t: ShopTokens,
+        candidate: MerchantId,
+    ) -> Result<MerchantId, StoreError> {
         self.0
             .call(move |c| {
                 let tx = c.transaction()?;

@@ -5,7 +5,8 @@
 mod postgres;
 
 use super::*;
-use crate::objects::keys::Psid;
+use crate::ids::MerchantId;
+use crate::ids::Psid;
 use crate::store::postgres::test_db;
 use crate::store::{now_secs, DbKind};
 
@@ -217,7 +218,7 @@ async fn a_page_is_not_marked_for_reauth_once_its_compared_token_was_replaced() 
     for on in stores().await {
         let s = &on.store;
         let page = PageId::parse("7").unwrap();
-        let m = Uuid::new_v4();
+        let m = MerchantId::random();
         s.save_page(&page, m, None, None, &secret("same"))
             .await
             .unwrap();
@@ -383,7 +384,7 @@ async fn reinstall_keeps_the_merchant_uuid_and_uninstall_revokes() {
         let s = &on.store;
         let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
         let m1 = s.save_shop_grant(&shop, grant("t1"), None).await.unwrap();
-        assert_eq!(m1.get_version_num(), 4);
+        assert_eq!(m1.as_uuid().get_version_num(), 4);
         assert!(s.merchant_exists(m1).await.unwrap());
         assert!(s.merchant_has_installed_shop(m1).await.unwrap());
         s.set_shop_status(
@@ -562,7 +563,7 @@ async fn wrong_key_cannot_read_tokens() {
 async fn summaries_sort_the_same_on_both_backends() {
     for on in stores().await {
         let s = &on.store;
-        let m = Uuid::new_v4();
+        let m = MerchantId::random();
         // Byte order, NULL first: what SQLite does and PostgreSQL is told to do.
         for (id, name) in [
             ("30", Some("b")),
@@ -646,9 +647,15 @@ async fn watermarks_are_kept_per_conversation_and_refused_for_deleting_pages() {
             "no page yet"
         );
         assert_eq!(s.page_last_polled(&page).await.unwrap(), None);
-        s.save_page(&page, Uuid::new_v4(), Some("55".into()), None, &secret("p"))
-            .await
-            .unwrap();
+        s.save_page(
+            &page,
+            MerchantId::random(),
+            Some("55".into()),
+            None,
+            &secret("p"),
+        )
+        .await
+        .unwrap();
         assert!(s.save_watermark(&page, &psid, w.clone()).await.unwrap());
         let w2 = Watermark {
             updated_time: 2_000,
@@ -677,7 +684,7 @@ async fn a_page_is_marked_for_reauth_only_while_the_refused_token_is_stored() {
     for on in stores().await {
         let s = &on.store;
         let page = PageId::parse("7").unwrap();
-        let m = Uuid::new_v4();
+        let m = MerchantId::random();
         s.save_page(
             &page,
             m,
@@ -742,7 +749,7 @@ async fn a_page_is_marked_for_reauth_only_while_the_refused_token_is_stored() {
 async fn facebook_users_and_what_they_granted() {
     for on in stores().await {
         let s = &on.store;
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (MerchantId::random(), MerchantId::random());
         assert!(s.facebook_user(a).await.unwrap().is_none());
         s.save_facebook_user(a, Some("55".into())).await.unwrap();
         s.save_facebook_user(b, Some("55".into())).await.unwrap();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::DatabaseSettings;
+use crate::ids::MerchantId;
 
 /// A second pool on the database `first` uses: another instance of the service.
 async fn second_instance(first: &PgDb) -> PgDb {
@@ -161,7 +162,7 @@ async fn two_instances_saving_one_new_page_never_take_it_silently() {
     };
     for round in 0..5 {
         let page = PageId::parse(&format!("{}", 100 + round)).unwrap();
-        let (ma, mb) = (Uuid::new_v4(), Uuid::new_v4());
+        let (ma, mb) = (MerchantId::random(), MerchantId::random());
         let (ta, tb) = (secret("pa"), secret("pb"));
         // Two different Facebook users: whoever comes second is refused.
         let (ra, rb) = tokio::join!(
