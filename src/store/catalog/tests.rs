@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::*;
 
 /// The store on each available backend (the SQLite one with the directory its file lives in).
@@ -29,20 +31,9 @@ fn row(id: i64, body: &str, handle: Option<&str>) -> EntityRow {
     }
 }
 
-/// Every body of `kind`, read by the blocking whole scan on the blocking pool.
+/// Every body of `kind`, read by a whole scan.
 async fn scan(c: &CatalogStore, s: &ShopDomain, kind: EntityKind) -> Vec<Vec<u8>> {
-    let (c, s) = (c.clone(), s.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        c.for_each_body(&s, kind, |b| {
-            out.push(b.to_vec());
-            true
-        })
-        .map(|()| out)
-    })
-    .await
-    .unwrap()
-    .unwrap()
+    c.bodies(s, kind).try_collect().await.unwrap()
 }
 
 fn name(c: &CatalogStore) -> &'static str {
@@ -475,18 +466,13 @@ async fn a_scan_stops_when_told_to() {
             .map(|i| row(i, &i.to_string(), None))
             .collect();
         c.put(&s, EntityKind::Discount, rows, 1).await.unwrap();
-        let (c2, s2) = (c.clone(), s.clone());
-        let seen = tokio::task::spawn_blocking(move || {
-            let mut seen = Vec::new();
-            c2.for_each_body(&s2, EntityKind::Discount, |b| {
-                seen.push(String::from_utf8(b.to_vec()).unwrap());
-                seen.len() < 700
-            })
-            .map(|()| seen)
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        // Taking 700 drops the stream after the 700th.
+        let seen: Vec<String> = c
+            .bodies(&s, EntityKind::Discount)
+            .take(700)
+            .map(|b| String::from_utf8(b.unwrap()).unwrap())
+            .collect()
+            .await;
         let expect: Vec<String> = (1..=700).map(|i| i.to_string()).collect();
         assert_eq!(seen, expect, "{}", name(&c));
     }
