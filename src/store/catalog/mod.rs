@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use super::postgres::PgDb;
@@ -428,7 +429,7 @@ impl CatalogStore {
         &self,
         shop: &ShopDomain,
         kind: EntityKind,
-    ) -> BoxStream<'static, Result<Vec<u8>, StoreError>> {
+    ) -> BoxStream<'static, Result<Bytes, StoreError>> {
         scan::bodies(self.db.clone(), shop.to_string(), kind)
     }
 }

@@ -17,7 +17,7 @@ use std::hash::Hash;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 use super::scan::ScanOut;
 use super::sql::{self, PG_SHOPS as SHOPS};
@@ -379,12 +379,12 @@ impl CatalogDb for PgCatalog {
             .pool()
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(sql::BODIES)
+        let mut rows = sqlx::query(sql::BODIES)
             .bind(shop)
             .bind(kind)
             .fetch(&mut *tx);
-        while let Some(body) = rows.try_next().await? {
-            if !out.push(body).await {
+        while let Some(row) = rows.try_next().await? {
+            if !out.push(row.try_get::<&[u8], _>(0)?).await {
                 // The consumer dropped the stream. Dropping the transaction rolls it back;
                 // sqlx reads off the rows still coming before the connection is reused.
                 return Ok(());

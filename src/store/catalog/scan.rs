@@ -5,21 +5,40 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::{CatalogDb, EntityKind};
 use crate::store::StoreError;
 
-/// Rows per chunk (~1 KiB each)…
-const CHUNK_ROWS: usize = 256;
-/// …or fewer when they are large (products with many variants).
+/// Bytes of rows per chunk (~1 KiB a row): one buffer, below the allocator's mmap threshold
+/// (main.rs), so chunk after chunk reuses the same memory.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks sent and not yet taken by the consumer.
 const CHUNKS_AHEAD: usize = 2;
+/// How far a reader gets ahead of a consumer that stopped taking rows: the chunks sent, the
+/// one it fills, the one the consumer holds, and a row.
+#[cfg(test)]
+pub(super) const READ_AHEAD_BYTES: usize = (CHUNKS_AHEAD + 3) * CHUNK_BYTES;
+
+/// Consecutive rows in one buffer: row `i` ends at `ends[i]`.
+struct Chunk {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk {
+            bytes: Vec::with_capacity(CHUNK_BYTES),
+            ends: Vec::new(),
+        }
+    }
+}
 
 enum Message {
-    Rows(Vec<Vec<u8>>),
+    Rows(Chunk),
     /// Every row was sent.
     End,
     Failed(StoreError),
@@ -28,23 +47,22 @@ enum Message {
 /// Where a backend's scan puts its rows, in order.
 pub(super) struct ScanOut {
     tx: mpsc::Sender<Message>,
-    rows: Vec<Vec<u8>>,
-    bytes: usize,
+    chunk: Chunk,
 }
 
 impl ScanOut {
     /// Adds a row; false when the consumer is gone (the scan should stop).
-    pub(super) async fn push(&mut self, body: Vec<u8>) -> bool {
+    pub(super) async fn push(&mut self, body: &[u8]) -> bool {
         match self.add(body) {
-            Some(chunk) => self.tx.send(Message::Rows(chunk)).await.is_ok(),
+            Some(full) => self.tx.send(Message::Rows(full)).await.is_ok(),
             None => !self.tx.is_closed(),
         }
     }
 
     /// `push` for a scan on a blocking thread.
-    pub(super) fn push_blocking(&mut self, body: Vec<u8>) -> bool {
+    pub(super) fn push_blocking(&mut self, body: &[u8]) -> bool {
         match self.add(body) {
-            Some(chunk) => self.tx.blocking_send(Message::Rows(chunk)).is_ok(),
+            Some(full) => self.tx.blocking_send(Message::Rows(full)).is_ok(),
             None => !self.tx.is_closed(),
         }
     }
@@ -52,8 +70,8 @@ impl ScanOut {
     /// Sends the last rows and the end: without it the consumer gets an error, never a short
     /// result.
     pub(super) async fn finish(mut self) {
-        let rows = std::mem::take(&mut self.rows);
-        if !rows.is_empty() && self.tx.send(Message::Rows(rows)).await.is_err() {
+        let last = std::mem::replace(&mut self.chunk, Chunk::new());
+        if !last.ends.is_empty() && self.tx.send(Message::Rows(last)).await.is_err() {
             return;
         }
         let _ = self.tx.send(Message::End).await;
@@ -61,38 +79,37 @@ impl ScanOut {
 
     /// `finish` for a scan on a blocking thread.
     pub(super) fn finish_blocking(mut self) {
-        let rows = std::mem::take(&mut self.rows);
-        if !rows.is_empty() && self.tx.blocking_send(Message::Rows(rows)).is_err() {
+        let last = std::mem::replace(&mut self.chunk, Chunk::new());
+        if !last.ends.is_empty() && self.tx.blocking_send(Message::Rows(last)).is_err() {
             return;
         }
         let _ = self.tx.blocking_send(Message::End);
     }
 
-    /// Adds a row: the chunk to send when it is full.
-    fn add(&mut self, body: Vec<u8>) -> Option<Vec<Vec<u8>>> {
-        self.bytes += body.len();
-        self.rows.push(body);
-        if self.rows.len() < CHUNK_ROWS && self.bytes < CHUNK_BYTES {
-            return None;
-        }
-        self.bytes = 0;
-        Some(std::mem::take(&mut self.rows))
+    /// Adds a row: the previous rows when it does not fit in their chunk (a row larger than a
+    /// chunk gets one of its own).
+    fn add(&mut self, body: &[u8]) -> Option<Chunk> {
+        let chunk = &mut self.chunk;
+        let full = (!chunk.ends.is_empty() && chunk.bytes.len() + body.len() > CHUNK_BYTES)
+            .then(|| std::mem::replace(chunk, Chunk::new()));
+        chunk.bytes.extend_from_slice(body);
+        chunk.ends.push(chunk.bytes.len());
+        full
     }
 }
 
-/// The bodies `db` scans, one by one. The scan starts when the stream is first polled, in a
-/// task of its own; an error ends the stream after it.
+/// The bodies `db` scans, one by one (each a slice of its chunk's buffer). The scan starts
+/// when the stream is first polled, in a task of its own; an error ends the stream after it.
 pub(super) fn bodies(
     db: Arc<dyn CatalogDb>,
     shop: String,
     kind: EntityKind,
-) -> BoxStream<'static, Result<Vec<u8>, StoreError>> {
+) -> BoxStream<'static, Result<Bytes, StoreError>> {
     let start = async move {
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
         let out = ScanOut {
             tx: tx.clone(),
-            rows: Vec::new(),
-            bytes: 0,
+            chunk: Chunk::new(),
         };
         tokio::spawn(async move {
             if let Err(e) = db.scan_bodies(shop, kind, out).await {
@@ -104,19 +121,24 @@ pub(super) fn bodies(
     futures::stream::once(start).flatten().boxed()
 }
 
+/// The rows of a chunk: its buffer and where each row starts.
+type Rows = (Bytes, std::vec::IntoIter<usize>, usize);
+
 /// The rows of the chunks `rx` receives.
-fn rows_of(
-    rx: mpsc::Receiver<Message>,
-) -> impl futures::Stream<Item = Result<Vec<u8>, StoreError>> {
-    let state = Some((rx, Vec::new().into_iter()));
+fn rows_of(rx: mpsc::Receiver<Message>) -> impl futures::Stream<Item = Result<Bytes, StoreError>> {
+    let state = Some((rx, (Bytes::new(), Vec::new().into_iter(), 0)));
     futures::stream::unfold(state, |state| async move {
-        let (mut rx, mut rows) = state?;
+        let (mut rx, mut rows): (_, Rows) = state?;
         loop {
-            if let Some(body) = rows.next() {
+            if let Some(end) = rows.1.next() {
+                let body = rows.0.slice(rows.2..end);
+                rows.2 = end;
                 return Some((Ok(body), Some((rx, rows))));
             }
             match rx.recv().await {
-                Some(Message::Rows(chunk)) => rows = chunk.into_iter(),
+                Some(Message::Rows(chunk)) => {
+                    rows = (Bytes::from(chunk.bytes), chunk.ends.into_iter(), 0);
+                }
                 Some(Message::End) => return None,
                 Some(Message::Failed(e)) => return Some((Err(e), None)),
                 // The scan went away without finishing (it panicked): an error, so a consumer

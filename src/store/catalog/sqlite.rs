@@ -447,7 +447,10 @@ fn scan(path: &Path, shop: &str, kind: EntityKind, mut out: ScanOut) -> Result<(
     let mut st = conn.prepare(sql::BODIES)?;
     let mut rows = st.query(numbered(&[&shop, &kind]).as_slice())?;
     while let Some(r) = rows.next()? {
-        if !out.push_blocking(r.get(0)?) {
+        let body = r.get_ref(0)?.as_blob().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        })?;
+        if !out.push_blocking(body) {
             // The consumer dropped the stream.
             return Ok(());
         }

@@ -34,7 +34,11 @@ fn row(id: i64, body: &str, handle: Option<&str>) -> EntityRow {
 
 /// Every body of `kind`, read by a whole scan.
 async fn scan(c: &CatalogStore, s: &ShopDomain, kind: EntityKind) -> Vec<Vec<u8>> {
-    c.bodies(s, kind).try_collect().await.unwrap()
+    c.bodies(s, kind)
+        .map_ok(|b| b.to_vec())
+        .try_collect()
+        .await
+        .unwrap()
 }
 
 fn name(c: &CatalogStore) -> &'static str {
@@ -471,7 +475,7 @@ async fn a_scan_stops_when_told_to() {
         let seen: Vec<String> = c
             .bodies(&s, EntityKind::Discount)
             .take(700)
-            .map(|b| String::from_utf8(b.unwrap()).unwrap())
+            .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap())
             .collect()
             .await;
         let expect: Vec<String> = (1..=700).map(|i| i.to_string()).collect();
@@ -479,7 +483,7 @@ async fn a_scan_stops_when_told_to() {
     }
 }
 
-/// Products `ids`, with bodies of ~200 bytes naming their id and `version`.
+/// Products `ids`, with bodies of `BODY` bytes naming their id and `version`.
 async fn put_products(c: &CatalogStore, s: &ShopDomain, ids: Vec<i64>, version: &str) {
     let rows = ids
         .into_iter()
@@ -489,11 +493,21 @@ async fn put_products(c: &CatalogStore, s: &ShopDomain, ids: Vec<i64>, version: 
 }
 
 fn body(id: i64, version: &str) -> String {
-    format!("{version}-{id}-{}", "x".repeat(200))
+    let head = format!("{version}-{id}-");
+    format!("{head}{}", "x".repeat(BODY - head.len()))
 }
 
-/// More rows than a scan reads ahead of its consumer (a few chunks of 256).
-const MANY: i64 = 3000;
+const BODY: usize = 500;
+/// Rows of a long scan (more than a reader gets ahead: see the test below); the writer in the
+/// snapshot test changes those from `LATER` on.
+const MANY: i64 = 6000;
+const LATER: i64 = 4000;
+
+#[test]
+fn the_rows_before_later_are_more_than_a_scan_reads_ahead() {
+    // Otherwise the tests below could pass with a reader that reads everything at once.
+    assert!((LATER as usize - 1) * BODY > scan::READ_AHEAD_BYTES);
+}
 
 /// A scan reads one snapshot: what a writer commits while the consumer is still reading
 /// (rows after the part already read changed, deleted, added) is not in it.
@@ -505,10 +519,14 @@ async fn a_scan_reads_one_snapshot_while_a_writer_changes_rows() {
         let mut bodies = c.bodies(&s, EntityKind::Product);
         let mut got = vec![bodies.try_next().await.unwrap().unwrap()];
 
-        put_products(&c, &s, (2000..=MANY).collect(), "v2").await;
-        c.delete(&s, EntityKind::Product, (2500..2600).collect())
-            .await
-            .unwrap();
+        put_products(&c, &s, (LATER..=MANY).collect(), "v2").await;
+        c.delete(
+            &s,
+            EntityKind::Product,
+            (LATER + 500..LATER + 600).collect(),
+        )
+        .await
+        .unwrap();
         put_products(&c, &s, (MANY + 1..=MANY + 50).collect(), "v2").await;
 
         got.extend(bodies.try_collect::<Vec<_>>().await.unwrap());
@@ -523,8 +541,9 @@ async fn a_scan_reads_one_snapshot_while_a_writer_changes_rows() {
         // The next scan sees what the writer did.
         let now = scan(&c, &s, EntityKind::Product).await;
         assert_eq!(now.len() as i64, MANY - 100 + 50);
-        assert_eq!(now[1998], body(1999, "v1").into_bytes());
-        assert_eq!(now[1999], body(2000, "v2").into_bytes());
+        let later = LATER as usize - 1;
+        assert_eq!(now[later - 1], body(LATER - 1, "v1").into_bytes());
+        assert_eq!(now[later], body(LATER, "v2").into_bytes());
         assert_eq!(now.last().unwrap(), &body(MANY + 50, "v2").into_bytes());
     }
 }
@@ -571,6 +590,9 @@ async fn dropping_a_scan_ends_its_reader() {
         // of an empty WAL reads the file alone, which no checkpoint waits for.)
         assert!(!a_reader_is_open(&c).await, "{}", name(&c));
         put_products(&c, &s, (1..=MANY).collect(), "v1").await;
+        // A write after the rows: should SQLite have checkpointed the whole WAL meanwhile
+        // (every 1,000 pages), this puts a frame in it again for the reader to hold.
+        c.set_built_at(&s, 1).await.unwrap();
         let mut bodies = c.bodies(&s, EntityKind::Product);
         for i in 1..=10 {
             let b = bodies.try_next().await.unwrap().unwrap();
@@ -604,7 +626,7 @@ async fn a_failing_scan_ends_with_its_error() {
                     .unwrap();
             }
         }
-        let got: Vec<Result<Vec<u8>, StoreError>> =
+        let got: Vec<Result<bytes::Bytes, StoreError>> =
             c.bodies(&s, EntityKind::Product).collect().await;
         assert!(matches!(got.as_slice(), [Err(_)]), "{}: {got:?}", name(&c));
     }
