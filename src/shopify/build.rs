@@ -22,6 +22,9 @@ use crate::store::now_millis;
 
 /// Chunks handed from the reading thread to the upload.
 const CHUNK: usize = 1024 * 1024;
+/// Pieces handed from the rendering to the spooling thread: large writes for the hash and the
+/// spool, few of them in memory at once.
+const PIECE: usize = 256 * 1024;
 /// Objects up to this size are spooled in memory, larger ones in a temporary file.
 const SPOOL_IN_MEMORY: usize = 8 * 1024 * 1024;
 /// A shop's objects are rebuilt at most this often (a busy shop's changes coalesce).
@@ -83,7 +86,7 @@ async fn rows(
 }
 
 /// An object's bytes on their way to the spooling thread. Rows are ~1 KiB: they are gathered
-/// into CHUNK-sized pieces, so the hash and the spool file see a few large writes instead of
+/// into PIECE-sized pieces, so the hash and the spool file see a few large writes instead of
 /// two small ones per row.
 struct Pieces {
     pending: Vec<u8>,
@@ -93,14 +96,14 @@ struct Pieces {
 impl Pieces {
     async fn put(&mut self, bytes: &[u8]) -> Result<(), SyncError> {
         self.pending.extend_from_slice(bytes);
-        if self.pending.len() >= CHUNK {
+        if self.pending.len() >= PIECE {
             self.flush().await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), SyncError> {
-        let piece = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+        let piece = std::mem::replace(&mut self.pending, Vec::with_capacity(PIECE));
         // The spooling thread stops taking pieces only when it failed (and says why).
         self.to_spool
             .send(piece)
@@ -119,7 +122,7 @@ async fn spool_object(
     object: Object,
     shop_body: Option<&[u8]>,
 ) -> Result<(String, usize, tempfile::SpooledTempFile), SyncError> {
-    let (to_spool, mut pieces) = mpsc::channel::<Vec<u8>>(2);
+    let (to_spool, mut pieces) = mpsc::channel::<Vec<u8>>(1);
     let spooler = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
         let failed = |e: std::io::Error| SyncError::Internal(format!("spooling an object: {e}"));
         let mut hasher = Hasher::new();
@@ -134,7 +137,7 @@ async fn spool_object(
         Ok((hex::encode(hasher.finalize()), size, spool))
     });
     let mut out = Pieces {
-        pending: Vec::with_capacity(CHUNK),
+        pending: Vec::with_capacity(PIECE),
         to_spool,
     };
     let rendered = match render(catalog, shop, object, shop_body, &mut out).await {

@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use super::{CatalogDb, EntityKind};
 use crate::store::StoreError;
 
-/// Bytes of rows per chunk (~1 KiB a row): one buffer, below the allocator's mmap threshold
-/// (main.rs), so chunk after chunk reuses the same memory.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of rows per chunk (~1 KiB a row): one buffer, far below the allocator's mmap
+/// threshold (main.rs), so chunk after chunk reuses the same memory.
+const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks sent and not yet taken by the consumer.
 const CHUNKS_AHEAD: usize = 2;
 /// How far a reader gets ahead of a consumer that stopped taking rows: the chunks sent, the
