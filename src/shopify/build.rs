@@ -9,12 +9,12 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use tokio::sync::mpsc;
 
 use super::SyncError;
 use crate::crypto::Sha256Stream;
-use crate::ids::MerchantId;
-use crate::ids::ShopDomain;
+use crate::ids::{MerchantId, ShopDomain};
 use crate::objects::keys;
 use crate::objects::PutOutcome;
 use crate::state::AppState;
@@ -23,6 +23,9 @@ use crate::store::now_millis;
 
 /// Chunks handed from the reading thread to the upload.
 const CHUNK: usize = 1024 * 1024;
+/// Pieces handed from the rendering to the spooling thread: large writes for the hash and the
+/// spool, few of them in memory at once.
+const PIECE: usize = 256 * 1024;
 /// Objects up to this size are spooled in memory, larger ones in a temporary file.
 const SPOOL_IN_MEMORY: usize = 8 * 1024 * 1024;
 /// A shop's objects are rebuilt at most this often (a busy shop's changes coalesce).
@@ -36,39 +39,117 @@ pub enum Object {
     Metadata,
 }
 
-/// Produces an object's bytes, in order, to `sink` (false from `sink` stops it). Blocking.
-fn render(
+/// Produces an object's bytes, in order, into `out`.
+async fn render(
     catalog: &CatalogStore,
     shop: &ShopDomain,
     object: Object,
     shop_body: Option<&[u8]>,
-    sink: &mut dyn FnMut(&[u8]) -> bool,
+    out: &mut Pieces,
 ) -> Result<(), SyncError> {
-    let rows = |kind: EntityKind, sink: &mut dyn FnMut(&[u8]) -> bool| {
-        let mut first = true;
-        catalog.for_each_body(shop, kind, |body| {
-            let go = first || sink(b",");
-            first = false;
-            go && sink(body)
-        })
-    };
     match object {
         Object::Products => {
-            sink(br#"{"products":["#);
-            rows(EntityKind::Product, sink)?;
-            sink(b"]}");
+            out.put(br#"{"products":["#).await?;
+            rows(catalog, shop, EntityKind::Product, out).await?;
+            out.put(b"]}").await?;
         }
         Object::Metadata => {
-            sink(br#"{"collections":["#);
-            rows(EntityKind::Collection, sink)?;
-            sink(br#"],"discounts":["#);
-            rows(EntityKind::Discount, sink)?;
-            sink(br#"],"shop":"#);
-            sink(shop_body.unwrap_or(b"null"));
-            sink(b"}");
+            out.put(br#"{"collections":["#).await?;
+            rows(catalog, shop, EntityKind::Collection, out).await?;
+            out.put(br#"],"discounts":["#).await?;
+            rows(catalog, shop, EntityKind::Discount, out).await?;
+            out.put(br#"],"shop":"#).await?;
+            out.put(shop_body.unwrap_or(b"null")).await?;
+            out.put(b"}").await?;
         }
     }
     Ok(())
+}
+
+/// The bodies of every row of `kind`, comma-separated. Returning early drops the scan, which
+/// stops it.
+async fn rows(
+    catalog: &CatalogStore,
+    shop: &ShopDomain,
+    kind: EntityKind,
+    out: &mut Pieces,
+) -> Result<(), SyncError> {
+    let mut bodies = catalog.bodies(shop, kind);
+    let mut first = true;
+    while let Some(body) = bodies.try_next().await? {
+        if !first {
+            out.put(b",").await?;
+        }
+        first = false;
+        out.put(&body).await?;
+    }
+    Ok(())
+}
+
+/// An object's bytes on their way to the spooling thread. Rows are ~1 KiB: they are gathered
+/// into PIECE-sized pieces, so the hash and the spool file see a few large writes instead of
+/// two small ones per row.
+struct Pieces {
+    pending: Vec<u8>,
+    to_spool: mpsc::Sender<Vec<u8>>,
+}
+
+impl Pieces {
+    async fn put(&mut self, bytes: &[u8]) -> Result<(), SyncError> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= PIECE {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SyncError> {
+        let piece = std::mem::replace(&mut self.pending, Vec::with_capacity(PIECE));
+        // The spooling thread stops taking pieces only when it failed (and says why).
+        self.to_spool
+            .send(piece)
+            .await
+            .map_err(|_| SyncError::Internal("spooling an object stopped".into()))
+    }
+}
+
+/// One pass over the rows: the bytes are hashed while they are spooled (in memory up to
+/// SPOOL_IN_MEMORY, then to a temporary file) on the blocking pool, so the rows are read once,
+/// memory stays bounded whatever the size and the hashing is off the async runtime. Returns
+/// the hash, the size and the spool, rewound.
+async fn spool_object(
+    catalog: &CatalogStore,
+    shop: &ShopDomain,
+    object: Object,
+    shop_body: Option<&[u8]>,
+) -> Result<(String, usize, tempfile::SpooledTempFile), SyncError> {
+    let (to_spool, mut pieces) = mpsc::channel::<Vec<u8>>(1);
+    let spooler = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
+        let failed = |e: std::io::Error| SyncError::Internal(format!("spooling an object: {e}"));
+        let mut hasher = Sha256Stream::new();
+        let mut spool = tempfile::SpooledTempFile::new(SPOOL_IN_MEMORY);
+        let mut size = 0;
+        while let Some(piece) = pieces.blocking_recv() {
+            hasher.update(&piece[..]);
+            spool.write_all(&piece).map_err(failed)?;
+            size += piece.len();
+        }
+        spool.seek(SeekFrom::Start(0)).map_err(failed)?;
+        Ok((hasher.hex(), size, spool))
+    });
+    let mut out = Pieces {
+        pending: Vec::with_capacity(PIECE),
+        to_spool,
+    };
+    let rendered = match render(catalog, shop, object, shop_body, &mut out).await {
+        Ok(()) => out.flush().await,
+        Err(e) => Err(e),
+    };
+    // The spooler ends when its channel closes.
+    drop(out);
+    // A spooling error is why a render stopped; otherwise the render's error, if any.
+    let spooled = spooler.await.map_err(blocking_err)??;
+    rendered.map(|()| spooled)
 }
 
 fn blocking_err(e: tokio::task::JoinError) -> SyncError {
@@ -86,49 +167,14 @@ pub async fn write(
         Object::Products => keys::shop_products(merchant, shop),
         Object::Metadata => keys::shop_metadata(merchant, shop),
     };
-    let catalog = state.catalog.clone();
+    let catalog = &state.catalog;
     let shop_body = match object {
         Object::Metadata => catalog.shop_body(shop).await?,
         Object::Products => None,
     };
 
-    // One pass over the rows, on the blocking pool: the bytes are hashed while they are
-    // spooled (in memory up to SPOOL_IN_MEMORY, then to a temporary file), so the rows are
-    // read once and memory stays bounded whatever the size.
-    let (c, s) = (catalog.clone(), shop.clone());
     let started = std::time::Instant::now();
-    let (sha, size, mut spool) = tokio::task::spawn_blocking(move || -> Result<_, SyncError> {
-        let mut hasher = Sha256Stream::new();
-        let mut size = 0;
-        let mut spool = tempfile::SpooledTempFile::new(SPOOL_IN_MEMORY);
-        // Rows are ~1 KiB: gathered into CHUNK-sized pieces, so the hash and the spool file
-        // see a few large writes instead of two small ones per row.
-        let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
-        let mut failed: Option<std::io::Error> = None;
-        let mut flush = |pending: &mut Vec<u8>, failed: &mut Option<std::io::Error>| {
-            hasher.update(&pending[..]);
-            if let Err(e) = spool.write_all(pending) {
-                *failed = Some(e);
-            }
-            pending.clear();
-            failed.is_none()
-        };
-        render(&c, &s, object, shop_body.as_deref(), &mut |bytes| {
-            size += bytes.len();
-            pending.extend_from_slice(bytes);
-            pending.len() < CHUNK || flush(&mut pending, &mut failed)
-        })?;
-        flush(&mut pending, &mut failed);
-        if let Some(e) = failed {
-            return Err(SyncError::Internal(format!("spooling an object: {e}")));
-        }
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| SyncError::Internal(format!("spooling an object: {e}")))?;
-        Ok((hasher.hex(), size, spool))
-    })
-    .await
-    .map_err(blocking_err)??;
+    let (sha, size, mut spool) = spool_object(catalog, shop, object, shop_body.as_deref()).await?;
     let rendered = started.elapsed();
     if state.objects.head_sha256(&key).await?.as_deref() == Some(sha.as_str()) {
         metrics::counter!("uploads_total", "result" => "unchanged").increment(1);

@@ -9,7 +9,7 @@ use std::path::Path;
 use rusqlite::types::Value as SqlValue;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::postgres::{pg, PgDb};
+use super::postgres::PgDb;
 use super::{open_connection, DbKind, StoreError};
 use crate::config::Settings;
 
@@ -84,16 +84,14 @@ async fn pg_columns(db: &PgDb, table: &str) -> Result<Vec<(String, String)>, Sto
     )
     .bind(table)
     .fetch_all(db.pool())
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 async fn count(db: &PgDb, table: &str) -> Result<u64, StoreError> {
     let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
         .fetch_one(db.pool())
-        .await
-        .map_err(pg)?;
+        .await?;
     Ok(n as u64)
 }
 
@@ -107,7 +105,7 @@ pub async fn copy_to_postgres(settings: &Settings, db: &PgDb) -> anyhow::Result<
         }
     }
     let mut report = CopyReport::default();
-    let mut tx = db.pool().begin().await.map_err(pg)?;
+    let mut tx = db.pool().begin().await?;
     for (kind, from, to) in TABLES {
         let path = path_of(settings, *kind).to_path_buf();
         if !path.exists() {
@@ -167,7 +165,7 @@ pub async fn copy_to_postgres(settings: &Settings, db: &PgDb) -> anyhow::Result<
                     };
                 }
             });
-            q.build().execute(&mut *tx).await.map_err(pg)?;
+            q.build().execute(&mut *tx).await?;
         }
         report.tables.push((to, copied));
     }
@@ -176,10 +174,9 @@ pub async fn copy_to_postgres(settings: &Settings, db: &PgDb) -> anyhow::Result<
             "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
         )))
         .execute(&mut *tx)
-        .await
-        .map_err(pg)?;
+        .await?;
     }
-    tx.commit().await.map_err(pg)?;
+    tx.commit().await?;
     // Verified after the commit, by counting what the database now holds.
     for (table, copied) in &report.tables {
         let now = count(db, table).await?;

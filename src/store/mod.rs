@@ -75,20 +75,6 @@ impl Backend {
     }
 }
 
-/// In a store method: the SQLite `Db` to run the method's SQLite code on, or — on PostgreSQL —
-/// return at once with the result of `$call` (the method's PostgreSQL version).
-#[allow(unused_macros)] // until every store has its PostgreSQL version
-macro_rules! sqlite_or {
-    ($backend:expr, $pg:ident => $call:expr) => {
-        match $backend {
-            $crate::store::Backend::Sqlite(db) => db,
-            $crate::store::Backend::Postgres($pg) => return $call.await,
-        }
-    };
-}
-#[allow(unused_imports)]
-pub(crate) use sqlite_or;
-
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

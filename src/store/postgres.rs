@@ -31,8 +31,7 @@ impl PgDb {
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.application_name("salesbot-sync"))
-            .await
-            .map_err(pg)?;
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(PgDb { pool })
     }
@@ -43,10 +42,7 @@ impl PgDb {
 
     /// Cheap liveness probe for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(pg)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 }
@@ -65,33 +61,25 @@ impl PgDb {
     /// Marks this process as a running instance until the guard is dropped (or the process
     /// dies: the lock goes with its connection).
     pub async fn running_instance(&self) -> Result<InstanceGuard, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(pg)?;
+        let mut conn = self.pool.acquire().await?;
         conn.close_on_drop();
         sqlx::query("SELECT pg_advisory_lock_shared($1)")
             .bind(INSTANCES_LOCK)
             .execute(&mut *conn)
-            .await
-            .map_err(pg)?;
+            .await?;
         Ok(InstanceGuard { _conn: conn })
     }
 
     /// For commands that must run with no instance serving: `None` while one is.
     pub async fn no_instance_running(&self) -> Result<Option<InstanceGuard>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(pg)?;
+        let mut conn = self.pool.acquire().await?;
         conn.close_on_drop();
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(INSTANCES_LOCK)
             .fetch_one(&mut *conn)
-            .await
-            .map_err(pg)?;
+            .await?;
         Ok(got.then_some(InstanceGuard { _conn: conn }))
     }
-}
-
-/// A PostgreSQL error as a store error. The message never holds the URL or its password
-/// (sqlx reports server and I/O errors, not connection strings).
-pub fn pg(e: sqlx::Error) -> StoreError {
-    StoreError::Postgres(e)
 }
 
 /// Test support: a fresh, empty database on the server `TEST_DATABASE_URL` names (each test

@@ -2,25 +2,37 @@
 //! PostgreSQL database, where its `shops` table is `catalog_shops`): one row per product,
 //! collection and discount with its canonical JSON, the inventory item index, per-shop state
 //! (full sync generation, reconciliation watermark, a bulk operation to resume), and staging
-//! tables for full syncs (`staging.rs`). The PostgreSQL versions of the methods are in
-//! `postgres/`.
+//! tables for full syncs (`staging.rs`).
+//!
+//! `CatalogStore` holds what is the same on both backends (validating stored values, the
+//! clock, building search needles, whole scans as streams: `scan`); `CatalogDb` (with
+//! `StagingDb`) is the seam, implemented once per backend (`sqlite`, `postgres`) over the
+//! shared SQL (`sql`).
 //!
 //! Every writer of a shop's rows runs in the shop's queue group, so a shop's rows never change
 //! under a job that reads them.
 
 mod postgres;
+mod scan;
+mod sql;
+mod sqlite;
 mod staging;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
 
 use super::postgres::PgDb;
-use super::{sqlite_or, text_enum, Backend, Db, DbKind, StoreError};
+use super::{now_millis, text_enum, Backend, Db, DbKind, StoreError};
 use crate::ids::ShopDomain;
+use scan::ScanOut;
+use staging::StagingDb;
 
 text_enum!(
     /// What a catalogue row is.
@@ -59,8 +71,113 @@ pub struct EntityRow {
     pub updated_at: Option<String>,
 }
 
+/// A shop's row as stored; `CatalogStore::state` validates it.
+struct StoredShop {
+    generation: i64,
+    full_synced_at: Option<i64>,
+    watermark: Option<String>,
+    bulk_operation: Option<String>,
+    bulk_stage: Option<String>,
+    built_at: Option<i64>,
+}
+
+/// A product and its inventory items' `(item, variant)` pairs.
+type ProductItems = (i64, Vec<(i64, i64)>);
+
+/// What each backend does for the catalogue store (and, through `StagingDb`, for full syncs).
+/// Each write of a shop's row creates the row when it is missing.
+#[async_trait]
+trait CatalogDb: StagingDb {
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn shop(&self, shop: String) -> Result<Option<StoredShop>, StoreError>;
+    async fn shop_body(&self, shop: String) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn set_shop_body(&self, shop: String, body: Vec<u8>) -> Result<(), StoreError>;
+    /// Only ever moves the watermark forward.
+    async fn set_watermark(&self, shop: String, watermark: String) -> Result<(), StoreError>;
+    async fn set_bulk(
+        &self,
+        shop: String,
+        bulk: Option<(String, BulkStage)>,
+    ) -> Result<(), StoreError>;
+    async fn set_built_at(&self, shop: String, at_ms: i64) -> Result<(), StoreError>;
+    /// Writes rows (a later row replaces an earlier one of the same id) in one transaction;
+    /// returns how many are new or have a different body.
+    async fn put(
+        &self,
+        shop: String,
+        kind: EntityKind,
+        rows: Vec<EntityRow>,
+        generation: i64,
+    ) -> Result<usize, StoreError>;
+    /// Removes rows (and, for products, their inventory items); returns how many rows.
+    async fn delete(
+        &self,
+        shop: String,
+        kind: EntityKind,
+        ids: Vec<i64>,
+    ) -> Result<usize, StoreError>;
+    async fn ids(&self, shop: String, kind: EntityKind) -> Result<Vec<i64>, StoreError>;
+    async fn get(
+        &self,
+        shop: String,
+        kind: EntityKind,
+        id: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Ids of the shop's collections whose body contains any of `needles`, in id order.
+    async fn collections_containing(
+        &self,
+        shop: String,
+        needles: Vec<Vec<u8>>,
+    ) -> Result<Vec<i64>, StoreError>;
+    async fn count(&self, shop: String, kind: EntityKind) -> Result<i64, StoreError>;
+    async fn handle_of(&self, shop: String, product: i64) -> Result<Option<String>, StoreError>;
+    /// Replaces the items of each product in turn (an item listed by another product moves;
+    /// a product listed twice keeps its later list), read at `now`; one transaction.
+    async fn set_inventory_items(
+        &self,
+        shop: String,
+        products: Vec<ProductItems>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    async fn mark_fetched(
+        &self,
+        shop: String,
+        kind: EntityKind,
+        ids: Vec<i64>,
+        at: i64,
+    ) -> Result<(), StoreError>;
+    async fn fetched_at(
+        &self,
+        shop: String,
+        kind: EntityKind,
+        ids: Vec<i64>,
+    ) -> Result<HashMap<i64, i64>, StoreError>;
+    async fn mark_items_fetched(
+        &self,
+        shop: String,
+        items: Vec<i64>,
+        at: i64,
+    ) -> Result<(), StoreError>;
+    async fn items_fetched_at(
+        &self,
+        shop: String,
+        items: Vec<i64>,
+    ) -> Result<HashMap<i64, i64>, StoreError>;
+    async fn product_of_item(&self, shop: String, item: i64) -> Result<Option<i64>, StoreError>;
+    async fn remove_shop(&self, shop: String) -> Result<(), StoreError>;
+    /// Puts the body of every row of `kind` into `out` in id order, all read in one snapshot,
+    /// until the end (then `out.finish`) or until `out` says the consumer is gone.
+    async fn scan_bodies(
+        &self,
+        shop: String,
+        kind: EntityKind,
+        out: ScanOut,
+    ) -> Result<(), StoreError>;
+}
+
 #[derive(Clone)]
 pub struct CatalogStore {
+    db: Arc<dyn CatalogDb>,
     backend: Backend,
 }
 
@@ -72,6 +189,7 @@ impl CatalogStore {
 
     pub fn new(db: Db) -> CatalogStore {
         CatalogStore {
+            db: Arc::new(sqlite::SqliteCatalog(db.clone())),
             backend: Backend::Sqlite(db),
         }
     }
@@ -79,85 +197,41 @@ impl CatalogStore {
     /// The catalogue in the shared PostgreSQL database (its shop table is `catalog_shops`).
     pub fn on_postgres(pg: PgDb) -> CatalogStore {
         CatalogStore {
+            db: Arc::new(postgres::PgCatalog(pg.clone())),
             backend: Backend::Postgres(pg),
         }
     }
 
+    /// The database the store was opened on (for tools and tests that read it directly).
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
 
     /// Cheap liveness probe for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.backend.ping().await
+        self.db.ping().await
     }
 
     pub async fn state(&self, shop: &ShopDomain) -> Result<ShopState, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::state(pg, shop));
-        let s = shop.to_string();
-        db.call(move |c| {
-            Ok(c.query_row(
-                "SELECT generation, full_synced_at, watermark, bulk_operation, bulk_stage,
-                            built_at FROM shops WHERE shop = ?1",
-                [s],
-                |r| {
-                    let op: Option<String> = r.get(3)?;
-                    let stage: Option<BulkStage> = r.get(4)?;
-                    Ok(ShopState {
-                        generation: r.get(0)?,
-                        full_synced_at: r.get(1)?,
-                        watermark: r.get(2)?,
-                        bulk: op.zip(stage),
-                        built_at: r.get(5)?,
-                    })
-                },
-            )
-            .optional()?
-            .unwrap_or_default())
+        let Some(row) = self.db.shop(shop.to_string()).await? else {
+            return Ok(ShopState::default());
+        };
+        let stage = row.bulk_stage.map(|s| s.parse::<BulkStage>()).transpose()?;
+        Ok(ShopState {
+            generation: row.generation,
+            full_synced_at: row.full_synced_at,
+            watermark: row.watermark,
+            bulk: row.bulk_operation.zip(stage),
+            built_at: row.built_at,
         })
-        .await
-    }
-
-    /// Runs `sql` (whose first parameter is the shop) after making sure the shop's row exists.
-    async fn update_shop(
-        db: &Db,
-        shop: &ShopDomain,
-        sql: &'static str,
-        values: Vec<rusqlite::types::Value>,
-    ) -> Result<(), StoreError> {
-        let s = shop.to_string();
-        db.call(move |c| {
-            c.execute("INSERT OR IGNORE INTO shops (shop) VALUES (?1)", [&s])?;
-            let mut all = vec![rusqlite::types::Value::Text(s)];
-            all.extend(values);
-            c.execute(sql, params_from_iter(all))?;
-            Ok(())
-        })
-        .await
     }
 
     pub async fn set_shop_body(&self, shop: &ShopDomain, body: Vec<u8>) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::set_shop_body(pg, shop, body));
-        Self::update_shop(
-            db,
-            shop,
-            "UPDATE shops SET body = ?2 WHERE shop = ?1",
-            vec![body.into()],
-        )
-        .await
+        self.db.set_shop_body(shop.to_string(), body).await
     }
 
     pub async fn shop_body(&self, shop: &ShopDomain) -> Result<Option<Vec<u8>>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::shop_body(pg, shop));
-        let s = shop.to_string();
-        db.call(move |c| {
-            Ok(
-                c.query_row("SELECT body FROM shops WHERE shop = ?1", [s], |r| r.get(0))
-                    .optional()?
-                    .flatten(),
-            )
-        })
-        .await
+        self.db.shop_body(shop.to_string()).await
     }
 
     pub async fn set_watermark(
@@ -165,14 +239,9 @@ impl CatalogStore {
         shop: &ShopDomain,
         watermark: &str,
     ) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::set_watermark(pg, shop, watermark));
-        Self::update_shop(
-            db,
-            shop,
-            "UPDATE shops SET watermark = ?2 WHERE shop = ?1 AND (watermark IS NULL OR watermark < ?2)",
-            vec![watermark.to_string().into()],
-        )
-        .await
+        self.db
+            .set_watermark(shop.to_string(), watermark.to_string())
+            .await
     }
 
     pub async fn set_bulk(
@@ -180,32 +249,12 @@ impl CatalogStore {
         shop: &ShopDomain,
         bulk: Option<(&str, BulkStage)>,
     ) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::set_bulk(pg, shop, bulk));
-        let (op, stage) = match bulk {
-            Some((op, stage)) => (
-                rusqlite::types::Value::Text(op.to_string()),
-                rusqlite::types::Value::Text(stage.as_str().to_string()),
-            ),
-            None => (rusqlite::types::Value::Null, rusqlite::types::Value::Null),
-        };
-        Self::update_shop(
-            db,
-            shop,
-            "UPDATE shops SET bulk_operation = ?2, bulk_stage = ?3 WHERE shop = ?1",
-            vec![op, stage],
-        )
-        .await
+        let bulk = bulk.map(|(op, stage)| (op.to_string(), stage));
+        self.db.set_bulk(shop.to_string(), bulk).await
     }
 
     pub async fn set_built_at(&self, shop: &ShopDomain, at_ms: i64) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::set_built_at(pg, shop, at_ms));
-        Self::update_shop(
-            db,
-            shop,
-            "UPDATE shops SET built_at = ?2 WHERE shop = ?1",
-            vec![at_ms.into()],
-        )
-        .await
+        self.db.set_built_at(shop.to_string(), at_ms).await
     }
 
     /// Writes rows (replacing same-id rows) with `generation`; returns how many changed.
@@ -216,43 +265,7 @@ impl CatalogStore {
         rows: Vec<EntityRow>,
         generation: i64,
     ) -> Result<usize, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::put(pg, shop, kind, rows, generation));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            let mut changed = 0;
-            for row in rows {
-                let same: bool = tx
-                    .prepare_cached(
-                        "SELECT body = ?4 FROM entities WHERE shop = ?1 AND kind = ?2 AND id = ?3",
-                    )?
-                    .query_row(params![s, kind, row.id, row.body], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(false);
-                if !same {
-                    changed += 1;
-                }
-                tx.prepare_cached(
-                    "INSERT INTO entities (shop, kind, id, body, handle, updated_at, generation)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                         ON CONFLICT(shop, kind, id) DO UPDATE SET body = excluded.body,
-                            handle = excluded.handle, updated_at = excluded.updated_at,
-                            generation = excluded.generation",
-                )?
-                .execute(params![
-                    s,
-                    kind,
-                    row.id,
-                    row.body,
-                    row.handle,
-                    row.updated_at,
-                    generation
-                ])?;
-            }
-            tx.commit()?;
-            Ok(changed)
-        })
-        .await
+        self.db.put(shop.to_string(), kind, rows, generation).await
     }
 
     /// Removes rows by id (and, for products, their inventory items); returns how many.
@@ -262,33 +275,11 @@ impl CatalogStore {
         kind: EntityKind,
         ids: Vec<i64>,
     ) -> Result<usize, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::delete(pg, shop, kind, ids));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            let mut n = 0;
-            for id in ids {
-                n += tx
-                    .prepare_cached(
-                        "DELETE FROM entities WHERE shop = ?1 AND kind = ?2 AND id = ?3",
-                    )?
-                    .execute(params![s, kind, id])?;
-                if kind == EntityKind::Product {
-                    tx.prepare_cached(
-                        "DELETE FROM inventory_items INDEXED BY inventory_items_by_product
-                             WHERE shop = ?1 AND product_id = ?2",
-                    )?
-                    .execute(params![s, id])?;
-                }
-            }
-            tx.commit()?;
-            Ok(n)
-        })
-        .await
+        self.db.delete(shop.to_string(), kind, ids).await
     }
 
     /// Removes every row of `kind` whose id is not in `keep` (the ids-only listing found them
-    /// deleted); returns how many. Built on `ids` and `delete`, so it runs on either backend.
+    /// deleted); returns how many.
     pub async fn retain(
         &self,
         shop: &ShopDomain,
@@ -305,18 +296,7 @@ impl CatalogStore {
     }
 
     pub async fn ids(&self, shop: &ShopDomain, kind: EntityKind) -> Result<Vec<i64>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::ids(pg, shop, kind));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id FROM entities WHERE shop = ?1 AND kind = ?2 ORDER BY id",
-            )?;
-            let v = st
-                .query_map(params![s, kind], |r| r.get(0))?
-                .collect::<Result<Vec<i64>, _>>()?;
-            Ok(v)
-        })
-        .await
+        self.db.ids(shop.to_string(), kind).await
     }
 
     pub async fn get(
@@ -325,16 +305,7 @@ impl CatalogStore {
         kind: EntityKind,
         id: i64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::get(pg, shop, kind, id));
-        let s = shop.to_string();
-        db.call(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT body FROM entities WHERE shop = ?1 AND kind = ?2 AND id = ?3",
-            )?
-            .query_row(params![s, kind, id], |r| r.get(0))
-            .optional()?)
-        })
-        .await
+        self.db.get(shop.to_string(), kind, id).await
     }
 
     /// Collections whose body lists any of `handles` (a product's handle changed or it went).
@@ -343,45 +314,21 @@ impl CatalogStore {
         shop: &ShopDomain,
         handles: Vec<String>,
     ) -> Result<Vec<i64>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::collections_listing(pg, shop, handles));
         if handles.is_empty() {
             return Ok(Vec::new());
         }
-        let s = shop.to_string();
-        db.call(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, body FROM entities WHERE shop = ?1 AND kind = 'collection'",
-            )?;
-            let mut out = Vec::new();
-            let needles: Vec<Vec<u8>> = handles
-                .iter()
-                .map(|h| serde_json::to_vec(h).unwrap_or_default())
-                .collect();
-            let rows = st.query_map([s], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
-            for row in rows {
-                let (id, body) = row?;
-                if needles
-                    .iter()
-                    .any(|n| body.windows(n.len()).any(|w| w == n.as_slice()))
-                {
-                    out.push(id);
-                }
-            }
-            Ok(out)
-        })
-        .await
+        // The handles as they appear in the bodies: JSON strings, quotes included.
+        let needles = handles
+            .iter()
+            .map(|h| serde_json::to_vec(h).unwrap_or_default())
+            .collect();
+        self.db
+            .collections_containing(shop.to_string(), needles)
+            .await
     }
 
     pub async fn count(&self, shop: &ShopDomain, kind: EntityKind) -> Result<i64, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::count(pg, shop, kind));
-        let s = shop.to_string();
-        db.call(move |c| {
-            Ok(
-                c.prepare_cached("SELECT COUNT(*) FROM entities WHERE shop = ?1 AND kind = ?2")?
-                    .query_row(params![s, kind], |r| r.get(0))?,
-            )
-        })
-        .await
+        self.db.count(shop.to_string(), kind).await
     }
 
     /// Handles of products, for the collections of a bulk edit.
@@ -390,17 +337,7 @@ impl CatalogStore {
         shop: &ShopDomain,
         product: i64,
     ) -> Result<Option<String>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::handle_of(pg, shop, product));
-        let s = shop.to_string();
-        db.call(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT handle FROM entities WHERE shop = ?1 AND kind = 'product' AND id = ?2",
-            )?
-            .query_row(params![s, product], |r| r.get(0))
-            .optional()?
-            .flatten())
-        })
-        .await
+        self.db.handle_of(shop.to_string(), product).await
     }
 
     /// Replaces the inventory items of a product: `(item, variant)` pairs.
@@ -421,35 +358,10 @@ impl CatalogStore {
         shop: &ShopDomain,
         products: Vec<(i64, Vec<(i64, i64)>)>,
     ) -> Result<(), StoreError> {
-        let db =
-            sqlite_or!(&self.backend, pg => postgres::set_inventory_items_of(pg, shop, products));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            // The products were just read with every variant: their items' levels too.
-            let now = super::now_millis();
-            for (product, items) in products {
-                // INDEXED BY: without statistics SQLite 3.50 picks the primary key's
-                // `shop` prefix instead, a scan of every item of the shop per product
-                // (quadratic in a full sync).
-                tx.prepare_cached(
-                    "DELETE FROM inventory_items INDEXED BY inventory_items_by_product
-                         WHERE shop = ?1 AND product_id = ?2",
-                )?
-                .execute(params![s, product])?;
-                for (item, variant) in items {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO inventory_items
-                                (shop, item_id, product_id, variant_id, fetched_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![s, item, product, variant, now])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        // The products were just read with every variant: their items' levels too.
+        self.db
+            .set_inventory_items(shop.to_string(), products, now_millis())
+            .await
     }
 
     /// Records that these entities were just read from Shopify on their own (webhook work):
@@ -461,20 +373,7 @@ impl CatalogStore {
         ids: Vec<i64>,
         at: i64,
     ) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::mark_fetched(pg, shop, kind, ids, at));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            for id in ids {
-                tx.prepare_cached(
-                    "UPDATE entities SET fetched_at = ?4 WHERE shop = ?1 AND kind = ?2 AND id = ?3",
-                )?
-                .execute(params![s, kind, id, at])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.db.mark_fetched(shop.to_string(), kind, ids, at).await
     }
 
     /// When each of these entities was last read on its own (those never read are absent).
@@ -483,25 +382,8 @@ impl CatalogStore {
         shop: &ShopDomain,
         kind: EntityKind,
         ids: Vec<i64>,
-    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::fetched_at(pg, shop, kind, ids));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let mut out = std::collections::HashMap::new();
-            let mut st = c.prepare_cached(
-                "SELECT fetched_at FROM entities WHERE shop = ?1 AND kind = ?2 AND id = ?3",
-            )?;
-            for id in ids {
-                let at: Option<Option<i64>> = st
-                    .query_row(params![s, kind, id], |r| r.get(0))
-                    .optional()?;
-                if let Some(Some(at)) = at {
-                    out.insert(id, at);
-                }
-            }
-            Ok(out)
-        })
-        .await
+    ) -> Result<HashMap<i64, i64>, StoreError> {
+        self.db.fetched_at(shop.to_string(), kind, ids).await
     }
 
     /// Records that these inventory items' levels were just read.
@@ -511,20 +393,9 @@ impl CatalogStore {
         items: Vec<i64>,
         at: i64,
     ) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::mark_items_fetched(pg, shop, items, at));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            for item in items {
-                tx.prepare_cached(
-                    "UPDATE inventory_items SET fetched_at = ?3 WHERE shop = ?1 AND item_id = ?2",
-                )?
-                .execute(params![s, item, at])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.db
+            .mark_items_fetched(shop.to_string(), items, at)
+            .await
     }
 
     /// When each of these inventory items' levels were last read.
@@ -532,24 +403,8 @@ impl CatalogStore {
         &self,
         shop: &ShopDomain,
         items: Vec<i64>,
-    ) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::items_fetched_at(pg, shop, items));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let mut out = std::collections::HashMap::new();
-            let mut st = c.prepare_cached(
-                "SELECT fetched_at FROM inventory_items WHERE shop = ?1 AND item_id = ?2",
-            )?;
-            for item in items {
-                let at: Option<Option<i64>> =
-                    st.query_row(params![s, item], |r| r.get(0)).optional()?;
-                if let Some(Some(at)) = at {
-                    out.insert(item, at);
-                }
-            }
-            Ok(out)
-        })
-        .await
+    ) -> Result<HashMap<i64, i64>, StoreError> {
+        self.db.items_fetched_at(shop.to_string(), items).await
     }
 
     /// The product an inventory item belongs to, if the index knows it.
@@ -558,76 +413,23 @@ impl CatalogStore {
         shop: &ShopDomain,
         item: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::product_of_item(pg, shop, item));
-        let s = shop.to_string();
-        db.call(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT product_id FROM inventory_items WHERE shop = ?1 AND item_id = ?2",
-            )?
-            .query_row(params![s, item], |r| r.get(0))
-            .optional()?)
-        })
-        .await
+        self.db.product_of_item(shop.to_string(), item).await
     }
 
     /// Removes everything the store holds of a shop (`shop/redact`, uninstall clean-up).
     pub async fn remove_shop(&self, shop: &ShopDomain) -> Result<(), StoreError> {
-        let db = sqlite_or!(&self.backend, pg => postgres::remove_shop(pg, shop));
-        let s = shop.to_string();
-        db.call(move |c| {
-            let tx = c.transaction()?;
-            for t in [
-                "entities",
-                "inventory_items",
-                "staged_products",
-                "staged_variants",
-                "staged_children",
-                "shops",
-            ] {
-                tx.execute(&format!("DELETE FROM {t} WHERE shop = ?1"), [&s])?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.db.remove_shop(shop.to_string()).await
     }
 
-    /// Calls `f` with the body of every row of `kind`, in id order, on a connection of its own
-    /// (blocking: run it on the blocking pool). Memory stays at one row whatever the size
-    /// (on PostgreSQL: one page of rows, read in a snapshot of its own).
-    pub fn for_each_body(
+    /// The body of every row of `kind`, in id order, all from one snapshot of the catalogue
+    /// (on a connection of its own), whatever is written meanwhile. Memory stays at a few
+    /// chunks of rows whatever the size: the reading waits for the consumer, who stops it
+    /// early by dropping the stream. Nothing is read before the stream is first polled.
+    pub fn bodies(
         &self,
         shop: &ShopDomain,
         kind: EntityKind,
-        mut f: impl FnMut(&[u8]) -> bool,
-    ) -> Result<(), StoreError> {
-        // Not `sqlite_or!`: this method is blocking, its PostgreSQL version too.
-        let db = match &self.backend {
-            Backend::Sqlite(db) => db,
-            Backend::Postgres(pg) => return postgres::for_each_body(pg, shop, kind, f),
-        };
-        // A reader of its own (WAL: a snapshot, never blocking the writer), opened read-only
-        // and without the writer's pragmas and migrations, which would take locks.
-        let conn = Connection::open_with_flags(
-            db.path(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let mut st =
-            conn.prepare("SELECT body FROM entities WHERE shop = ?1 AND kind = ?2 ORDER BY id")?;
-        let mut rows = st.query(params![shop.as_str(), kind])?;
-        while let Some(r) = rows.next()? {
-            let body = r.get_ref(0)?.as_blob().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Blob,
-                    Box::new(e),
-                )
-            })?;
-            if !f(body) {
-                break;
-            }
-        }
-        Ok(())
+    ) -> BoxStream<'static, Result<Bytes, StoreError>> {
+        scan::bodies(self.db.clone(), shop.to_string(), kind)
     }
 }

@@ -2,6 +2,9 @@
 //! `TEST_DATABASE_URL` is set, with the same expectations (the backends must agree).
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
 
 use super::*;
 
@@ -29,20 +32,13 @@ fn row(id: i64, body: &str, handle: Option<&str>) -> EntityRow {
     }
 }
 
-/// Every body of `kind`, read by the blocking whole scan on the blocking pool.
+/// Every body of `kind`, read by a whole scan.
 async fn scan(c: &CatalogStore, s: &ShopDomain, kind: EntityKind) -> Vec<Vec<u8>> {
-    let (c, s) = (c.clone(), s.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        c.for_each_body(&s, kind, |b| {
-            out.push(b.to_vec());
-            true
-        })
-        .map(|()| out)
-    })
-    .await
-    .unwrap()
-    .unwrap()
+    c.bodies(s, kind)
+        .map_ok(|b| b.to_vec())
+        .try_collect()
+        .await
+        .unwrap()
 }
 
 fn name(c: &CatalogStore) -> &'static str {
@@ -475,20 +471,164 @@ async fn a_scan_stops_when_told_to() {
             .map(|i| row(i, &i.to_string(), None))
             .collect();
         c.put(&s, EntityKind::Discount, rows, 1).await.unwrap();
-        let (c2, s2) = (c.clone(), s.clone());
-        let seen = tokio::task::spawn_blocking(move || {
-            let mut seen = Vec::new();
-            c2.for_each_body(&s2, EntityKind::Discount, |b| {
-                seen.push(String::from_utf8(b.to_vec()).unwrap());
-                seen.len() < 700
-            })
-            .map(|()| seen)
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        // Taking 700 drops the stream after the 700th.
+        let seen: Vec<String> = c
+            .bodies(&s, EntityKind::Discount)
+            .take(700)
+            .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap())
+            .collect()
+            .await;
         let expect: Vec<String> = (1..=700).map(|i| i.to_string()).collect();
         assert_eq!(seen, expect, "{}", name(&c));
+    }
+}
+
+/// Products `ids`, with bodies of `BODY` bytes naming their id and `version`.
+async fn put_products(c: &CatalogStore, s: &ShopDomain, ids: Vec<i64>, version: &str) {
+    let rows = ids
+        .into_iter()
+        .map(|i| row(i, &body(i, version), None))
+        .collect();
+    c.put(s, EntityKind::Product, rows, 1).await.unwrap();
+}
+
+fn body(id: i64, version: &str) -> String {
+    let head = format!("{version}-{id}-");
+    format!("{head}{}", "x".repeat(BODY - head.len()))
+}
+
+const BODY: usize = 500;
+/// Rows of a long scan (more than a reader gets ahead: see the test below); the writer in the
+/// snapshot test changes those from `LATER` on.
+const MANY: i64 = 6000;
+const LATER: i64 = 4000;
+
+#[test]
+fn the_rows_before_later_are_more_than_a_scan_reads_ahead() {
+    // Otherwise the tests below could pass with a reader that reads everything at once.
+    assert!((LATER as usize - 1) * BODY > scan::READ_AHEAD_BYTES);
+}
+
+/// A scan reads one snapshot: what a writer commits while the consumer is still reading
+/// (rows after the part already read changed, deleted, added) is not in it.
+#[tokio::test]
+async fn a_scan_reads_one_snapshot_while_a_writer_changes_rows() {
+    for (c, _dir) in stores().await {
+        let s = shop("a");
+        put_products(&c, &s, (1..=MANY).collect(), "v1").await;
+        let mut bodies = c.bodies(&s, EntityKind::Product);
+        let mut got = vec![bodies.try_next().await.unwrap().unwrap()];
+
+        put_products(&c, &s, (LATER..=MANY).collect(), "v2").await;
+        c.delete(
+            &s,
+            EntityKind::Product,
+            (LATER + 500..LATER + 600).collect(),
+        )
+        .await
+        .unwrap();
+        put_products(&c, &s, (MANY + 1..=MANY + 50).collect(), "v2").await;
+
+        got.extend(bodies.try_collect::<Vec<_>>().await.unwrap());
+        let want: Vec<Vec<u8>> = (1..=MANY).map(|i| body(i, "v1").into_bytes()).collect();
+        let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
+        assert_eq!(
+            (got.len(), first_difference),
+            (want.len(), None),
+            "{}",
+            name(&c)
+        );
+        // The next scan sees what the writer did.
+        let now = scan(&c, &s, EntityKind::Product).await;
+        assert_eq!(now.len() as i64, MANY - 100 + 50);
+        let later = LATER as usize - 1;
+        assert_eq!(now[later - 1], body(LATER - 1, "v1").into_bytes());
+        assert_eq!(now[later], body(LATER, "v2").into_bytes());
+        assert_eq!(now.last().unwrap(), &body(MANY + 50, "v2").into_bytes());
+    }
+}
+
+/// Whether a scan still holds its snapshot. SQLite: a reader of the WAL keeps a TRUNCATE
+/// checkpoint from resetting it (the pragma answers busy = 1). PostgreSQL: a client other
+/// than this one is in a transaction.
+async fn a_reader_is_open(c: &CatalogStore) -> bool {
+    match c.backend() {
+        Backend::Sqlite(db) => {
+            let path = db.path().to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_millis(50)).unwrap();
+                let busy: i64 = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                    .unwrap();
+                busy == 1
+            })
+            .await
+            .unwrap()
+        }
+        Backend::Postgres(pg) => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND backend_type = 'client backend' AND xact_start IS NOT NULL",
+            )
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+            n > 0
+        }
+    }
+}
+
+/// A consumer that stops early drops the stream: the reader, which waits for it a few chunks
+/// ahead (not at the end of the catalogue), lets go of its snapshot.
+#[tokio::test]
+async fn dropping_a_scan_ends_its_reader() {
+    for (c, _dir) in stores().await {
+        let s = shop("a");
+        // (Before the rows are written: on SQLite the check empties the WAL, and a reader
+        // of an empty WAL reads the file alone, which no checkpoint waits for.)
+        assert!(!a_reader_is_open(&c).await, "{}", name(&c));
+        put_products(&c, &s, (1..=MANY).collect(), "v1").await;
+        // A write after the rows: should SQLite have checkpointed the whole WAL meanwhile
+        // (every 1,000 pages), this puts a frame in it again for the reader to hold.
+        c.set_built_at(&s, 1).await.unwrap();
+        let mut bodies = c.bodies(&s, EntityKind::Product);
+        for i in 1..=10 {
+            let b = bodies.try_next().await.unwrap().unwrap();
+            assert_eq!(b, body(i, "v1").into_bytes());
+        }
+        assert!(a_reader_is_open(&c).await, "{}: reading", name(&c));
+        drop(bodies);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a_reader_is_open(&c).await {
+            assert!(Instant::now() < deadline, "{}: still reading", name(&c));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A scan that fails ends its stream with the error (never just a shorter catalogue).
+#[tokio::test]
+async fn a_failing_scan_ends_with_its_error() {
+    for (c, _dir) in stores().await {
+        let s = shop("a");
+        put_products(&c, &s, vec![1, 2], "v1").await;
+        match c.backend() {
+            Backend::Sqlite(db) => db
+                .call(|c| Ok(c.execute_batch("DROP TABLE entities")?))
+                .await
+                .unwrap(),
+            Backend::Postgres(pg) => {
+                sqlx::query("DROP TABLE entities")
+                    .execute(pg.pool())
+                    .await
+                    .unwrap();
+            }
+        }
+        let got: Vec<Result<bytes::Bytes, StoreError>> =
+            c.bodies(&s, EntityKind::Product).collect().await;
+        assert!(matches!(got.as_slice(), [Err(_)]), "{}: {got:?}", name(&c));
     }
 }
 
