@@ -92,18 +92,7 @@ pub fn main() -> ExitCode {
         }
     };
     match command {
-        Command::CheckConfig => {
-            print!("{}", settings.describe());
-            for name in &settings.generated_secrets {
-                println!(
-                    "warning: {name} is not set; a throw-away value is used (development only)"
-                );
-            }
-            for w in &settings.warnings {
-                println!("warning: {w}");
-            }
-            ExitCode::SUCCESS
-        }
+        Command::CheckConfig => check_config(&settings),
         // Handled before the configuration is read.
         #[cfg(feature = "demo")]
         Command::Demo { .. } => unreachable!("the demo returned above"),
@@ -117,36 +106,8 @@ pub fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
-        Command::CopyToPostgres => match &settings.database {
-            None => {
-                eprintln!("salesbot-sync: copy-to-postgres needs DATABASE_URL (the empty PostgreSQL database to copy into)");
-                ExitCode::from(2)
-            }
-            Some(db) => {
-                let db = db.clone();
-                offline(async move {
-                    // A SQLite server still running would keep writing rows the copy misses.
-                    let _lock = crate::jobs::lock_queue(&settings.events_db_path)?;
-                    let pg = crate::store::postgres::PgDb::connect(&db).await?;
-                    let report = crate::store::copy::copy_to_postgres(&settings, &pg).await?;
-                    println!("{}", report.summary());
-                    Ok(())
-                })
-            }
-        },
-        Command::Backup => run_async(async move {
-            let objects = match &settings.storage {
-                crate::config::StorageSettings::Spaces(_) => Some(
-                    crate::objects::ObjectStore::from_settings(&settings.storage)?,
-                ),
-                crate::config::StorageSettings::Local { .. } => None,
-            };
-            let outcome = crate::backup::backup_all(&settings, objects.as_ref()).await;
-            crate::backup::record_outcome(&settings.backup_dir, outcome.as_ref());
-            let report = outcome?;
-            println!("{}", report.summary());
-            Ok(())
-        }),
+        Command::CopyToPostgres => copy_to_postgres(settings),
+        Command::Backup => run_async(backup(settings)),
         Command::Restore { from } => offline(async move {
             let report =
                 tokio::task::spawn_blocking(move || crate::backup::restore(&settings, &from))
@@ -171,6 +132,46 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+fn check_config(settings: &Settings) -> ExitCode {
+    print!("{}", settings.describe());
+    for name in &settings.generated_secrets {
+        println!("warning: {name} is not set; a throw-away value is used (development only)");
+    }
+    for w in &settings.warnings {
+        println!("warning: {w}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn copy_to_postgres(settings: Settings) -> ExitCode {
+    let Some(db) = settings.database.clone() else {
+        eprintln!("salesbot-sync: copy-to-postgres needs DATABASE_URL (the empty PostgreSQL database to copy into)");
+        return ExitCode::from(2);
+    };
+    offline(async move {
+        // A SQLite server still running would keep writing rows the copy misses.
+        let _lock = crate::jobs::lock_queue(&settings.events_db_path)?;
+        let pg = crate::store::postgres::PgDb::connect(&db).await?;
+        let report = crate::store::copy::copy_to_postgres(&settings, &pg).await?;
+        println!("{}", report.summary());
+        Ok(())
+    })
+}
+
+async fn backup(settings: Settings) -> anyhow::Result<()> {
+    let objects = match &settings.storage {
+        crate::config::StorageSettings::Spaces(_) => Some(
+            crate::objects::ObjectStore::from_settings(&settings.storage)?,
+        ),
+        crate::config::StorageSettings::Local { .. } => None,
+    };
+    let outcome = crate::backup::backup_all(&settings, objects.as_ref()).await;
+    crate::backup::record_outcome(&settings.backup_dir, outcome.as_ref());
+    let report = outcome?;
+    println!("{}", report.summary());
+    Ok(())
 }
 
 async fn poll(

@@ -49,47 +49,14 @@ pub async fn start(
     window: Duration,
 ) -> Result<(RunId, usize), StoreError> {
     let run = state.events.create_run(RunKind::Poll, trigger).await?;
+    let (shops, pages) = targets(state, target).await?;
+    let (shops, pages) = if trigger == RunTrigger::Schedule {
+        not_busy(state, shops, pages).await?
+    } else {
+        (shops, pages)
+    };
     let now = now_millis();
     let checks = trigger == RunTrigger::Schedule;
-    let (shops, pages) = match target {
-        Target::Everything => (
-            if state.config.shopify.is_some() {
-                state.tokens.active_shops().await?
-            } else {
-                Vec::new()
-            },
-            if state.config.facebook.is_some() {
-                state.tokens.active_pages().await?
-            } else {
-                Vec::new()
-            },
-        ),
-        Target::Shop(s) => (vec![s], Vec::new()),
-        Target::Page(p) => (Vec::new(), vec![p]),
-    };
-    // A scheduled run leaves out accounts whose previous poll is still queued or running (a
-    // shop that keeps failing retries on its own; the others are polled as usual).
-    let busy = if trigger == RunTrigger::Schedule {
-        state
-            .events
-            .open_groups(vec![
-                JobKind::ShopifySync.as_str(),
-                JobKind::FacebookPagePoll.as_str(),
-            ])
-            .await?
-    } else {
-        Default::default()
-    };
-    let (shops, pages): (Vec<ShopDomain>, Vec<PageId>) = (
-        shops
-            .into_iter()
-            .filter(|s| !busy.contains(crate::jobs::GroupKey::shop(s).as_str()))
-            .collect(),
-        pages
-            .into_iter()
-            .filter(|p| !busy.contains(crate::jobs::GroupKey::page(p).as_str()))
-            .collect(),
-    );
     let mut events: Vec<NewEvent> = Vec::new();
     for shop in shops {
         let at = now + offset(shop.as_str(), window);
@@ -124,6 +91,55 @@ pub async fn start(
     let jobs = events.len();
     state.events.enqueue_all(events).await?;
     Ok((run, jobs))
+}
+
+/// The shops and pages a run polls.
+async fn targets(
+    state: &AppState,
+    target: Target,
+) -> Result<(Vec<ShopDomain>, Vec<PageId>), StoreError> {
+    Ok(match target {
+        Target::Everything => (
+            if state.config.shopify.is_some() {
+                state.tokens.active_shops().await?
+            } else {
+                Vec::new()
+            },
+            if state.config.facebook.is_some() {
+                state.tokens.active_pages().await?
+            } else {
+                Vec::new()
+            },
+        ),
+        Target::Shop(s) => (vec![s], Vec::new()),
+        Target::Page(p) => (Vec::new(), vec![p]),
+    })
+}
+
+/// A scheduled run leaves out accounts whose previous poll is still queued or running (a
+/// shop that keeps failing retries on its own; the others are polled as usual).
+async fn not_busy(
+    state: &AppState,
+    shops: Vec<ShopDomain>,
+    pages: Vec<PageId>,
+) -> Result<(Vec<ShopDomain>, Vec<PageId>), StoreError> {
+    let busy = state
+        .events
+        .open_groups(vec![
+            JobKind::ShopifySync.as_str(),
+            JobKind::FacebookPagePoll.as_str(),
+        ])
+        .await?;
+    Ok((
+        shops
+            .into_iter()
+            .filter(|s| !busy.contains(crate::jobs::GroupKey::shop(s).as_str()))
+            .collect(),
+        pages
+            .into_iter()
+            .filter(|p| !busy.contains(crate::jobs::GroupKey::page(p).as_str()))
+            .collect(),
+    ))
 }
 
 /// Per kind of work in a run.

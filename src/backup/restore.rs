@@ -26,17 +26,7 @@ pub(super) fn verify(from: &Path) -> anyhow::Result<(Manifest, VerifiedSet)> {
     if !from.is_dir() {
         bail!("backup set {set} is not a folder");
     }
-    let manifest_path = from.join(MANIFEST);
-    let text = match std::fs::read(&manifest_path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("backup set {set} is incomplete: {MANIFEST} is missing")
-        }
-        Err(e) => bail!("backup set {set}: {MANIFEST} cannot be read: {e}"),
-    };
-    let manifest: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| anyhow!("backup set {set}: {MANIFEST} is not a valid manifest: {e}"))?;
-
+    let manifest = read_manifest(from)?;
     let mut seen: HashSet<&str> = HashSet::new();
     let mut files = Vec::new();
     for f in &manifest.files {
@@ -52,73 +42,8 @@ pub(super) fn verify(from: &Path) -> anyhow::Result<(Manifest, VerifiedSet)> {
                 f.db
             );
         }
-        let plain = Path::new(&f.file).file_name().and_then(|n| n.to_str())
-            == Some(f.file.as_str())
-            && !f.file.starts_with('.');
-        if !plain {
-            bail!(
-                "backup set {set}: {MANIFEST} names an invalid file {:?}",
-                f.file
-            );
-        }
-        let path = from.join(&f.file);
-        let name = &f.file;
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => bail!("backup set {set}: {name} is not a file"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("backup set {set}: {name} is missing")
-            }
-            Err(e) => bail!("backup set {set}: {name} cannot be read: {e}"),
-        };
-        if meta.len() != f.bytes {
-            bail!(
-                "backup set {set}: {name} has {} bytes, the manifest says {}",
-                meta.len(),
-                f.bytes
-            );
-        }
-        let (_, sha) = sha256_file(&path)
-            .map_err(|e| anyhow!("backup set {set}: {name} cannot be read: {e}"))?;
-        if !sha.eq_ignore_ascii_case(&f.sha256) {
-            bail!(
-                "backup set {set}: {name} is damaged (sha256 {sha}, the manifest says {})",
-                f.sha256
-            );
-        }
-        let conn = open_read_only(&path)
-            .map_err(|e| anyhow!("backup set {set}: {name} cannot be opened: {e}"))?;
-        integrity_check(&conn).map_err(|e| anyhow!("backup set {set}: {name}: {e}"))?;
-        let tables = table_names(&conn)
-            .map_err(|e| anyhow!("backup set {set}: {name} cannot be read: {e}"))?;
-        let missing: Vec<&str> = expected_tables(kind)
-            .iter()
-            .copied()
-            .filter(|t| !tables.contains(*t))
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "backup set {set}: {name} is not a {} database (missing tables: {})",
-                kind.name(),
-                missing.join(", ")
-            );
-        }
-        let version = user_version(&conn)
-            .map_err(|e| anyhow!("backup set {set}: {name} cannot be read: {e}"))?;
-        if version != f.schema_version {
-            bail!(
-                "backup set {set}: {name} has schema version {version}, the manifest says {}",
-                f.schema_version
-            );
-        }
-        let latest = latest_schema_version(kind)?;
-        if version > latest {
-            bail!(
-                "backup set {set}: {name} was made by a newer salesbot-sync (schema version {version}, this build knows up to {latest})"
-            );
-        }
-        drop(conn);
-        files.push((kind, path, version));
+        let version = verify_file(from, kind, f)?;
+        files.push((kind, from.join(&f.file), version));
     }
     for kind in ALL_KINDS {
         if !seen.contains(kind.name()) {
@@ -132,6 +57,97 @@ pub(super) fn verify(from: &Path) -> anyhow::Result<(Manifest, VerifiedSet)> {
     // Restore in a fixed order.
     files.sort_by_key(|(k, _, _)| ALL_KINDS.iter().position(|x| x == k));
     Ok((manifest, VerifiedSet { files }))
+}
+
+fn read_manifest(from: &Path) -> anyhow::Result<Manifest> {
+    let set = from.display();
+    let text = match std::fs::read(from.join(MANIFEST)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("backup set {set} is incomplete: {MANIFEST} is missing")
+        }
+        Err(e) => bail!("backup set {set}: {MANIFEST} cannot be read: {e}"),
+    };
+    serde_json::from_slice(&text)
+        .map_err(|e| anyhow!("backup set {set}: {MANIFEST} is not a valid manifest: {e}"))
+}
+
+/// One listed file: a plain name in the set, the listed size and SHA-256; then the database
+/// itself. Its schema version.
+fn verify_file(from: &Path, kind: DbKind, f: &ManifestFile) -> anyhow::Result<i64> {
+    let set = from.display();
+    let plain = Path::new(&f.file).file_name().and_then(|n| n.to_str()) == Some(f.file.as_str())
+        && !f.file.starts_with('.');
+    if !plain {
+        bail!(
+            "backup set {set}: {MANIFEST} names an invalid file {:?}",
+            f.file
+        );
+    }
+    let path = from.join(&f.file);
+    let name = &f.file;
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => bail!("backup set {set}: {name} is not a file"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("backup set {set}: {name} is missing")
+        }
+        Err(e) => bail!("backup set {set}: {name} cannot be read: {e}"),
+    };
+    if meta.len() != f.bytes {
+        bail!(
+            "backup set {set}: {name} has {} bytes, the manifest says {}",
+            meta.len(),
+            f.bytes
+        );
+    }
+    let (_, sha) =
+        sha256_file(&path).map_err(|e| anyhow!("backup set {set}: {name} cannot be read: {e}"))?;
+    if !sha.eq_ignore_ascii_case(&f.sha256) {
+        bail!(
+            "backup set {set}: {name} is damaged (sha256 {sha}, the manifest says {})",
+            f.sha256
+        );
+    }
+    verify_database(from, kind, f)
+}
+
+/// The database of a listed file: integrity, its kind's tables, the listed schema version and
+/// one this build knows.
+fn verify_database(from: &Path, kind: DbKind, f: &ManifestFile) -> anyhow::Result<i64> {
+    let set = from.display();
+    let name = &f.file;
+    let unreadable = |e: rusqlite::Error| anyhow!("backup set {set}: {name} cannot be read: {e}");
+    let conn = open_read_only(&from.join(name))
+        .map_err(|e| anyhow!("backup set {set}: {name} cannot be opened: {e}"))?;
+    integrity_check(&conn).map_err(|e| anyhow!("backup set {set}: {name}: {e}"))?;
+    let tables = table_names(&conn).map_err(unreadable)?;
+    let missing: Vec<&str> = expected_tables(kind)
+        .iter()
+        .copied()
+        .filter(|t| !tables.contains(*t))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "backup set {set}: {name} is not a {} database (missing tables: {})",
+            kind.name(),
+            missing.join(", ")
+        );
+    }
+    let version = user_version(&conn).map_err(unreadable)?;
+    if version != f.schema_version {
+        bail!(
+            "backup set {set}: {name} has schema version {version}, the manifest says {}",
+            f.schema_version
+        );
+    }
+    let latest = latest_schema_version(kind)?;
+    if version > latest {
+        bail!(
+            "backup set {set}: {name} was made by a newer salesbot-sync (schema version {version}, this build knows up to {latest})"
+        );
+    }
+    Ok(version)
 }
 
 /// Restores the set in `from` over the configured databases. Synchronous (callers use

@@ -10,182 +10,163 @@ fn mask(present: bool, generated: bool) -> &'static str {
     }
 }
 
-impl Settings {
-    /// The effective configuration as `NAME = value` lines with every secret masked.
-    pub fn describe(&self) -> String {
-        let gen = |n: &str| self.generated_secrets.contains(&n);
-        let mut lines: Vec<(String, String)> = vec![
-            (
-                "APP_ENV".into(),
-                format!("{:?}", self.app_env).to_lowercase(),
-            ),
-            ("BIND_ADDR".into(), self.bind_addr.to_string()),
-            ("PUBLIC_BASE_URL".into(), self.public_base_url.to_string()),
-        ];
-        match &self.shopify {
-            Some(s) => {
-                lines.push(("SHOPIFY_API_KEY".into(), s.api_key.clone()));
-                lines.push(("SHOPIFY_API_SECRET".into(), mask(true, false).into()));
-                lines.push(("SHOPIFY_REDIRECT_URI".into(), s.redirect_uri.to_string()));
-                lines.push((
-                    "SHOPIFY_WEBHOOK_ADDRESS".into(),
-                    s.webhook_address.to_string(),
-                ));
-                lines.push(("SHOPIFY_SCOPES".into(), s.scopes.clone()));
-                lines.push(("SHOPIFY_API_VERSION".into(), s.api_version.clone()));
-                lines.push((
-                    "SHOPIFY_SHOP_URL_TEMPLATE".into(),
-                    s.shop_url_template.clone(),
-                ));
-                lines.push((
-                    "SHOPIFY_BULK_THRESHOLD".into(),
-                    s.bulk_threshold.to_string(),
-                ));
-                lines.push((
-                    "SHOPIFY_WEBHOOK_DEBOUNCE_MS".into(),
-                    s.webhook_debounce.as_millis().to_string(),
-                ));
-                lines.push((
-                    "SHOPIFY_FULL_SYNC_DAYS".into(),
-                    (s.full_sync_every.as_secs() / 86_400).to_string(),
-                ));
-            }
-            None => lines.push((
-                "SHOPIFY_*".into(),
-                "(integration off: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET)".into(),
-            )),
-        }
-        match &self.facebook {
-            Some(f) => {
-                lines.push(("FACEBOOK_APP_ID".into(), f.app_id.clone()));
-                lines.push(("FACEBOOK_APP_SECRET".into(), mask(true, false).into()));
-                lines.push(("FACEBOOK_VERIFY_TOKEN".into(), mask(true, false).into()));
-                lines.push(("FACEBOOK_REDIRECT_URI".into(), f.redirect_uri.to_string()));
-                lines.push(("FACEBOOK_WEBHOOK_ADDRESS".into(), f.webhook_address.to_string()));
-                lines.push(("FACEBOOK_GRAPH_VERSION".into(), f.graph_version.clone()));
-                lines.push(("FACEBOOK_GRAPH_BASE_URL".into(), f.graph_base_url.to_string()));
-                lines.push(("FACEBOOK_DIALOG_BASE_URL".into(), f.dialog_base_url.to_string()));
-            }
-            None => lines.push((
-                "FACEBOOK_*".into(),
-                "(integration off: set FACEBOOK_APP_ID, FACEBOOK_APP_SECRET and FACEBOOK_VERIFY_TOKEN)"
-                    .into(),
-            )),
-        }
-        lines.push((
-            "STATE_TOKEN_SECRET".into(),
-            mask(true, gen("STATE_TOKEN_SECRET")).into(),
-        ));
-        lines.push((
-            "OPERATOR_TOKEN".into(),
-            if self.operator_token.is_some() {
-                mask(true, false).into()
-            } else {
-                "(not set: operator routes open, development only)".into()
-            },
-        ));
-        lines.push((
-            "TOKEN_ENCRYPTION_KEY".into(),
-            mask(true, gen("TOKEN_ENCRYPTION_KEY")).into(),
-        ));
-        lines.push((
-            "TOKEN_DB_PATH".into(),
-            self.token_db_path.display().to_string(),
-        ));
-        lines.push((
-            "SESSION_DB_PATH".into(),
-            self.session_db_path.display().to_string(),
-        ));
-        lines.push((
-            "EVENTS_DB_PATH".into(),
-            self.events_db_path.display().to_string(),
-        ));
-        lines.push((
-            "CATALOG_DB_PATH".into(),
-            self.catalog_db_path.display().to_string(),
-        ));
-        match &self.storage {
-            StorageSettings::Spaces(s) => {
-                lines.push(("storage backend".into(), "s3 (Spaces)".into()));
-                lines.push(("SPACES_KEY".into(), mask(true, false).into()));
-                lines.push(("SPACES_SECRET".into(), mask(true, false).into()));
-                lines.push(("SPACES_REGION".into(), s.region.clone()));
-                lines.push(("SPACES_BUCKET".into(), s.bucket.clone()));
-                lines.push(("SPACES_ENDPOINT".into(), s.endpoint.to_string()));
-            }
-            StorageSettings::Local { dir } => {
-                lines.push(("storage backend".into(), "local folder".into()));
-                lines.push(("STORAGE_DIR".into(), dir.display().to_string()));
-            }
-        }
-        lines.push(("POLL_SCHEDULE".into(), self.poll_schedule.clone()));
-        lines.push(("BACKUP_DIR".into(), self.backup_dir.display().to_string()));
-        lines.push(("BACKUP_SCHEDULE".into(), self.backup_schedule.clone()));
-        lines.push(("BACKUP_KEEP".into(), self.backup_keep.to_string()));
-        lines.push((
-            "LOG_FORMAT".into(),
-            format!("{:?}", self.log_format).to_lowercase(),
-        ));
-        lines.push(("MAX_BODY_BYTES".into(), self.max_body_bytes.to_string()));
-        lines.push(("WORKERS_MESSAGES".into(), self.workers.messages.to_string()));
-        lines.push(("WORKERS_SYNC".into(), self.workers.sync.to_string()));
-        lines.push(("WORKERS_POLL".into(), self.workers.poll.to_string()));
-        lines.push((
-            "RETRY_HORIZON_HOURS".into(),
-            format!("{}", self.retry_horizon.as_secs_f64() / 3600.0),
-        ));
-        lines.push((
-            "JOB_LEASE_SECS".into(),
-            self.job_lease.as_secs().to_string(),
-        ));
-        lines.push((
-            "DATABASE_URL".into(),
-            match &self.database {
-                Some(_) => "******** (set: every store in PostgreSQL)".into(),
-                None => "(not set: SQLite files)".into(),
-            },
-        ));
-        if let Some(d) = &self.database {
-            lines.push((
-                "DATABASE_MAX_CONNECTIONS".into(),
-                d.max_connections.to_string(),
-            ));
-        }
-        lines.push((
-            "POLL_WINDOW_MINUTES".into(),
-            (self.poll_window.as_secs() / 60).to_string(),
-        ));
-        let e = &self.edge;
-        lines.push((
-            "HTTP_HEADER_TIMEOUT_SECS".into(),
-            e.header_timeout.as_secs_f64().to_string(),
-        ));
-        lines.push((
-            "HTTP_REQUEST_TIMEOUT_SECS".into(),
-            e.request_timeout.as_secs_f64().to_string(),
-        ));
-        lines.push((
-            "HTTP_CALLBACK_TIMEOUT_SECS".into(),
-            e.callback_timeout.as_secs_f64().to_string(),
-        ));
-        lines.push(("HTTP_MAX_CONNECTIONS".into(), e.max_connections.to_string()));
-        lines.push((
-            "LOGIN_RATE_PER_SECOND".into(),
-            e.login_rate_per_second.to_string(),
-        ));
-        lines.push(("LOGIN_BURST".into(), e.login_burst.to_string()));
-        lines.push((
-            "TRUSTED_PROXIES".into(),
-            e.trusted_proxies
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ));
-        let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        lines
+/// `NAME = value` pairs in the order they are printed.
+#[derive(Default)]
+struct Lines(Vec<(String, String)>);
+
+impl Lines {
+    fn add(&mut self, name: &str, value: impl ToString) {
+        self.0.push((name.to_string(), value.to_string()));
+    }
+
+    fn render(self) -> String {
+        let width = self.0.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        self.0
             .into_iter()
             .map(|(k, v)| format!("{k:<width$} = {v}\n"))
             .collect()
+    }
+}
+
+impl Settings {
+    /// The effective configuration as `NAME = value` lines with every secret masked.
+    pub fn describe(&self) -> String {
+        let mut lines = Lines::default();
+        lines.add("APP_ENV", format!("{:?}", self.app_env).to_lowercase());
+        lines.add("BIND_ADDR", self.bind_addr);
+        lines.add("PUBLIC_BASE_URL", &self.public_base_url);
+        self.describe_shopify(&mut lines);
+        self.describe_facebook(&mut lines);
+        self.describe_secrets_and_files(&mut lines);
+        self.describe_storage(&mut lines);
+        self.describe_work(&mut lines);
+        self.describe_database(&mut lines);
+        self.describe_edge(&mut lines);
+        lines.render()
+    }
+
+    fn describe_shopify(&self, lines: &mut Lines) {
+        let Some(s) = &self.shopify else {
+            let off = "(integration off: set SHOPIFY_API_KEY and SHOPIFY_API_SECRET)";
+            return lines.add("SHOPIFY_*", off);
+        };
+        lines.add("SHOPIFY_API_KEY", &s.api_key);
+        lines.add("SHOPIFY_API_SECRET", mask(true, false));
+        lines.add("SHOPIFY_REDIRECT_URI", &s.redirect_uri);
+        lines.add("SHOPIFY_WEBHOOK_ADDRESS", &s.webhook_address);
+        lines.add("SHOPIFY_SCOPES", &s.scopes);
+        lines.add("SHOPIFY_API_VERSION", &s.api_version);
+        lines.add("SHOPIFY_SHOP_URL_TEMPLATE", &s.shop_url_template);
+        lines.add("SHOPIFY_BULK_THRESHOLD", s.bulk_threshold);
+        lines.add(
+            "SHOPIFY_WEBHOOK_DEBOUNCE_MS",
+            s.webhook_debounce.as_millis(),
+        );
+        lines.add(
+            "SHOPIFY_FULL_SYNC_DAYS",
+            s.full_sync_every.as_secs() / 86_400,
+        );
+    }
+
+    fn describe_facebook(&self, lines: &mut Lines) {
+        let Some(f) = &self.facebook else {
+            let off = "(integration off: set FACEBOOK_APP_ID, FACEBOOK_APP_SECRET and \
+                       FACEBOOK_VERIFY_TOKEN)";
+            return lines.add("FACEBOOK_*", off);
+        };
+        lines.add("FACEBOOK_APP_ID", &f.app_id);
+        lines.add("FACEBOOK_APP_SECRET", mask(true, false));
+        lines.add("FACEBOOK_VERIFY_TOKEN", mask(true, false));
+        lines.add("FACEBOOK_REDIRECT_URI", &f.redirect_uri);
+        lines.add("FACEBOOK_WEBHOOK_ADDRESS", &f.webhook_address);
+        lines.add("FACEBOOK_GRAPH_VERSION", &f.graph_version);
+        lines.add("FACEBOOK_GRAPH_BASE_URL", &f.graph_base_url);
+        lines.add("FACEBOOK_DIALOG_BASE_URL", &f.dialog_base_url);
+    }
+
+    fn describe_secrets_and_files(&self, lines: &mut Lines) {
+        let gen = |n: &str| self.generated_secrets.contains(&n);
+        lines.add("STATE_TOKEN_SECRET", mask(true, gen("STATE_TOKEN_SECRET")));
+        lines.add(
+            "OPERATOR_TOKEN",
+            match self.operator_token {
+                Some(_) => mask(true, false),
+                None => "(not set: operator routes open, development only)",
+            },
+        );
+        lines.add(
+            "TOKEN_ENCRYPTION_KEY",
+            mask(true, gen("TOKEN_ENCRYPTION_KEY")),
+        );
+        lines.add("TOKEN_DB_PATH", self.token_db_path.display());
+        lines.add("SESSION_DB_PATH", self.session_db_path.display());
+        lines.add("EVENTS_DB_PATH", self.events_db_path.display());
+        lines.add("CATALOG_DB_PATH", self.catalog_db_path.display());
+    }
+
+    fn describe_storage(&self, lines: &mut Lines) {
+        match &self.storage {
+            StorageSettings::Spaces(s) => {
+                lines.add("storage backend", "s3 (Spaces)");
+                lines.add("SPACES_KEY", mask(true, false));
+                lines.add("SPACES_SECRET", mask(true, false));
+                lines.add("SPACES_REGION", &s.region);
+                lines.add("SPACES_BUCKET", &s.bucket);
+                lines.add("SPACES_ENDPOINT", &s.endpoint);
+            }
+            StorageSettings::Local { dir } => {
+                lines.add("storage backend", "local folder");
+                lines.add("STORAGE_DIR", dir.display());
+            }
+        }
+    }
+
+    fn describe_work(&self, lines: &mut Lines) {
+        lines.add("POLL_SCHEDULE", &self.poll_schedule);
+        lines.add("BACKUP_DIR", self.backup_dir.display());
+        lines.add("BACKUP_SCHEDULE", &self.backup_schedule);
+        lines.add("BACKUP_KEEP", self.backup_keep);
+        lines.add(
+            "LOG_FORMAT",
+            format!("{:?}", self.log_format).to_lowercase(),
+        );
+        lines.add("MAX_BODY_BYTES", self.max_body_bytes);
+        lines.add("WORKERS_MESSAGES", self.workers.messages);
+        lines.add("WORKERS_SYNC", self.workers.sync);
+        lines.add("WORKERS_POLL", self.workers.poll);
+        lines.add(
+            "RETRY_HORIZON_HOURS",
+            self.retry_horizon.as_secs_f64() / 3600.0,
+        );
+        lines.add("JOB_LEASE_SECS", self.job_lease.as_secs());
+    }
+
+    fn describe_database(&self, lines: &mut Lines) {
+        lines.add(
+            "DATABASE_URL",
+            match &self.database {
+                Some(_) => "******** (set: every store in PostgreSQL)",
+                None => "(not set: SQLite files)",
+            },
+        );
+        if let Some(d) = &self.database {
+            lines.add("DATABASE_MAX_CONNECTIONS", d.max_connections);
+        }
+        lines.add("POLL_WINDOW_MINUTES", self.poll_window.as_secs() / 60);
+    }
+
+    fn describe_edge(&self, lines: &mut Lines) {
+        let e = &self.edge;
+        lines.add("HTTP_HEADER_TIMEOUT_SECS", e.header_timeout.as_secs_f64());
+        lines.add("HTTP_REQUEST_TIMEOUT_SECS", e.request_timeout.as_secs_f64());
+        lines.add(
+            "HTTP_CALLBACK_TIMEOUT_SECS",
+            e.callback_timeout.as_secs_f64(),
+        );
+        lines.add("HTTP_MAX_CONNECTIONS", e.max_connections);
+        lines.add("LOGIN_RATE_PER_SECOND", e.login_rate_per_second);
+        lines.add("LOGIN_BURST", e.login_burst);
+        let proxies: Vec<String> = e.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        lines.add("TRUSTED_PROXIES", proxies.join(","));
     }
 }

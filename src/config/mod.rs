@@ -196,103 +196,38 @@ impl Settings {
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
         let mut problems = Vec::new();
-        let app_env = match vars.get("APP_ENV").map(|s| s.trim().to_ascii_lowercase()) {
-            None => AppEnv::Development,
-            Some(s) if s.is_empty() || s == "development" || s == "dev" => AppEnv::Development,
-            Some(s) if s == "production" || s == "prod" => AppEnv::Production,
-            Some(s) => {
-                problems.push(format!(
-                    "APP_ENV is malformed (expected development or production, got {s:?})"
-                ));
-                AppEnv::Production
-            }
-        };
-        let mut r = Reader {
-            vars,
-            env: app_env,
-            problems,
-            warnings: Vec::new(),
-            generated: Vec::new(),
-        };
-
+        let app_env = read_app_env(vars, &mut problems);
+        let mut r = Reader::new(vars, app_env, problems);
         let bind_addr = r
             .parse::<SocketAddr>("BIND_ADDR", "127.0.0.1:5000", "host:port")
             .unwrap_or_else(|| ([127, 0, 0, 1], 5000).into());
-        let public_base_url = r
-            .url("PUBLIC_BASE_URL", "http://localhost:5000")
-            .unwrap_or_else(|| Url::parse("http://localhost:5000").unwrap());
-        if app_env == AppEnv::Production && public_base_url.scheme() == "http" {
-            r.warnings.push(
-                "PUBLIC_BASE_URL uses plain http in production: cookies are not marked Secure (fine only if TLS ends at a proxy in front)".into(),
-            );
-        }
-
+        let public_base_url = read_public_base_url(&mut r);
         let shopify = read_shopify(&mut r, &public_base_url);
         let facebook = read_facebook(&mut r, &public_base_url);
-
         let state_token_secret = r.secret("STATE_TOKEN_SECRET", 32);
         let operator_token = r.operator_token();
         let token_encryption_key = r.encryption_key();
-
-        let token_db_path = PathBuf::from(r.string_or("TOKEN_DB_PATH", "./data/tokens.db"));
-        let session_db_path = PathBuf::from(r.string_or("SESSION_DB_PATH", "./data/sessions.db"));
-        let events_db_path = PathBuf::from(r.string_or("EVENTS_DB_PATH", "./data/events.db"));
-        let catalog_db_path = PathBuf::from(r.string_or("CATALOG_DB_PATH", "./data/catalog.db"));
-
+        let path = |r: &mut Reader, name, default| PathBuf::from(r.string_or(name, default));
+        let token_db_path = path(&mut r, "TOKEN_DB_PATH", "./data/tokens.db");
+        let session_db_path = path(&mut r, "SESSION_DB_PATH", "./data/sessions.db");
+        let events_db_path = path(&mut r, "EVENTS_DB_PATH", "./data/events.db");
+        let catalog_db_path = path(&mut r, "CATALOG_DB_PATH", "./data/catalog.db");
         let storage = read_storage(&mut r);
         let database = read_database(&mut r);
-
         let poll_schedule = r.cron("POLL_SCHEDULE", "0 0 0 * * *");
         let backup_schedule = r.cron("BACKUP_SCHEDULE", "0 30 3 * * *");
         let backup_dir = PathBuf::from(r.string_or("BACKUP_DIR", "./backups"));
-        let backup_keep = match r.parse::<usize>("BACKUP_KEEP", "7", "a positive integer") {
-            Some(0) => {
-                r.problems
-                    .push("BACKUP_KEEP is malformed (must be at least 1)".into());
-                1
-            }
-            Some(n) => n,
-            None => 7,
-        };
-        let log_format = match r
-            .string_or("LOG_FORMAT", "text")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                r.problems.push(format!(
-                    "LOG_FORMAT is malformed (expected text or json, got {other:?})"
-                ));
-                LogFormat::Text
-            }
-        };
+        let backup_keep = read_backup_keep(&mut r);
+        let log_format = read_log_format(&mut r);
+        let max_body = DEFAULT_MAX_BODY_BYTES;
         let max_body_bytes = r
-            .parse::<usize>(
-                "MAX_BODY_BYTES",
-                &DEFAULT_MAX_BODY_BYTES.to_string(),
-                "a byte count",
-            )
-            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        let defaults = WorkerPools::default();
-        let workers = WorkerPools {
-            messages: r.count("WORKERS_MESSAGES", defaults.messages),
-            sync: r.count("WORKERS_SYNC", defaults.sync),
-            poll: r.count("WORKERS_POLL", defaults.poll),
-        };
+            .parse::<usize>("MAX_BODY_BYTES", &max_body.to_string(), "a byte count")
+            .unwrap_or(max_body);
+        let workers = read_workers(&mut r);
         let retry_horizon = r
             .hours("RETRY_HORIZON_HOURS", 72.0)
             .unwrap_or(Duration::from_secs(72 * 3600));
-        let job_lease = match r.parse::<u64>("JOB_LEASE_SECS", "60", "a number of seconds") {
-            Some(n) if n < 3 => {
-                r.problems
-                    .push("JOB_LEASE_SECS is malformed (must be at least 3)".into());
-                Duration::from_secs(60)
-            }
-            Some(n) => Duration::from_secs(n),
-            None => Duration::from_secs(60),
-        };
+        let job_lease = read_job_lease(&mut r);
         let poll_window = r
             .parse::<u64>("POLL_WINDOW_MINUTES", "60", "a number of minutes")
             .map(|m| Duration::from_secs(m * 60))
@@ -333,6 +268,82 @@ impl Settings {
             generated_secrets: r.generated,
             warnings: r.warnings,
         })
+    }
+}
+
+fn read_app_env(vars: &HashMap<String, String>, problems: &mut Vec<String>) -> AppEnv {
+    match vars.get("APP_ENV").map(|s| s.trim().to_ascii_lowercase()) {
+        None => AppEnv::Development,
+        Some(s) if s.is_empty() || s == "development" || s == "dev" => AppEnv::Development,
+        Some(s) if s == "production" || s == "prod" => AppEnv::Production,
+        Some(s) => {
+            problems.push(format!(
+                "APP_ENV is malformed (expected development or production, got {s:?})"
+            ));
+            AppEnv::Production
+        }
+    }
+}
+
+fn read_public_base_url(r: &mut Reader) -> Url {
+    let url = r
+        .url("PUBLIC_BASE_URL", "http://localhost:5000")
+        .unwrap_or_else(|| Url::parse("http://localhost:5000").unwrap());
+    if r.env == AppEnv::Production && url.scheme() == "http" {
+        r.warnings.push(
+            "PUBLIC_BASE_URL uses plain http in production: cookies are not marked Secure (fine only if TLS ends at a proxy in front)".into(),
+        );
+    }
+    url
+}
+
+fn read_workers(r: &mut Reader) -> WorkerPools {
+    let defaults = WorkerPools::default();
+    WorkerPools {
+        messages: r.count("WORKERS_MESSAGES", defaults.messages),
+        sync: r.count("WORKERS_SYNC", defaults.sync),
+        poll: r.count("WORKERS_POLL", defaults.poll),
+    }
+}
+
+fn read_backup_keep(r: &mut Reader) -> usize {
+    match r.parse::<usize>("BACKUP_KEEP", "7", "a positive integer") {
+        Some(0) => {
+            r.problems
+                .push("BACKUP_KEEP is malformed (must be at least 1)".into());
+            1
+        }
+        Some(n) => n,
+        None => 7,
+    }
+}
+
+fn read_log_format(r: &mut Reader) -> LogFormat {
+    match r
+        .string_or("LOG_FORMAT", "text")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            r.problems.push(format!(
+                "LOG_FORMAT is malformed (expected text or json, got {other:?})"
+            ));
+            LogFormat::Text
+        }
+    }
+}
+
+fn read_job_lease(r: &mut Reader) -> Duration {
+    match r.parse::<u64>("JOB_LEASE_SECS", "60", "a number of seconds") {
+        Some(n) if n < 3 => {
+            r.problems
+                .push("JOB_LEASE_SECS is malformed (must be at least 3)".into());
+            Duration::from_secs(60)
+        }
+        Some(n) => Duration::from_secs(n),
+        None => Duration::from_secs(60),
     }
 }
 

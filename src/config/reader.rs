@@ -17,6 +17,20 @@ pub(super) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    pub(super) fn new(
+        vars: &'a HashMap<String, String>,
+        env: AppEnv,
+        problems: Vec<String>,
+    ) -> Reader<'a> {
+        Reader {
+            vars,
+            env,
+            problems,
+            warnings: Vec::new(),
+            generated: Vec::new(),
+        }
+    }
+
     pub(super) fn get(&self, name: &str) -> Option<&'a str> {
         self.vars
             .get(name)

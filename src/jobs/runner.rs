@@ -8,11 +8,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::registry::{BatchRun, Registry};
+use super::registry::{BatchRun, Registry, Runnable};
 use super::retry::{Next, RetryPolicy};
 use super::JobError;
 use crate::store::events::{
-    Claim, ClaimSpec, Event, EventId, EventStatus, EventStore, Pool, Record,
+    Claim, ClaimSpec, Event, EventId, EventStatus, EventStore, Pool, Record, RunId,
 };
 use crate::store::now_millis;
 
@@ -165,7 +165,6 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
 
     async fn execute(&self, kind: String, batch: Vec<Event>) {
         let started = Instant::now();
-        let oldest = batch.iter().map(|e| e.received_at).min().unwrap_or(0);
         let Some(runner) = self.registry.get(&kind) else {
             let reason = format!("no job type for kind {kind:?} in this build");
             tracing::error!(%reason, "event failed for good");
@@ -179,16 +178,40 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             self.store(rec).await;
             return;
         };
-        let run_id = batch[0].run_id;
-        let by_id: Vec<(EventId, u32, i64)> = batch
-            .iter()
-            .map(|e| (e.id, e.attempts, e.received_at))
-            .collect();
-        let ids: Vec<EventId> = batch.iter().map(|e| e.id).collect();
+        let claimed = Claimed {
+            run_id: batch[0].run_id,
+            oldest: batch.iter().map(|e| e.received_at).min().unwrap_or(0),
+            events: batch
+                .iter()
+                .map(|e| (e.id, e.attempts, e.received_at))
+                .collect(),
+        };
+        let run = self.run_isolated(runner.as_ref(), batch).await;
+        metrics::histogram!("job_duration_seconds", "kind" => kind.clone())
+            .record(started.elapsed().as_secs_f64());
 
+        let mut rec = Record {
+            forget_failed_payloads: !runner.keep_failed_payload(),
+            ..Record::default()
+        };
+        for (id, reason) in &run.undecodable {
+            tracing::error!(event = %id, %reason, "event failed for good");
+            rec.given_up
+                .push((*id, EventStatus::Failed, reason.clone()));
+        }
+        let ran = run.ran.len() as u64;
+        let result = self.outcome(&kind, &claimed, run, &mut rec);
+        metrics::counter!("events_processed_total", "kind" => kind, "result" => result)
+            .increment(ran);
+        self.store(rec).await;
+    }
+
+    /// Runs the batch in a task of its own with its lease renewed, so a panicking job fails
+    /// this batch (retried later) instead of killing the worker and leaving its lease renewed
+    /// forever.
+    async fn run_isolated(&self, runner: &dyn Runnable<C>, batch: Vec<Event>) -> BatchRun {
+        let ids: Vec<EventId> = batch.iter().map(|e| e.id).collect();
         let heartbeat = AbortOnDrop(self.heartbeat(ids.clone()));
-        // In a task of its own, so a panicking job fails this batch (retried later) instead
-        // of killing the worker and leaving its lease renewed forever.
         let task = super::progress::scope(
             self.events.clone(),
             ids[0],
@@ -209,30 +232,32 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             },
         };
         drop(heartbeat);
-        metrics::histogram!("job_duration_seconds", "kind" => kind.clone())
-            .record(started.elapsed().as_secs_f64());
+        run
+    }
 
-        let mut rec = Record {
-            forget_failed_payloads: !runner.keep_failed_payload(),
-            ..Record::default()
-        };
-        for (id, reason) in &run.undecodable {
-            tracing::error!(event = %id, %reason, "event failed for good");
-            rec.given_up
-                .push((*id, EventStatus::Failed, reason.clone()));
-        }
-        let ran = run.ran.len() as u64;
-        let result = match run.outcome {
+    /// Fills `rec` from the job's outcome; the result label for the metrics.
+    fn outcome(
+        &self,
+        kind: &str,
+        claimed: &Claimed,
+        run: BatchRun,
+        rec: &mut Record,
+    ) -> &'static str {
+        let ran = claimed
+            .events
+            .iter()
+            .filter(|(id, ..)| run.ran.contains(id));
+        match run.outcome {
             Ok(out) => {
-                metrics::histogram!("event_processing_lag_seconds", "kind" => kind.clone())
-                    .record((now_millis() - oldest).max(0) as f64 / 1000.0);
+                metrics::histogram!("event_processing_lag_seconds", "kind" => kind.to_string())
+                    .record((now_millis() - claimed.oldest).max(0) as f64 / 1000.0);
                 tracing::debug!("job done");
                 rec.done = run.ran;
                 rec.result = out.result.map(|v| v.to_string());
                 rec.follow_ups = out
                     .follow_ups
                     .into_iter()
-                    .map(|f| f.in_run(run_id))
+                    .map(|f| f.in_run(claimed.run_id))
                     .collect();
                 "done"
             }
@@ -246,7 +271,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             Err(JobError::Later { after, reason }) => {
                 tracing::debug!(%reason, after_ms = after.as_millis() as u64, "job runs again later");
                 let now = now_millis();
-                for (id, _, received_at) in by_id.iter().filter(|(id, ..)| run.ran.contains(id)) {
+                for (id, _, received_at) in ran {
                     let forever = run.forever.contains(id);
                     if !forever && now - received_at >= self.config.retry.horizon.as_millis() as i64
                     {
@@ -259,44 +284,53 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                 "later"
             }
             Err(JobError::Retry(reason)) => {
-                let now = now_millis();
-                let mut retried = 0;
-                for (id, attempts, received_at) in
-                    by_id.iter().filter(|(id, ..)| run.ran.contains(id))
-                {
-                    let forever = run.forever.contains(id);
-                    match self
-                        .config
-                        .retry
-                        .next(*attempts, *received_at, now, forever)
-                    {
-                        Next::RetryAt(at) => {
-                            retried += 1;
-                            rec.retry.push((*id, at, reason.clone()));
-                        }
-                        Next::DeadLetter => {
-                            metrics::counter!("events_dead_lettered_total", "kind" => kind.clone())
-                                .increment(1);
-                            tracing::error!(
-                                event = %id,
-                                attempts,
-                                %reason,
-                                "event dead-lettered: its retry horizon has passed (salesbot-sync requeue-failed brings it back)"
-                            );
-                            rec.given_up.push((*id, EventStatus::Dead, reason.clone()));
-                        }
-                    }
-                }
-                if retried > 0 {
-                    let first = rec.retry.iter().map(|r| r.1).min().unwrap_or(now);
-                    tracing::warn!(%reason, events = retried, retry_in_ms = (first - now).max(0), "job failed; will retry");
-                }
+                self.back_off(kind, ran, &run.forever, &reason, rec);
                 "retry"
             }
-        };
-        metrics::counter!("events_processed_total", "kind" => kind, "result" => result)
-            .increment(ran);
-        self.store(rec).await;
+        }
+    }
+
+    /// A failed run: each event retried after its backoff, or dead-lettered once its retry
+    /// horizon has passed.
+    fn back_off<'e>(
+        &self,
+        kind: &str,
+        ran: impl Iterator<Item = &'e (EventId, u32, i64)>,
+        forever: &[EventId],
+        reason: &str,
+        rec: &mut Record,
+    ) {
+        let now = now_millis();
+        let mut retried = 0;
+        for (id, attempts, received_at) in ran {
+            let forever = forever.contains(id);
+            match self
+                .config
+                .retry
+                .next(*attempts, *received_at, now, forever)
+            {
+                Next::RetryAt(at) => {
+                    retried += 1;
+                    rec.retry.push((*id, at, reason.to_string()));
+                }
+                Next::DeadLetter => {
+                    metrics::counter!("events_dead_lettered_total", "kind" => kind.to_string())
+                        .increment(1);
+                    tracing::error!(
+                        event = %id,
+                        attempts,
+                        %reason,
+                        "event dead-lettered: its retry horizon has passed (salesbot-sync requeue-failed brings it back)"
+                    );
+                    rec.given_up
+                        .push((*id, EventStatus::Dead, reason.to_string()));
+                }
+            }
+        }
+        if retried > 0 {
+            let first = rec.retry.iter().map(|r| r.1).min().unwrap_or(now);
+            tracing::warn!(%reason, events = retried, retry_in_ms = (first - now).max(0), "job failed; will retry");
+        }
     }
 
     async fn store(&self, rec: Record) {
@@ -321,6 +355,15 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             }
         })
     }
+}
+
+/// What a worker claimed, as the outcome is recorded against it.
+struct Claimed {
+    run_id: Option<RunId>,
+    /// When the oldest event of the batch was received (unix ms).
+    oldest: i64,
+    /// Each event: id, attempts so far, received at.
+    events: Vec<(EventId, u32, i64)>,
 }
 
 /// Aborts the task when dropped (also on unwinding).

@@ -471,6 +471,42 @@ async fn assemble(
             return Ok(count);
         };
         after = last;
+        let mut staged = Staged::read(catalog, shop, chunk).await?;
+        let mut rows: Vec<EntityRow> = Vec::with_capacity(staged.products.len());
+        let mut index: Vec<(i64, Vec<(i64, i64)>)> = Vec::with_capacity(rows.capacity());
+        for (id, node) in std::mem::take(&mut staged.products) {
+            let raw = staged.variants.remove(&id).unwrap_or_default();
+            index.push((id, inventory_pairs(&raw)));
+            rows.push(row(&staged.entry(node, raw))?);
+        }
+        count += rows.len();
+        catalog
+            .put(shop, EntityKind::Product, rows, generation)
+            .await?;
+        catalog.set_inventory_items_of(shop, index).await?;
+        if let Some(total) = progress {
+            let done = count as u64;
+            crate::jobs::progress::report(done, Some(total.max(done))).await;
+        }
+    }
+}
+
+/// One chunk of staged products with their variants and their bulk file's children.
+struct Staged {
+    products: Vec<(i64, Value)>,
+    /// Variants by product id.
+    variants: HashMap<i64, Vec<Value>>,
+    /// A bulk file's children by parent gid: metafields under their product, levels under
+    /// their variant (or its inventory item: either may be named as the parent).
+    children: HashMap<String, Vec<Value>>,
+}
+
+impl Staged {
+    async fn read(
+        catalog: &CatalogStore,
+        shop: &ShopDomain,
+        chunk: Vec<(i64, Vec<u8>)>,
+    ) -> Result<Staged, SyncError> {
         let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
         let mut variants: HashMap<i64, Vec<Value>> = HashMap::new();
         for (product, _, body) in catalog.staged_variants_of(shop, ids).await? {
@@ -483,25 +519,7 @@ async fn assemble(
             .into_iter()
             .map(|(id, body)| Ok((id, serde_json::from_slice(&body).map_err(internal)?)))
             .collect::<Result<_, SyncError>>()?;
-
-        // A bulk file's children: metafields under their product, levels under their variant
-        // (or its inventory item: either may be named as the parent).
-        let mut parents: Vec<String> = Vec::new();
-        for (_, p) in &products {
-            if !p.get("metafields").is_some_and(Value::is_array) {
-                parents.extend(p.get("id").and_then(Value::as_str).map(str::to_string));
-            }
-        }
-        for v in variants.values().flatten() {
-            if v.get(LEVELS).is_none() {
-                parents.extend(v.get("id").and_then(Value::as_str).map(str::to_string));
-                parents.extend(
-                    v.pointer("/inventoryItem/id")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                );
-            }
-        }
+        let parents = Staged::parents_without_children(&products, &variants);
         let mut children: HashMap<String, Vec<Value>> = HashMap::new();
         for (parent, body) in catalog.staged_children_of(shop, parents).await? {
             children
@@ -509,53 +527,68 @@ async fn assemble(
                 .or_default()
                 .push(serde_json::from_slice(&body).map_err(internal)?);
         }
+        Ok(Staged {
+            products,
+            variants,
+            children,
+        })
+    }
 
-        let mut rows: Vec<EntityRow> = Vec::with_capacity(products.len());
-        let mut index: Vec<(i64, Vec<(i64, i64)>)> = Vec::with_capacity(products.len());
-        for (id, mut node) in products {
-            let gid = node
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let metafields = match node.get_mut("metafields").map(Value::take) {
-                Some(Value::Array(m)) => m,
-                _ => children.remove(&gid).unwrap_or_default(),
-            };
-            let raw = variants.remove(&id).unwrap_or_default();
-            index.push((id, inventory_pairs(&raw)));
-            let shaped = raw
-                .into_iter()
-                .map(|mut v| {
-                    let levels = match v.as_object_mut().and_then(|o| o.remove(LEVELS)) {
-                        Some(Value::Array(l)) => l,
-                        _ => {
-                            let vid = v.get("id").and_then(Value::as_str).unwrap_or_default();
-                            let item = v
-                                .pointer("/inventoryItem/id")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default();
-                            let mut l = children.remove(vid).unwrap_or_default();
-                            l.extend(children.remove(item).unwrap_or_default());
-                            l
-                        }
-                    };
-                    shape_variant(v, levels)
-                })
-                .collect();
-            rows.push(row(&with_variants(
-                shape_product(node, metafields),
-                shaped,
-            ))?);
+    /// Products without inline metafields and variants without inline levels: theirs came
+    /// as separate lines of a bulk file.
+    fn parents_without_children(
+        products: &[(i64, Value)],
+        variants: &HashMap<i64, Vec<Value>>,
+    ) -> Vec<String> {
+        let gid = |v: &Value, at: &str| v.pointer(at).and_then(Value::as_str).map(str::to_string);
+        let mut parents: Vec<String> = Vec::new();
+        for (_, p) in products {
+            if !p.get("metafields").is_some_and(Value::is_array) {
+                parents.extend(gid(p, "/id"));
+            }
         }
-        count += rows.len();
-        catalog
-            .put(shop, EntityKind::Product, rows, generation)
-            .await?;
-        catalog.set_inventory_items_of(shop, index).await?;
-        if let Some(total) = progress {
-            let done = count as u64;
-            crate::jobs::progress::report(done, Some(total.max(done))).await;
+        for v in variants.values().flatten() {
+            if v.get(LEVELS).is_none() {
+                parents.extend(gid(v, "/id"));
+                parents.extend(gid(v, "/inventoryItem/id"));
+            }
         }
+        parents
+    }
+
+    /// A product's entry: its node with its metafields and shaped variants.
+    fn entry(&mut self, mut node: Value, raw: Vec<Value>) -> Value {
+        let gid = node
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let metafields = match node.get_mut("metafields").map(Value::take) {
+            Some(Value::Array(m)) => m,
+            _ => self.children.remove(&gid).unwrap_or_default(),
+        };
+        let shaped = raw
+            .into_iter()
+            .map(|mut v| {
+                let levels = match v.as_object_mut().and_then(|o| o.remove(LEVELS)) {
+                    Some(Value::Array(l)) => l,
+                    _ => self.levels_of(&v),
+                };
+                shape_variant(v, levels)
+            })
+            .collect();
+        with_variants(shape_product(node, metafields), shaped)
+    }
+
+    /// A variant's levels from the bulk file's children, under the variant or its item.
+    fn levels_of(&mut self, v: &Value) -> Vec<Value> {
+        let vid = v.get("id").and_then(Value::as_str).unwrap_or_default();
+        let item = v
+            .pointer("/inventoryItem/id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut l = self.children.remove(vid).unwrap_or_default();
+        l.extend(self.children.remove(item).unwrap_or_default());
+        l
     }
 }

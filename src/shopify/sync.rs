@@ -278,101 +278,183 @@ pub async fn apply(
 ) -> Result<Applied, SyncError> {
     let api = super::api(state)?;
     let merchant = api.merchant(shop).await?;
-    let catalog = &state.catalog;
-    let st = catalog.state(shop).await?;
+    let st = state.catalog.state(shop).await?;
     if st.generation == 0 {
         return Ok(Applied::NeedsFullSync);
     }
     if changes.unknown {
         return Ok(Applied::Done(reconcile(state, shop).await?));
     }
-    let gen = st.generation;
-    let f = Fetcher { api, shop };
-    let mut products_dirty = false;
-    let mut metadata_dirty = false;
-    // Collections list product handles: a product that went or changed handle changes them.
-    let read_at = |kind, ids: &BTreeMap<i64, Option<i64>>| {
-        catalog.fetched_at(shop, kind, ids.keys().copied().collect())
+    let mut run = ApplyRun {
+        state,
+        catalog: &state.catalog,
+        shop,
+        f: Fetcher { api, shop },
+        gen: st.generation,
+        started: 0,
+        fresh: HashSet::new(),
+        stale_handles: Vec::new(),
+        products_dirty: false,
+        metadata_dirty: false,
     };
-    let products = still_unread(
-        &changes.products,
-        &read_at(EntityKind::Product, &changes.products).await?,
-    );
-    let mut collections = still_unread(
-        &changes.collections,
-        &read_at(EntityKind::Collection, &changes.collections).await?,
-    );
-    let discounts = still_unread(
-        &changes.discounts,
-        &read_at(EntityKind::Discount, &changes.discounts).await?,
-    );
-    let items = still_unread(
-        &changes.inventory_items,
-        &catalog
-            .items_fetched_at(shop, changes.inventory_items.keys().copied().collect())
-            .await?,
-    );
-    let started = crate::store::now_millis();
-    let mut stale_handles: Vec<String> = Vec::new();
+    // What still needs reading is decided before anything is read.
+    let unread = run.unread(&changes).await?;
+    run.products(&changes, &unread.products).await?;
+    for item in unread.items {
+        run.inventory_item(item).await?;
+    }
+    run.collections_and_discounts(&changes, unread.collections, &unread.discounts)
+        .await?;
+    let mut which = Vec::new();
+    if run.metadata_dirty {
+        which.push(Object::Metadata);
+    }
+    if run.products_dirty {
+        which.push(Object::Products);
+    }
+    let detail = json!({"read": "changes", "products": run.fresh.len()});
+    Ok(Applied::Done(
+        write_objects(state, shop, &merchant, &which, detail).await?,
+    ))
+}
 
-    for id in &changes.deleted_products {
-        stale_handles.extend(catalog.handle_of(shop, *id).await?);
-        products_dirty |= catalog.delete(shop, EntityKind::Product, vec![*id]).await? > 0;
+/// The entities a batch named that were not read since their delivery arrived.
+struct Unread {
+    products: BTreeSet<i64>,
+    collections: BTreeSet<i64>,
+    discounts: BTreeSet<i64>,
+    items: BTreeSet<i64>,
+}
+
+/// One `apply`: what it read and what it changed so far.
+struct ApplyRun<'a> {
+    state: &'a AppState,
+    catalog: &'a CatalogStore,
+    shop: &'a ShopDomain,
+    f: Fetcher<'a>,
+    gen: i64,
+    /// When reading began: entities are marked read as of then.
+    started: i64,
+    /// Products read in full in this run.
+    fresh: HashSet<i64>,
+    /// Handles of products that went or changed handle: collections listing them change.
+    stale_handles: Vec<String>,
+    products_dirty: bool,
+    metadata_dirty: bool,
+}
+
+impl ApplyRun<'_> {
+    /// Of the changes named, those not read since their delivery arrived; reading starts.
+    async fn unread(&mut self, changes: &Changes) -> Result<Unread, SyncError> {
+        let (catalog, shop) = (self.catalog, self.shop);
+        let items = &changes.inventory_items;
+        let items_read_at = catalog
+            .items_fetched_at(shop, items.keys().copied().collect())
+            .await?;
+        let unread = Unread {
+            products: self.of(EntityKind::Product, &changes.products).await?,
+            collections: self
+                .of(EntityKind::Collection, &changes.collections)
+                .await?,
+            discounts: self.of(EntityKind::Discount, &changes.discounts).await?,
+            items: still_unread(items, &items_read_at),
+        };
+        self.started = crate::store::now_millis();
+        Ok(unread)
     }
-    let wanted: BTreeSet<i64> = products
-        .difference(&changes.deleted_products)
-        .copied()
-        .collect();
-    let mut fresh: HashSet<i64> = HashSet::new();
-    if let (true, Some(since)) = (wanted.len() > WINDOW_AT, changes.since) {
-        // A bulk edit: one search for everything changed since the first delivery.
-        let since = since - chrono::Duration::seconds(60);
-        let mut search = entities::ProductSearch::new(&f, updated_since(since));
-        while let Some(batch) = search.next_page().await? {
-            fresh.extend(batch.iter().map(|p| p.row.id));
-            products_dirty |= store_products(state, shop, gen, batch).await? > 0;
+
+    /// Of `changed` entities of one kind, those not read since their delivery arrived.
+    async fn of(
+        &self,
+        kind: EntityKind,
+        changed: &BTreeMap<i64, Option<i64>>,
+    ) -> Result<BTreeSet<i64>, SyncError> {
+        let ids = changed.keys().copied().collect();
+        let read_at = self.catalog.fetched_at(self.shop, kind, ids).await?;
+        Ok(still_unread(changed, &read_at))
+    }
+
+    /// Deleted products removed, changed ones re-read (with one search for a bulk edit).
+    async fn products(
+        &mut self,
+        changes: &Changes,
+        products: &BTreeSet<i64>,
+    ) -> Result<(), SyncError> {
+        for id in &changes.deleted_products {
+            self.remove_product(*id).await?;
         }
+        let wanted: BTreeSet<i64> = products
+            .difference(&changes.deleted_products)
+            .copied()
+            .collect();
+        if let (true, Some(since)) = (wanted.len() > WINDOW_AT, changes.since) {
+            self.bulk_search(since).await?;
+        }
+        let per_product: Vec<i64> = wanted
+            .iter()
+            .filter(|id| !self.fresh.contains(id))
+            .copied()
+            .collect();
+        for id in per_product {
+            self.read_product(id).await?;
+        }
+        let fresh = self.fresh.iter().copied().collect();
+        self.catalog
+            .mark_fetched(self.shop, EntityKind::Product, fresh, self.started)
+            .await?;
+        Ok(())
     }
-    let per_product: Vec<i64> = wanted
-        .iter()
-        .filter(|id| !fresh.contains(id))
-        .copied()
-        .collect();
-    for id in &per_product {
-        let old_handle = catalog.handle_of(shop, *id).await?;
-        match entities::product(&f, *id).await? {
+
+    async fn remove_product(&mut self, id: i64) -> Result<(), SyncError> {
+        let (catalog, shop) = (self.catalog, self.shop);
+        self.stale_handles
+            .extend(catalog.handle_of(shop, id).await?);
+        self.products_dirty |= catalog.delete(shop, EntityKind::Product, vec![id]).await? > 0;
+        Ok(())
+    }
+
+    /// A bulk edit: one search for everything changed since the first delivery.
+    async fn bulk_search(&mut self, since: chrono::DateTime<chrono::Utc>) -> Result<(), SyncError> {
+        let since = since - chrono::Duration::seconds(60);
+        let mut search = entities::ProductSearch::new(&self.f, updated_since(since));
+        while let Some(batch) = search.next_page().await? {
+            self.fresh.extend(batch.iter().map(|p| p.row.id));
+            self.products_dirty |=
+                store_products(self.state, self.shop, self.gen, batch).await? > 0;
+        }
+        Ok(())
+    }
+
+    /// One product re-read: stored, or removed when Shopify no longer has it.
+    async fn read_product(&mut self, id: i64) -> Result<(), SyncError> {
+        let old_handle = self.catalog.handle_of(self.shop, id).await?;
+        match entities::product(&self.f, id).await? {
             Some(p) => {
                 if old_handle.is_some() && old_handle != p.row.handle {
-                    stale_handles.extend(old_handle);
+                    self.stale_handles.extend(old_handle);
                 }
-                products_dirty |= store_products(state, shop, gen, vec![p]).await? > 0;
+                self.products_dirty |=
+                    store_products(self.state, self.shop, self.gen, vec![p]).await? > 0;
             }
-            None => {
-                stale_handles.extend(old_handle);
-                products_dirty |= catalog.delete(shop, EntityKind::Product, vec![*id]).await? > 0;
-            }
+            None => self.remove_product(id).await?,
         }
-        fresh.insert(*id);
+        self.fresh.insert(id);
+        Ok(())
     }
-    catalog
-        .mark_fetched(
-            shop,
-            EntityKind::Product,
-            fresh.iter().copied().collect(),
-            started,
-        )
-        .await?;
-    for item in &items {
-        if let Some(p) = catalog.product_of_item(shop, *item).await? {
-            if fresh.contains(&p) {
-                continue; // just read in full
+
+    /// A changed inventory item: patched into its product (or the product read whole).
+    async fn inventory_item(&mut self, item: i64) -> Result<(), SyncError> {
+        let (catalog, shop) = (self.catalog, self.shop);
+        if let Some(p) = catalog.product_of_item(shop, item).await? {
+            if self.fresh.contains(&p) {
+                return Ok(()); // just read in full
             }
         }
-        let Some(change) = entities::inventory_item(&f, *item).await? else {
-            continue; // the item is gone (its variant's deletion comes as a product update)
+        let Some(change) = entities::inventory_item(&self.f, item).await? else {
+            return Ok(()); // the item is gone (its variant's deletion comes as a product update)
         };
-        if fresh.contains(&change.product) {
-            continue;
+        if self.fresh.contains(&change.product) {
+            return Ok(());
         }
         let patched = catalog
             .get(shop, EntityKind::Product, change.product)
@@ -384,75 +466,75 @@ pub async fn apply(
                 items: Vec::new(),
             }),
             // Not in the store, or a variant it does not know: read the whole product.
-            None => entities::product(&f, change.product).await?,
+            None => entities::product(&self.f, change.product).await?,
         };
         if let Some(p) = product {
             let id = p.row.id;
             let changed = if p.items.is_empty() {
                 catalog
-                    .put(shop, EntityKind::Product, vec![p.row], gen)
+                    .put(shop, EntityKind::Product, vec![p.row], self.gen)
                     .await?
             } else {
-                store_products(state, shop, gen, vec![p]).await?
+                store_products(self.state, shop, self.gen, vec![p]).await?
             };
-            products_dirty |= changed > 0;
-            fresh.insert(id);
+            self.products_dirty |= changed > 0;
+            self.fresh.insert(id);
         }
         catalog
-            .mark_items_fetched(shop, vec![*item], started)
+            .mark_items_fetched(shop, vec![item], self.started)
             .await?;
+        Ok(())
     }
-    collections.extend(catalog.collections_listing(shop, stale_handles).await?);
-    metadata_dirty |= refresh_entities(
-        catalog,
-        shop,
-        EntityKind::Collection,
-        gen,
-        &collections,
-        &changes.deleted_collections,
-        |id| entities::collection(&f, id),
-    )
-    .await?;
-    metadata_dirty |= refresh_entities(
-        catalog,
-        shop,
-        EntityKind::Discount,
-        gen,
-        &discounts,
-        &changes.deleted_discounts,
-        |id| entities::discount(&f, id),
-    )
-    .await?;
-    let read = |wanted: &BTreeSet<i64>, deleted: &BTreeSet<i64>| -> Vec<i64> {
-        wanted.difference(deleted).copied().collect()
-    };
-    catalog
-        .mark_fetched(
+
+    /// Collections (those named, and those listing a product that went or changed handle) and
+    /// discounts re-read or removed.
+    async fn collections_and_discounts(
+        &mut self,
+        changes: &Changes,
+        mut collections: BTreeSet<i64>,
+        discounts: &BTreeSet<i64>,
+    ) -> Result<(), SyncError> {
+        let (catalog, shop) = (self.catalog, self.shop);
+        let stale = std::mem::take(&mut self.stale_handles);
+        collections.extend(catalog.collections_listing(shop, stale).await?);
+        let f = &self.f;
+        self.metadata_dirty |= refresh_entities(
+            catalog,
             shop,
             EntityKind::Collection,
-            read(&collections, &changes.deleted_collections),
-            started,
+            self.gen,
+            &collections,
+            &changes.deleted_collections,
+            |id| entities::collection(f, id),
         )
         .await?;
-    catalog
-        .mark_fetched(
+        self.metadata_dirty |= refresh_entities(
+            catalog,
             shop,
             EntityKind::Discount,
-            read(&discounts, &changes.deleted_discounts),
-            started,
+            self.gen,
+            discounts,
+            &changes.deleted_discounts,
+            |id| entities::discount(f, id),
         )
         .await?;
-    let mut which = Vec::new();
-    if metadata_dirty {
-        which.push(Object::Metadata);
+        let read = |wanted: &BTreeSet<i64>, deleted: &BTreeSet<i64>| -> Vec<i64> {
+            wanted.difference(deleted).copied().collect()
+        };
+        for (kind, wanted, deleted) in [
+            (
+                EntityKind::Collection,
+                &collections,
+                &changes.deleted_collections,
+            ),
+            (EntityKind::Discount, discounts, &changes.deleted_discounts),
+        ] {
+            catalog
+                .mark_fetched(shop, kind, read(wanted, deleted), self.started)
+                .await?;
+        }
+        Ok(())
     }
-    if products_dirty {
-        which.push(Object::Products);
-    }
-    let detail = json!({"read": "changes", "products": fresh.len()});
-    Ok(Applied::Done(
-        write_objects(state, shop, &merchant, &which, detail).await?,
-    ))
 }
 
 /// Deletes everything we hold of a shop: its objects, its catalogue and its records

@@ -95,6 +95,73 @@ async fn count(db: &PgDb, table: &str) -> Result<u64, StoreError> {
     Ok(n as u64)
 }
 
+/// Every row of a SQLite table, with the columns the PostgreSQL table has (the schemas
+/// match; this keeps a missing optional column an error of the copy rather than a panic).
+async fn read_sqlite(
+    path: std::path::PathBuf,
+    kind: DbKind,
+    table: &str,
+    columns: &[(String, String)],
+) -> Result<Vec<Vec<SqlValue>>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM {table}",
+        columns
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    tokio::task::spawn_blocking(move || {
+        let conn = open_connection(&path, kind)?;
+        let mut st = conn.prepare(&sql)?;
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| (0..n).map(|i| r.get::<_, SqlValue>(i)).collect())?
+            .collect::<Result<Vec<Vec<SqlValue>>, _>>()?;
+        Ok::<_, StoreError>(rows)
+    })
+    .await
+    .map_err(|_| StoreError::Closed)?
+}
+
+/// One multi-row INSERT of copied rows, each value bound as its PostgreSQL column's type.
+async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    to: &str,
+    columns: &[(String, String)],
+    chunk: &[Vec<SqlValue>],
+) -> Result<(), StoreError> {
+    let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("INSERT INTO {to} ({}) ", names.join(", ")));
+    q.push_values(chunk, |mut b, row| {
+        for ((name, ty), v) in columns.iter().zip(row) {
+            // Work a stopped server was doing belongs to nobody now.
+            let v = match (to, name.as_str(), v) {
+                ("events", "status", SqlValue::Text(s)) if s == "running" => {
+                    SqlValue::Text("pending".into())
+                }
+                ("events", "locked_by" | "locked_until", _) => SqlValue::Null,
+                _ => v.clone(),
+            };
+            match (ty.as_str(), v) {
+                ("bigint" | "integer", SqlValue::Integer(i)) => b.push_bind(i),
+                ("bigint" | "integer", SqlValue::Null) => b.push_bind(None::<i64>),
+                ("bytea", SqlValue::Blob(x)) => b.push_bind(x),
+                ("bytea", SqlValue::Text(x)) => b.push_bind(x.into_bytes()),
+                ("bytea", SqlValue::Null) => b.push_bind(None::<Vec<u8>>),
+                (_, SqlValue::Text(x)) => b.push_bind(x),
+                (_, SqlValue::Integer(i)) => b.push_bind(i.to_string()),
+                (_, SqlValue::Real(f)) => b.push_bind(f.to_string()),
+                (_, SqlValue::Blob(x)) => b.push_bind(String::from_utf8_lossy(&x).into_owned()),
+                (_, SqlValue::Null) => b.push_bind(None::<String>),
+            };
+        }
+    });
+    q.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// Copies every store; refuses (before writing anything) when the database is not empty.
 pub async fn copy_to_postgres(settings: &Settings, db: &PgDb) -> anyhow::Result<CopyReport> {
     for (_, _, table) in TABLES {
@@ -113,59 +180,10 @@ pub async fn copy_to_postgres(settings: &Settings, db: &PgDb) -> anyhow::Result<
             continue;
         }
         let columns = pg_columns(db, to).await?;
-        // Only the columns both sides have (the schemas match; this keeps a missing optional
-        // column an error of the copy rather than a panic).
-        let from_table = from.to_string();
-        let wanted: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
-        let rows: Vec<Vec<SqlValue>> = tokio::task::spawn_blocking(move || {
-            let conn = open_connection(&path, *kind)?;
-            let sql = format!("SELECT {} FROM {from_table}", wanted.join(", "));
-            let mut st = conn.prepare(&sql)?;
-            let n = st.column_count();
-            let rows = st
-                .query_map([], |r| (0..n).map(|i| r.get::<_, SqlValue>(i)).collect())?
-                .collect::<Result<Vec<Vec<SqlValue>>, _>>()?;
-            Ok::<_, StoreError>(rows)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)??;
+        let rows = read_sqlite(path, *kind, from, &columns).await?;
         let copied = rows.len() as u64;
         for chunk in rows.chunks(BATCH) {
-            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-                "INSERT INTO {to} ({}) ",
-                columns
-                    .iter()
-                    .map(|(c, _)| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            q.push_values(chunk, |mut b, row| {
-                for ((name, ty), v) in columns.iter().zip(row) {
-                    // Work a stopped server was doing belongs to nobody now.
-                    let v = match (*to, name.as_str(), v) {
-                        ("events", "status", SqlValue::Text(s)) if s == "running" => {
-                            SqlValue::Text("pending".into())
-                        }
-                        ("events", "locked_by" | "locked_until", _) => SqlValue::Null,
-                        _ => v.clone(),
-                    };
-                    match (ty.as_str(), v) {
-                        ("bigint" | "integer", SqlValue::Integer(i)) => b.push_bind(i),
-                        ("bigint" | "integer", SqlValue::Null) => b.push_bind(None::<i64>),
-                        ("bytea", SqlValue::Blob(x)) => b.push_bind(x),
-                        ("bytea", SqlValue::Text(x)) => b.push_bind(x.into_bytes()),
-                        ("bytea", SqlValue::Null) => b.push_bind(None::<Vec<u8>>),
-                        (_, SqlValue::Text(x)) => b.push_bind(x),
-                        (_, SqlValue::Integer(i)) => b.push_bind(i.to_string()),
-                        (_, SqlValue::Real(f)) => b.push_bind(f.to_string()),
-                        (_, SqlValue::Blob(x)) => {
-                            b.push_bind(String::from_utf8_lossy(&x).into_owned())
-                        }
-                        (_, SqlValue::Null) => b.push_bind(None::<String>),
-                    };
-                }
-            });
-            q.build().execute(&mut *tx).await?;
+            insert_rows(&mut tx, to, &columns, chunk).await?;
         }
         report.tables.push((to, copied));
     }

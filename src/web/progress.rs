@@ -225,32 +225,8 @@ fn product_progress(target: String, t: &Tracked) -> SyncView {
 pub async fn page_view(state: &AppState, s: &AccountSummary) -> Result<SyncView, AppError> {
     let page = PageId::parse(&s.id).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
     let target = page_target(&page);
-    match s.status {
-        AccountStatus::Deleting => {
-            return Ok(SyncView::new(
-                target,
-                ViewState::Deleting,
-                "Disconnecting",
-                "Its conversations are being deleted.".into(),
-            ))
-        }
-        AccountStatus::NeedsReauth => {
-            return Ok(SyncView::new(
-                target,
-                ViewState::NeedsReconnect,
-                "Needs reconnect",
-                reconnect_reason("Facebook", s.reason.as_deref()),
-            ))
-        }
-        AccountStatus::Uninstalled => {
-            return Ok(SyncView::new(
-                target,
-                ViewState::Uninstalled,
-                "Disconnected",
-                "This page is no longer connected.".into(),
-            ))
-        }
-        AccountStatus::Active => {}
+    if let Some(view) = page_status_view(&target, s) {
+        return Ok(view);
     }
     let last = state.tokens.page_last_polled(&page).await?;
     let tracked = state.events.tracked(GroupKey::page(&page).as_str()).await?;
@@ -310,4 +286,30 @@ pub async fn page_view(state: &AppState, s: &AccountSummary) -> Result<SyncView,
         }
     };
     Ok(view)
+}
+
+/// The view of a page that is not active (being deleted, needing a reconnect, gone).
+fn page_status_view(target: &str, s: &AccountSummary) -> Option<SyncView> {
+    let target = target.to_string();
+    Some(match s.status {
+        AccountStatus::Deleting => SyncView::new(
+            target,
+            ViewState::Deleting,
+            "Disconnecting",
+            "Its conversations are being deleted.".into(),
+        ),
+        AccountStatus::NeedsReauth => SyncView::new(
+            target,
+            ViewState::NeedsReconnect,
+            "Needs reconnect",
+            reconnect_reason("Facebook", s.reason.as_deref()),
+        ),
+        AccountStatus::Uninstalled => SyncView::new(
+            target,
+            ViewState::Uninstalled,
+            "Disconnected",
+            "This page is no longer connected.".into(),
+        ),
+        AccountStatus::Active => return None,
+    })
 }

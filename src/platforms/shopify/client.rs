@@ -227,29 +227,8 @@ impl ShopifyClient {
             Ok(r) => r,
             Err(e) => return Attempt::Wait(format!("network: {}", e.without_url()), None),
         };
-        let status = resp.status();
-        match status.as_u16() {
-            200..=299 => {}
-            401 => return Attempt::Fail(ShopifyError::Unauthorized(format!("HTTP {status}"))),
-            // Missing scopes or a closed store: refreshing the token cannot help.
-            403 => {
-                return Attempt::Fail(ShopifyError::Permanent(format!(
-                    "HTTP {status}: the app may not do this on the shop"
-                )))
-            }
-            429 => {
-                let after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|s| s.is_finite())
-                    .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
-                    .unwrap_or(Duration::from_secs(2));
-                return Attempt::Wait("HTTP 429".into(), Some(after));
-            }
-            500..=599 => return Attempt::Wait(format!("HTTP {status}"), None),
-            _ => return Attempt::Fail(ShopifyError::Permanent(format!("HTTP {status}"))),
+        if let Some(refused) = refused(&resp) {
+            return refused;
         }
         let v: Value = match resp.json().await {
             Ok(v) => v,
@@ -263,24 +242,7 @@ impl ShopifyClient {
             .and_then(Value::as_array)
             .filter(|e| !e.is_empty())
         {
-            let throttled = errors.iter().any(|e| {
-                e.pointer("/extensions/code").and_then(Value::as_str) == Some("THROTTLED")
-            });
-            if throttled {
-                let requested = v
-                    .pointer("/extensions/cost/requestedQueryCost")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(100.0);
-                return Attempt::Wait("THROTTLED".into(), Some(throttle_wait(throttle, requested)));
-            }
-            let msgs: Vec<&str> = errors
-                .iter()
-                .filter_map(|e| e.get("message").and_then(Value::as_str))
-                .collect();
-            return Attempt::Fail(ShopifyError::Permanent(format!(
-                "GraphQL errors: {}",
-                msgs.join("; ")
-            )));
+            return graphql_errors(&v, errors, throttle);
         }
         match v.get("data") {
             Some(d) if !d.is_null() => {
@@ -302,6 +264,54 @@ impl ShopifyClient {
             )),
         }
     }
+}
+
+/// What a non-2xx answer means (`None` for a 2xx).
+fn refused(resp: &reqwest::Response) -> Option<Attempt> {
+    let status = resp.status();
+    Some(match status.as_u16() {
+        200..=299 => return None,
+        401 => Attempt::Fail(ShopifyError::Unauthorized(format!("HTTP {status}"))),
+        // Missing scopes or a closed store: refreshing the token cannot help.
+        403 => Attempt::Fail(ShopifyError::Permanent(format!(
+            "HTTP {status}: the app may not do this on the shop"
+        ))),
+        429 => {
+            let after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite())
+                .map(|s| Duration::from_secs_f64(s.clamp(0.0, MAX_WAIT.as_secs_f64())))
+                .unwrap_or(Duration::from_secs(2));
+            Attempt::Wait("HTTP 429".into(), Some(after))
+        }
+        500..=599 => Attempt::Wait(format!("HTTP {status}"), None),
+        _ => Attempt::Fail(ShopifyError::Permanent(format!("HTTP {status}"))),
+    })
+}
+
+/// A GraphQL answer with `errors`: a throttle waits for the bucket, anything else fails.
+fn graphql_errors(v: &Value, errors: &[Value], throttle: Option<&Value>) -> Attempt {
+    let throttled = errors
+        .iter()
+        .any(|e| e.pointer("/extensions/code").and_then(Value::as_str) == Some("THROTTLED"));
+    if throttled {
+        let requested = v
+            .pointer("/extensions/cost/requestedQueryCost")
+            .and_then(Value::as_f64)
+            .unwrap_or(100.0);
+        return Attempt::Wait("THROTTLED".into(), Some(throttle_wait(throttle, requested)));
+    }
+    let msgs: Vec<&str> = errors
+        .iter()
+        .filter_map(|e| e.get("message").and_then(Value::as_str))
+        .collect();
+    Attempt::Fail(ShopifyError::Permanent(format!(
+        "GraphQL errors: {}",
+        msgs.join("; ")
+    )))
 }
 
 enum Attempt {
