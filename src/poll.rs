@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::facebook::jobs::{PagePoll, PageSubscriptionCheck, PollReason};
+use crate::facebook::jobs::{ConversationPoll, PagePoll, PageSubscriptionCheck, PollReason};
 use crate::ids::{PageId, ShopDomain};
-use crate::jobs::{Job, JobKind};
+use crate::jobs::Job;
 use crate::shopify::jobs::{ShopifySubscriptionCheck, ShopifySync, SyncReason};
 use crate::state::AppState;
 use crate::store::events::{EventStatus, NewEvent, Outcome, RunId, RunKind, RunTrigger};
@@ -125,10 +125,7 @@ async fn not_busy(
 ) -> Result<(Vec<ShopDomain>, Vec<PageId>), StoreError> {
     let busy = state
         .events
-        .open_groups(vec![
-            JobKind::ShopifySync.as_str(),
-            JobKind::FacebookPagePoll.as_str(),
-        ])
+        .open_groups(vec![ShopifySync::KIND, PagePoll::KIND])
         .await?;
     Ok((
         shops
@@ -230,14 +227,11 @@ pub fn summarize(run: RunId, jobs: &[Outcome]) -> RunSummary {
         ..RunSummary::default()
     };
     for j in jobs {
-        let Ok(kind) = j.kind.parse::<JobKind>() else {
-            continue;
-        };
-        let tally = match kind {
-            JobKind::ShopifySync => &mut s.shops,
-            JobKind::FacebookPagePoll => &mut s.pages,
-            JobKind::FacebookConversationPoll => &mut s.conversations,
-            JobKind::ShopifySubscriptions | JobKind::FacebookSubscriptions => {
+        let tally = match j.kind.as_str() {
+            ShopifySync::KIND => &mut s.shops,
+            PagePoll::KIND => &mut s.pages,
+            ConversationPoll::KIND => &mut s.conversations,
+            ShopifySubscriptionCheck::KIND | PageSubscriptionCheck::KIND => {
                 &mut s.subscription_checks
             }
             _ => continue,

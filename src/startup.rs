@@ -421,3 +421,32 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The kinds are the text stored in the queue's `kind` column: renaming one would leave
+    /// rows queued before an upgrade with no job type to run them.
+    #[test]
+    fn job_kinds_keep_the_text_stored_in_queued_rows() {
+        let mut kinds = super::registry().kinds();
+        kinds.retain(|k| !k.starts_with("testkit"));
+        assert_eq!(
+            kinds,
+            [
+                "facebook",
+                "facebook_conversation_poll",
+                "facebook_data_deletion",
+                "facebook_message",
+                "facebook_page",
+                "facebook_page_disconnect",
+                "facebook_page_moved",
+                "facebook_page_poll",
+                "facebook_self_test",
+                "facebook_subscriptions",
+                "shopify",
+                "shopify_subscriptions",
+                "shopify_sync",
+            ]
+        );
+    }
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::ids::GraphId;
-use crate::jobs::{DedupeKey, GroupKey, IntakeError, Job, JobError, JobKind, JobOutput};
+use crate::jobs::{DedupeKey, GroupKey, IntakeError, Job, JobError, JobOutput};
 use crate::objects::keys::testkit as testkit_key;
 use crate::state::AppState;
 use crate::store::events::Pool;
@@ -46,7 +46,7 @@ fn id_of(raw: &str) -> Result<GraphId, JobError> {
 }
 
 impl Job for TestkitDelivery {
-    const KIND: JobKind = JobKind::Testkit;
+    const KIND: &'static str = "testkit";
     const POOL: Pool = Pool::Messages;
     type Context = AppState;
 
@@ -83,7 +83,7 @@ impl Job for TestkitDelivery {
 
 /// Effect rows need no processing; the job just completes them.
 impl Job for TestkitEffect {
-    const KIND: JobKind = JobKind::TestkitEffect;
+    const KIND: &'static str = "testkit_effect";
     const POOL: Pool = Pool::Messages;
     const MAX_BATCH: usize = 500;
     type Context = AppState;

@@ -24,7 +24,7 @@ use crate::config::FacebookSettings;
 use crate::crypto::secret_bytes;
 use crate::ids::MerchantId;
 use crate::ids::{FacebookUserId, PageId};
-use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::objects::keys;
 use crate::platforms::facebook::signature::parse_signed_request;
 use crate::state::AppState;
@@ -202,7 +202,7 @@ pub struct DataDeletion {
 }
 
 impl Job for DataDeletion {
-    const KIND: JobKind = JobKind::FacebookDataDeletion;
+    const KIND: &'static str = "facebook_data_deletion";
     const POOL: Pool = Pool::Sync;
     /// Compliance work: never given up for a reason that can pass.
     const RETRY_FOREVER: bool = true;
@@ -278,7 +278,7 @@ pub(super) async fn delete_marked_pages(
         // A raw delivery being fanned out may be about to queue messages of the pages.
         + state
             .events
-            .running_of_kind(JobKind::FacebookWebhook.as_str())
+            .running_of_kind(super::jobs::FacebookDelivery::KIND)
             .await
             .map_err(|e| retry(&e))?;
     if running > 0 {
@@ -371,7 +371,7 @@ async fn purge_raw_deliveries(
     let mut purged = 0;
     for (event, payload) in state
         .events
-        .unfinished_payloads(JobKind::FacebookWebhook.as_str())
+        .unfinished_payloads(super::jobs::FacebookDelivery::KIND)
         .await?
     {
         let Ok(mut body) = serde_json::from_slice::<Value>(&payload) else {

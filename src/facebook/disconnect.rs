@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::deletion::{delete_marked_pages, end_sessions};
 use crate::ids::MerchantId;
 use crate::ids::PageId;
-use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::state::AppState;
 use crate::store::events::Pool;
 use crate::store::tokens::AccountStatus;
@@ -38,7 +38,7 @@ impl PageDisconnect {
 }
 
 impl Job for PageDisconnect {
-    const KIND: JobKind = JobKind::FacebookPageDisconnect;
+    const KIND: &'static str = "facebook_page_disconnect";
     const POOL: Pool = Pool::Sync;
     /// The merchant asked for the data to go: never given up for a reason that can pass.
     const RETRY_FOREVER: bool = true;

@@ -14,7 +14,7 @@ use super::{graph, FbError};
 use crate::crypto::sha256_hex;
 use crate::ids::MerchantId;
 use crate::ids::{PageId, Psid};
-use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::objects::PutOutcome;
 use crate::state::AppState;
 use crate::store::events::{Pool, RunId};
@@ -29,7 +29,7 @@ pub const METADATA_DEBOUNCE: Duration = Duration::from_secs(2);
 pub struct FacebookDelivery(pub Box<RawValue>);
 
 impl Job for FacebookDelivery {
-    const KIND: JobKind = JobKind::FacebookWebhook;
+    const KIND: &'static str = "facebook";
     const POOL: Pool = Pool::Messages;
     type Context = AppState;
 
@@ -74,12 +74,12 @@ pub struct FacebookMessage {
 impl FacebookMessage {
     /// The dedupe key of the item with this id (the self-test looks its message up by it).
     pub fn dedupe_for(page: &PageId, entry_id: &str) -> DedupeKey {
-        DedupeKey::new(JobKind::FacebookMessage, &[page, &entry_id])
+        DedupeKey::new(FacebookMessage::KIND, &[page, &entry_id])
     }
 }
 
 impl Job for FacebookMessage {
-    const KIND: JobKind = JobKind::FacebookMessage;
+    const KIND: &'static str = "facebook_message";
     const POOL: Pool = Pool::Messages;
     /// A burst into one conversation is merged in one write.
     const MAX_BATCH: usize = 500;
@@ -135,7 +135,7 @@ impl PageRefresh {
 }
 
 impl Job for PageRefresh {
-    const KIND: JobKind = JobKind::FacebookPageRefresh;
+    const KIND: &'static str = "facebook_page";
     const POOL: Pool = Pool::Poll;
     const MAX_BATCH: usize = 100;
     const DELAY: Duration = METADATA_DEBOUNCE;
@@ -189,7 +189,7 @@ pub struct PagePoll {
 }
 
 impl Job for PagePoll {
-    const KIND: JobKind = JobKind::FacebookPagePoll;
+    const KIND: &'static str = "facebook_page_poll";
     const POOL: Pool = Pool::Poll;
     type Context = AppState;
 
@@ -258,7 +258,7 @@ pub struct ConversationPoll {
 }
 
 impl Job for ConversationPoll {
-    const KIND: JobKind = JobKind::FacebookConversationPoll;
+    const KIND: &'static str = "facebook_conversation_poll";
     const POOL: Pool = Pool::Poll;
     type Context = AppState;
 
@@ -303,7 +303,7 @@ pub struct PageSubscriptionCheck {
 }
 
 impl Job for PageSubscriptionCheck {
-    const KIND: JobKind = JobKind::FacebookSubscriptions;
+    const KIND: &'static str = "facebook_subscriptions";
     const POOL: Pool = Pool::Poll;
     type Context = AppState;
 

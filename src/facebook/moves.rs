@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::ids::MerchantId;
 use crate::ids::{FacebookUserId, PageId};
-use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::objects::keys;
 use crate::state::AppState;
 use crate::store::events::Pool;
@@ -71,7 +71,7 @@ pub struct MovedPageCleanup {
 }
 
 impl Job for MovedPageCleanup {
-    const KIND: JobKind = JobKind::FacebookPageMoved;
+    const KIND: &'static str = "facebook_page_moved";
     const POOL: Pool = Pool::Sync;
     /// The old merchant must not keep someone else's conversations: never given up for a
     /// reason that can pass.

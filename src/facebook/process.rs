@@ -113,10 +113,7 @@ mod tests {
             "the echo goes to the customer's conversation"
         );
         assert_eq!(evs[2].group_key(), "fbconv:100:6");
-        assert_eq!(
-            evs[3].kind(),
-            crate::jobs::JobKind::FacebookPageRefresh.as_str()
-        );
+        assert_eq!(evs[3].kind(), PageRefresh::KIND);
         assert!(
             evs[3].run_at().is_some(),
             "metadata refreshes are debounced"

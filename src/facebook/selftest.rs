@@ -14,7 +14,7 @@ use crate::config::FacebookSettings;
 use crate::connect::Step;
 use crate::crypto::secret_bytes;
 use crate::ids::{PageId, Psid};
-use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::objects::keys;
 use crate::platforms::facebook::signature::sign_webhook;
 use crate::state::AppState;
@@ -116,7 +116,7 @@ impl SelfTestCleanup {
 }
 
 impl Job for SelfTestCleanup {
-    const KIND: JobKind = JobKind::FacebookSelfTest;
+    const KIND: &'static str = "facebook_self_test";
     /// A HEAD and a DELETE on one conversation: short work, beside the merges.
     const POOL: Pool = Pool::Messages;
     /// The test message is normally merged within this.

@@ -6,12 +6,14 @@
 //! group at a time (jobs of one shop, page or conversation never run concurrently, in any
 //! process) and record the outcome with per-event retry semantics (`retry`).
 //!
+//! The runtime knows no kind of job: each type declares its `KIND` (the text stored in the
+//! queue's `kind` column) and the application registers its types (`startup::registry`).
+//!
 //! The model follows crates.io's `crates_io_worker` (`BackgroundJob`: name, typed payload,
 //! dedupe declared on the type, registration by type, an instrumented span per run) and svix's
 //! typed queue tasks.
 
 mod keys;
-mod kind;
 mod lock;
 pub mod progress;
 mod registry;
@@ -27,7 +29,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use keys::{DedupeKey, GroupKey};
-pub use kind::JobKind;
 pub use lock::{lock_queue, QueueHeld};
 pub use registry::Registry;
 pub use retry::RetryPolicy;
@@ -97,7 +98,9 @@ impl JobOutput {
 /// One kind of work. Implementors are plain serde types; everything the queue needs to know
 /// about them is declared here.
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
-    const KIND: JobKind;
+    /// The text stored in the queue's `kind` column: never renamed (queued rows would find
+    /// no type), unique among registered types (`Registry::register` checks).
+    const KIND: &'static str;
     /// The worker pool that runs it.
     const POOL: Pool;
     /// Most jobs of one group handed to one run (1: no coalescing).
@@ -139,7 +142,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
     /// The queue row for this job.
     fn to_event(&self) -> NewEvent {
         NewEvent {
-            kind: Self::KIND.as_str(),
+            kind: Self::KIND,
             pool: Self::POOL,
             dedupe_key: self.dedupe_key().into_string(),
             group_key: self.group().into_string(),

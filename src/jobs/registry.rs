@@ -103,7 +103,7 @@ impl<C: Clone + Send + Sync + 'static> Registry<C> {
     pub fn register<J: Job<Context = C>>(&mut self) -> &mut Self {
         let previous = self
             .runners
-            .insert(J::KIND.as_str(), Arc::new(Typed::<J>(PhantomData)));
+            .insert(J::KIND, Arc::new(Typed::<J>(PhantomData)));
         assert!(previous.is_none(), "job kind {} registered twice", J::KIND);
         self
     }

@@ -27,7 +27,7 @@ struct Flaky {
 }
 
 impl Job for Flaky {
-    const KIND: JobKind = JobKind::Testkit;
+    const KIND: &'static str = "testkit";
     const POOL: Pool = Pool::Messages;
     const MAX_BATCH: usize = 50;
     type Context = Ctx;
@@ -61,7 +61,7 @@ impl Job for Flaky {
 struct Broken;
 
 impl Job for Broken {
-    const KIND: JobKind = JobKind::TestkitEffect;
+    const KIND: &'static str = "testkit_effect";
     const POOL: Pool = Pool::Sync;
     type Context = Ctx;
 

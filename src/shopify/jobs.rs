@@ -10,7 +10,7 @@ use super::topics::{EntityTopic, Topic};
 use super::{SyncError, REFRESH_DEBOUNCE};
 use crate::ids::MerchantId;
 use crate::ids::ShopDomain;
-use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobKind, JobOutput};
+use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::state::AppState;
 use crate::store::events::{Pool, RunId};
 use crate::store::tokens::AccountStatus;
@@ -128,7 +128,7 @@ fn outcome_json(out: &SyncOutcome) -> serde_json::Value {
 }
 
 impl Job for ShopifyWebhook {
-    const KIND: JobKind = JobKind::ShopifyWebhook;
+    const KIND: &'static str = "shopify";
     const POOL: Pool = Pool::Sync;
     /// A burst for one shop is one run.
     const MAX_BATCH: usize = 500;
@@ -282,7 +282,7 @@ pub struct ShopifySync {
 }
 
 impl Job for ShopifySync {
-    const KIND: JobKind = JobKind::ShopifySync;
+    const KIND: &'static str = "shopify_sync";
     const POOL: Pool = Pool::Sync;
     type Context = AppState;
 
@@ -338,7 +338,7 @@ pub struct ShopifySubscriptionCheck {
 }
 
 impl Job for ShopifySubscriptionCheck {
-    const KIND: JobKind = JobKind::ShopifySubscriptions;
+    const KIND: &'static str = "shopify_subscriptions";
     const POOL: Pool = Pool::Poll;
     type Context = AppState;
 

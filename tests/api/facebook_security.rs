@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use salesbot_sync::facebook::deletion::DataDeletion;
 use salesbot_sync::ids::{MerchantId, PageId, Psid};
-use salesbot_sync::jobs::JobKind;
+use salesbot_sync::jobs::Job;
 use salesbot_sync::objects::keys;
 use salesbot_sync::store::now_secs;
 use salesbot_sync::store::tokens::ShopGrant;
@@ -59,7 +60,7 @@ async fn deletion_jobs(env: &FbEnv) -> usize {
         .await
         .unwrap()
         .iter()
-        .filter(|r| r.kind == JobKind::FacebookDataDeletion.as_str())
+        .filter(|r| r.kind == DataDeletion::KIND)
         .count()
 }
 
