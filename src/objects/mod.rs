@@ -4,6 +4,7 @@
 pub mod keys;
 mod local;
 mod s3;
+mod spool;
 mod upload;
 
 use std::collections::HashMap;
