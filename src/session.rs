@@ -51,6 +51,11 @@ pub fn session_cookie(id: String, secure: bool) -> Cookie<'static> {
         .build()
 }
 
+/// The jar without the session cookie (signing out).
+pub fn remove_session_cookie(jar: CookieJar) -> CookieJar {
+    jar.remove(Cookie::build(SESSION_COOKIE).path("/").build())
+}
+
 /// The merchant of the request's session, if it has a live one.
 pub async fn session_merchant(
     state: &AppState,

@@ -5,13 +5,16 @@
 //! own, in the conversation's queue group, newest message first, back to the newest message
 //! the previous poll stored (no gap), merged by `mid`, and its watermark moved. An unchanged
 //! page therefore costs one conversation listing: no object is read or written.
+//!
+//! Every write of a conversation object goes through `merge_entries` here (webhook merges and
+//! polls alike).
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::pages::{active_page, merge_entries, on_graph_error, writable_page};
+use super::pages::{active_page, on_graph_error, writable_page};
 use super::{graph, messages, FbError};
 use crate::ids::MerchantId;
 use crate::ids::{PageId, Psid};
@@ -227,4 +230,19 @@ async fn read_back(
         }
     }
     Ok((fresh, newest))
+}
+
+/// Merges webhook-shaped entries into one conversation file. Callers run in the
+/// conversation's queue group, so no other writer touches the object meanwhile.
+pub async fn merge_entries(
+    state: &AppState,
+    rec: &PageRecord,
+    psid: &Psid,
+    entries: Vec<Value>,
+) -> Result<(PutOutcome, String), FbError> {
+    let key = keys::conversation(&rec.merchant, &rec.page_id, psid);
+    Ok(state
+        .objects
+        .update_json(&key, move |cur| messages::merge(cur, &entries))
+        .await?)
 }

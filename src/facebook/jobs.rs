@@ -107,7 +107,7 @@ impl Job for FacebookMessage {
         for ((page, psid), items) in by_conv {
             // A merge needs no token: a page waiting for re-authorisation keeps its messages.
             let rec = writable_page(state, &page).await?;
-            let (outcome, _) = pages::merge_entries(state, &rec, &psid, items).await?;
+            let (outcome, _) = conversations::merge_entries(state, &rec, &psid, items).await?;
             written += usize::from(outcome == PutOutcome::Written);
             tracing::debug!(%page, %psid, ?outcome, "conversation merged");
         }

@@ -4,8 +4,8 @@
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::{graph, messages, FbError};
-use crate::ids::{PageId, Psid};
+use super::{graph, FbError};
+use crate::ids::PageId;
 use crate::objects::keys;
 use crate::objects::PutOutcome;
 use crate::platforms::facebook::client::{GraphClient, GraphError};
@@ -86,23 +86,6 @@ pub async fn refresh_metadata(state: &AppState, page: &PageId) -> Result<PutOutc
         .await?)
 }
 
-/// Merges webhook-shaped entries into one conversation file. Callers run in the
-/// conversation's queue group, so no other writer touches the object meanwhile.
-pub async fn merge_entries(
-    state: &AppState,
-    rec: &PageRecord,
-    psid: &Psid,
-    entries: Vec<Value>,
-) -> Result<(PutOutcome, String), FbError> {
-    let key = keys::conversation(&rec.merchant, &rec.page_id, psid);
-    Ok(state
-        .objects
-        .update_json(&key, move |cur| messages::merge(cur, &entries))
-        .await?)
-}
-
-/// Subscribes the app to the page's `name,category,messages` unless *this* app already is
-/// (another app's subscription does not count). Returns whether it had to subscribe.
 /// Removes our app's subscription to the page (`DELETE /{page}/subscribed_apps`).
 pub async fn unsubscribe(
     graph: &GraphClient,
@@ -115,6 +98,8 @@ pub async fn unsubscribe(
     Ok(())
 }
 
+/// Subscribes the app to the page's `name,category,messages` unless *this* app already is
+/// (another app's subscription does not count). Returns whether it had to subscribe.
 pub async fn ensure_subscribed(
     graph: &GraphClient,
     page: &PageId,

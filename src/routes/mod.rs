@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/connect/shopify", get(web::account::connect_shopify))
         .route("/account", get(web::account::account))
         .route("/account/progress", get(web::account::progress))
+        .route("/account/sign-out", post(web::account::sign_out))
         .route(
             "/account/shops/{shop}/disconnect",
             post(web::account::disconnect_shop),

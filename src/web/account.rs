@@ -20,7 +20,7 @@ use crate::ids::MerchantId;
 use crate::ids::{PageId, ShopDomain};
 use crate::jobs::Job;
 use crate::objects::keys;
-use crate::session::{session_merchant, SESSION_COOKIE};
+use crate::session::{remove_session_cookie, session_merchant, SESSION_COOKIE};
 use crate::shopify::jobs::ShopifyWebhook;
 use crate::state::AppState;
 use crate::store::tokens::AccountStatus;
@@ -196,6 +196,20 @@ pub async fn progress(
     let (shops, pages) = views(&state, merchant).await?;
     let syncs: Vec<SyncView> = shops.into_iter().chain(pages).map(|i| i.sync).collect();
     Ok(Json(json!({ "syncs": syncs })))
+}
+
+/// Ends this browser's session (the merchant's others stay) and clears its cookie. The form
+/// token keeps another site from signing a merchant out.
+pub async fn sign_out(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Form(form): Form<DisconnectForm>,
+) -> Result<(CookieJar, Redirect), AppError> {
+    let (merchant, session) = signed_in(&state, &jar).await?;
+    check_csrf(&state, &session, form.csrf.as_deref())?;
+    state.sessions.end(&session).await?;
+    tracing::info!(%merchant, "merchant signed out");
+    Ok((remove_session_cookie(jar), Redirect::to("/connect")))
 }
 
 #[derive(Deserialize)]

@@ -92,12 +92,14 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// Only our own paths: never an absolute or protocol-relative URL.
+/// The pages a sign-in may return to: the operator routes, and nothing else. A list rather
+/// than a check of the text: browsers drop tabs and newlines and read `\\` as `/`, so
+/// `/%09/evil.example` passes any "starts with one slash" test and leaves the site.
+const SIGN_IN_RETURNS: &[&str] = &["/", "/metrics"];
+
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/".to_string(),
-    }
+    let known = next.and_then(|n| SIGN_IN_RETURNS.iter().find(|p| **p == n));
+    known.copied().unwrap_or("/").to_string()
 }
 
 #[derive(Deserialize)]

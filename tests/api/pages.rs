@@ -107,6 +107,30 @@ async fn in_production_status_and_metrics_need_the_operator_token() {
         .await;
     assert_eq!(wrong.status(), 401);
     assert!(set_cookie(&wrong, "operator_session").is_none());
+    // `next` returns only to an operator page: never off the site, however it is spelled
+    // (browsers drop the tab of `/%09/evil.example` and go to `//evil.example`).
+    for evil in [
+        "/\t/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+    ] {
+        let form = format!("/operator/login?next={}", urlencoding(evil));
+        let html = app.get(&form).await.text().await.unwrap();
+        assert!(!html.contains("evil.example"), "{evil}: {html}");
+        let r = app
+            .post_form("/operator/login", &[("token", TOKEN), ("next", evil)])
+            .await;
+        assert_eq!(r.headers()["location"], "/", "{evil}");
+    }
+    let r = app
+        .post_form("/operator/login", &[("token", TOKEN), ("next", "/metrics")])
+        .await;
+    assert_eq!(r.headers()["location"], "/metrics");
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[test]
@@ -420,4 +444,42 @@ fn the_demo_refuses_production_settings() {
         !dir.path().join("demo-data").exists(),
         "nothing was created"
     );
+}
+
+#[tokio::test]
+async fn a_merchant_signs_out_with_the_account_form_and_only_that_session_ends() {
+    let (app, _s3) = production_app().await;
+    let app = &app;
+    let (merchant, cookie) = crate::facebook::session(app).await;
+    let other = format!(
+        "session_id={}",
+        app.state.sessions.create(merchant).await.unwrap()
+    );
+    let html = account_html(app, &cookie).await;
+    assert!(html.contains("action=\"/account/sign-out\""), "{html}");
+    let csrf = csrf_of(&html);
+    let sign_out = |form: Vec<(&'static str, String)>, cookie: String| {
+        let request = app.client.post(app.url("/account/sign-out"));
+        async move {
+            let r = request.header(COOKIE, cookie).form(&form).send().await;
+            r.unwrap()
+        }
+    };
+    // Without the form token (another site's form): refused, still signed in.
+    assert_eq!(sign_out(vec![], cookie.clone()).await.status(), 403);
+    account_html(app, &cookie).await; // still 200
+
+    let r = sign_out(vec![("csrf", csrf)], cookie.clone()).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/connect");
+    let cleared = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cleared.starts_with("session_id=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    // The old cookie no longer works, even if the browser kept it; the merchant's other
+    // browser stays signed in.
+    let gone = app.client.get(app.url("/account")).header(COOKIE, &cookie);
+    assert_eq!(gone.send().await.unwrap().status(), 401);
+    account_html(app, &other).await;
 }

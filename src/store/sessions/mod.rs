@@ -41,6 +41,8 @@ trait SessionDb: Send + Sync {
         id_hash: String,
         now: i64,
     ) -> Result<Option<String>, StoreError>;
+    /// Deletes one session: true when it existed.
+    async fn delete_session(&self, id_hash: String) -> Result<bool, StoreError>;
     async fn delete_merchant_sessions(&self, merchant: String) -> Result<usize, StoreError>;
     /// Inserts a state (an error when the nonce exists), then deletes the expired ones.
     async fn insert_state(&self, row: NewRow) -> Result<(), StoreError>;
@@ -109,6 +111,11 @@ impl SessionStore {
             .session_merchant(hash(session_id), now_secs())
             .await?;
         Ok(m.and_then(|m| MerchantId::parse(&m).ok()))
+    }
+
+    /// Ends one session (the merchant signed out); true when it was live.
+    pub async fn end(&self, session_id: &str) -> Result<bool, StoreError> {
+        self.db.delete_session(hash(session_id)).await
     }
 
     /// Ends every session of the merchant (its data is gone, so whoever holds one of its

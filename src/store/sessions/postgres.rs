@@ -36,6 +36,14 @@ impl SessionDb for PgSessions {
             .await?)
     }
 
+    async fn delete_session(&self, id_hash: String) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::DELETE_SESSION)
+            .bind(id_hash)
+            .execute(self.0.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn delete_merchant_sessions(&self, merchant: String) -> Result<usize, StoreError> {
         let done = sqlx::query(sql::DELETE_MERCHANT_SESSIONS)
             .bind(merchant)

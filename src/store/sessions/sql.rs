@@ -8,6 +8,7 @@ pub(super) const INSERT_SESSION: &str =
 pub(super) const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
 pub(super) const SESSION_MERCHANT: &str =
     "SELECT merchant_uuid FROM sessions WHERE id_hash = $1 AND expires_at > $2";
+pub(super) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
 pub(super) const DELETE_MERCHANT_SESSIONS: &str = "DELETE FROM sessions WHERE merchant_uuid = $1";
 pub(super) const INSERT_STATE: &str =
     "INSERT INTO oauth_states (nonce, provider, created_at, expires_at) VALUES ($1, $2, $3, $4)";

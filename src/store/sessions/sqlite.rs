@@ -39,6 +39,17 @@ impl SessionDb for SqliteSessions {
             .await
     }
 
+    async fn delete_session(&self, id_hash: String) -> Result<bool, StoreError> {
+        self.0
+            .call(move |c| {
+                let n = c
+                    .prepare_cached(sql::DELETE_SESSION)?
+                    .execute(numbered(&[&id_hash]).as_slice())?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
     async fn delete_merchant_sessions(&self, merchant: String) -> Result<usize, StoreError> {
         self.0
             .call(move |c| {
