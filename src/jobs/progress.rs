@@ -19,6 +19,9 @@ struct Reporter {
     events: EventStore,
     event: EventId,
     last: Arc<Mutex<Option<Instant>>>,
+    /// Whether an event of the batch ran before without finishing (a failure, or a process
+    /// that died holding it).
+    retried: bool,
 }
 
 tokio::task_local! {
@@ -29,6 +32,7 @@ tokio::task_local! {
 pub(super) fn scope<F: Future>(
     events: EventStore,
     event: EventId,
+    retried: bool,
     job: F,
 ) -> impl Future<Output = F::Output> {
     CURRENT.scope(
@@ -36,9 +40,16 @@ pub(super) fn scope<F: Future>(
             events,
             event,
             last: Arc::new(Mutex::new(None)),
+            retried,
         },
         job,
     )
+}
+
+/// Whether the running job's batch holds an event that ran before without finishing: work it
+/// did then (and recorded) may not have reached its end, so the job redoes what depends on it.
+pub fn is_retry() -> bool {
+    CURRENT.try_with(|r| r.retried).unwrap_or(false)
 }
 
 /// Records that the running job has read `done` of `total` items (throttled).

@@ -211,10 +211,13 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
     /// forever.
     async fn run_isolated(&self, runner: &dyn Runnable<C>, batch: Vec<Event>) -> BatchRun {
         let ids: Vec<EventId> = batch.iter().map(|e| e.id).collect();
+        // Attempts count claims: a second claim is a retry.
+        let retried = batch.iter().any(|e| e.attempts > 1);
         let heartbeat = AbortOnDrop(self.heartbeat(ids.clone()));
         let task = super::progress::scope(
             self.events.clone(),
             ids[0],
+            retried,
             runner.run(self.ctx.clone(), batch),
         );
         let run = match tokio::spawn(task.in_current_span()).await {

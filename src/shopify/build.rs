@@ -114,12 +114,15 @@ pub async fn write_all(
             tokio::time::sleep(MIN_INTERVAL - Duration::from_millis(since as u64)).await;
         }
     }
-    state.catalog.set_built_at(shop, now_millis()).await?;
+    let started = now_millis();
     let mut out = Vec::new();
     for o in objects {
         let (outcome, size) = write(state, shop, merchant, *o).await?;
         tracing::debug!(%shop, object = ?o, ?outcome, bytes = size, "shop object built");
         out.push((*o, outcome));
     }
+    // Recorded once the objects are written ("last updated" on the merchant's page), as of
+    // the build's start (the interval above is measured between starts).
+    state.catalog.set_built_at(shop, started).await?;
     Ok(out)
 }

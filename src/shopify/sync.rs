@@ -296,6 +296,8 @@ pub async fn apply(
         stale_handles: Vec::new(),
         products_dirty: false,
         metadata_dirty: false,
+        items_read: Vec::new(),
+        entities_read: Vec::new(),
     };
     // What still needs reading is decided before anything is read.
     let unread = run.unread(&changes).await?;
@@ -305,17 +307,23 @@ pub async fn apply(
     }
     run.collections_and_discounts(&changes, unread.collections, &unread.discounts)
         .await?;
+    // A retry may follow a run that changed the catalogue and then failed to write: the
+    // catalogue already holds its changes (nothing looks dirty now), so both objects are
+    // rebuilt (written only if their bytes differ).
+    let retry = crate::jobs::progress::is_retry();
     let mut which = Vec::new();
-    if run.metadata_dirty {
+    if run.metadata_dirty || retry {
         which.push(Object::Metadata);
     }
-    if run.products_dirty {
+    if run.products_dirty || retry {
         which.push(Object::Products);
     }
     let detail = json!({"read": "changes", "products": run.fresh.len()});
-    Ok(Applied::Done(
-        write_objects(state, shop, &merchant, &which, detail).await?,
-    ))
+    let written = write_objects(state, shop, &merchant, &which, detail).await?;
+    // Marked read only now: a run that fails before its objects are written reads its
+    // entities again on the retry.
+    run.mark_read().await?;
+    Ok(Applied::Done(written))
 }
 
 /// The entities a batch named that were not read since their delivery arrived.
@@ -341,6 +349,9 @@ struct ApplyRun<'a> {
     stale_handles: Vec<String>,
     products_dirty: bool,
     metadata_dirty: bool,
+    /// Inventory items and collections/discounts read, marked once the objects are written.
+    items_read: Vec<i64>,
+    entities_read: Vec<(EntityKind, Vec<i64>)>,
 }
 
 impl ApplyRun<'_> {
@@ -398,10 +409,21 @@ impl ApplyRun<'_> {
         for id in per_product {
             self.read_product(id).await?;
         }
+        Ok(())
+    }
+
+    /// Records what this run read, as of its start (after its objects were written).
+    async fn mark_read(&mut self) -> Result<(), SyncError> {
+        let (catalog, shop, at) = (self.catalog, self.shop, self.started);
         let fresh = self.fresh.iter().copied().collect();
-        self.catalog
-            .mark_fetched(self.shop, EntityKind::Product, fresh, self.started)
+        catalog
+            .mark_fetched(shop, EntityKind::Product, fresh, at)
             .await?;
+        let items = std::mem::take(&mut self.items_read);
+        catalog.mark_items_fetched(shop, items, at).await?;
+        for (kind, ids) in std::mem::take(&mut self.entities_read) {
+            catalog.mark_fetched(shop, kind, ids, at).await?;
+        }
         Ok(())
     }
 
@@ -480,9 +502,7 @@ impl ApplyRun<'_> {
             self.products_dirty |= changed > 0;
             self.fresh.insert(id);
         }
-        catalog
-            .mark_items_fetched(shop, vec![item], self.started)
-            .await?;
+        self.items_read.push(item);
         Ok(())
     }
 
@@ -529,9 +549,7 @@ impl ApplyRun<'_> {
             ),
             (EntityKind::Discount, discounts, &changes.deleted_discounts),
         ] {
-            catalog
-                .mark_fetched(shop, kind, read(wanted, deleted), self.started)
-                .await?;
+            self.entities_read.push((kind, read(wanted, deleted)));
         }
         Ok(())
     }

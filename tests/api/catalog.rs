@@ -103,6 +103,47 @@ fn calls(env: &Env) -> Vec<(&'static str, usize)> {
     .collect()
 }
 
+/// Whether the products object lists `variant` of product `gid` at `price`.
+fn has_price(env: &Env, uuid: &MerchantId, gid: &Value, variant: &Value, price: &str) -> bool {
+    let p = products_of(env, uuid);
+    product_by_id(&p, gid.as_str().unwrap()).unwrap()["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["id"] == *variant && v["price"] == price)
+}
+
+#[tokio::test]
+async fn a_change_whose_object_write_failed_reaches_the_object_on_the_retry() {
+    let (env, uuid) = connected(FakeConfig::default(), &[]).await;
+    let gid = Value::from(env.fake.product_id(SHOP, 3));
+    let variant = Value::from(env.fake.variant_id(SHOP, 3, 0));
+    env.fake.set_variant_price(SHOP, 3, 0, "77.70");
+    // The object store is down when the change is applied: the catalogue has the new price,
+    // the object cannot be written.
+    env.s3.set_down(true);
+    let body = env.fake.product_webhook_body(SHOP, 3);
+    assert_eq!(
+        post_webhook(&env, "products/update", "outage-1", &body).await,
+        200
+    );
+    eventually("the first run failed on the store", || async {
+        let rows = env.app.state.events.rows().await.unwrap();
+        rows.iter().any(|r| {
+            r.dedupe_key.ends_with(":outage-1") && r.attempts >= 1 && r.last_error.is_some()
+        })
+    })
+    .await;
+    env.s3.set_down(false);
+    // The retry must not find "nothing to do": the acknowledged change reaches the object.
+    eventually("the new price in the object", || async {
+        has_price(&env, &uuid, &gid, &variant, "77.70")
+    })
+    .await;
+    drained(&env.app).await;
+    assert!(has_price(&env, &uuid, &gid, &variant, "77.70"));
+}
+
 #[tokio::test]
 async fn a_price_change_is_one_product_query_and_one_write() {
     let (env, uuid) = connected(FakeConfig::default(), &[]).await;
