@@ -37,6 +37,7 @@ pub fn registry() -> Registry<AppState> {
     reg.register::<shop::ShopifyWebhook>()
         .register::<shop::ShopifySync>()
         .register::<shop::ShopifySubscriptionCheck>()
+        .register::<crate::shopify::lifecycle::ShopDisconnect>()
         .register::<fb::FacebookDelivery>()
         .register::<fb::FacebookMessage>()
         .register::<fb::PageRefresh>()
@@ -444,6 +445,7 @@ mod tests {
                 "facebook_self_test",
                 "facebook_subscriptions",
                 "shopify",
+                "shopify_disconnect",
                 "shopify_subscriptions",
                 "shopify_sync",
             ]

@@ -4,16 +4,15 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::lifecycle;
 use super::subscriptions::ensure_subscriptions;
-use super::sync::{self, noted, redact_shop, Applied, Changes, SyncOutcome};
+use super::sync::{self, noted, Applied, Changes, SyncOutcome};
 use super::topics::{EntityTopic, Topic};
 use super::{SyncError, REFRESH_DEBOUNCE};
-use crate::ids::MerchantId;
 use crate::ids::ShopDomain;
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::state::AppState;
 use crate::store::events::{Pool, RunId};
-use crate::store::tokens::AccountStatus;
 
 /// Event ids of the callback's own signed test delivery start with this; the callback queues
 /// the initial sync itself, so the delivery does not fetch again.
@@ -45,26 +44,7 @@ pub struct ShopifyWebhook {
     pub debounce_ms: Option<u64>,
 }
 
-/// Event ids of a merchant's own disconnect of a shop start with this.
-pub const DISCONNECT_EVENT_PREFIX: &str = "salesbot-disconnect-";
-
 impl ShopifyWebhook {
-    /// A merchant disconnecting a shop from their account page: the same job as Shopify's
-    /// `shop/redact` (objects, catalogue and records of the shop deleted, in the shop's group).
-    pub fn disconnect(shop: ShopDomain) -> ShopifyWebhook {
-        ShopifyWebhook {
-            topic: Topic::ShopRedact,
-            shop,
-            event_id: Some(format!("{DISCONNECT_EVENT_PREFIX}{}", uuid::Uuid::new_v4())),
-            webhook_id: None,
-            triggered_at: None,
-            digest: None,
-            entity: None,
-            received_ms: Some(crate::store::now_millis()),
-            debounce_ms: None,
-        }
-    }
-
     fn is_self_test(&self) -> bool {
         self.event_id
             .as_deref()
@@ -78,32 +58,23 @@ impl ShopifyWebhook {
             .map(|t| t.with_timezone(&chrono::Utc))
     }
 
-    fn triggered_at_secs(&self) -> Option<i64> {
-        self.triggered_at().map(|t| t.timestamp())
-    }
-
     /// Adds what this content delivery names to `changes`.
     fn note(&self, changes: &mut Changes) {
-        let (Some((kind, deleted)), Some(id)) = (self.topic.entity(), self.entity) else {
+        let (Some((kind, _deleted)), Some(id)) = (self.topic.entity(), self.entity) else {
             changes.unknown = true;
             return;
         };
         let at = self.received_ms;
-        match (kind, deleted) {
-            (EntityTopic::Product, false) => noted(&mut changes.products, id, at),
-            (EntityTopic::Product, true) => {
-                changes.deleted_products.insert(id);
-            }
-            (EntityTopic::InventoryItem, _) => noted(&mut changes.inventory_items, id, at),
-            (EntityTopic::Collection, false) => noted(&mut changes.collections, id, at),
-            (EntityTopic::Collection, true) => {
-                changes.deleted_collections.insert(id);
-            }
-            (EntityTopic::Discount, false) => noted(&mut changes.discounts, id, at),
-            (EntityTopic::Discount, true) => {
-                changes.deleted_discounts.insert(id);
-            }
-        }
+        // A delete is noted like an update: the entity is read, and removed only if Shopify
+        // no longer has it. The topic header is not signed, so a captured `products/update`
+        // body re-sent as `products/delete` must not be able to remove a product.
+        let named = match kind {
+            EntityTopic::Product => &mut changes.products,
+            EntityTopic::InventoryItem => &mut changes.inventory_items,
+            EntityTopic::Collection => &mut changes.collections,
+            EntityTopic::Discount => &mut changes.discounts,
+        };
+        noted(named, id, at);
         // When the change happened (the delivery's receipt if Shopify did not say): where a
         // window search starts. A product it misses is read on its own, so late is safe.
         let happened = self.triggered_at().or_else(|| {
@@ -134,9 +105,16 @@ impl Job for ShopifyWebhook {
     const MAX_BATCH: usize = 500;
     type Context = AppState;
 
-    /// Shopify's event id (one per event, the same across retries), else the webhook id,
-    /// else the content itself.
+    /// A content delivery by its content (topic, shop and body): Shopify's redeliveries of
+    /// one event carry the same body, and the event id header is not signed, so a captured
+    /// body re-sent under fresh ids is still one job. Otherwise Shopify's event id (one per
+    /// event, the same across retries), else the webhook id, else the content. (Lifecycle
+    /// bodies are not keyed by content: an uninstall after a reinstall may repeat the body of
+    /// the one before, and what they do is confirmed with Shopify anyway.)
     fn dedupe_key(&self) -> DedupeKey {
+        if let (true, Some(d)) = (self.topic.is_content(), &self.digest) {
+            return DedupeKey::new(Self::KIND, &[&"sha256", d]);
+        }
         match (&self.event_id, &self.webhook_id, &self.digest) {
             (Some(e), _, _) => DedupeKey::new(Self::KIND, &[&"event", e]),
             (None, Some(w), _) => DedupeKey::new(Self::KIND, &[&"webhook", w]),
@@ -174,7 +152,7 @@ impl Job for ShopifyWebhook {
         let mut uninstalled = false;
         for d in &batch {
             match d.topic {
-                Topic::AppUninstalled => uninstalled |= uninstall(state, d).await?,
+                Topic::AppUninstalled => uninstalled |= lifecycle::uninstall(state, d).await?,
                 Topic::ShopRedact => redact = true,
                 Topic::CustomersRedact | Topic::CustomersDataRequest => {
                     // We keep no customer data: nothing to delete or report.
@@ -187,8 +165,12 @@ impl Job for ShopifyWebhook {
             }
         }
         if redact {
-            let deleted = redact_shop(state, &shop).await?;
-            return Ok(JobOutput::done().with_result(json!({"redacted_objects": deleted})));
+            return Ok(JobOutput::done().with_result(
+                match lifecycle::redact(state, &shop).await? {
+                    Some(deleted) => json!({"redacted_objects": deleted}),
+                    None => json!({"ignored": "Shopify still accepts the shop's token"}),
+                },
+            ));
         }
         if changes.is_empty() || uninstalled {
             // Content deliveries that trailed the uninstall in this batch: nothing to read.
@@ -220,47 +202,6 @@ impl Job for ShopifyWebhook {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// `app/uninstalled`: delete the token, stop polling and drop the catalogue cache, unless
-/// the uninstall is older than the latest install (a stale delivery after a reinstall).
-/// Returns whether the shop was uninstalled.
-async fn uninstall(state: &AppState, d: &ShopifyWebhook) -> Result<bool, SyncError> {
-    let Some(rec) = state.tokens.shop(&d.shop).await? else {
-        return Ok(false);
-    };
-    if d.triggered_at_secs().is_some_and(|t| t < rec.installed_at) {
-        tracing::info!(shop = %d.shop, "ignoring app/uninstalled older than the latest install");
-        return Ok(false);
-    }
-    state
-        .tokens
-        .set_shop_status(
-            &d.shop,
-            AccountStatus::Uninstalled,
-            Some("app/uninstalled".into()),
-        )
-        .await?;
-    state.catalog.remove_shop(&d.shop).await?;
-    tracing::info!(shop = %d.shop, "app uninstalled: token deleted, polling stopped");
-    end_sessions_without_shops(state, rec.merchant).await?;
-    Ok(true)
-}
-
-/// A merchant signs in by connecting a shop; when its last shop is uninstalled or redacted,
-/// its sessions end (a browser left signed in could otherwise still connect pages to an
-/// account whose owner removed the app). Connecting a shop again signs it in again.
-pub(crate) async fn end_sessions_without_shops(
-    state: &AppState,
-    merchant: MerchantId,
-) -> Result<(), SyncError> {
-    if !state.tokens.merchant_has_installed_shop(merchant).await? {
-        let ended = state.sessions.revoke_merchant(&merchant).await?;
-        if ended > 0 {
-            tracing::info!(%merchant, sessions = ended, "last shop removed: sessions ended");
-        }
-    }
-    Ok(())
 }
 
 /// Why a shop's catalogue is synced in full.

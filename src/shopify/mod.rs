@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod entities;
 pub mod full_sync;
 pub mod jobs;
+pub mod lifecycle;
 pub mod oauth;
 pub mod queries;
 pub mod subscriptions;

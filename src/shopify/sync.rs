@@ -1,6 +1,6 @@
 //! Keeping one shop's objects up to date from its catalogue store: full syncs, the
-//! reconciliation poll, per-entity changes from webhooks, and deleting everything
-//! (`shop/redact`). All of them run only as jobs in the shop's queue group, so no two of them
+//! reconciliation poll and per-entity changes from webhooks (deleting a shop's data is in
+//! `lifecycle`). All of them run only as jobs in the shop's queue group, so no two of them
 //! overlap for one shop.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -15,7 +15,6 @@ use super::full_sync::{self, FullSync};
 use super::SyncError;
 use crate::ids::MerchantId;
 use crate::ids::ShopDomain;
-use crate::objects::keys;
 use crate::objects::PutOutcome;
 use crate::state::AppState;
 use crate::store::catalog::{CatalogStore, EntityKind, EntityRow};
@@ -51,15 +50,13 @@ impl SyncOutcome {
 /// Entities named by a batch of webhook deliveries.
 #[derive(Debug, Default, Clone)]
 pub struct Changes {
-    /// Changed entities, each with the time its newest delivery was received (unix ms; `None`:
-    /// unknown, so it is read whatever the store holds).
+    /// Changed or deleted entities, each with the time its newest delivery was received (unix
+    /// ms; `None`: unknown, so it is read whatever the store holds). Each is read, and removed
+    /// when Shopify no longer has it: a deletion is confirmed, never taken from a delivery.
     pub products: BTreeMap<i64, Option<i64>>,
-    pub deleted_products: BTreeSet<i64>,
     pub inventory_items: BTreeMap<i64, Option<i64>>,
     pub collections: BTreeMap<i64, Option<i64>>,
-    pub deleted_collections: BTreeSet<i64>,
     pub discounts: BTreeMap<i64, Option<i64>>,
-    pub deleted_discounts: BTreeSet<i64>,
     /// The earliest time a changed product may have changed (from `X-Shopify-Triggered-At`).
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// A delivery that named no entity: read everything that changed since the watermark.
@@ -70,12 +67,9 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         !self.unknown
             && self.products.is_empty()
-            && self.deleted_products.is_empty()
             && self.inventory_items.is_empty()
             && self.collections.is_empty()
-            && self.deleted_collections.is_empty()
             && self.discounts.is_empty()
-            && self.deleted_discounts.is_empty()
     }
 }
 
@@ -305,7 +299,7 @@ pub async fn apply(
     for item in unread.items {
         run.inventory_item(item).await?;
     }
-    run.collections_and_discounts(&changes, unread.collections, &unread.discounts)
+    run.collections_and_discounts(unread.collections, &unread.discounts)
         .await?;
     // A retry may follow a run that changed the catalogue and then failed to write: the
     // catalogue already holds its changes (nothing looks dirty now), so both objects are
@@ -385,19 +379,13 @@ impl ApplyRun<'_> {
         Ok(still_unread(changed, &read_at))
     }
 
-    /// Deleted products removed, changed ones re-read (with one search for a bulk edit).
+    /// Named products re-read (with one search for a bulk edit); those Shopify no longer has
+    /// removed.
     async fn products(
         &mut self,
         changes: &Changes,
-        products: &BTreeSet<i64>,
+        wanted: &BTreeSet<i64>,
     ) -> Result<(), SyncError> {
-        for id in &changes.deleted_products {
-            self.remove_product(*id).await?;
-        }
-        let wanted: BTreeSet<i64> = products
-            .difference(&changes.deleted_products)
-            .copied()
-            .collect();
         if let (true, Some(since)) = (wanted.len() > WINDOW_AT, changes.since) {
             self.bulk_search(since).await?;
         }
@@ -510,7 +498,6 @@ impl ApplyRun<'_> {
     /// discounts re-read or removed.
     async fn collections_and_discounts(
         &mut self,
-        changes: &Changes,
         mut collections: BTreeSet<i64>,
         discounts: &BTreeSet<i64>,
     ) -> Result<(), SyncError> {
@@ -524,7 +511,6 @@ impl ApplyRun<'_> {
             EntityKind::Collection,
             self.gen,
             &collections,
-            &changes.deleted_collections,
             |id| entities::collection(f, id),
         )
         .await?;
@@ -534,67 +520,35 @@ impl ApplyRun<'_> {
             EntityKind::Discount,
             self.gen,
             discounts,
-            &changes.deleted_discounts,
             |id| entities::discount(f, id),
         )
         .await?;
-        let read = |wanted: &BTreeSet<i64>, deleted: &BTreeSet<i64>| -> Vec<i64> {
-            wanted.difference(deleted).copied().collect()
-        };
-        for (kind, wanted, deleted) in [
-            (
-                EntityKind::Collection,
-                &collections,
-                &changes.deleted_collections,
-            ),
-            (EntityKind::Discount, discounts, &changes.deleted_discounts),
+        for (kind, read) in [
+            (EntityKind::Collection, &collections),
+            (EntityKind::Discount, discounts),
         ] {
-            self.entities_read.push((kind, read(wanted, deleted)));
+            self.entities_read
+                .push((kind, read.iter().copied().collect()));
         }
         Ok(())
     }
 }
 
-/// Deletes everything we hold of a shop: its objects, its catalogue and its records
-/// (`shop/redact`).
-pub async fn redact_shop(state: &AppState, shop: &ShopDomain) -> Result<usize, SyncError> {
-    let mut deleted = 0;
-    if let Some(rec) = state.tokens.shop(shop).await? {
-        deleted = state
-            .objects
-            .delete_prefix(&keys::shop_prefix(&rec.merchant, shop))
-            .await?;
-        state.tokens.delete_shop(shop).await?;
-        super::jobs::end_sessions_without_shops(state, rec.merchant).await?;
-    }
-    state.catalog.remove_shop(shop).await?;
-    state
-        .events
-        .untrack(crate::jobs::GroupKey::shop(shop).as_str())
-        .await?;
-    tracing::info!(%shop, objects_deleted = deleted, "shop redacted");
-    Ok(deleted)
-}
-
-/// Deletes the `deleted` rows of `kind`, then reads each other wanted one once (gone at
-/// Shopify → deleted too); whether any row changed.
+/// Reads each wanted row of `kind` once: stored, or deleted when Shopify no longer has it;
+/// whether any row changed.
 async fn refresh_entities<Fut>(
     catalog: &CatalogStore,
     shop: &ShopDomain,
     kind: EntityKind,
     generation: i64,
     wanted: &BTreeSet<i64>,
-    deleted: &BTreeSet<i64>,
     fetch: impl Fn(i64) -> Fut,
 ) -> Result<bool, SyncError>
 where
     Fut: std::future::Future<Output = Result<Option<EntityRow>, SyncError>>,
 {
     let mut dirty = false;
-    for id in deleted {
-        dirty |= catalog.delete(shop, kind, vec![*id]).await? > 0;
-    }
-    for id in wanted.difference(deleted) {
+    for id in wanted {
         dirty |= match fetch(*id).await? {
             Some(r) => catalog.put(shop, kind, vec![r], generation).await? > 0,
             None => catalog.delete(shop, kind, vec![*id]).await? > 0,

@@ -74,7 +74,7 @@ pub async fn accept(
         topic,
         event_id: d.event_id.map(str::to_string),
         webhook_id: d.webhook_id.map(str::to_string),
-        triggered_at: d.triggered_at.map(str::to_string),
+        triggered_at: plausible_triggered_at(d.triggered_at, chrono::Utc::now()),
         digest: Some(sha256_hex(
             &[
                 topic.as_str().as_bytes(),
@@ -91,6 +91,25 @@ pub async fn accept(
     metrics::counter!("webhooks_received_total", "source" => "shopify").increment(1);
     tracing::debug!(shop = %delivery.shop, %topic, ?outcome, "shopify webhook recorded");
     Ok(())
+}
+
+/// `X-Shopify-Triggered-At` further than this from our clock at receipt is not believed.
+const TRIGGERED_AT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The delivery's `X-Shopify-Triggered-At`, if it is within `TRIGGERED_AT_WINDOW` of `now`.
+/// The header is not signed, so a replayed body can come with any time; outside the window
+/// the receipt time stands in (a retry of a genuine delivery hours later loses nothing by
+/// it: the time only says where a search for changes may start, and a product that search
+/// misses is read on its own).
+fn plausible_triggered_at(raw: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let raw = raw?;
+    let at = chrono::DateTime::parse_from_rfc3339(raw).ok()?;
+    if (at.with_timezone(&chrono::Utc) - now).abs() <= TRIGGERED_AT_WINDOW {
+        return Some(raw.to_string());
+    }
+    metrics::counter!("webhook_triggered_at_ignored_total", "source" => "shopify").increment(1);
+    tracing::debug!("X-Shopify-Triggered-At outside the window around receipt; receipt time used");
+    None
 }
 
 /// Refuses (400, nothing changed) a lifecycle or compliance body that does not have its
@@ -180,5 +199,37 @@ async fn fetch_shop_id(state: &AppState, shop: &ShopDomain) -> Option<i64> {
             tracing::info!(%shop, "reading the shop's id timed out");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_triggered_at_far_from_receipt_is_not_believed() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        for near in [
+            "2026-12-07T11:56:00Z",
+            "2026-12-07T12:04:59+00:00",
+            "2026-12-07T12:00:00Z",
+        ] {
+            assert_eq!(
+                plausible_triggered_at(Some(near), now).as_deref(),
+                Some(near)
+            );
+        }
+        for far in [
+            "2026-12-07T11:54:59Z",
+            "2026-12-07T12:05:01Z",
+            "2020-01-01T00:00:00Z",
+            "2099-01-01T00:00:00Z",
+            "not a time",
+        ] {
+            assert_eq!(plausible_triggered_at(Some(far), now), None, "{far}");
+        }
+        assert_eq!(plausible_triggered_at(None, now), None);
     }
 }

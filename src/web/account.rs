@@ -21,7 +21,7 @@ use crate::ids::{PageId, ShopDomain};
 use crate::jobs::Job;
 use crate::objects::keys;
 use crate::session::{remove_session_cookie, session_merchant, SESSION_COOKIE};
-use crate::shopify::jobs::ShopifyWebhook;
+use crate::shopify::lifecycle::ShopDisconnect;
 use crate::state::AppState;
 use crate::store::tokens::AccountStatus;
 
@@ -236,7 +236,7 @@ pub async fn disconnect_shop(
     }
     state
         .events
-        .enqueue(ShopifyWebhook::disconnect(shop.clone()).to_event())
+        .enqueue(ShopDisconnect::new(shop.clone(), merchant).to_event())
         .await?;
     tracing::info!(%shop, %merchant, "shop disconnect requested by its merchant");
     Ok(Redirect::to("/account?notice=shop-disconnecting"))

@@ -574,17 +574,31 @@ async fn a_burst_of_500_updates_to_one_product_is_one_query_not_500() {
     env.fake.reset_counters();
     env.fake
         .set_product_title("acme.myshopify.com", 10, "Renamed in a burst");
+    let deliveries_before = env
+        .app
+        .state
+        .events
+        .rows()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == "shopify")
+        .count();
 
-    let body = br#"{"id":1011,"title":"Renamed in a burst"}"#;
-    let sig = sign_webhook(secret(&env.fake).as_bytes(), body);
+    // 500 changes of one product: Shopify's bodies differ by `updated_at`.
+    let bodies: Vec<(Vec<u8>, String)> = (0..500)
+        .map(|i| {
+            let at = format!("2026-12-07T10:{:02}:{:02}Z", i / 60, i % 60);
+            let body = json!({"id": 1011, "title": "Renamed in a burst", "updated_at": at});
+            let body = body.to_string().into_bytes();
+            let sig = sign_webhook(secret(&env.fake).as_bytes(), &body);
+            (body, sig)
+        })
+        .collect();
     let started = std::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..500 {
-        let (client, url, sig) = (
-            env.app.client.clone(),
-            env.app.url("/shopify/webhook"),
-            sig.clone(),
-        );
+    for (i, (body, sig)) in bodies.into_iter().enumerate() {
+        let (client, url) = (env.app.client.clone(), env.app.url("/shopify/webhook"));
         set.spawn(async move {
             client
                 .post(url)
@@ -592,7 +606,7 @@ async fn a_burst_of_500_updates_to_one_product_is_one_query_not_500() {
                 .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
                 .header("X-Shopify-Hmac-Sha256", sig)
                 .header("X-Shopify-Event-Id", format!("burst-{i}"))
-                .body(body.to_vec())
+                .body(body)
                 .send()
                 .await
                 .unwrap()
@@ -615,9 +629,7 @@ async fn a_burst_of_500_updates_to_one_product_is_one_query_not_500() {
     );
     let rows = env.app.state.events.rows().await.unwrap();
     assert_eq!(
-        rows.iter()
-            .filter(|r| r.dedupe_key.starts_with("shopify:event:burst-"))
-            .count(),
+        rows.iter().filter(|r| r.kind == "shopify").count() - deliveries_before,
         500
     );
     assert!(
@@ -777,6 +789,8 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
         .access_token
         .is_some());
 
+    // Uninstalled at Shopify (it revokes the token), then told.
+    env.fake.revoke_tokens(shop.as_str());
     assert_eq!(post_topic(&env, "app/uninstalled", "u-1", None).await, 200);
     drained(&env.app).await;
     let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
@@ -812,7 +826,7 @@ async fn app_uninstalled_deletes_the_token_and_stops_polling() {
     let rows = env.app.state.events.rows().await.unwrap();
     let late = rows
         .iter()
-        .find(|r| r.dedupe_key == "shopify:event:late-1")
+        .find(|r| r.kind == "shopify" && r.status != EventStatus::Done)
         .unwrap();
     assert_eq!(late.status, EventStatus::Failed);
     assert!(late
@@ -844,6 +858,8 @@ async fn shop_redact_deletes_objects_and_records_and_customer_topics_are_acknowl
     drained(&env.app).await;
     assert!(env.app.state.tokens.shop(&shop).await.unwrap().is_some());
 
+    // Uninstalled at Shopify, its `app/uninstalled` lost; 48 hours later:
+    env.fake.revoke_tokens(shop.as_str());
     assert_eq!(post_topic(&env, "shop/redact", "r-1", None).await, 200);
     drained(&env.app).await;
     assert!(env.app.state.tokens.shop(&shop).await.unwrap().is_none());
@@ -891,6 +907,56 @@ async fn a_signed_body_cannot_be_replayed_to_redact_another_shop() {
     let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
     let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
     assert!(rec.access_token.is_some());
+    env.app.stop().await.unwrap();
+}
+
+const IGNORED_INSTALLED: &str =
+    r#"webhooks_ignored_total{source="shopify",topic="app/uninstalled",reason="still_installed"}"#;
+const IGNORED_REDACT: &str =
+    r#"webhooks_ignored_total{source="shopify",topic="shop/redact",reason="still_installed"}"#;
+
+/// Posts acme's own lifecycle bodies again (as captured), under fresh event ids and a
+/// `Triggered-At` of now (the header is not signed: a replayer sets what it likes).
+async fn replay_lifecycle(env: &Env, round: &str) {
+    let now = chrono::Utc::now().to_rfc3339();
+    for topic in ["app/uninstalled", "shop/redact"] {
+        let event = format!("replay-{round}-{topic}");
+        assert_eq!(post_topic(env, topic, &event, Some(&now)).await, 200);
+        let event = format!("replay-{round}-{topic}-bare");
+        assert_eq!(post_topic(env, topic, &event, None).await, 200);
+    }
+    drained(&env.app).await;
+}
+
+#[tokio::test]
+async fn captured_lifecycle_bodies_change_nothing_while_the_shop_is_installed() {
+    let env = env().await;
+    let (_, body, _) = connect(&env, "acme").await;
+    drained(&env.app).await;
+    let uuid = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
+    let (ignored, ignored_redact) = (
+        env.app.metric(IGNORED_INSTALLED).await,
+        env.app.metric(IGNORED_REDACT).await,
+    );
+    // Installed: Shopify still takes the token, so neither body is believed.
+    replay_lifecycle(&env, "installed").await;
+    acme_intact(&env, &uuid).await;
+    assert_eq!(env.app.metric(IGNORED_INSTALLED).await - ignored, 2.0);
+    // (Two redactions in one run of the shop's queue are judged once.)
+    assert!(env.app.metric(IGNORED_REDACT).await - ignored_redact >= 1.0);
+
+    // A genuine uninstall (Shopify revokes the token) is acted on; a reinstall follows, and
+    // the bodies of the earlier install are replayed against the new one.
+    env.fake.revoke_tokens("acme.myshopify.com");
+    assert_eq!(post_topic(&env, "app/uninstalled", "u-1", None).await, 200);
+    drained(&env.app).await;
+    let shop = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let rec = env.app.state.tokens.shop(&shop).await.unwrap().unwrap();
+    assert!(rec.access_token.is_none(), "uninstalled");
+    assert_eq!(connect(&env, "acme").await.0, 200);
+    drained(&env.app).await;
+    replay_lifecycle(&env, "reinstalled").await;
+    acme_intact(&env, &uuid).await;
     env.app.stop().await.unwrap();
 }
 
@@ -1035,6 +1101,7 @@ async fn sessions_end_when_the_merchants_last_shop_is_uninstalled_or_redacted() 
     drained(&env.app).await;
     let merchant = MerchantId::parse(body["user_uuid"].as_str().unwrap()).unwrap();
     assert_eq!(signed_in(&env, &cookie).await, Some(merchant));
+    env.fake.revoke_tokens("acme.myshopify.com");
     assert_eq!(post_topic(&env, "app/uninstalled", "u-1", None).await, 200);
     drained(&env.app).await;
     assert_eq!(
@@ -1048,6 +1115,7 @@ async fn sessions_end_when_the_merchants_last_shop_is_uninstalled_or_redacted() 
     let cookie = cookie.unwrap();
     drained(&env.app).await;
     assert_eq!(signed_in(&env, &cookie).await, Some(merchant));
+    env.fake.revoke_tokens("acme.myshopify.com");
     assert_eq!(post_topic(&env, "shop/redact", "r-1", None).await, 200);
     drained(&env.app).await;
     assert_eq!(signed_in(&env, &cookie).await, None, "redacted: signed out");

@@ -39,7 +39,12 @@ async fn published_vector_is_accepted_and_recorded() {
     assert_eq!(json, serde_json::json!({"status": "success"}));
     let rows = app.state.events.rows().await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].dedupe_key, "shopify:event:evt-1");
+    // A content topic: keyed by its content (the event id header is not signed).
+    assert!(
+        rows[0].dedupe_key.starts_with("shopify:sha256:"),
+        "{}",
+        rows[0].dedupe_key
+    );
     app.stop().await.unwrap();
 }
 
@@ -119,31 +124,32 @@ async fn missing_headers_and_bad_shops_are_400() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn redeliveries_are_deduplicated_by_event_id_then_webhook_id() {
-    let app = app().await;
-    let body = br#"{"id":1}"#;
-    let sig = sign_b64(SECRET.as_bytes(), body);
-    for _ in 0..3 {
-        let r = post(&app, body)
-            .header("X-Shopify-Hmac-Sha256", &sig)
-            .header("X-Shopify-Event-Id", "e-1")
-            .header("X-Shopify-Webhook-Id", "w-1")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+/// Posts `body` signed, as `topic`, with the given id headers; its status.
+async fn post_ids(
+    app: &TestApp,
+    topic: &str,
+    body: &[u8],
+    event: Option<&str>,
+    webhook: Option<&str>,
+) -> u16 {
+    let mut req = app
+        .client
+        .post(app.url("/shopify/webhook"))
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+        .header("X-Shopify-Hmac-Sha256", sign_b64(SECRET.as_bytes(), body))
+        .body(body.to_vec());
+    if let Some(e) = event {
+        req = req.header("X-Shopify-Event-Id", e);
     }
-    for _ in 0..2 {
-        let r = post(&app, body)
-            .header("X-Shopify-Hmac-Sha256", &sig)
-            .header("X-Shopify-Webhook-Id", "w-2")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+    if let Some(w) = webhook {
+        req = req.header("X-Shopify-Webhook-Id", w);
     }
-    let keys: Vec<String> = app
+    req.send().await.unwrap().status().as_u16()
+}
+
+async fn dedupe_keys(app: &TestApp) -> Vec<String> {
+    let mut keys: Vec<String> = app
         .state
         .events
         .rows()
@@ -152,6 +158,59 @@ async fn redeliveries_are_deduplicated_by_event_id_then_webhook_id() {
         .into_iter()
         .map(|r| r.dedupe_key)
         .collect();
-    assert_eq!(keys, vec!["shopify:event:e-1", "shopify:webhook:w-2"]);
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn content_deliveries_are_deduplicated_by_their_body_whatever_ids_they_carry() {
+    let app = app().await;
+    let body = br#"{"id":1,"updated_at":"2026-12-07T10:00:00Z"}"#;
+    // Shopify's redeliveries, and the same captured body re-sent under made-up ids.
+    for (event, webhook) in [
+        (Some("e-1"), Some("w-1")),
+        (Some("e-1"), Some("w-1")),
+        (None, Some("w-2")),
+        (Some("forged-1"), None),
+        (Some("forged-2"), Some("forged-w")),
+    ] {
+        assert_eq!(
+            post_ids(&app, "products/update", body, event, webhook).await,
+            200
+        );
+    }
+    let keys = dedupe_keys(&app).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("shopify:sha256:"), "{keys:?}");
+    // Another change of the product is another body; the same body as another topic too.
+    let later = br#"{"id":1,"updated_at":"2026-12-07T10:00:05Z"}"#;
+    assert_eq!(
+        post_ids(&app, "products/update", later, Some("e-1"), None).await,
+        200
+    );
+    assert_eq!(
+        post_ids(&app, "products/create", body, Some("e-9"), None).await,
+        200
+    );
+    assert_eq!(dedupe_keys(&app).await.len(), 3);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn lifecycle_redeliveries_are_deduplicated_by_event_id_then_webhook_id() {
+    let app = app().await;
+    let body = br#"{"shop_id":1,"shop_domain":"acme.myshopify.com","customer":{"id":1},"orders_to_redact":[2]}"#;
+    for _ in 0..3 {
+        let status = post_ids(&app, "customers/redact", body, Some("e-1"), Some("w-1")).await;
+        assert_eq!(status, 200);
+    }
+    for _ in 0..2 {
+        let status = post_ids(&app, "customers/redact", body, None, Some("w-2")).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        dedupe_keys(&app).await,
+        vec!["shopify:event:e-1", "shopify:webhook:w-2"]
+    );
     app.stop().await.unwrap();
 }
