@@ -16,7 +16,7 @@ use url::Url;
 
 use super::answer::{FacebookConnected, GrantedPage, PageChecks, PageOutcome};
 use super::jobs::{PagePoll, PageRefresh, PollReason};
-use super::moves::{self, MovedPageCleanup};
+use super::moves;
 use super::pages;
 use super::selftest::{post_test_deliveries, SelfTestCleanup};
 use crate::config::{FacebookSettings, NotConfigured};
@@ -31,6 +31,9 @@ use crate::state::AppState;
 use crate::store::events::{EventId, EventStatus, Outcome, RunId, RunKind, RunTrigger};
 use crate::store::now_millis;
 use crate::store::tokens::SavedPage;
+
+/// Why a page the user connected to another account was not moved by this connect.
+pub const MOVE_NEEDS_CONFIRMATION: &str = "this page is connected to another account; you connected it there, so you can move it here from your account page";
 
 /// Pages set up at once (each is a handful of Graph calls).
 const PAGES_AT_ONCE: usize = 8;
@@ -255,18 +258,16 @@ async fn store_page(
     let refused = match saved {
         SavedPage::Saved(_) => None,
         SavedPage::Moved { from, move_id } => {
-            moves::record(&page, from, merchant);
+            // (A connect does not move pages; kept so a store that did is still cleaned up.)
             // `Moved` needs the same user on both sides, so there is one.
             if let Some(user) = fb_user.cloned() {
-                let cleanup = MovedPageCleanup {
-                    page: page.clone(),
-                    from,
-                    user,
-                    move_id,
-                };
-                state.events.enqueue(cleanup.to_event()).await?;
+                moves::moved(state, &page, from, merchant, user, move_id).await?;
             }
             None
+        }
+        SavedPage::MoveNeedsConfirmation => {
+            tracing::info!(%page, %merchant, "page connected to another merchant by this same user: it moves only when they confirm it");
+            Some(Step::failed(MOVE_NEEDS_CONFIRMATION))
         }
         SavedPage::OwnedElsewhere => {
             tracing::warn!(%page, %merchant, "page connected to another merchant by another user: not moved");

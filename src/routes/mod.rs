@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
             "/account/pages/{page}/disconnect",
             post(web::account::disconnect_page),
         )
+        .route("/account/pages/{page}/move", post(web::moves::move_page))
         .route(
             "/shopify/{shop}/login",
             get(shopify::login).route_layer(limited()),

@@ -60,7 +60,10 @@ pub async fn connect_shopify(Query(q): Query<ConnectQuery>) -> Result<Redirect, 
 }
 
 /// The merchant of the session; a clear 401 otherwise.
-async fn signed_in(state: &AppState, jar: &CookieJar) -> Result<(MerchantId, String), AppError> {
+pub(super) async fn signed_in(
+    state: &AppState,
+    jar: &CookieJar,
+) -> Result<(MerchantId, String), AppError> {
     let not_signed_in = || {
         AppError::Unauthorized(
             "You are not signed in (or your session ended): connect your shop to sign in".into(),
@@ -80,7 +83,7 @@ async fn signed_in(state: &AppState, jar: &CookieJar) -> Result<(MerchantId, Str
 
 /// A form token bound to the session (HMAC with the state secret), so another site cannot make
 /// a signed-in browser disconnect anything.
-fn csrf_token(state: &AppState, session: &str) -> String {
+pub(super) fn csrf_token(state: &AppState, session: &str) -> String {
     let mut mac = hmac_sha256_hex(
         secret_bytes(&state.config.state_token_secret),
         format!("account-form:{session}").as_bytes(),
@@ -90,7 +93,11 @@ fn csrf_token(state: &AppState, session: &str) -> String {
     mac
 }
 
-fn check_csrf(state: &AppState, session: &str, sent: Option<&str>) -> Result<(), AppError> {
+pub(super) fn check_csrf(
+    state: &AppState,
+    session: &str,
+    sent: Option<&str>,
+) -> Result<(), AppError> {
     let want = csrf_token(state, session);
     match sent {
         Some(s) if constant_time_eq(s.as_bytes(), want.as_bytes()) => Ok(()),
@@ -151,6 +158,9 @@ fn notice_text(code: &str) -> Option<String> {
         "page-disconnecting" => {
             Some("The page is being disconnected and its conversations deleted.".into())
         }
+        "page-moved" => Some(
+            "The page was moved to this account; its conversations are being read again.".into(),
+        ),
         _ => None,
     }
 }
@@ -163,6 +173,8 @@ pub async fn account(
 ) -> Result<Response, AppError> {
     let (merchant, session) = signed_in(&state, &jar).await?;
     let (shops, pages) = views(&state, merchant).await?;
+    let movable = super::moves::movable(&state, merchant).await?;
+    let moved_away = super::moves::moved_away(&state, merchant).await?;
     let prefix = keys::merchant_prefix(&merchant).as_str().to_string();
     if !wants.html() {
         let item = |i: &AccountItem| json!({"id": i.id, "name": i.title, "sync": i.sync});
@@ -171,6 +183,8 @@ pub async fn account(
             "prefix": prefix,
             "shops": shops.iter().map(item).collect::<Vec<_>>(),
             "pages": pages.iter().map(item).collect::<Vec<_>>(),
+            "movable_pages": movable,
+            "moved_away": moved_away,
         }))
         .into_response());
     }
@@ -183,6 +197,8 @@ pub async fn account(
             csrf: csrf_token(&state, &session),
             facebook_on: state.config.facebook.is_some(),
             notice: q.notice.as_deref().and_then(notice_text),
+            movable,
+            moved_away,
         },
     ))
 }
@@ -214,7 +230,7 @@ pub async fn sign_out(
 
 #[derive(Deserialize)]
 pub struct DisconnectForm {
-    csrf: Option<String>,
+    pub(super) csrf: Option<String>,
 }
 
 pub async fn disconnect_shop(

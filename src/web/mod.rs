@@ -9,6 +9,7 @@
 pub mod account;
 pub mod callbacks;
 pub mod errors;
+pub mod moves;
 pub mod operator;
 pub mod progress;
 pub mod views;

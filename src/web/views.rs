@@ -72,6 +72,30 @@ pub struct AccountPage {
     pub csrf: String,
     pub facebook_on: bool,
     pub notice: Option<String>,
+    /// Pages of another account this merchant's Facebook user may move here.
+    pub movable: Vec<MovableItem>,
+    /// Pages that left this account for another one.
+    pub moved_away: Vec<MovedItem>,
+}
+
+#[derive(serde::Serialize)]
+pub struct MovableItem {
+    pub id: String,
+    pub title: String,
+    /// The form's target.
+    #[serde(skip)]
+    pub action: String,
+}
+
+#[derive(serde::Serialize)]
+pub struct MovedItem {
+    pub id: String,
+    pub title: String,
+    /// Unix seconds.
+    pub moved_at: i64,
+    /// As shown: UTC date and time.
+    #[serde(skip)]
+    pub when: String,
 }
 
 #[derive(Template)]

@@ -523,3 +523,80 @@ async fn operators_sign_in_in_the_browser_and_see_the_status_page() {
     );
     b.end().await;
 }
+
+/// Signs the browser in as the session `cookie` (`session_id=…`) on `app`'s origin, as if it
+/// had connected that merchant's shop. (Set by script: ChromeDriver refuses a cookie for an
+/// IP address host through WebDriver's cookie command.)
+async fn sign_in_as(b: &Browser, app: &TestApp, cookie: &str) {
+    b.goto(&app.url("/connect")).await;
+    b.client
+        .execute(
+            "document.cookie = arguments[0] + '; path=/';",
+            vec![json!(cookie)],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_connected_elsewhere_moves_when_its_user_confirms_it_on_the_account_page() {
+    let env = crate::facebook::fb_env().await;
+    let app = &env.app;
+    let (a, cookie_a) = crate::facebook::session(app).await;
+    assert_eq!(
+        crate::facebook::fb_connect(app, &env.fake, &cookie_a, 0)
+            .await
+            .0,
+        200
+    );
+    let (b_merchant, cookie_b) = crate::facebook::session(app).await;
+    assert_eq!(
+        crate::facebook::fb_connect(app, &env.fake, &cookie_b, 0)
+            .await
+            .0,
+        200
+    );
+    drained(app).await;
+    let page = env.fake.page_ids(0)[0].clone();
+    let page_id = salesbot_sync::ids::PageId::parse(&page).unwrap();
+
+    // Merchant B's account offers the page; nothing has moved.
+    let b = Browser::start("page-move").await;
+    sign_in_as(&b, app, &cookie_b).await;
+    b.goto(&app.url("/account")).await;
+    let card = format!("#movable-{page}");
+    b.wait_for(&card).await;
+    b.screenshot("offered").await;
+    let rec = app.state.tokens.page(&page_id).await.unwrap().unwrap();
+    assert_eq!(rec.merchant, a);
+    b.click(&format!("{card} button.move")).await;
+    b.wait_for("#notice").await;
+    assert!(b.text("#notice").await.contains("moved to this account"));
+    assert_eq!(b.path().await, "/account");
+    // It is B's now, listed with B's pages and no longer offered.
+    b.wait_for(&format!("#page-{page}")).await;
+    assert!(b.client.find(Locator::Css(&card)).await.is_err());
+    b.screenshot("moved").await;
+    b.assert_no_console_errors().await;
+    let rec = app.state.tokens.page(&page_id).await.unwrap().unwrap();
+    assert_eq!(rec.merchant, b_merchant);
+
+    // Merchant A sees that it left, and when.
+    sign_in_as(&b, app, &cookie_a).await;
+    b.goto(&app.url("/account")).await;
+    let left = b.text(&format!("#moved-{page}")).await;
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(
+        left.contains("moved to another account on") && left.contains(&today),
+        "{left}"
+    );
+    assert!(b
+        .client
+        .find(Locator::Css(&format!("#page-{page}")))
+        .await
+        .is_err());
+    b.screenshot("left").await;
+    b.assert_no_console_errors().await;
+    b.end().await;
+    drained(app).await;
+}

@@ -228,8 +228,41 @@ async fn a_page_granted_by_another_user_is_not_taken_over() {
     env.app.stop().await.unwrap();
 }
 
+/// The merchant's `/account` as JSON.
+async fn account_json(env: &FbEnv, cookie: &str) -> Value {
+    let r = env
+        .app
+        .client
+        .get(env.app.url("/account"))
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Posts the move form of `page` with `cookie` (and the form token, when given): the status.
+async fn post_move(env: &FbEnv, cookie: &str, page: &str, csrf: Option<&str>) -> u16 {
+    let form: Vec<(&str, &str)> = csrf.map(|c| vec![("csrf", c)]).unwrap_or_default();
+    let r = env
+        .app
+        .client
+        .post(env.app.url(&format!("/account/pages/{page}/move")))
+        .header("Cookie", cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+fn owner(page: &str) -> PageId {
+    PageId::parse(page).unwrap()
+}
+
 #[tokio::test]
-async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
+async fn a_connect_from_another_account_moves_nothing_until_the_user_confirms_one_page() {
     let env = fb_env().await;
     let (a, cookie_a) = session(&env.app).await;
     assert_eq!(fb_connect(&env.app, &env.fake, &cookie_a, 0).await.0, 200);
@@ -238,52 +271,110 @@ async fn the_user_who_connected_a_page_moves_it_and_the_old_copy_is_deleted() {
     let page = PageId::parse(&pages[0]).unwrap();
     assert!(read(&env.s3, &keys::page_metadata(&a, &page)).is_some());
 
-    // The same Facebook user, now signed in as merchant B.
+    // The same Facebook user, now signed in as merchant B: every page stays with A.
     let (b, cookie_b) = session(&env.app).await;
     let (status, body) = fb_connect(&env.app, &env.fake, &cookie_b, 0).await;
     assert_eq!(status, 200, "{body}");
     for p in &pages {
-        assert_eq!(upload_result(&body, p)["status"], "success", "{body}");
+        let result = upload_result(&body, p);
+        assert_eq!(result["status"], "failed", "{body}");
+        let message = result["message"].as_str().unwrap();
+        assert!(
+            message.contains("connected to another account"),
+            "{message}"
+        );
+        assert!(message.contains("account page"), "{message}");
     }
     drained(&env.app).await;
     for p in &pages {
-        let id = PageId::parse(p).unwrap();
-        assert_eq!(
-            env.app
-                .state
-                .tokens
-                .page(&id)
-                .await
-                .unwrap()
-                .unwrap()
-                .merchant,
-            b
-        );
-        assert!(read(&env.s3, &keys::page_metadata(&b, &id)).is_some());
+        let rec = env.app.state.tokens.page(&owner(p)).await.unwrap().unwrap();
+        assert_eq!(rec.merchant, a, "A keeps {p}");
+    }
+    assert!(env
+        .app
+        .state
+        .objects
+        .list(&keys::merchant_prefix(&b))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(env
+        .app
+        .state
+        .tokens
+        .page_moves(10)
+        .await
+        .unwrap()
+        .is_empty());
+    // B's account offers each page, one form each.
+    let offered = account_json(&env, &cookie_b).await;
+    let movable: Vec<&str> = offered["movable_pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(movable.len(), pages.len(), "{offered}");
+
+    // Confirmed for one page, with the session's form token.
+    let csrf = crate::pages::csrf_of(&crate::pages::account_html(&env.app, &cookie_b).await);
+    assert_eq!(post_move(&env, &cookie_b, &pages[0], None).await, 403);
+    // Someone else (merchant C, connected by Facebook user 1) cannot move A's page.
+    let (_, cookie_c) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie_c, 1).await.0, 200);
+    let csrf_c = crate::pages::csrf_of(&crate::pages::account_html(&env.app, &cookie_c).await);
+    assert_eq!(
+        post_move(&env, &cookie_c, &pages[0], Some(&csrf_c)).await,
+        403
+    );
+    assert_eq!(
+        post_move(&env, &cookie_b, &pages[0], Some(&csrf)).await,
+        303
+    );
+    drained(&env.app).await;
+    assert_eq!(
+        env.app
+            .state
+            .tokens
+            .page(&page)
+            .await
+            .unwrap()
+            .unwrap()
+            .merchant,
+        b
+    );
+    for p in &pages[1..] {
+        let rec = env.app.state.tokens.page(&owner(p)).await.unwrap().unwrap();
+        assert_eq!(rec.merchant, a, "only the confirmed page moves");
+        assert!(read(&env.s3, &keys::page_metadata(&a, &owner(p))).is_some());
     }
     // B's copy is complete: its first poll read every conversation again.
+    assert!(read(&env.s3, &keys::page_metadata(&b, &page)).is_some());
     let long = env.fake.long_conversation_psid(&pages[0]).unwrap();
     let conv = keys::conversation(&b, &page, &Psid::parse(&long).unwrap());
     assert_eq!(read(&env.s3, &conv).unwrap().as_array().unwrap().len(), 60);
-    // A's copy is gone.
+    // A's copy of that page is gone.
     let left = env
         .app
         .state
         .objects
-        .list(&keys::merchant_prefix(&a))
+        .list(&keys::page_prefix(&a, &page))
         .await
         .unwrap();
     assert!(left.is_empty(), "A's copy deleted: {left:?}");
-    // The move shows in the status, without merchant ids, and is counted.
+    // A sees that it left, and when; the status lists the move without merchant ids.
+    let a_view = account_json(&env, &cookie_a).await;
+    let gone = a_view["moved_away"].as_array().unwrap();
+    assert_eq!(gone.len(), 1, "{a_view}");
+    assert_eq!(gone[0]["id"], pages[0].as_str());
+    assert!((gone[0]["moved_at"].as_i64().unwrap() - now_secs()).abs() < 600);
+    assert!(!a_view.to_string().contains(&b.to_string()));
     let index: Value = env.app.get("/").await.json().await.unwrap();
     let moved = index["integrations"]["facebook"]["moved"]
         .as_array()
         .unwrap();
-    assert_eq!(moved.len(), pages.len(), "{index}");
-    for m in moved {
-        assert_eq!(m["old_copy"], "deleted", "{m}");
-        assert!(pages.contains(&m["id"].as_str().unwrap().to_string()));
-    }
+    assert_eq!(moved.len(), 1, "{index}");
+    assert_eq!(moved[0]["old_copy"], "deleted", "{index}");
     assert!(!index.to_string().contains(&a.to_string()));
     let metrics = env.app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("facebook_page_moves_total"), "{metrics}");

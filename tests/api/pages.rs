@@ -226,7 +226,7 @@ fn objects_under(dir: &std::path::Path) -> usize {
 }
 
 /// The `csrf` field of the account page's forms.
-fn csrf_of(html: &str) -> String {
+pub fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a disconnect form")
@@ -234,7 +234,7 @@ fn csrf_of(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_string()
 }
 
-async fn account_html(app: &TestApp, cookie: &str) -> String {
+pub async fn account_html(app: &TestApp, cookie: &str) -> String {
     let r = app
         .client
         .get(app.url("/account"))

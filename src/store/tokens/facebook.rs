@@ -20,6 +20,9 @@ pub enum SavedPage {
     Moved { from: MerchantId, move_id: i64 },
     /// Refused: the page is connected to another merchant by another Facebook user.
     OwnedElsewhere,
+    /// Not moved yet: the page is connected to another merchant by this same Facebook user,
+    /// and moves only when they confirm it (`TokenStore::move_page_here`).
+    MoveNeedsConfirmation,
     /// Refused: the page's data is being deleted.
     BeingDeleted,
 }
@@ -43,6 +46,8 @@ pub(super) struct NewPage {
     pub(super) name: Option<String>,
     pub(super) access_token: Vec<u8>,
     pub(super) now: i64,
+    /// The person confirmed, on a page of the service, that this page moves here.
+    pub(super) move_confirmed: bool,
 }
 
 /// Whose a stored page is, as `save_page` reads it before deciding.
@@ -113,8 +118,12 @@ pub(super) trait FacebookDb: Send + Sync {
         now: i64,
     ) -> Result<(), StoreError>;
     async fn uncleaned_page_moves(&self) -> Result<Vec<(i64, String, String, String)>, StoreError>;
-    /// Newest first.
-    async fn page_moves(&self, limit: i64) -> Result<Vec<PageMoveRow>, StoreError>;
+    /// Newest first; only those away from `from` when given.
+    async fn page_moves(
+        &self,
+        from: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<PageMoveRow>, StoreError>;
     async fn merchant_has_connections(&self, merchant: String) -> Result<bool, StoreError>;
     async fn stored_page(&self, page: String) -> Result<Option<StoredPage>, StoreError>;
     /// Ids of the active pages, in byte order.
@@ -161,14 +170,17 @@ pub(super) trait FacebookDb: Send + Sync {
 /// `previous`. Each backend runs it inside the transaction that read `previous` and writes the
 /// outcome, so the decision still holds when it is written.
 ///
-/// A page connected to another merchant is never taken silently: it moves only when the same
-/// Facebook user who connected it there grants it again (they administer the page and chose
-/// where it goes), and the move is recorded for the old merchant. Anyone else gets
-/// `OwnedElsewhere` and the page stays where it is.
+/// A page connected to another merchant is never taken as a side effect of a connect: a
+/// person who manages two businesses' pages must not move one client's conversations into the
+/// other's account by connecting it. It moves only when the same Facebook user who connected
+/// it there confirms that page (`move_confirmed`); the move is recorded for the old merchant.
+/// Until then that user gets `MoveNeedsConfirmation`, anyone else `OwnedElsewhere`, and the
+/// page stays where it is.
 pub(super) fn connect_page(
     previous: Option<PageOwner>,
     merchant: MerchantId,
     fb_user_id: Option<&str>,
+    move_confirmed: bool,
 ) -> Result<PageConnect, StoreError> {
     let Some(owner) = previous else {
         return Ok(PageConnect::Save);
@@ -182,9 +194,13 @@ pub(super) fn connect_page(
         return Ok(PageConnect::Save);
     }
     match owner.grantor {
-        Some(grantor) if fb_user_id == Some(grantor.as_str()) => Ok(PageConnect::Move {
-            from: merchant_uuid(&owner.merchant)?,
-            grantor,
+        Some(grantor) if fb_user_id == Some(grantor.as_str()) => Ok(if move_confirmed {
+            PageConnect::Move {
+                from: merchant_uuid(&owner.merchant)?,
+                grantor,
+            }
+        } else {
+            PageConnect::Refused(SavedPage::MoveNeedsConfirmation)
         }),
         _ => Ok(PageConnect::Refused(SavedPage::OwnedElsewhere)),
     }
@@ -228,8 +244,8 @@ impl TokenStore {
             .await
     }
 
-    /// Stores a page token for `merchant`, granted by the Facebook user `fb_user_id` (see
-    /// `connect_page` for when a page connected elsewhere moves).
+    /// Stores a page token for `merchant`, granted by the Facebook user `fb_user_id`; a page
+    /// connected to another merchant is left there (see `connect_page`).
     pub async fn save_page(
         &self,
         page: &PageId,
@@ -247,6 +263,37 @@ impl TokenStore {
                 name,
                 access_token: self.seal(token, Aad::Page(p)),
                 now: now_secs(),
+                move_confirmed: false,
+            })
+            .await
+    }
+
+    /// Moves a page connected to another merchant to `merchant`, as `fb_user_id` confirmed:
+    /// only if that user is the one who connected it there (else `OwnedElsewhere`). The page
+    /// keeps its stored token (that same user granted it) and name.
+    pub async fn move_page_here(
+        &self,
+        page: &PageId,
+        merchant: MerchantId,
+        fb_user_id: String,
+    ) -> Result<SavedPage, StoreError> {
+        let Some(rec) = self.page(page).await? else {
+            return Ok(SavedPage::OwnedElsewhere);
+        };
+        if rec.merchant == merchant {
+            // Already here (a second click): nothing to write.
+            return Ok(SavedPage::Saved(merchant));
+        }
+        let p = page.as_str();
+        self.db
+            .save_page(NewPage {
+                page: p.to_string(),
+                merchant,
+                fb_user_id: Some(fb_user_id),
+                name: rec.name,
+                access_token: self.seal(&rec.access_token, Aad::Page(p)),
+                now: now_secs(),
+                move_confirmed: true,
             })
             .await
     }
@@ -267,8 +314,21 @@ impl TokenStore {
 
     /// Pages that moved away from their merchant, newest first (at most `limit`).
     pub async fn page_moves(&self, limit: usize) -> Result<Vec<PageMove>, StoreError> {
+        self.moves(None, limit).await
+    }
+
+    /// Pages that moved away from `merchant`, newest first (at most `limit`).
+    pub async fn page_moves_from(
+        &self,
+        merchant: MerchantId,
+        limit: usize,
+    ) -> Result<Vec<PageMove>, StoreError> {
+        self.moves(Some(merchant.to_string()), limit).await
+    }
+
+    async fn moves(&self, from: Option<String>, limit: usize) -> Result<Vec<PageMove>, StoreError> {
         self.db
-            .page_moves(big(limit))
+            .page_moves(from, big(limit))
             .await?
             .into_iter()
             .map(|row| {

@@ -132,6 +132,9 @@ pub(super) const UNCLEANED_PAGE_MOVES: &str = "SELECT id, page_id, from_merchant
     FROM page_moves WHERE cleaned_at IS NULL ORDER BY id";
 pub(super) const PAGE_MOVES: &str = "SELECT page_id, from_merchant, moved_at, cleaned_at,
     objects_deleted FROM page_moves ORDER BY moved_at DESC, id DESC LIMIT $1";
+pub(super) const PAGE_MOVES_FROM: &str = "SELECT page_id, from_merchant, moved_at, cleaned_at,
+    objects_deleted FROM page_moves WHERE from_merchant = $1
+    ORDER BY moved_at DESC, id DESC LIMIT $2";
 pub(super) const MERCHANT_HAS_CONNECTIONS: &str = "SELECT
     EXISTS (SELECT 1 FROM shops WHERE merchant_uuid = $1 AND status != 'uninstalled')
     OR EXISTS (SELECT 1 FROM pages WHERE merchant_uuid = $1 AND status != 'deleting')";

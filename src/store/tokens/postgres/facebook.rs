@@ -78,7 +78,12 @@ impl FacebookDb for PgTokens {
             grantor,
         });
         let merchant = p.merchant.to_string();
-        let saved = match connect_page(previous, p.merchant, p.fb_user_id.as_deref())? {
+        let saved = match connect_page(
+            previous,
+            p.merchant,
+            p.fb_user_id.as_deref(),
+            p.move_confirmed,
+        )? {
             // Returning drops `tx`: nothing is written.
             PageConnect::Refused(outcome) => return Ok(outcome),
             PageConnect::Save => SavedPage::Saved(p.merchant),
@@ -137,11 +142,16 @@ impl FacebookDb for PgTokens {
             .await?)
     }
 
-    async fn page_moves(&self, limit: i64) -> Result<Vec<PageMoveRow>, StoreError> {
-        let rows: Vec<MoveTuple> = sqlx::query_as(sql::PAGE_MOVES)
-            .bind(limit)
-            .fetch_all(self.0.pool())
-            .await?;
+    async fn page_moves(
+        &self,
+        from: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<PageMoveRow>, StoreError> {
+        let query = match &from {
+            Some(m) => sqlx::query_as(sql::PAGE_MOVES_FROM).bind(m.clone()),
+            None => sqlx::query_as(sql::PAGE_MOVES),
+        };
+        let rows: Vec<MoveTuple> = query.bind(limit).fetch_all(self.0.pool()).await?;
         Ok(rows
             .into_iter()
             .map(

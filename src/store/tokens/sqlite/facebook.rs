@@ -67,7 +67,12 @@ impl FacebookDb for SqliteTokens {
                     })
                     .optional()?;
                 let merchant = p.merchant.to_string();
-                let saved = match connect_page(previous, p.merchant, p.fb_user_id.as_deref())? {
+                let saved = match connect_page(
+                    previous,
+                    p.merchant,
+                    p.fb_user_id.as_deref(),
+                    p.move_confirmed,
+                )? {
                     // Returning drops `tx`: nothing is written.
                     PageConnect::Refused(outcome) => return Ok(outcome),
                     PageConnect::Save => SavedPage::Saved(p.merchant),
@@ -119,8 +124,16 @@ impl FacebookDb for SqliteTokens {
         .await
     }
 
-    async fn page_moves(&self, limit: i64) -> Result<Vec<PageMoveRow>, StoreError> {
-        self.rows(sql::PAGE_MOVES, args![limit], |r| {
+    async fn page_moves(
+        &self,
+        from: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<PageMoveRow>, StoreError> {
+        let (query, args) = match from {
+            Some(m) => (sql::PAGE_MOVES_FROM, args![m, limit]),
+            None => (sql::PAGE_MOVES, args![limit]),
+        };
+        self.rows(query, args, |r| {
             Ok(PageMoveRow {
                 page_id: r.get(0)?,
                 from_merchant: r.get(1)?,
