@@ -9,7 +9,7 @@ use salesbot_sync::poll::Target;
 use salesbot_sync::shopify::sync::full as sync_shop;
 
 /// The debounce of the burst tests: longer than 500 deliveries take on a loaded CI machine.
-pub const BURST_DEBOUNCE_MS: u64 = 5_000;
+pub const BURST_DEBOUNCE_MS: u64 = 10_000;
 use salesbot_sync::store::events::EventStatus;
 use serde_json::{json, Value};
 
