@@ -35,7 +35,11 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/", get(health::index).route_layer(operator()))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .merge(
+            Router::new()
+                .route("/readyz", get(health::readyz))
+                .with_state(health::ReadyState::new(state.clone())),
+        )
         .route("/metrics", get(metrics::render).route_layer(operator()))
         .route(
             "/operator/login",
