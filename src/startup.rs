@@ -316,9 +316,13 @@ async fn serve(
 /// queue still remembers as done for a week and so does not run again.
 async fn refill_catalog(state: &AppState) -> anyhow::Result<()> {
     use crate::store::events::RunTrigger;
-    let (run, jobs) =
-        crate::poll::start(state, crate::poll::Target::Everything, RunTrigger::Schedule, Duration::ZERO)
-            .await?;
+    let (run, jobs) = crate::poll::start(
+        state,
+        crate::poll::Target::Everything,
+        RunTrigger::Schedule,
+        Duration::ZERO,
+    )
+    .await?;
     tracing::info!(%run, jobs, "poll run queued to rebuild the catalogue");
     Ok(())
 }

@@ -13,7 +13,7 @@ use salesbot_sync::store::tokens::ShopGrant;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use crate::facebook::{fb_connect, fb_env, read, session, signed_request, FbEnv};
+use crate::facebook::{fb_connect, fb_env, fb_env_with, read, session, signed_request, FbEnv};
 use crate::helpers::*;
 
 /// Posts a data deletion request for `user` issued at `issued_at`: status and JSON.
@@ -477,7 +477,10 @@ async fn deletion_refused_by_the_queue(env: &FbEnv) -> (i64, String) {
     refuse_deletion_jobs(&env.app, true).await;
     let issued = now_secs() - 60;
     let (status, body) = delete_request(env, &env.fake.user_id(0), issued).await;
-    assert!(status >= 500, "the refused job is an error: {status} {body}");
+    assert!(
+        status >= 500,
+        "the refused job is an error: {status} {body}"
+    );
     refuse_deletion_jobs(&env.app, false).await;
     drained(&env.app).await;
     assert_eq!(deletion_jobs(env).await, 0, "nothing queued");
@@ -512,5 +515,45 @@ async fn a_deletion_whose_job_the_queue_refused_is_queued_by_the_next_poll_witho
     wait_done(&env, &status_url(&env, &code)).await;
     let page = PageId::parse(&env.fake.page_ids(0)[0]).unwrap();
     assert!(env.app.state.tokens.page(&page).await.unwrap().is_none());
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn signed_deletion_requests_are_never_rate_limited_while_unsigned_ones_are() {
+    // A slow refill, so the burst (20) is all a client gets during the test.
+    let env = fb_env_with(
+        Default::default(),
+        &vars(&[("LOGIN_RATE_PER_SECOND", "0.05")]),
+    )
+    .await;
+    let user = env.fake.user_id(0);
+    // Meta's requests: many more than the burst, from one address, all accepted.
+    for i in 0..30 {
+        let (status, body) = delete_request(&env, &user, now_secs() - 60 - i).await;
+        assert_eq!(status, 200, "signed request {}: {body}", i + 1);
+    }
+    // Unsigned ones use the client's allowance, then get 429.
+    let forged = |n: i64| {
+        signed_request(
+            "not-the-app-secret",
+            &json!({"algorithm": "HMAC-SHA256", "user_id": user, "issued_at": now_secs() - n}),
+        )
+    };
+    for i in 0..20 {
+        let r = env
+            .app
+            .post_form("/facebook/data-deletion", &[("signed_request", forged(i))])
+            .await;
+        assert_eq!(r.status(), 401, "unsigned request {} of the burst", i + 1);
+    }
+    let r = env
+        .app
+        .post_form("/facebook/data-deletion", &[("signed_request", forged(99))])
+        .await;
+    assert_eq!(r.status(), 429);
+    // Meta is still let through.
+    let (status, body) = delete_request(&env, &user, now_secs() - 30).await;
+    assert_eq!(status, 200, "{body}");
+    drained(&env.app).await;
     env.app.stop().await.unwrap();
 }

@@ -54,12 +54,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-        let e = Db::open(&path, DbKind::Catalog).err().expect("garbage fails");
+        let e = Db::open(&path, DbKind::Catalog)
+            .err()
+            .expect("garbage fails");
         assert!(is_corrupt(&e), "{e}");
         // A folder where the file should be: an error, but not the file's content.
         let folder = dir.path().join("folder.db");
         std::fs::create_dir(&folder).unwrap();
-        let e = Db::open(&folder, DbKind::Catalog).err().expect("a folder fails");
+        let e = Db::open(&folder, DbKind::Catalog)
+            .err()
+            .expect("a folder fails");
         assert!(!is_corrupt(&e), "{e}");
     }
 
