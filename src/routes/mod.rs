@@ -36,10 +36,9 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/", get(health::index).route_layer(operator()))
         .route("/healthz", get(health::healthz))
-        .merge(
-            Router::new()
-                .route("/readyz", get(health::readyz))
-                .with_state(health::ReadyState::new(state.clone())),
+        .route(
+            "/readyz",
+            get(health::readyz).with_state(health::ReadyState::new(state.clone())),
         )
         .route("/metrics", get(metrics::render).route_layer(operator()))
         .route(
