@@ -4,7 +4,8 @@
 //! one subscription check each), spread over the poll window so a tick does not start every
 //! account at once. The jobs run in their accounts' queue groups like every other write, so a
 //! poll can never overwrite what a webhook wrote meanwhile. A run's summary is computed from
-//! its jobs (and their follow-ups) once all of them have finished.
+//! its jobs (and their follow-ups) once all of them have finished. A run of everything also
+//! queues again the data deletions that are not done (`facebook::deletion::resume_pending`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,6 +49,17 @@ pub async fn start(
     trigger: RunTrigger,
     window: Duration,
 ) -> Result<(RunId, usize), StoreError> {
+    if matches!(target, Target::Everything) {
+        // The safety net for data that must go: a deletion recorded while the queue refused
+        // its job is queued again here rather than only at the next start.
+        let resumed = crate::facebook::deletion::resume_pending(state).await?;
+        if resumed > 0 {
+            tracing::info!(
+                deletions = resumed,
+                "data deletion requests not done yet are queued"
+            );
+        }
+    }
     let run = state.events.create_run(RunKind::Poll, trigger).await?;
     let (shops, pages) = targets(state, target).await?;
     let (shops, pages) = if trigger == RunTrigger::Schedule {

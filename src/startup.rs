@@ -115,6 +115,7 @@ impl Application {
             Some(pg) => Some(pg.running_instance().await?),
             None => None,
         };
+        let catalog_replaced = stores.catalog_replaced.is_some();
         let state = AppState::with_stores(settings, stores)?;
         check_token_key(&state).await?;
         let recovered = state.events.recover_orphans().await?;
@@ -127,6 +128,9 @@ impl Application {
         let deletions = crate::facebook::deletion::resume_pending(&state).await?;
         if deletions > 0 {
             tracing::info!(deletions, "data deletion requests not done yet are queued");
+        }
+        if catalog_replaced {
+            refill_catalog(&state).await?;
         }
         Ok(Application {
             _queue_lock: queue_lock,
@@ -304,6 +308,23 @@ async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+    Ok(())
+}
+
+/// After a corrupt catalogue was replaced by an empty one: the scheduled poll's run now rather
+/// than at its next tick, which reads every shop in full (their generation is 0). Waiting for
+/// webhooks would not do: the full sync a change asks for is the shop's initial sync, which the
+/// queue still remembers as done for a week and so does not run again.
+async fn refill_catalog(state: &AppState) -> anyhow::Result<()> {
+    use crate::store::events::RunTrigger;
+    let (run, jobs) = crate::poll::start(
+        state,
+        crate::poll::Target::Everything,
+        RunTrigger::Schedule,
+        Duration::ZERO,
+    )
+    .await?;
+    tracing::info!(%run, jobs, "poll run queued to rebuild the catalogue");
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `AppState`: configuration and every client a route or job needs, built once at start-up.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ pub struct Stores {
     pub ticks: TickStore,
     /// The PostgreSQL database they share (`None`: SQLite files).
     pub postgres: Option<PgDb>,
+    /// Where a corrupt `catalog.db` was moved when a fresh one replaced it at this open (its
+    /// shops need reading in full again).
+    pub catalog_replaced: Option<PathBuf>,
 }
 
 impl Stores {
@@ -66,16 +70,19 @@ impl Stores {
                 catalog: CatalogStore::on_postgres(pg.clone()),
                 ticks: TickStore::on_postgres(pg.clone()),
                 postgres: Some(pg),
+                catalog_replaced: None,
             });
         }
         let events = EventStore::open(&config.events_db_path)?;
+        let (catalog, catalog_replaced) = CatalogStore::open_or_replace(&config.catalog_db_path)?;
         Ok(Stores {
             tokens: TokenStore::new(Db::open(&config.token_db_path, DbKind::Tokens)?, cipher),
             sessions: SessionStore::new(Db::open(&config.session_db_path, DbKind::Sessions)?),
             ticks: TickStore::sqlite(),
             events,
-            catalog: CatalogStore::open(&config.catalog_db_path)?,
+            catalog,
             postgres: None,
+            catalog_replaced,
         })
     }
 }
@@ -94,6 +101,7 @@ impl AppState {
             catalog,
             ticks,
             postgres,
+            catalog_replaced: _,
         } = stores;
         let objects = ObjectStore::from_settings(&config.storage)?;
         let states = StateSigner::new(config.state_token_secret.clone(), sessions.clone());

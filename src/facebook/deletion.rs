@@ -114,17 +114,42 @@ async fn record(
             fresh_code
         }
         // The same signed request again (Meta retrying, or someone replaying a captured one):
-        // nothing new is done, and the answer is the original's, whose status URL keeps
-        // reporting the one deletion.
+        // the answer is the original's, whose status URL keeps reporting the one deletion.
         DeletionRecorded::Replay(original) => {
             metrics::counter!("facebook_data_deletion_replays_total").increment(1);
             tracing::info!(
                 "Facebook data deletion request seen before: answered with the original"
             );
+            requeue_unfinished(state, &original, user).await?;
             original
         }
     };
     Ok(code)
+}
+
+/// Queues the job of a replayed request's deletion again while it is not done: the first
+/// request may have been recorded while the queue refused its job (full, or its database
+/// failing), and Meta retries a request it got an error for. A job already queued (or
+/// running, or done) has the same dedupe key, so this adds nothing then; a done deletion is
+/// not even tried.
+async fn requeue_unfinished(
+    state: &AppState,
+    code: &str,
+    user: FacebookUserId,
+) -> Result<(), DeletionError> {
+    let done = state
+        .tokens
+        .deletion_status(code)
+        .await?
+        .is_some_and(|d| d.status == "done");
+    if !done {
+        let job = DataDeletion {
+            code: code.to_string(),
+            user,
+        };
+        state.events.enqueue(job.to_event()).await?;
+    }
+    Ok(())
 }
 
 /// How old a `signed_request` may be: Meta calls at once, so an older one is a replay of a
@@ -160,7 +185,9 @@ fn check_fresh(issued_at: i64, now: i64) -> Result<(), DeletionError> {
 
 /// Queues the job of every deletion that is not done (its job may never have been queued, or
 /// an earlier version recorded it failed), and the clean-ups of moved pages' old copies (the
-/// same kind of work: data that must go). Called at start-up; a queued job is a no-op.
+/// same kind of work: data that must go). Called at start-up and by every poll run of
+/// everything (so a job the queue refused does not wait for a restart); a queued job is a
+/// no-op.
 pub async fn resume_pending(state: &AppState) -> Result<usize, StoreError> {
     super::moves::resume_pending(state).await?;
     let rows = state.tokens.unfinished_deletions().await?;

@@ -4,16 +4,19 @@
 //! `facebook::deletion`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Form, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Form, FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::limits::{self, LoginLimiter};
 use super::sorted_json;
 use crate::crypto::{constant_time_eq, secret_bytes};
 use crate::error::AppError;
@@ -22,7 +25,7 @@ use crate::facebook::oauth::{self, CallbackQuery};
 use crate::facebook::webhook::{self, reject};
 use crate::facebook::{self};
 use crate::oauth_state::Provider;
-use crate::platforms::facebook::signature::{verify_webhook, SignatureCheck};
+use crate::platforms::facebook::signature::{parse_signed_request, verify_webhook, SignatureCheck};
 use crate::session::{binding_cookie, require_session, take_binding};
 use crate::state::AppState;
 use crate::web::{self, Wants};
@@ -135,6 +138,49 @@ pub async fn deletion_request(
         "url": requested.url.as_str(),
         "confirmation_code": requested.confirmation_code,
     })))
+}
+
+/// Route layer of `POST /facebook/data-deletion`: a request whose `signed_request` verifies
+/// with the app secret is Meta's and is never rate-limited (Meta calls from a few addresses
+/// that every app shares, and a deletion must not be turned away); anything else counts
+/// against the client's allowance as the logins do. The body is read here to verify it, then
+/// handed on unchanged.
+pub async fn limit_unsigned_deletions(
+    State((limiter, state)): State<(Arc<LoginLimiter>, AppState)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    // The extractor honours the router's body limit (413) as the handler's form would.
+    let bytes = match Bytes::from_request(Request::from_parts(parts.clone(), body), &()).await {
+        Ok(b) => b,
+        Err(rejection) => {
+            let message = rejection.body_text();
+            return match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge(message),
+                _ => AppError::BadRequest(message),
+            }
+            .into_response();
+        }
+    };
+    let signed = signed_by_meta(&state, &bytes);
+    let req = Request::from_parts(parts, Body::from(bytes));
+    if signed {
+        return next.run(req).await;
+    }
+    limits::limit(&limiter, req, next).await
+}
+
+/// Whether a data-deletion form carries a `signed_request` that verifies with the app secret.
+fn signed_by_meta(state: &AppState, body: &[u8]) -> bool {
+    let Some(settings) = &state.config.facebook else {
+        return false;
+    };
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "signed_request")
+        .is_some_and(|(_, signed)| {
+            parse_signed_request(secret_bytes(&settings.app_secret), &signed).is_some()
+        })
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,8 @@
 //! `/`, `/healthz`, `/readyz`.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -15,8 +18,81 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when every database answers and the object store is reachable.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+/// How long a ready answer is reused. `/readyz` is unauthenticated and each check is a
+/// round trip to every database and a HeadBucket: without this, anyone polling it fast makes
+/// us hammer the dependencies (and pay for the requests). Load balancers poll every few
+/// seconds, so a dependency that goes away is still noticed within one of their intervals.
+const READY_CACHED_FOR: Duration = Duration::from_secs(3);
+/// How long a not-ready answer is reused: shorter, so that a dependency that has recovered
+/// puts the instance back in rotation within a second, while a flood during an outage still
+/// costs one check per second.
+const NOT_READY_CACHED_FOR: Duration = Duration::from_secs(1);
+
+/// The last readiness answer, per router (never a static: tests run many apps in one
+/// process, and each must check its own dependencies).
+#[derive(Clone)]
+pub struct ReadyState {
+    pub app: AppState,
+    last: Arc<tokio::sync::Mutex<Option<Checked>>>,
+}
+
+struct Checked {
+    at: Instant,
+    ready: bool,
+    checks: serde_json::Map<String, Value>,
+}
+
+impl Checked {
+    fn fresh(&self) -> bool {
+        let ttl = if self.ready {
+            READY_CACHED_FOR
+        } else {
+            NOT_READY_CACHED_FOR
+        };
+        self.at.elapsed() < ttl
+    }
+}
+
+impl ReadyState {
+    pub fn new(app: AppState) -> ReadyState {
+        ReadyState {
+            app,
+            last: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+}
+
+/// Ready when every database answers and the object store is reachable (an answer at most
+/// `READY_CACHED_FOR` old, see there).
+pub async fn readyz(State(ready): State<ReadyState>) -> impl IntoResponse {
+    // Held across the check: concurrent requests wait for the one check and share it.
+    let mut last = ready.last.lock().await;
+    let checked = match last.take().filter(Checked::fresh) {
+        Some(c) => c,
+        None => {
+            let (ready, checks) = check(&ready.app).await;
+            Checked {
+                at: Instant::now(),
+                ready,
+                checks,
+            }
+        }
+    };
+    let status = if checked.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if checked.ready { "ready" } else { "not_ready" },
+        "checks": checked.checks,
+    });
+    *last = Some(checked);
+    (status, Json(body))
+}
+
+/// Asks every database and the object store: whether all answered, and each one's result.
+async fn check(state: &AppState) -> (bool, serde_json::Map<String, Value>) {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
     let mut record = |name: &str, r: Result<(), String>| {
@@ -48,15 +124,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         "object_store",
         state.objects.check_ready().await.map_err(|e| e.to_string()),
     );
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),
-    )
+    (ready, checks)
 }
 
 fn account_report(list: &[AccountSummary]) -> Value {

@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -74,6 +75,9 @@ pub async fn request_timeout(
 pub struct LoginLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     edge: EdgeSettings,
+    /// Whether `X-Forwarded-For` from a peer outside `TRUSTED_PROXIES` was logged: once per
+    /// router, because behind a proxy that is not listed every request carries it.
+    warned_untrusted: AtomicBool,
 }
 
 impl LoginLimiter {
@@ -87,6 +91,7 @@ impl LoginLimiter {
         let limiter = Arc::new(LoginLimiter {
             limiter: governor::RateLimiter::keyed(quota),
             edge: edge.clone(),
+            warned_untrusted: AtomicBool::new(false),
         });
         // Outside a runtime (a router built in a plain unit test) nothing is spawned; the map
         // then just keeps its entries.
@@ -115,6 +120,9 @@ impl LoginLimiter {
             return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         };
         if !self.edge.is_trusted_proxy(peer) {
+            if headers.contains_key("x-forwarded-for") {
+                self.warn_untrusted_forwarding(peer);
+            }
             return peer;
         }
         let mut client = peer;
@@ -139,6 +147,25 @@ impl LoginLimiter {
     }
 }
 
+impl LoginLimiter {
+    /// Logs, the first time only, that a peer outside `TRUSTED_PROXIES` sent `X-Forwarded-For`:
+    /// typically a proxy that is not listed (Docker's bridge, nginx on another Droplet), which
+    /// makes every client share the proxy's allowance. Only the peer is logged: the header is
+    /// whatever the sender wrote. Returns whether it logged.
+    fn warn_untrusted_forwarding(&self, peer: IpAddr) -> bool {
+        if self.warned_untrusted.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        tracing::warn!(
+            %peer,
+            "X-Forwarded-For received from {peer}, which is not in TRUSTED_PROXIES: the header \
+             is ignored and requests are rate-limited by the peer's address. If {peer} is your \
+             reverse proxy, add it to TRUSTED_PROXIES (logged once)"
+        );
+        true
+    }
+}
+
 /// An `X-Forwarded-For` entry: an address, possibly `v4:port` or `[v6]:port`.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
@@ -154,6 +181,11 @@ pub async fn limit_logins(
     req: Request,
     next: Next,
 ) -> Response {
+    limit(&limiter, req, next).await
+}
+
+/// Lets `req` through unless its client has used its allowance (429 with `Retry-After`).
+pub async fn limit(limiter: &LoginLimiter, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -209,6 +241,29 @@ mod tests {
         assert_eq!(t.for_path("/facebook/callback"), t.callbacks);
         assert_eq!(t.for_path("/shopify/webhook"), t.default);
         assert_eq!(t.for_path("/shopify/callback/x"), t.default);
+    }
+
+    #[test]
+    fn forwarded_for_from_an_untrusted_peer_is_warned_about_once() {
+        let l = limiter("10.0.0.1");
+        let stranger: SocketAddr = "172.17.0.1:4000".parse().unwrap();
+        assert_eq!(
+            l.client(Some(stranger), &xff("203.0.113.9")),
+            "172.17.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(l.warned_untrusted.load(Ordering::Relaxed), "warned");
+        // Every later request, from any peer, finds it done.
+        assert!(!l.warn_untrusted_forwarding(stranger.ip()));
+        l.client(Some(stranger), &xff("203.0.113.10"));
+        assert!(!l.warn_untrusted_forwarding("192.0.2.1".parse().unwrap()));
+        // Without the header there is nothing to warn about.
+        let quiet = limiter("10.0.0.1");
+        quiet.client(Some(stranger), &HeaderMap::new());
+        assert!(!quiet.warned_untrusted.load(Ordering::Relaxed));
+        assert!(
+            quiet.warn_untrusted_forwarding(stranger.ip()),
+            "the first one logs"
+        );
     }
 
     #[test]

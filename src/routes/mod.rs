@@ -27,7 +27,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let timeouts = limits::RequestTimeouts::new(&state.config.edge);
     // Only the anonymous routes that write (an OAuth state row, a deletion job) are rate
-    // limited; the webhook intake is signed, must stay fast and is never behind the limiter.
+    // limited; the webhook intake is signed, must stay fast and is never behind the limiter,
+    // and so is a data-deletion request that Meta signed.
     let logins = limits::LoginLimiter::new(&state.config.edge);
     let limited = || from_fn_with_state(logins.clone(), limits::limit_logins);
     // `/`, `/metrics` and the operator page need `OPERATOR_TOKEN` (when it is set).
@@ -35,7 +36,10 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/", get(health::index).route_layer(operator()))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route(
+            "/readyz",
+            get(health::readyz).with_state(health::ReadyState::new(state.clone())),
+        )
         .route("/metrics", get(metrics::render).route_layer(operator()))
         .route(
             "/operator/login",
@@ -75,7 +79,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/facebook/data-deletion",
-            post(facebook::deletion_request).route_layer(limited()),
+            post(facebook::deletion_request).route_layer(from_fn_with_state(
+                (logins.clone(), state.clone()),
+                facebook::limit_unsigned_deletions,
+            )),
         )
         .route(
             "/facebook/data-deletion/status",

@@ -645,3 +645,45 @@ async fn an_update_body_relabelled_as_a_delete_removes_nothing() {
     );
     env.app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_corrupt_catalogue_is_moved_aside_and_rebuilt_from_shopify_at_start_up() {
+    // The catalogue file is what this is about; on PostgreSQL it is a set of tables.
+    let (env, uuid) = connected(FakeConfig::default(), &[(SQLITE_ONLY, "1")]).await;
+    let Env { mut app, fake, s3 } = env;
+    let dir = app.dir.take().unwrap();
+    app.stop().await.unwrap();
+    // Garbage in the file. Its write-ahead log goes, as a process that stops closes it: the
+    // stopped app's connections may outlive it in this test process and keep theirs.
+    std::fs::write(dir.path().join("catalog.db"), vec![0xa5; 64 * 1024]).unwrap();
+    for wal in ["catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(wal));
+    }
+    // The products object goes too: the rebuilt catalogue must write it again.
+    let products = s3.object_path(keys::shop_products(&uuid, &shop()).as_str());
+    std::fs::remove_file(&products).unwrap();
+
+    let mut extra = fake.vars();
+    extra.extend(s3.vars());
+    extra.extend(vars(&[(SQLITE_ONLY, "1")]));
+    let app = spawn_app_at(dir.path(), &extra).await;
+    let aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("catalog.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt file is kept aside: {aside:?}");
+    let moved = std::fs::read(dir.path().join(&aside[0])).unwrap();
+    assert!(moved.iter().all(|b| *b == 0xa5), "the garbage itself");
+
+    drained(&app).await;
+    let state = app.state.catalog.state(&shop()).await.unwrap();
+    assert!(state.generation > 0, "the shop was read in full again");
+    let rebuilt: Value = serde_json::from_slice(&std::fs::read(&products).unwrap()).unwrap();
+    assert_eq!(
+        rebuilt["products"].as_array().unwrap().len(),
+        fake.config().products,
+        "every product is in the object again"
+    );
+    app.stop().await.unwrap();
+}

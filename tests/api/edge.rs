@@ -232,3 +232,38 @@ async fn an_untrusted_peers_forwarded_for_is_ignored() {
     assert_eq!(login(&app, Some("203.0.113.200")).await.status(), 429);
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_logged_once_without_its_value() {
+    // We connect from loopback, which this configuration does not trust: as a Docker bridge
+    // or a proxy on another Droplet would be without TRUSTED_PROXIES.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_binary(dir.path(), &vars(&[("TRUSTED_PROXIES", "10.0.0.1")]));
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let r = client
+            .post(server.url("/facebook/data-deletion"))
+            .header("X-Forwarded-For", format!("203.0.113.{}, evil-{i}", 70 + i))
+            .form(&[("signed_request", "x.y")])
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 429, "within the allowance");
+    }
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("not in TRUSTED_PROXIES"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "once, not per request: {warnings:?}");
+    assert!(
+        warnings[0].contains("127.0.0.1"),
+        "names the peer: {}",
+        warnings[0]
+    );
+    assert!(
+        !logs.contains("203.0.113.7") && !logs.contains("evil"),
+        "the header's value is not logged: {logs}"
+    );
+}

@@ -13,7 +13,7 @@ use salesbot_sync::store::tokens::ShopGrant;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use crate::facebook::{fb_connect, fb_env, read, session, signed_request, FbEnv};
+use crate::facebook::{fb_connect, fb_env, fb_env_with, read, session, signed_request, FbEnv};
 use crate::helpers::*;
 
 /// Posts a data deletion request for `user` issued at `issued_at`: status and JSON.
@@ -521,5 +521,130 @@ async fn a_move_whose_clean_up_was_never_queued_is_cleaned_at_start_up() {
     let moves = env.app.state.tokens.page_moves(10).await.unwrap();
     assert!(moves[0].cleaned_at.is_some());
     assert!(moves[0].objects_deleted.unwrap() > 0);
+    env.app.stop().await.unwrap();
+}
+
+/// Makes the queue refuse (`on`) or take again data deletion jobs: a trigger on the events
+/// table fails their insert, as a full or failing queue would.
+async fn refuse_deletion_jobs(app: &TestApp, on: bool) {
+    let (sqlite, postgres) = if on {
+        (
+            "CREATE TRIGGER refuse_deletions BEFORE INSERT ON events
+             WHEN NEW.kind = 'facebook_data_deletion'
+             BEGIN SELECT RAISE(ABORT, 'queue refused the job'); END;",
+            "CREATE FUNCTION refuse_deletions() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'queue refused the job'; END $$;
+             CREATE TRIGGER refuse_deletions BEFORE INSERT ON events FOR EACH ROW
+             WHEN (NEW.kind = 'facebook_data_deletion') EXECUTE FUNCTION refuse_deletions();",
+        )
+    } else {
+        (
+            "DROP TRIGGER refuse_deletions;",
+            "DROP TRIGGER refuse_deletions ON events; DROP FUNCTION refuse_deletions();",
+        )
+    };
+    if let Some(pg) = &app.state.postgres {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_string()))
+            .execute(pg.pool())
+            .await
+            .unwrap();
+        return;
+    }
+    let db = app.state.events.backend().sqlite().unwrap().clone();
+    db.call(move |c| {
+        c.execute_batch(sqlite)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// A connected page, then a deletion request for its user recorded while the queue refused
+/// the job: the request's `issued_at` and the recorded confirmation code.
+async fn deletion_refused_by_the_queue(env: &FbEnv) -> (i64, String) {
+    let (_, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    refuse_deletion_jobs(&env.app, true).await;
+    let issued = now_secs() - 60;
+    let (status, body) = delete_request(env, &env.fake.user_id(0), issued).await;
+    assert!(
+        status >= 500,
+        "the refused job is an error: {status} {body}"
+    );
+    refuse_deletion_jobs(&env.app, false).await;
+    drained(&env.app).await;
+    assert_eq!(deletion_jobs(env).await, 0, "nothing queued");
+    let pending = env.app.state.tokens.unfinished_deletions().await.unwrap();
+    assert_eq!(pending.len(), 1, "the request is recorded: {pending:?}");
+    (issued, pending[0].0.clone())
+}
+
+fn status_url(env: &FbEnv, code: &str) -> String {
+    env.app
+        .url(&format!("/facebook/data-deletion/status?code={code}"))
+}
+
+#[tokio::test]
+async fn a_deletion_whose_job_the_queue_refused_is_queued_by_the_replayed_request() {
+    let env = fb_env().await;
+    let (issued, code) = deletion_refused_by_the_queue(&env).await;
+    let (status, again) = delete_request(&env, &env.fake.user_id(0), issued).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["confirmation_code"], code.as_str());
+    wait_done(&env, &status_url(&env, &code)).await;
+    let page = PageId::parse(&env.fake.page_ids(0)[0]).unwrap();
+    assert!(env.app.state.tokens.page(&page).await.unwrap().is_none());
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deletion_whose_job_the_queue_refused_is_queued_by_the_next_poll_without_a_restart() {
+    let env = fb_env().await;
+    let (_, code) = deletion_refused_by_the_queue(&env).await;
+    poll_everything(&env.app).await;
+    wait_done(&env, &status_url(&env, &code)).await;
+    let page = PageId::parse(&env.fake.page_ids(0)[0]).unwrap();
+    assert!(env.app.state.tokens.page(&page).await.unwrap().is_none());
+    env.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn signed_deletion_requests_are_never_rate_limited_while_unsigned_ones_are() {
+    // A slow refill, so the burst (20) is all a client gets during the test.
+    let env = fb_env_with(
+        Default::default(),
+        &vars(&[("LOGIN_RATE_PER_SECOND", "0.05")]),
+    )
+    .await;
+    let user = env.fake.user_id(0);
+    // Meta's requests: many more than the burst, from one address, all accepted.
+    for i in 0..30 {
+        let (status, body) = delete_request(&env, &user, now_secs() - 60 - i).await;
+        assert_eq!(status, 200, "signed request {}: {body}", i + 1);
+    }
+    // Unsigned ones use the client's allowance, then get 429.
+    let forged = |n: i64| {
+        signed_request(
+            "not-the-app-secret",
+            &json!({"algorithm": "HMAC-SHA256", "user_id": user, "issued_at": now_secs() - n}),
+        )
+    };
+    for i in 0..20 {
+        let r = env
+            .app
+            .post_form("/facebook/data-deletion", &[("signed_request", forged(i))])
+            .await;
+        assert_eq!(r.status(), 401, "unsigned request {} of the burst", i + 1);
+    }
+    let r = env
+        .app
+        .post_form("/facebook/data-deletion", &[("signed_request", forged(99))])
+        .await;
+    assert_eq!(r.status(), 429);
+    // Meta is still let through.
+    let (status, body) = delete_request(&env, &user, now_secs() - 30).await;
+    assert_eq!(status, 200, "{body}");
+    drained(&env.app).await;
     env.app.stop().await.unwrap();
 }

@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -65,6 +67,42 @@ async fn readyz_fails_when_the_object_store_is_unreachable() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["checks"]["object_store"], "failed");
     assert_eq!(body["checks"]["tokens_db"], "ok");
+    app.stop().await.unwrap();
+}
+
+/// How long the service reuses a ready answer (`routes::health::READY_CACHED_FOR`).
+const READY_CACHED_FOR: Duration = Duration::from_secs(3);
+
+#[tokio::test]
+async fn readyz_reuses_its_answer_instead_of_asking_the_bucket_each_time() {
+    let s3 = start_s3().await;
+    let app = spawn_app(&s3.vars()).await;
+    let heads = || s3.counters.head.load(std::sync::atomic::Ordering::SeqCst);
+    let before = heads();
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(app.get("/readyz").await.status(), 200);
+    }
+    let elapsed = started.elapsed();
+    // One HeadBucket, plus one per window that passed meanwhile (a slow machine may take
+    // longer than one window for the ten requests); asked each time, it would be ten.
+    let windows = (elapsed.as_secs_f64() / READY_CACHED_FOR.as_secs_f64()).floor() as usize;
+    let asked = heads() - before;
+    assert!(
+        asked <= 1 + windows && asked < 10,
+        "{asked} HeadBucket requests for 10 /readyz in {elapsed:?}"
+    );
+    // An outage is reported once the answer has expired, and a recovery just as soon.
+    s3.set_down(true);
+    eventually("readyz reports the outage", || async {
+        app.get("/readyz").await.status() == 503
+    })
+    .await;
+    s3.set_down(false);
+    eventually("readyz reports the recovery", || async {
+        app.get("/readyz").await.status() == 200
+    })
+    .await;
     app.stop().await.unwrap();
 }
 

@@ -12,6 +12,7 @@
 //! Every writer of a shop's rows runs in the shop's queue group, so a shop's rows never change
 //! under a job that reads them.
 
+mod corrupt;
 mod postgres;
 mod scan;
 mod sql;
@@ -21,7 +22,7 @@ mod staging;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -185,6 +186,29 @@ impl CatalogStore {
     /// The catalogue in its SQLite file (whole scans open readers of their own on it).
     pub fn open(path: &Path) -> Result<CatalogStore, StoreError> {
         Ok(CatalogStore::new(Db::open(path, DbKind::Catalog)?))
+    }
+
+    /// As `open`, except that a file that is not a database or is corrupt is moved aside
+    /// (`<path>.corrupt-<time>`, see `corrupt`) and a fresh, empty catalogue made in its place:
+    /// the store and where the old file went. Every shop then has generation 0, which the sync
+    /// code reads as "never complete" (the next poll or change reads the shop in full).
+    pub fn open_or_replace(path: &Path) -> Result<(CatalogStore, Option<PathBuf>), StoreError> {
+        match Db::open(path, DbKind::Catalog) {
+            Ok(db) => Ok((CatalogStore::new(db), None)),
+            Err(e) if corrupt::is_corrupt(&e) => {
+                let aside = corrupt::move_aside(path)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e,
+                    "the catalogue is not a readable database: moved aside, starting with an \
+                     empty one (every shop is read again in full from Shopify)"
+                );
+                let db = Db::open(path, DbKind::Catalog)?;
+                Ok((CatalogStore::new(db), Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn new(db: Db) -> CatalogStore {
