@@ -1,5 +1,6 @@
 //! Command line (SPEC §6). Exit codes: 0 ok; 1 the command failed; 2 bad configuration or usage
-//! (including `rotate-key` or `restore` while a server holds the queue).
+//! (including `rotate-key` or `restore` while a server holds the queue, and `rotate-key` while
+//! the queue shows recent work).
 
 use std::process::ExitCode;
 
@@ -337,12 +338,49 @@ async fn rotate_key(settings: Settings) -> anyhow::Result<()> {
             .context(refused)
         })?),
     };
+    refuse_if_queue_active(&stores.events, settings.job_lease, "rotate-key").await?;
     let store = stores.tokens;
     let n = store
         .rotate_key(crate::crypto::TokenCipher::new(&key))
         .await?;
     println!("re-encrypted {n} token(s); now set TOKEN_ENCRYPTION_KEY to the new key and restart");
     Ok(())
+}
+
+/// The queue shows a process at work although the lock check passed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct QueueActive(String);
+
+/// Work in the queue within the last lease (a job claimed or heartbeated, an event received)
+/// means a server is likely running even though the lock check passed (a lock can be lost
+/// with its database connection): an offline command refuses rather than run beside it.
+async fn refuse_if_queue_active(
+    events: &crate::store::events::EventStore,
+    lease: std::time::Duration,
+    command: &str,
+) -> anyhow::Result<()> {
+    let activity = events.activity().await?;
+    let recent = activity.newest_event_age.filter(|age| *age < lease);
+    let mut signs = Vec::new();
+    if activity.live_leases > 0 {
+        signs.push(format!(
+            "{} job(s) under a live lease",
+            activity.live_leases
+        ));
+    }
+    if let Some(age) = recent {
+        signs.push(format!("an event received {} s ago", age.as_secs()));
+    }
+    if signs.is_empty() {
+        return Ok(());
+    }
+    let secs = lease.as_secs();
+    Err(QueueActive(format!(
+        "{command} refused: the queue shows work within the last {secs} s ({}), so a server is likely running: stop every instance, wait {secs} s (JOB_LEASE_SECS) and try again; nothing was changed",
+        signs.join(", ")
+    ))
+    .into())
 }
 
 /// A one-line elapsed-time indicator on stderr while a long command runs, only when stderr is
@@ -388,7 +426,9 @@ fn offline(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCo
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("salesbot-sync: {}", format!("{e:#}").replace('\n', " "));
-            if e.downcast_ref::<crate::jobs::QueueHeld>().is_some() {
+            if e.downcast_ref::<crate::jobs::QueueHeld>().is_some()
+                || e.downcast_ref::<QueueActive>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE

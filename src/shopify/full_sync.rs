@@ -65,6 +65,7 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
     let catalog = &state.catalog;
     let st = catalog.state(shop).await?;
     let generation = st.generation + 1;
+    let read_at = snapshot_from(&st);
     let count = products_count(&f).await?;
     // Progress is products read (paged) or assembled from the bulk files (bulk).
     crate::jobs::progress::report(0, Some(count)).await;
@@ -99,7 +100,7 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
     let phase = std::time::Instant::now();
     tracing::debug!(%shop, path = report.path, "products and variants staged");
     let progress = staged.then_some(count);
-    report.products = assemble(catalog, shop, generation, progress).await?;
+    report.products = assemble(catalog, shop, generation, read_at, progress).await?;
     tracing::debug!(%shop, products = report.products, elapsed_ms = phase.elapsed().as_millis() as u64, "products assembled");
     let phase = std::time::Instant::now();
 
@@ -117,6 +118,22 @@ pub async fn run(state: &AppState, shop: &ShopDomain) -> Result<FullSync, SyncEr
         catalog.set_watermark(shop, &n).await?;
     }
     Ok(report)
+}
+
+/// When the data this sync stores was read from Shopify, for the inventory items' stamps: a
+/// delivery that arrived after it is applied after the sync, one that arrived before it is
+/// already in the data. Paged reads happen after this run began, and a bulk operation started
+/// by this run snapshots the shop after its creation, which is after this run began too: the
+/// run's start is early enough for both, so no delivery of the sync's duration is skipped
+/// (one that came in the instants before its first read is read once more, harmlessly). A
+/// bulk operation resumed from an earlier run was created at a time not recorded, before
+/// this run: 0, so every later delivery of its items is applied after the sync.
+fn snapshot_from(st: &crate::store::catalog::ShopState) -> i64 {
+    if st.bulk.is_some() {
+        0
+    } else {
+        crate::store::now_millis()
+    }
 }
 
 /// Every collection and code discount, page by page, into the store at `generation`; rows
@@ -454,13 +471,15 @@ impl<'a> Stager<'a> {
     }
 }
 
-/// Builds every staged product's entry and stores it as `generation`; returns how many.
+/// Builds every staged product's entry and stores it as `generation` (its inventory items
+/// as read at `read_at`); returns how many.
 /// `progress`: the product total to report progress against (bulk syncs, whose reading is
 /// one operation at Shopify).
 async fn assemble(
     catalog: &CatalogStore,
     shop: &ShopDomain,
     generation: i64,
+    read_at: i64,
     progress: Option<u64>,
 ) -> Result<usize, SyncError> {
     let mut count = 0;
@@ -483,7 +502,7 @@ async fn assemble(
         catalog
             .put(shop, EntityKind::Product, rows, generation)
             .await?;
-        catalog.set_inventory_items_of(shop, index).await?;
+        catalog.set_inventory_items_of(shop, index, read_at).await?;
         if let Some(total) = progress {
             let done = count as u64;
             crate::jobs::progress::report(done, Some(total.max(done))).await;

@@ -201,11 +201,13 @@ pub async fn reconcile(state: &AppState, shop: &ShopDomain) -> Result<SyncOutcom
         return full(state, shop).await;
     };
     let f = Fetcher { api, shop };
+    // Before anything is read: the stamp of the inventory items the search reads.
+    let read_at = crate::store::now_millis();
     full_sync::refresh_shop(&f, catalog).await?;
     let mut changed = 0;
     let mut search = entities::ProductSearch::new(&f, updated_since(since));
     while let Some(batch) = search.next_page().await? {
-        changed += store_products(state, shop, st.generation, batch).await?;
+        changed += store_products(state, shop, st.generation, batch, read_at).await?;
     }
     let newest = search.newest;
     let listed: HashSet<i64> = entities::all_product_ids(&f).await?.into_iter().collect();
@@ -236,12 +238,14 @@ fn updated_since(t: chrono::DateTime<chrono::Utc>) -> String {
     format!("updated_at:>='{}'", t.format("%Y-%m-%dT%H:%M:%SZ"))
 }
 
-/// Stores fetched products (rows and inventory index); returns how many changed.
+/// Stores fetched products (rows and inventory index, its items as read at `read_at`, a time
+/// no later than the products' read); returns how many changed.
 async fn store_products(
     state: &AppState,
     shop: &ShopDomain,
     generation: i64,
     batch: Vec<entities::FetchedProduct>,
+    read_at: i64,
 ) -> Result<usize, SyncError> {
     let catalog = &state.catalog;
     let mut rows = Vec::with_capacity(batch.len());
@@ -250,7 +254,7 @@ async fn store_products(
         index.push((p.row.id, p.items));
         rows.push(p.row);
     }
-    catalog.set_inventory_items_of(shop, index).await?;
+    catalog.set_inventory_items_of(shop, index, read_at).await?;
     Ok(catalog
         .put(shop, EntityKind::Product, rows, generation)
         .await?)
@@ -430,7 +434,7 @@ impl ApplyRun<'_> {
         while let Some(batch) = search.next_page().await? {
             self.fresh.extend(batch.iter().map(|p| p.row.id));
             self.products_dirty |=
-                store_products(self.state, self.shop, self.gen, batch).await? > 0;
+                store_products(self.state, self.shop, self.gen, batch, self.started).await? > 0;
         }
         Ok(())
     }
@@ -444,7 +448,8 @@ impl ApplyRun<'_> {
                     self.stale_handles.extend(old_handle);
                 }
                 self.products_dirty |=
-                    store_products(self.state, self.shop, self.gen, vec![p]).await? > 0;
+                    store_products(self.state, self.shop, self.gen, vec![p], self.started).await?
+                        > 0;
             }
             None => self.remove_product(id).await?,
         }
@@ -485,7 +490,7 @@ impl ApplyRun<'_> {
                     .put(shop, EntityKind::Product, vec![p.row], self.gen)
                     .await?
             } else {
-                store_products(self.state, shop, self.gen, vec![p]).await?
+                store_products(self.state, shop, self.gen, vec![p], self.started).await?
             };
             self.products_dirty |= changed > 0;
             self.fresh.insert(id);

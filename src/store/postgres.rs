@@ -49,25 +49,55 @@ impl PgDb {
 
 /// Advisory lock key every running instance holds shared, and offline commands (rotate-key)
 /// take exclusive: "no instance is running" across every machine on the database.
-const INSTANCES_LOCK: i64 = 0x5a1e_5b07_0001;
+pub const INSTANCES_LOCK: i64 = 0x5a1e_5b07_0001;
 
-/// Held for as long as the process serves (a pooled connection kept out of the pool, closed
-/// when the guard drops: back in the pool it would keep holding the session lock).
+/// How often a running instance checks that it still holds the instances lock: a session
+/// lock ends with its session, so a database restart (or a killed backend) frees it silently,
+/// and an offline command would then run beside this instance.
+const LOCK_CHECK_EVERY: Duration = Duration::from_secs(3);
+/// Longest wait for a connection or the liveness check before counting it as lost.
+const LOCK_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Held for as long as the process serves, or an offline command runs; dropping it releases
+/// the lock (its connection is closed, never returned to the pool holding the session lock).
 pub struct InstanceGuard {
-    _conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    /// An offline command's exclusive lock: a pooled connection kept out of the pool.
+    _conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    /// A running instance's shared lock: the watchdog owns its connection.
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for InstanceGuard {
+    fn drop(&mut self) {
+        // Ending the watchdog drops its connection, which ends the session and its lock.
+        if let Some(w) = self.watchdog.take() {
+            w.abort();
+        }
+    }
 }
 
 impl PgDb {
     /// Marks this process as a running instance until the guard is dropped (or the process
-    /// dies: the lock goes with its connection).
+    /// dies: the lock goes with its connection). The lock is held on a connection of its own,
+    /// outside the pool, and a watchdog takes it again when that connection is lost.
     pub async fn running_instance(&self) -> Result<InstanceGuard, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.close_on_drop();
+        let options = self.pool.connect_options();
+        let mut conn = lock_connection(&options).await?;
+        // Waits while an offline command holds the lock exclusively: a server does not start
+        // in the middle of a key rotation.
         sqlx::query("SELECT pg_advisory_lock_shared($1)")
             .bind(INSTANCES_LOCK)
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await?;
-        Ok(InstanceGuard { _conn: conn })
+        let watch = LockWatch {
+            options,
+            conn: Some(conn),
+            reported: false,
+        };
+        Ok(InstanceGuard {
+            _conn: None,
+            watchdog: Some(tokio::spawn(watch.run())),
+        })
     }
 
     /// For commands that must run with no instance serving: `None` while one is.
@@ -78,7 +108,76 @@ impl PgDb {
             .bind(INSTANCES_LOCK)
             .fetch_one(&mut *conn)
             .await?;
-        Ok(got.then_some(InstanceGuard { _conn: conn }))
+        Ok(got.then_some(InstanceGuard {
+            _conn: Some(conn),
+            watchdog: None,
+        }))
+    }
+}
+
+async fn lock_connection(options: &PgConnectOptions) -> Result<sqlx::PgConnection, StoreError> {
+    use sqlx::Connection as _;
+    tokio::time::timeout(
+        LOCK_CONNECT_TIMEOUT,
+        sqlx::PgConnection::connect_with(options),
+    )
+    .await
+    .map_err(|_| StoreError::Postgres(sqlx::Error::Io(std::io::ErrorKind::TimedOut.into())))?
+    .map_err(StoreError::Postgres)
+}
+
+/// A running instance's shared lock, checked every [`LOCK_CHECK_EVERY`].
+struct LockWatch {
+    options: std::sync::Arc<PgConnectOptions>,
+    /// The connection holding the lock; `None` while it is not held.
+    conn: Option<sqlx::PgConnection>,
+    /// Whether this loss was logged already (one line per loss, not one per check).
+    reported: bool,
+}
+
+impl LockWatch {
+    async fn run(mut self) {
+        loop {
+            tokio::time::sleep(LOCK_CHECK_EVERY).await;
+            if let Some(conn) = self.conn.as_mut() {
+                let check = sqlx::query("SELECT 1").execute(&mut *conn);
+                if let Ok(Ok(_)) = tokio::time::timeout(LOCK_CONNECT_TIMEOUT, check).await {
+                    continue;
+                }
+                // Its session is gone (or unusable): so is the lock.
+                self.conn = None;
+            }
+            self.retake().await;
+        }
+    }
+
+    /// Connects again and takes the shared lock back, without waiting: while an offline
+    /// command holds it exclusively, that command is running beside this instance.
+    async fn retake(&mut self) {
+        let attempt = async {
+            let mut conn = lock_connection(&self.options).await?;
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock_shared($1)")
+                .bind(INSTANCES_LOCK)
+                .fetch_one(&mut conn)
+                .await?;
+            Ok::<_, StoreError>(got.then_some(conn))
+        };
+        match attempt.await {
+            Ok(Some(conn)) => {
+                tracing::warn!("the instances lock was lost with its database connection (a database restart?); reconnected and took it again");
+                self.conn = Some(conn);
+                self.reported = false;
+            }
+            Ok(None) if !self.reported => {
+                tracing::error!("the instances lock was lost and another process (rotate-key?) now holds it exclusively while this instance runs; retrying");
+                self.reported = true;
+            }
+            Err(e) if !self.reported => {
+                tracing::warn!(error = %e, "the instances lock was lost with its database connection; retrying");
+                self.reported = true;
+            }
+            Ok(None) | Err(_) => {}
+        }
     }
 }
 

@@ -241,6 +241,65 @@ async fn an_inventory_update_is_one_lookup_and_an_unknown_item_finds_its_product
     env.app.stop().await.unwrap();
 }
 
+/// The available quantities of one variant's levels in the products object.
+fn stored_levels(env: &Env, uuid: &MerchantId, product: usize, variant: usize) -> Vec<i64> {
+    let p = products_of(env, uuid);
+    let gid = env.fake.product_id(SHOP, product);
+    let v = &product_by_id(&p, &gid).unwrap()["variants"][variant];
+    v["inventory_levels"]
+        .as_array()
+        .or_else(|| v["inventoryLevels"].as_array())
+        .expect("levels in the variant")
+        .iter()
+        .map(|l| {
+            l.pointer("/available")
+                .or_else(|| l.pointer("/quantities/0/quantity"))
+                .and_then(Value::as_i64)
+                .unwrap_or(i64::MIN)
+        })
+        .collect()
+}
+
+/// A stock change delivered while a full sync runs, after the sync read the levels (the bulk
+/// operation's snapshot) and before it stored them, reaches the object: the sync stamps the
+/// items with the time of its read, so the delivery counts as newer and is applied after it.
+#[tokio::test]
+async fn a_stock_change_delivered_during_a_full_sync_reaches_the_object() {
+    use salesbot_sync::jobs::Job;
+    use salesbot_sync::shopify::jobs::{ShopifySync, SyncReason};
+    let (env, uuid) = connected(FakeConfig::default(), &[("SHOPIFY_BULK_THRESHOLD", "0")]).await;
+    // Products, then variants with their levels: the second operation is held once it has
+    // taken its snapshot.
+    env.fake.hold_bulk(2);
+    let full = ShopifySync {
+        shop: shop(),
+        reason: SyncReason::Initial { installed_at: 1 },
+    };
+    env.app.state.events.enqueue(full.to_event()).await.unwrap();
+    eventually("the variants' snapshot is taken", || async {
+        env.fake.bulk_operations_started() == 2
+    })
+    .await;
+    env.fake.set_available(SHOP, 7, 0, 1, 4242);
+    let body = env.fake.inventory_level_webhook_body(SHOP, 7, 0, 1);
+    assert_eq!(
+        post_webhook(&env, "inventory_levels/update", "during-sync", &body).await,
+        200
+    );
+    env.fake.release_bulk();
+    drained(&env.app).await;
+    let expected: Vec<i64> = env
+        .fake
+        .variant_levels(SHOP, 7, 0)
+        .iter()
+        .map(|(_, q)| *q)
+        .collect();
+    assert_eq!(expected[1], 4242);
+    assert_eq!(stored_levels(&env, &uuid, 7, 0), expected);
+    assert_eq!(env.fake.bulk_operations_started(), 2, "one full sync ran");
+    env.app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_deleted_product_leaves_the_object_after_one_lookup() {
     let (env, uuid) = connected(FakeConfig::default(), &[]).await;

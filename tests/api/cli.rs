@@ -218,6 +218,133 @@ async fn rotate_key_refuses_while_a_server_runs() {
     assert_eq!(shop_token(dir.path(), ENCRYPTION_KEY_B64).await, None);
 }
 
+/// The backends holding the instances lock on the PostgreSQL database of `db`.
+async fn instance_lock_holders(db: &salesbot_sync::store::postgres::PgDb) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND objsubid = 1
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND classid::bigint = ($1 >> 32) AND objid::bigint = ($1 & 4294967295)",
+    )
+    .bind(salesbot_sync::store::postgres::INSTANCES_LOCK)
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+/// A database restart ends the session that held a server's instances lock: the server takes
+/// it again, so `rotate-key` still refuses to run beside it (and change keys under it).
+#[tokio::test]
+async fn a_server_takes_its_instance_lock_again_after_losing_its_database_session() {
+    if !on_postgres() {
+        return; // the instances lock is PostgreSQL's (SQLite: the queue file's lock)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    save_shop_token(dir.path()).await;
+    let server = start_binary(dir.path(), &[]);
+    let db = stores_of(dir.path(), &[]).await.postgres.unwrap();
+    let before = instance_lock_holders(&db).await;
+    assert_eq!(before.len(), 1, "the server holds the lock: {before:?}");
+    // What a database restart does to the server's session.
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(before[0])
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(ended);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut retaken = false;
+    while !retaken && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = instance_lock_holders(&db).await;
+        retaken = now.len() == 1 && now != before;
+    }
+    let mut env = test_vars(dir.path(), &[]);
+    env.insert("NEW_TOKEN_ENCRYPTION_KEY".into(), NEW_KEY_B64.into());
+    let out = binary_command(dir.path(), &env)
+        .arg("rotate-key")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "lock taken again: {retaken}; {err}"
+    );
+    assert!(
+        err.contains("rotate-key refused") && err.contains("instances lock"),
+        "{err}"
+    );
+    assert_eq!(
+        shop_token(dir.path(), ENCRYPTION_KEY_B64).await.as_deref(),
+        Some("shpat_edge_token"),
+        "still under the one current key"
+    );
+    assert!(retaken);
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("took it again"), "{logs}");
+}
+
+/// Work in the queue within the last lease means a server is likely running even when no
+/// lock says so: `rotate-key` refuses (exit 2, saying why), and runs once the queue is quiet.
+#[tokio::test]
+async fn rotate_key_refuses_while_the_queue_shows_recent_work() {
+    use salesbot_sync::jobs::Job;
+    use salesbot_sync::shopify::jobs::{ShopifySync, SyncReason};
+    let dir = tempfile::tempdir().unwrap();
+    save_shop_token(dir.path()).await;
+    // An event just received, as a server whose lock went unnoticed would leave it.
+    let sync = ShopifySync {
+        shop: salesbot_sync::ids::ShopDomain::parse("acme.myshopify.com").unwrap(),
+        reason: SyncReason::Initial { installed_at: 1 },
+    };
+    stores_of(dir.path(), &[])
+        .await
+        .events
+        .enqueue(sync.to_event())
+        .await
+        .unwrap();
+    let mut env = test_vars(dir.path(), &vars(&[("JOB_LEASE_SECS", "3")]));
+    env.insert("NEW_TOKEN_ENCRYPTION_KEY".into(), NEW_KEY_B64.into());
+    let rotate = || {
+        binary_command(dir.path(), &env)
+            .arg("rotate-key")
+            .output()
+            .unwrap()
+    };
+    let out = rotate();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("rotate-key refused") && err.contains("an event received"),
+        "{err}"
+    );
+    assert_eq!(
+        shop_token(dir.path(), ENCRYPTION_KEY_B64).await.as_deref(),
+        Some("shpat_edge_token"),
+        "nothing was changed"
+    );
+    // Once nothing has arrived for a lease (3 s here), it runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        let out = rotate();
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        shop_token(dir.path(), NEW_KEY_B64).await.as_deref(),
+        Some("shpat_edge_token")
+    );
+}
+
 /// `restore` beside a running server refuses too, before touching anything.
 #[tokio::test]
 async fn restore_refuses_while_a_server_runs() {

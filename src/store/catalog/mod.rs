@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use super::postgres::PgDb;
-use super::{now_millis, text_enum, Backend, Db, DbKind, StoreError};
+use super::{text_enum, Backend, Db, DbKind, StoreError};
 use crate::ids::ShopDomain;
 use scan::ScanOut;
 use staging::StagingDb;
@@ -133,12 +133,12 @@ trait CatalogDb: StagingDb {
     async fn count(&self, shop: String, kind: EntityKind) -> Result<i64, StoreError>;
     async fn handle_of(&self, shop: String, product: i64) -> Result<Option<String>, StoreError>;
     /// Replaces the items of each product in turn (an item listed by another product moves;
-    /// a product listed twice keeps its later list), read at `now`; one transaction.
+    /// a product listed twice keeps its later list), read at `read_at`; one transaction.
     async fn set_inventory_items(
         &self,
         shop: String,
         products: Vec<ProductItems>,
-        now: i64,
+        read_at: i64,
     ) -> Result<(), StoreError>;
     async fn mark_fetched(
         &self,
@@ -364,27 +364,32 @@ impl CatalogStore {
         self.db.handle_of(shop.to_string(), product).await
     }
 
-    /// Replaces the inventory items of a product: `(item, variant)` pairs.
+    /// Replaces the inventory items of a product: `(item, variant)` pairs, their levels read
+    /// from Shopify at `read_at` (unix ms).
     pub async fn set_inventory_items(
         &self,
         shop: &ShopDomain,
         product: i64,
         items: Vec<(i64, i64)>,
+        read_at: i64,
     ) -> Result<(), StoreError> {
-        self.set_inventory_items_of(shop, vec![(product, items)])
+        self.set_inventory_items_of(shop, vec![(product, items)], read_at)
             .await
     }
 
     /// Replaces the index entries of each product, all in one transaction (a full sync's
-    /// batch: one commit, not one per product).
+    /// batch: one commit, not one per product). The products were read with every variant,
+    /// so their items' levels count as read at `read_at`: when the reading began, not now.
+    /// A delivery that arrived between the read and this write is newer than the stamp and
+    /// is applied after it; stamped with the write's time, it would be skipped as read.
     pub async fn set_inventory_items_of(
         &self,
         shop: &ShopDomain,
         products: Vec<(i64, Vec<(i64, i64)>)>,
+        read_at: i64,
     ) -> Result<(), StoreError> {
-        // The products were just read with every variant: their items' levels too.
         self.db
-            .set_inventory_items(shop.to_string(), products, now_millis())
+            .set_inventory_items(shop.to_string(), products, read_at)
             .await
     }
 

@@ -269,9 +269,9 @@ impl CatalogDb for PgCatalog {
         &self,
         shop: String,
         products: Vec<ProductItems>,
-        now: i64,
+        read_at: i64,
     ) -> Result<(), StoreError> {
-        set_inventory_items(&self.0, &shop, products, now).await
+        set_inventory_items(&self.0, &shop, products, read_at).await
     }
 
     async fn mark_fetched(
@@ -450,7 +450,7 @@ async fn set_inventory_items(
     pg: &PgDb,
     shop: &str,
     products: Vec<ProductItems>,
-    now: i64,
+    read_at: i64,
 ) -> Result<(), StoreError> {
     let runs = inventory_runs(products);
     let mut tx = pg.pool().begin().await?;
@@ -479,7 +479,7 @@ async fn set_inventory_items(
         .bind(items)
         .bind(owners)
         .bind(variants)
-        .bind(now)
+        .bind(read_at)
         .execute(&mut *tx)
         .await?;
     }

@@ -264,7 +264,7 @@ impl CatalogDb for SqliteCatalog {
         &self,
         shop: String,
         products: Vec<ProductItems>,
-        now: i64,
+        read_at: i64,
     ) -> Result<(), StoreError> {
         self.0
             .call(move |c| {
@@ -281,7 +281,7 @@ impl CatalogDb for SqliteCatalog {
                                 variant_id = excluded.variant_id,
                                 fetched_at = excluded.fetched_at",
                         )?
-                        .execute(params![shop, item, product, variant, now])?;
+                        .execute(params![shop, item, product, variant, read_at])?;
                     }
                 }
                 tx.commit()?;

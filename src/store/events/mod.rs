@@ -37,7 +37,7 @@ pub use progress::Tracked;
 use rows::{ClaimReq, Found, GivenUp, Outcomes, Recorded, StatusCounts, StoredOutcome, StoredRun};
 pub use types::{
     Claim, ClaimSpec, Enqueued, Event, EventId, EventRow, EventStatus, NewEvent, Outcome, Pool,
-    QueueStats, Record, RunId, RunKind, RunRecord, RunTrigger,
+    QueueActivity, QueueStats, Record, RunId, RunKind, RunRecord, RunTrigger,
 };
 
 use super::postgres::PgDb;
@@ -140,6 +140,8 @@ trait EventDb: Send + Sync {
     // --- reads ----------------------------------------------------------------------------
 
     async fn status_counts(&self, now: i64) -> Result<StatusCounts, StoreError>;
+    /// `sql::ACTIVITY`: (leases live at `now`, the newest `received_at`).
+    async fn activity(&self, now: i64) -> Result<(i64, Option<i64>), StoreError>;
     async fn recent_failures(&self, limit: i64) -> Result<Vec<EventRow>, StoreError>;
     async fn rows(&self) -> Result<Vec<EventRow>, StoreError>;
     async fn outcome(&self, id: EventId) -> Result<Option<StoredOutcome>, StoreError>;
@@ -435,6 +437,17 @@ impl EventStore {
             .map(|o| (now_millis() - o).max(0))
             .unwrap_or(0);
         Ok(s)
+    }
+
+    /// Signs that a process works this queue now, for the offline commands: leases live
+    /// now, and how long ago the newest event arrived.
+    pub async fn activity(&self) -> Result<QueueActivity, StoreError> {
+        let now = now_millis();
+        let (live_leases, newest) = self.db.activity(now).await?;
+        Ok(QueueActivity {
+            live_leases,
+            newest_event_age: newest.map(|t| Duration::from_millis((now - t).max(0) as u64)),
+        })
     }
 
     /// The newest dead-lettered and failed events with their reasons (for operators).

@@ -27,6 +27,12 @@ pub(super) const STATUS_COUNTS: &str = "SELECT status, COUNT(*) FROM events GROU
 pub(super) const OLDEST_DUE: &str = "SELECT MIN(received_at) FROM events
      WHERE status = 'running' OR (status = 'pending' AND run_at <= $1)";
 
+/// Signs that a process works the queue (`$1`: now): leases not run out yet (a job claimed
+/// or heartbeated within its lease), and when the newest event arrived.
+pub(super) const ACTIVITY: &str = "SELECT
+     (SELECT COUNT(*) FROM events WHERE status = 'running' AND locked_until > $1),
+     (SELECT MAX(received_at) FROM events)";
+
 /// The columns of an `EventRow`, in order.
 pub(super) const ROWS: &str =
     "SELECT id, kind, dedupe_key, group_key, status, attempts, last_error, run_id

@@ -186,6 +186,16 @@ pub struct QueueStats {
     pub oldest_pending_age_ms: i64,
 }
 
+/// What [`super::EventStore::activity`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueActivity {
+    /// Running events whose lease has not run out: a process claimed or heartbeated them
+    /// within their lease.
+    pub live_leases: i64,
+    /// How long ago the newest event arrived (`None`: the queue is empty).
+    pub newest_event_age: Option<std::time::Duration>,
+}
+
 /// An event row as tests and diagnostics see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {

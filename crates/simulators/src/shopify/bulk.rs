@@ -40,6 +40,8 @@ pub(super) struct BulkOp {
     url: Option<String>,
     partial_url: Option<String>,
     created_at: String,
+    /// Stays `RUNNING` until `release_bulk` (see `hold_bulk`).
+    held: bool,
 }
 
 pub(super) struct BulkFile {
@@ -79,6 +81,20 @@ impl FakeShopify {
     /// out between `COMPLETED` and the download).
     pub fn expire_next_bulk_files(&self, n: usize) {
         self.st().bulk_expire_next = n;
+    }
+
+    /// The `n`-th bulk operation created from now on (1: the next one) snapshots its lines as
+    /// usual but stays `RUNNING` until `release_bulk`: a test can change the shop after an
+    /// operation's snapshot and before its result is read.
+    pub fn hold_bulk(&self, n: usize) {
+        self.st().bulk_hold_in = n;
+    }
+
+    /// Lets held operations finish (each after its delay, as usual).
+    pub fn release_bulk(&self) {
+        for op in self.st().bulk_ops.values_mut() {
+            op.held = false;
+        }
     }
 
     /// Requests to `GET /bulk/{shop}/{file}`, whatever the answer (200, 403 or 404).
@@ -216,6 +232,8 @@ impl State {
         self.bulk_seq += 1;
         let id = self.bulk_seq;
         let fail_with = self.bulk_fail_next.take();
+        let held = self.bulk_hold_in == 1;
+        self.bulk_hold_in = self.bulk_hold_in.saturating_sub(1);
         self.bulk_ops.insert(
             id,
             BulkOp {
@@ -228,6 +246,7 @@ impl State {
                 url: None,
                 partial_url: None,
                 created_at: now_rfc3339(),
+                held,
             },
         );
         self.bulk_started += 1;
@@ -251,7 +270,7 @@ impl State {
     }
 
     /// Moves the operation to `RUNNING` after half the bulk delay and finishes it after the
-    /// whole delay, then posts the `bulk_operations/finish` webhooks.
+    /// whole delay (a held one once released, too), then posts the `bulk_operations/finish` webhooks.
     fn schedule_bulk(&mut self, id: u64) {
         let delay = self.bulk_delay;
         let me = self.me.clone();
@@ -268,6 +287,14 @@ impl State {
                 None => return,
             }
             tokio::time::sleep(delay - delay / 2).await;
+            loop {
+                match me.upgrade() {
+                    Some(st) if http::lock(&st).bulk_ops.get(&id).is_some_and(|op| op.held) => {}
+                    Some(_) => break,
+                    None => return,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let posts = match me.upgrade() {
                 Some(st) => http::lock(&st).bulk_finish(id),
                 None => return,

@@ -372,6 +372,8 @@ struct State {
     bulk_limit_next: usize,
     bulk_fail_next: Option<String>,
     bulk_expire_next: usize,
+    /// `hold_bulk`: the how-many-th operation created from now is held (0: none).
+    bulk_hold_in: usize,
     bulk_seq: u64,
     bulk_ops: HashMap<u64, BulkOp>,
     /// (shop, file name) → result file.
@@ -412,6 +414,7 @@ impl State {
             bulk_limit_next: 0,
             bulk_fail_next: None,
             bulk_expire_next: 0,
+            bulk_hold_in: 0,
             bulk_seq: 5_000_000,
             bulk_ops: HashMap::new(),
             bulk_files: HashMap::new(),

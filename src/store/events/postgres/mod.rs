@@ -232,6 +232,13 @@ impl EventDb for PgEvents {
         })
     }
 
+    async fn activity(&self, now: i64) -> Result<(i64, Option<i64>), StoreError> {
+        Ok(sqlx::query_as(sql::ACTIVITY)
+            .bind(now)
+            .fetch_one(self.db.pool())
+            .await?)
+    }
+
     async fn recent_failures(&self, limit: i64) -> Result<Vec<EventRow>, StoreError> {
         let rows: Vec<EventRowColumns> = sqlx::query_as(sql::RECENT_FAILURES)
             .bind(limit)

@@ -289,6 +289,11 @@ impl EventDb for SqliteEvents {
         })
     }
 
+    async fn activity(&self, now: i64) -> Result<(i64, Option<i64>), StoreError> {
+        self.one(sql::ACTIVITY, vec![v(now)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .await
+    }
+
     async fn recent_failures(&self, limit: i64) -> Result<Vec<EventRow>, StoreError> {
         self.all(sql::RECENT_FAILURES, vec![v(limit)], event_row)
             .await
