@@ -13,6 +13,7 @@ use crate::platforms::shopify::api::ShopifyApi;
 use crate::platforms::shopify::client::ShopifyClient;
 use crate::retry::UpstreamRetry;
 use crate::store::catalog::CatalogStore;
+use crate::store::ledger::DeletionLedger;
 use crate::store::postgres::PgDb;
 use crate::store::ticks::TickStore;
 use crate::store::{Db, DbKind, EventStore, SessionStore, TokenStore};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub instance: Arc<str>,
     /// The shared PostgreSQL database, when the stores are there.
     pub postgres: Option<PgDb>,
+    /// What was deleted, kept where a restore of `tokens.db` cannot roll it back.
+    pub ledger: DeletionLedger,
 }
 
 /// Every store, on the backend the settings name.
@@ -111,7 +114,9 @@ impl AppState {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()?;
+        let ledger = DeletionLedger::beside(&config.token_db_path);
         let state = AppState {
+            ledger,
             config: Arc::new(config),
             tokens,
             sessions,

@@ -187,6 +187,9 @@ pub struct RestoreReport {
     /// Non-fatal findings (e.g. a live database that failed its integrity check before it was
     /// replaced).
     pub warnings: Vec<String>,
+    /// Records of deleted shops, pages and Facebook users that the backup still held, removed
+    /// again from what was restored (the deletion ledger).
+    pub deletions_reapplied: usize,
 }
 
 impl RestoreReport {
@@ -212,6 +215,13 @@ impl RestoreReport {
                 let _ = write!(s, "; previous databases saved in {}", p.display());
             }
             None => s.push_str("; there were no previous databases to save"),
+        }
+        if self.deletions_reapplied > 0 {
+            let _ = write!(
+                s,
+                "; {} record(s) of data deleted since the backup removed again",
+                self.deletions_reapplied
+            );
         }
         if !self.warnings.is_empty() {
             let _ = write!(s, "; warnings: {}", self.warnings.join("; "));

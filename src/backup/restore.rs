@@ -190,11 +190,17 @@ pub fn restore(settings: &Settings, from: &Path) -> anyhow::Result<RestoreReport
             schema_version_now: after,
         });
     }
+    let deletions_reapplied = if restored.iter().any(|r| r.db == DbKind::Tokens.name()) {
+        reapply_deletions(&settings.token_db_path)?
+    } else {
+        0
+    };
     let report = RestoreReport {
         from: from.to_path_buf(),
         safety_copy,
         restored,
         warnings,
+        deletions_reapplied,
     };
     tracing::info!("{}", report.summary());
     Ok(report)
@@ -311,4 +317,65 @@ pub(super) fn restore_one(src: &Path, live: &Path, kind: DbKind) -> anyhow::Resu
     // Bring an older backup up to this build's schema (and back to WAL mode).
     let conn = crate::store::open_connection(live, kind)?;
     Ok(user_version(&conn)?)
+}
+
+/// Applies the deletion ledger again to a restored tokens database: a shop, page or Facebook
+/// user deleted after the backup was taken is deleted from it again (its objects were deleted
+/// then; without its record nothing syncs it back). A record written after the deletion (a
+/// reinstall, a reconnect) is not that deletion's and stays. Returns the rows removed.
+fn reapply_deletions(tokens_db: &Path) -> anyhow::Result<usize> {
+    use crate::store::ledger::{Deleted, DeletionLedger};
+    let entries = DeletionLedger::beside(tokens_db).read()?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = crate::store::open_connection(tokens_db, DbKind::Tokens)?;
+    let tx = conn.transaction()?;
+    let mut removed = 0;
+    for e in &entries {
+        removed += match &e.what {
+            Deleted::Shop { shop, .. } => tx.execute(
+                "DELETE FROM shops WHERE domain = ?1 AND installed_at <= ?2",
+                rusqlite::params![shop.as_str(), e.at],
+            )?,
+            Deleted::Page { page, .. } => {
+                let pages = "SELECT page_id FROM pages WHERE page_id = ?1 AND created_at <= ?2";
+                delete_pages(&tx, pages, page.as_str(), e.at)?
+            }
+            Deleted::FacebookUser { user } => {
+                let pages = "SELECT page_id FROM pages WHERE fb_user_id = ?1 AND created_at <= ?2";
+                delete_pages(&tx, pages, user.as_str(), e.at)?
+                    + tx.execute(
+                        "DELETE FROM facebook_users WHERE fb_user_id = ?1 AND updated_at <= ?2",
+                        rusqlite::params![user.as_str(), e.at],
+                    )?
+            }
+        };
+    }
+    tx.commit()?;
+    if removed > 0 {
+        tracing::warn!(
+            removed,
+            "restore: records of data deleted since the backup were removed again"
+        );
+    }
+    Ok(removed)
+}
+
+/// Deletes the pages `select` names (with `id` and `at` bound) and their watermarks.
+fn delete_pages(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    id: &str,
+    at: i64,
+) -> rusqlite::Result<usize> {
+    let params = rusqlite::params![id, at];
+    tx.execute(
+        &format!("DELETE FROM conversation_watermarks WHERE page_id IN ({select})"),
+        params,
+    )?;
+    tx.execute(
+        &format!("DELETE FROM pages WHERE page_id IN ({select})"),
+        params,
+    )
 }

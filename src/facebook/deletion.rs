@@ -29,6 +29,7 @@ use crate::objects::keys;
 use crate::platforms::facebook::signature::parse_signed_request;
 use crate::state::AppState;
 use crate::store::events::{EnqueueError, Pool};
+use crate::store::ledger::Deleted as Ledgered;
 use crate::store::tokens::DeletionRecorded;
 use crate::store::{now_secs, StoreError};
 
@@ -252,6 +253,11 @@ impl Job for DataDeletion {
             .mark_pages_deleting(job.user.as_str(), "Facebook data deletion request")
             .await
             .map_err(|e| retry(&e))?;
+        // Recorded where a restore of an older `tokens.db` cannot undo it.
+        let what = Ledgered::FacebookUser {
+            user: job.user.clone(),
+        };
+        state.ledger.record(what).await.map_err(|e| retry(&e))?;
         // 2–3. Wait for the pages' running jobs, then delete what they hold.
         let deleted = delete_marked_pages(state, &pages).await?;
         let mut merchants: Vec<MerchantId> = state
@@ -320,6 +326,11 @@ pub(super) async fn delete_marked_pages(
         ..Deleted::default()
     };
     for (merchant, page) in pages {
+        let what = Ledgered::Page {
+            page: page.clone(),
+            merchant: *merchant,
+        };
+        state.ledger.record(what).await.map_err(|e| retry(&e))?;
         deleted.objects += state
             .objects
             .delete_prefix(&keys::page_prefix(merchant, page))

@@ -48,20 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/operator/logout", post(web::operator::logout))
         .route("/assets/style.css", get(web::style))
         .route("/assets/live.js", get(web::live_js))
-        .route("/connect", get(web::account::connect))
-        .route("/connect/shopify", get(web::account::connect_shopify))
-        .route("/account", get(web::account::account))
-        .route("/account/progress", get(web::account::progress))
-        .route("/account/sign-out", post(web::account::sign_out))
-        .route(
-            "/account/shops/{shop}/disconnect",
-            post(web::account::disconnect_shop),
-        )
-        .route(
-            "/account/pages/{page}/disconnect",
-            post(web::account::disconnect_page),
-        )
-        .route("/account/pages/{page}/move", post(web::moves::move_page))
+        .merge(merchant_pages())
         .route(
             "/shopify/{shop}/login",
             get(shopify::login).route_layer(limited()),
@@ -103,6 +90,26 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// The merchant's own pages: where they start, their account, and its forms (each form
+/// checks the session's form token).
+fn merchant_pages() -> Router<AppState> {
+    Router::new()
+        .route("/connect", get(web::account::connect))
+        .route("/connect/shopify", get(web::account::connect_shopify))
+        .route("/account", get(web::account::account))
+        .route("/account/progress", get(web::account::progress))
+        .route("/account/sign-out", post(web::account::sign_out))
+        .route(
+            "/account/shops/{shop}/disconnect",
+            post(web::account::disconnect_shop),
+        )
+        .route(
+            "/account/pages/{page}/disconnect",
+            post(web::account::disconnect_page),
+        )
+        .route("/account/pages/{page}/move", post(web::moves::move_page))
 }
 
 /// A typed answer as JSON with its keys sorted at every level, as the answers have always

@@ -23,6 +23,7 @@ use crate::platforms::shopify::api::ApiError;
 use crate::platforms::shopify::client::ShopifyError;
 use crate::state::AppState;
 use crate::store::events::Pool;
+use crate::store::ledger::Deleted;
 use crate::store::tokens::AccountStatus;
 
 /// Counts a lifecycle delivery that changed nothing because Shopify says the shop is installed.
@@ -103,7 +104,13 @@ pub async fn redact_shop(
 ) -> Result<usize, SyncError> {
     let mut deleted = 0;
     if let Some(rec) = state.tokens.shop(shop).await? {
-        // First: no poll or delivery uses the shop while its data goes.
+        // Recorded first, where a restore of an older `tokens.db` cannot undo it.
+        let what = Deleted::Shop {
+            shop: shop.clone(),
+            merchant: rec.merchant,
+        };
+        state.ledger.record(what).await?;
+        // No poll or delivery uses the shop while its data goes.
         if rec.status != AccountStatus::Uninstalled {
             state
                 .tokens

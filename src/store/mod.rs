@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod copy;
 pub mod events;
+pub mod ledger;
 pub mod postgres;
 pub mod sessions;
 pub mod sqlite;

@@ -1183,3 +1183,43 @@ async fn a_slow_initial_sync_answers_pending_and_finishes_in_the_background() {
     drained(&env.app).await;
     env.app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_redacted_shop_stays_deleted_after_a_restore_of_an_older_backup() {
+    // Backups and restores are of the SQLite files.
+    let env = env_with_vars(FakeConfig::default(), &vars(&[(SQLITE_ONLY, "1")])).await;
+    assert_eq!(connect(&env, "acme").await.0, 200);
+    assert_eq!(connect(&env, "bravo").await.0, 200);
+    drained(&env.app).await;
+    let backup = salesbot_sync::backup::backup_all(&env.app.state.config, None)
+        .await
+        .unwrap();
+    // After the backup: acme is uninstalled and, 48 hours later, redacted.
+    env.fake.revoke_tokens("acme.myshopify.com");
+    assert_eq!(post_topic(&env, "shop/redact", "r-1", None).await, 200);
+    drained(&env.app).await;
+    let acme = ShopDomain::parse("acme.myshopify.com").unwrap();
+    assert!(env.app.state.tokens.shop(&acme).await.unwrap().is_none());
+
+    let Env { mut app, .. } = env;
+    let _dir = app.dir.take();
+    let config = app.state.config.clone();
+    app.stop().await.unwrap();
+    let set = backup.set_dir.clone();
+    let report = tokio::task::spawn_blocking(move || salesbot_sync::backup::restore(&config, &set))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.deletions_reapplied, 1, "{}", report.summary());
+    // The restored records hold bravo, not acme: nothing would sync acme's data back.
+    let restored = report.restored.iter().find(|r| r.db == "tokens").unwrap();
+    let tokens = rusqlite::Connection::open(&restored.path).unwrap();
+    let shops: Vec<String> = tokens
+        .prepare("SELECT domain FROM shops ORDER BY domain")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(shops, vec!["bravo.myshopify.com"]);
+}

@@ -511,13 +511,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_page_moves_only_when_its_grantor_grants_it_again() {
+    async fn a_page_moves_only_when_its_grantor_confirms_it() {
         for on in crate::store::tokens::tests::stores().await {
-            a_page_moves_only_when_its_grantor_grants_it_again_on(&on.store).await;
+            a_page_moves_only_when_its_grantor_confirms_it_on(&on.store).await;
         }
     }
 
-    async fn a_page_moves_only_when_its_grantor_grants_it_again_on(s: &TokenStore) {
+    async fn a_page_moves_only_when_its_grantor_confirms_it_on(s: &TokenStore) {
         let page = PageId::parse("77").unwrap();
         let (a, b) = (MerchantId::random(), MerchantId::random());
         let u1 = Some("1001".to_string());
@@ -556,15 +556,30 @@ mod tests {
         };
         let psid = crate::ids::Psid::parse("900").unwrap();
         assert!(s.save_watermark(&page, &psid, w).await.unwrap());
-        let SavedPage::Moved { from, move_id } = s
-            .save_page(&page, b, u1.clone(), None, &tok("t4"))
-            .await
-            .unwrap()
+        // The grantor connecting it from another merchant moves nothing by itself.
+        assert_eq!(
+            s.save_page(&page, b, u1.clone(), None, &tok("t4"))
+                .await
+                .unwrap(),
+            SavedPage::MoveNeedsConfirmation
+        );
+        assert_eq!(s.page(&page).await.unwrap().unwrap().merchant, a);
+        assert!(s.page_moves(10).await.unwrap().is_empty());
+        // Nor can another user's confirmation move it.
+        let refused = s.move_page_here(&page, b, "2002".into()).await.unwrap();
+        assert_eq!(refused, SavedPage::OwnedElsewhere);
+        // The grantor's confirmation does (the page keeps its stored token).
+        let SavedPage::Moved { from, move_id } =
+            s.move_page_here(&page, b, "1001".into()).await.unwrap()
         else {
             panic!("the grantor moves it");
         };
         assert_eq!(from, a);
-        assert_eq!(s.page(&page).await.unwrap().unwrap().merchant, b);
+        let moved = s.page(&page).await.unwrap().unwrap();
+        assert_eq!(moved.merchant, b);
+        assert_eq!(moved.access_token.expose_secret(), "t3");
+        assert_eq!(s.page_moves_from(a, 10).await.unwrap().len(), 1);
+        assert!(s.page_moves_from(b, 10).await.unwrap().is_empty());
         let moves = s.page_moves(10).await.unwrap();
         assert_eq!(moves.len(), 1);
         assert_eq!((moves[0].from_merchant, moves[0].cleaned_at), (a, None));
