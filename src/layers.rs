@@ -6,7 +6,7 @@
 const LAYERS: &[(u8, &[&str])] = &[
     // Foundations that know nothing of the service's data: settings, cryptography (tokens,
     // digests, MACs), logging and correlation ids, identifiers.
-    (0, &["config", "crypto", "telemetry", "ids"]),
+    (0, &["config", "crypto", "telemetry", "ids", "fence"]),
     // Storage: the databases and the object store.
     (1, &["store", "objects"]),
     // Runtimes and clients over storage that know no domain: the queue (told what to run by

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod demo;
 pub mod error;
 pub mod facebook;
+pub mod fence;
 pub mod ids;
 pub mod jobs;
 #[cfg(test)]

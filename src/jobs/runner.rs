@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::registry::{BatchRun, Registry, Runnable};
 use super::retry::{Next, RetryPolicy};
 use super::JobError;
+use crate::fence::Fence;
 use crate::store::events::{
     Claim, ClaimSpec, Event, EventId, EventStatus, EventStore, Pool, Record, RunId,
 };
@@ -186,7 +187,11 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                 .map(|e| (e.id, e.attempts, e.received_at))
                 .collect(),
         };
-        let run = self.run_isolated(runner.as_ref(), batch).await;
+        let Some(run) = self.run_isolated(runner.as_ref(), batch).await else {
+            // Its events are another worker's now (or will be, when the lease runs out):
+            // recording an outcome here could undo that worker's.
+            return;
+        };
         metrics::histogram!("job_duration_seconds", "kind" => kind.clone())
             .record(started.elapsed().as_secs_f64());
 
@@ -208,19 +213,38 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
 
     /// Runs the batch in a task of its own with its lease renewed, so a panicking job fails
     /// this batch (retried later) instead of killing the worker and leaving its lease renewed
-    /// forever.
-    async fn run_isolated(&self, runner: &dyn Runnable<C>, batch: Vec<Event>) -> BatchRun {
+    /// forever. The job runs behind its lease's fence (see `crate::fence`): `None` when the
+    /// lease was lost on the way, and the job was stopped or failed its next write.
+    async fn run_isolated(&self, runner: &dyn Runnable<C>, batch: Vec<Event>) -> Option<BatchRun> {
         let ids: Vec<EventId> = batch.iter().map(|e| e.id).collect();
         // Attempts count claims: a second claim is a retry.
         let retried = batch.iter().any(|e| e.attempts > 1);
-        let heartbeat = AbortOnDrop(self.heartbeat(ids.clone()));
-        let task = super::progress::scope(
-            self.events.clone(),
-            ids[0],
-            retried,
-            runner.run(self.ctx.clone(), batch),
+        let lease_ms = self.config.lease.as_millis() as i64;
+        // The claim wrote a lease of this length a moment ago; writes stop a sixth of it
+        // before its end.
+        let fence = Fence::new(now_millis() + lease_ms, lease_ms / 6);
+        let task = crate::fence::scope(
+            fence.clone(),
+            super::progress::scope(
+                self.events.clone(),
+                ids[0],
+                retried,
+                runner.run(self.ctx.clone(), batch),
+            ),
         );
-        let run = match tokio::spawn(task.in_current_span()).await {
+        let job = tokio::spawn(task.in_current_span());
+        let heartbeat = AbortOnDrop(self.heartbeat(ids.clone(), fence.clone(), job.abort_handle()));
+        let joined = job.await;
+        drop(heartbeat);
+        if !fence.holds_at(now_millis()) {
+            metrics::counter!("jobs_abandoned_total").increment(1);
+            tracing::warn!(
+                events = ids.len(),
+                "job abandoned: its lease was lost (another worker may be running its events); nothing recorded"
+            );
+            return None;
+        }
+        Some(match joined {
             Ok(r) => r,
             Err(e) => BatchRun {
                 // The payloads were never decoded here: the type's default decides.
@@ -233,9 +257,7 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
                 undecodable: Vec::new(),
                 outcome: Err(JobError::Retry(format!("job panicked: {e}"))),
             },
-        };
-        drop(heartbeat);
-        run
+        })
     }
 
     /// Fills `rec` from the job's outcome; the result label for the metrics.
@@ -343,7 +365,15 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
         }
     }
 
-    fn heartbeat(&self, ids: Vec<EventId>) -> tokio::task::JoinHandle<()> {
+    /// Renews the batch's lease every third of it. A renewal that finds the lease taken, or
+    /// no renewal before the fence closes (the database unreachable, or this process paused
+    /// past its lease), stops the job: another worker may be running its events.
+    fn heartbeat(
+        &self,
+        ids: Vec<EventId>,
+        fence: Fence,
+        job: tokio::task::AbortHandle,
+    ) -> tokio::task::JoinHandle<()> {
         let events = self.events.clone();
         let worker = self.id.clone();
         let lease = self.config.lease;
@@ -352,8 +382,22 @@ impl<C: Clone + Send + Sync + 'static> Worker<C> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = events.extend_lease(ids.clone(), &worker, lease).await {
-                    tracing::warn!(error = %e, "extending the event lease failed");
+                match events.extend_lease(ids.clone(), &worker, lease).await {
+                    Ok((renewed, until)) if renewed == ids.len() => fence.renewed(until),
+                    Ok((renewed, _)) => {
+                        tracing::warn!(
+                            renewed,
+                            events = ids.len(),
+                            "the job's lease was taken over; stopping it"
+                        );
+                        fence.lose();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "extending the event lease failed"),
+                }
+                if !fence.holds_at(now_millis()) {
+                    fence.lose();
+                    job.abort();
+                    return;
                 }
             }
         })

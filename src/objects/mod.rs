@@ -36,6 +36,9 @@ pub enum ObjectError {
     BadJson { key: String, reason: String },
     #[error("object store is not reachable: {0}")]
     Unreachable(String),
+    /// The running job no longer holds its queue lease: it must not write (see `fence`).
+    #[error(transparent)]
+    LeaseLost(#[from] crate::fence::LeaseLost),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -109,6 +112,7 @@ impl ObjectStore {
         sha256: &str,
         content_type: &str,
     ) -> Result<(), ObjectError> {
+        crate::fence::check()?;
         let started = Instant::now();
         let r = match &*self.backend {
             Backend::S3(s) => s.put(key, bytes, sha256, content_type).await,
@@ -138,6 +142,7 @@ impl ObjectStore {
     }
 
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), ObjectError> {
+        crate::fence::check()?;
         match &*self.backend {
             Backend::S3(s) => s.delete(key).await,
             Backend::Local(l) => l.delete(key).await,
@@ -158,6 +163,7 @@ impl ObjectStore {
 
     /// Deletes the objects (in batches of up to 1,000 per request on S3).
     pub async fn delete_many(&self, keys: &[ObjectKey]) -> Result<(), ObjectError> {
+        crate::fence::check()?;
         match &*self.backend {
             Backend::S3(s) => {
                 for chunk in keys.chunks(s3::DELETE_BATCH) {

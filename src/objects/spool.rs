@@ -65,6 +65,7 @@ impl ObjectStore {
         key: &ObjectKey,
         spooled: Spooled,
     ) -> Result<usize, ObjectError> {
+        crate::fence::check()?;
         let Spooled {
             sha256,
             size,

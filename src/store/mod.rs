@@ -43,6 +43,9 @@ pub enum StoreError {
     /// never silently a default.
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
+    /// The running job no longer holds its queue lease: it must not write (see `fence`).
+    #[error(transparent)]
+    LeaseLost(#[from] crate::fence::LeaseLost),
 }
 
 impl From<UnknownValue> for StoreError {

@@ -168,3 +168,70 @@ async fn deliveries_are_processed_in_process_too() {
         .any(|r| r.dedupe_key == "testkit:99"));
     app.stop().await.unwrap();
 }
+
+/// Runs SQL on the app's events store (its SQLite file, or the PostgreSQL database).
+async fn exec_events_sql(app: &TestApp, sql: String) {
+    if let Some(pg) = &app.state.postgres {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pg.pool())
+            .await
+            .unwrap();
+        return;
+    }
+    let path = app.state.config.events_db_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c.execute_batch(&sql).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+const ABANDONED: &str = "jobs_abandoned_total";
+
+#[tokio::test]
+async fn a_job_whose_lease_was_taken_over_stops_before_its_next_write() {
+    let app = spawn_app(&vars(&[("JOB_LEASE_SECS", "3")])).await;
+    let before = app.metric(ABANDONED).await;
+    let url = app.url("/_testkit/webhook");
+    // A job that works 4 s before it writes its object.
+    assert_eq!(
+        post_testkit_delivery(&app.client, &url, 4242, 4_000).await,
+        200
+    );
+    eventually("the job runs", || async {
+        let rows = app.state.events.rows().await.unwrap();
+        rows.iter()
+            .any(|r| r.kind == "testkit" && r.status == EventStatus::Running)
+    })
+    .await;
+    // Meanwhile another worker has taken its event over (as after this process was paused
+    // past its lease, or cut off from the database).
+    let until = salesbot_sync::store::now_millis() + 600_000;
+    exec_events_sql(
+        &app,
+        format!(
+            "UPDATE events SET locked_by = 'another-instance', locked_until = {until}
+             WHERE status = 'running'"
+        ),
+    )
+    .await;
+    // The next renewal finds the lease gone: the job stops before its write, records
+    // nothing, and the event stays the other worker's.
+    eventually("the job is abandoned", || async {
+        app.metric(ABANDONED).await > before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let id = salesbot_sync::ids::GraphId::parse("4242").unwrap();
+    let key = salesbot_sync::objects::keys::testkit(&id);
+    assert!(
+        app.state.objects.get(&key).await.unwrap().is_none(),
+        "no write after the lease was lost"
+    );
+    let rows = app.state.events.rows().await.unwrap();
+    let row = rows.iter().find(|r| r.kind == "testkit").unwrap();
+    assert_eq!(row.status, EventStatus::Running, "{row:?}");
+    app.stop().await.unwrap();
+}

@@ -251,6 +251,7 @@ impl CatalogStore {
     }
 
     pub async fn set_shop_body(&self, shop: &ShopDomain, body: Vec<u8>) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.db.set_shop_body(shop.to_string(), body).await
     }
 
@@ -263,6 +264,7 @@ impl CatalogStore {
         shop: &ShopDomain,
         watermark: &str,
     ) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.db
             .set_watermark(shop.to_string(), watermark.to_string())
             .await
@@ -273,11 +275,13 @@ impl CatalogStore {
         shop: &ShopDomain,
         bulk: Option<(&str, BulkStage)>,
     ) -> Result<(), StoreError> {
+        crate::fence::check()?;
         let bulk = bulk.map(|(op, stage)| (op.to_string(), stage));
         self.db.set_bulk(shop.to_string(), bulk).await
     }
 
     pub async fn set_built_at(&self, shop: &ShopDomain, at_ms: i64) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.db.set_built_at(shop.to_string(), at_ms).await
     }
 
@@ -289,6 +293,7 @@ impl CatalogStore {
         rows: Vec<EntityRow>,
         generation: i64,
     ) -> Result<usize, StoreError> {
+        crate::fence::check()?;
         self.db.put(shop.to_string(), kind, rows, generation).await
     }
 
@@ -299,6 +304,7 @@ impl CatalogStore {
         kind: EntityKind,
         ids: Vec<i64>,
     ) -> Result<usize, StoreError> {
+        crate::fence::check()?;
         self.db.delete(shop.to_string(), kind, ids).await
     }
 
@@ -310,6 +316,7 @@ impl CatalogStore {
         kind: EntityKind,
         keep: HashSet<i64>,
     ) -> Result<usize, StoreError> {
+        crate::fence::check()?;
         let gone: Vec<i64> = self
             .ids(shop, kind)
             .await?
@@ -373,6 +380,7 @@ impl CatalogStore {
         items: Vec<(i64, i64)>,
         read_at: i64,
     ) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.set_inventory_items_of(shop, vec![(product, items)], read_at)
             .await
     }
@@ -388,6 +396,7 @@ impl CatalogStore {
         products: Vec<(i64, Vec<(i64, i64)>)>,
         read_at: i64,
     ) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.db
             .set_inventory_items(shop.to_string(), products, read_at)
             .await
@@ -402,6 +411,7 @@ impl CatalogStore {
         ids: Vec<i64>,
         at: i64,
     ) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.db.mark_fetched(shop.to_string(), kind, ids, at).await
     }
 
@@ -422,6 +432,7 @@ impl CatalogStore {
         items: Vec<i64>,
         at: i64,
     ) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.db
             .mark_items_fetched(shop.to_string(), items, at)
             .await
@@ -447,6 +458,7 @@ impl CatalogStore {
 
     /// Removes everything the store holds of a shop (`shop/redact`, uninstall clean-up).
     pub async fn remove_shop(&self, shop: &ShopDomain) -> Result<(), StoreError> {
+        crate::fence::check()?;
         self.db.remove_shop(shop.to_string()).await
     }
 

@@ -125,7 +125,7 @@ trait EventDb: Send + Sync {
         ids: Vec<EventId>,
         worker: String,
         until: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<usize, StoreError>;
     /// Running events whose lease ended before `now` back to `pending`.
     async fn reclaim_expired(&self, now: i64) -> Result<usize, StoreError>;
     /// At start, before the workers: the running events no live process can be running.
@@ -409,14 +409,17 @@ impl EventStore {
     }
 
     /// Keeps a long-running claim alive.
+    /// Renews the lease of the events still running under `worker`: how many were renewed,
+    /// and until when (unix ms).
     pub async fn extend_lease(
         &self,
         ids: Vec<EventId>,
         worker: &str,
         lease: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(usize, i64), StoreError> {
         let until = now_millis().saturating_add(ms(lease));
-        self.db.extend_lease(ids, worker.to_string(), until).await
+        let renewed = self.db.extend_lease(ids, worker.to_string(), until).await?;
+        Ok((renewed, until))
     }
 
     pub async fn stats(&self) -> Result<QueueStats, StoreError> {

@@ -175,7 +175,7 @@ impl EventDb for PgEvents {
         ids: Vec<EventId>,
         worker: String,
         until: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         queue::extend_lease(&self.db, &ids, &worker, until).await
     }
 

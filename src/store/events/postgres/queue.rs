@@ -225,8 +225,8 @@ pub(super) async fn extend_lease(
     ids: &[EventId],
     worker: &str,
     until: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<usize, StoreError> {
+    let renewed = sqlx::query(
         "UPDATE events SET locked_until = $1
          WHERE id = ANY($2) AND locked_by = $3 AND status = 'running'",
     )
@@ -234,6 +234,7 @@ pub(super) async fn extend_lease(
     .bind(ids)
     .bind(worker)
     .execute(db.pool())
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(renewed as usize)
 }

@@ -234,7 +234,7 @@ impl EventDb for SqliteEvents {
         ids: Vec<EventId>,
         worker: String,
         until: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         self.writer
             .write(move |c| queue::extend_lease(c, &ids, &worker, until))
             .await

@@ -171,17 +171,19 @@ pub(super) fn extend_lease(
     ids: &[EventId],
     worker: &str,
     until: i64,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let tx = c.transaction()?;
+    let mut renewed = 0;
     for id in ids {
-        tx.prepare_cached(
-            "UPDATE events SET locked_until = ?1
+        renewed += tx
+            .prepare_cached(
+                "UPDATE events SET locked_until = ?1
              WHERE id = ?2 AND locked_by = ?3 AND status = 'running'",
-        )?
-        .execute(params![until, id, worker])?;
+            )?
+            .execute(params![until, id, worker])?;
     }
     tx.commit()?;
-    Ok(())
+    Ok(renewed)
 }
 
 /// Events whose lease ran out (before `now`) back to `pending`.
