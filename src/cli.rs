@@ -264,7 +264,9 @@ async fn nobody_serves(
             if pg.no_instance_running().await?.is_none() {
                 return Ok(None);
             }
-            Ok(Some(QueueOwner::Instance(pg.running_instance().await?)))
+            Ok(Some(QueueOwner::Instance(
+                pg.running_instance(&state.instance).await?,
+            )))
         }
     }
 }
@@ -289,7 +291,7 @@ impl LocalWorkers {
             state.events.clone(),
             std::sync::Arc::new(crate::startup::registry()),
             state.clone(),
-            config,
+            (&state.instance, config),
             stop.clone(),
         );
         Ok(LocalWorkers {

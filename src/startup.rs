@@ -111,12 +111,12 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let port = listener.local_addr()?.port();
         let stores = crate::state::Stores::open(&settings).await?;
-        let instance = match &stores.postgres {
-            Some(pg) => Some(pg.running_instance().await?),
-            None => None,
-        };
         let catalog_replaced = stores.catalog_replaced.is_some();
         let state = AppState::with_stores(settings, stores)?;
+        let instance = match &state.postgres {
+            Some(pg) => Some(pg.running_instance(&state.instance).await?),
+            None => None,
+        };
         check_token_key(&state).await?;
         let recovered = state.events.recover_orphans().await?;
         if recovered > 0 {
@@ -181,7 +181,7 @@ impl Application {
             state.events.clone(),
             registry,
             state.clone(),
-            worker_config,
+            (&state.instance, worker_config),
             worker_stop.clone(),
         );
         let pruner = jobs::spawn_housekeeping(state.events.clone(), worker_stop.clone());

@@ -63,21 +63,22 @@ impl WorkerConfig {
 }
 
 /// Starts every pool's workers; they stop after finishing their current batch once
-/// `shutdown` fires.
+/// `shutdown` fires. Their ids (what a claimed event's `locked_by` holds) start with
+/// `instance` and a colon: on PostgreSQL, the instance's advisory lock tells the other
+/// instances whether the process that holds a lease is still alive.
 pub fn spawn_workers<C: Clone + Send + Sync + 'static>(
     events: EventStore,
     registry: Arc<Registry<C>>,
     ctx: C,
-    config: WorkerConfig,
+    (instance, config): (&str, WorkerConfig),
     shutdown: CancellationToken,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
-    let instance = crate::crypto::random_token(6);
     for pool in Pool::ALL {
         let spec = registry.claim_spec(*pool);
         for n in 0..pool_size(&config.pools, *pool) {
             let worker = Worker {
-                id: format!("{instance}-{pool}-{n}"),
+                id: format!("{instance}:{pool}:{n}"),
                 pool: *pool,
                 spec: spec.clone(),
                 events: events.clone(),

@@ -108,7 +108,13 @@ fn start(ctx: Ctx, horizon: Duration) -> Harness {
     let mut reg = Registry::default();
     reg.register::<Flaky>().register::<Broken>();
     let stop = CancellationToken::new();
-    let set = spawn_workers(q.clone(), Arc::new(reg), ctx, fast(horizon), stop.clone());
+    let set = spawn_workers(
+        q.clone(),
+        Arc::new(reg),
+        ctx,
+        ("test", fast(horizon)),
+        stop.clone(),
+    );
     Harness {
         _dir: dir,
         q,
@@ -184,7 +190,7 @@ async fn an_undecodable_payload_fails_alone_and_its_batch_mates_run() {
         q.clone(),
         Arc::new(reg),
         ctx.clone(),
-        fast(Duration::from_secs(3600)),
+        ("test", fast(Duration::from_secs(3600))),
         stop.clone(),
     );
     let h = Harness {

@@ -51,6 +51,30 @@ impl PgDb {
 /// take exclusive: "no instance is running" across every machine on the database.
 pub const INSTANCES_LOCK: i64 = 0x5a1e_5b07_0001;
 
+/// First key of the advisory lock each running instance holds alone, the second being
+/// `hashtext(<instance id>)`: PostgreSQL releases it when the instance's session ends (the
+/// process died, or lost the database), so the reaper takes a dead instance's leases over at
+/// once instead of waiting for them to run out (`events::postgres::queue::reclaim_expired`).
+pub const INSTANCE_ALIVE_CLASS: i32 = 0x5a1e_5b08;
+
+/// Takes this instance's own lock (see `INSTANCE_ALIVE_CLASS`) on `conn`, without waiting:
+/// `false` when another session holds that key (two instance ids with one hash, about one
+/// chance in four billion; that instance's leases then only end by running out).
+async fn hold_alive_lock(
+    conn: &mut sqlx::PgConnection,
+    instance: &str,
+) -> Result<bool, StoreError> {
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        .bind(INSTANCE_ALIVE_CLASS)
+        .bind(instance)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !got {
+        tracing::warn!(instance, "this instance's liveness lock is held by another session; its leases will only end by running out");
+    }
+    Ok(got)
+}
+
 /// How often a running instance checks that it still holds the instances lock: a session
 /// lock ends with its session, so a database restart (or a killed backend) frees it silently,
 /// and an offline command would then run beside this instance.
@@ -80,7 +104,7 @@ impl PgDb {
     /// Marks this process as a running instance until the guard is dropped (or the process
     /// dies: the lock goes with its connection). The lock is held on a connection of its own,
     /// outside the pool, and a watchdog takes it again when that connection is lost.
-    pub async fn running_instance(&self) -> Result<InstanceGuard, StoreError> {
+    pub async fn running_instance(&self, instance: &str) -> Result<InstanceGuard, StoreError> {
         let options = self.pool.connect_options();
         let mut conn = lock_connection(&options).await?;
         // Waits while an offline command holds the lock exclusively: a server does not start
@@ -89,8 +113,10 @@ impl PgDb {
             .bind(INSTANCES_LOCK)
             .execute(&mut conn)
             .await?;
+        hold_alive_lock(&mut conn, instance).await?;
         let watch = LockWatch {
             options,
+            instance: instance.to_string(),
             conn: Some(conn),
             reported: false,
         };
@@ -129,6 +155,8 @@ async fn lock_connection(options: &PgConnectOptions) -> Result<sqlx::PgConnectio
 /// A running instance's shared lock, checked every [`LOCK_CHECK_EVERY`].
 struct LockWatch {
     options: std::sync::Arc<PgConnectOptions>,
+    /// Whose liveness lock the connection holds too.
+    instance: String,
     /// The connection holding the lock; `None` while it is not held.
     conn: Option<sqlx::PgConnection>,
     /// Whether this loss was logged already (one line per loss, not one per check).
@@ -160,6 +188,9 @@ impl LockWatch {
                 .bind(INSTANCES_LOCK)
                 .fetch_one(&mut conn)
                 .await?;
+            if got {
+                hold_alive_lock(&mut conn, &self.instance).await?;
+            }
             Ok::<_, StoreError>(got.then_some(conn))
         };
         match attempt.await {
@@ -246,8 +277,8 @@ mod tests {
         let free = db.no_instance_running().await.unwrap();
         assert!(free.is_some(), "nothing runs yet");
         drop(free);
-        let a = db.running_instance().await.unwrap();
-        let b = db.running_instance().await.unwrap();
+        let a = db.running_instance("a").await.unwrap();
+        let b = db.running_instance("b").await.unwrap();
         assert!(db.no_instance_running().await.unwrap().is_none());
         drop(a);
         assert!(

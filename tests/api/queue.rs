@@ -235,3 +235,59 @@ async fn a_job_whose_lease_was_taken_over_stops_before_its_next_write() {
     assert_eq!(row.status, EventStatus::Running, "{row:?}");
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_killed_instances_jobs_are_taken_over_at_once_not_after_their_lease() {
+    if !on_postgres() {
+        return; // one process owns a SQLite queue: it re-queues at start anyway
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Leases far longer than the test may take: only knowing that the holder died can free
+    // them in time.
+    let lease = vars(&[("JOB_LEASE_SECS", "300")]);
+    let server = start_binary(dir.path(), &lease);
+    let client = reqwest::Client::new();
+    let url = server.url("/_testkit/webhook");
+    assert_eq!(post_testkit_delivery(&client, &url, 31, 3_000).await, 200);
+    let q = stores_of(dir.path(), &[]).await.events;
+    let running = || {
+        let q = q.clone();
+        async move {
+            let rows = q.rows().await.unwrap();
+            rows.iter()
+                .any(|r| r.kind == "testkit" && r.status == EventStatus::Running)
+        }
+    };
+    eventually("the job runs", running).await;
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+
+    // A second instance (the restart) takes the dead one's job over and finishes it.
+    let killed = std::time::Instant::now();
+    let server = start_binary(dir.path(), &lease);
+    eventually_within(
+        Duration::from_secs(60),
+        "the killed instance's job done",
+        || {
+            let q = q.clone();
+            async move {
+                let rows = q.rows().await.unwrap();
+                rows.iter()
+                    .any(|r| r.kind == "testkit" && r.status == EventStatus::Done)
+            }
+        },
+    )
+    .await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert!(dir.path().join("objects/_testkit/31.json").exists());
+    let (status, logs) = server.terminate();
+    assert!(status.success(), "{logs}");
+    assert!(
+        logs.contains("re-queued events left running by a previous process")
+            || logs.contains("re-queued events whose lease expired"),
+        "{logs}"
+    );
+}

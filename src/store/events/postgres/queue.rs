@@ -203,16 +203,30 @@ async fn record_done(db: &PgDb, out: &Outcomes) -> Result<Recorded, StoreError> 
     })
 }
 
-/// Events whose lease ran out back to `pending`. Rows locked right now (their holder is
-/// recording an outcome or renewing the lease) are skipped, not waited for: they are not
-/// abandoned, and the next sweep sees them if they are.
+/// Events whose lease ran out, or whose holder is dead, back to `pending`. A worker id is
+/// `<instance>:<pool>:<n>`, and a running instance holds its liveness lock
+/// (`store::postgres::INSTANCE_ALIVE_CLASS`, `hashtext(<instance>)`) for as long as its
+/// database session lives: when no session holds it, the process died (or lost the database,
+/// and then its jobs stop at their next write: see `crate::fence`). Holders of another form
+/// (older versions) are waited out. Rows locked right now (their holder is recording an
+/// outcome or renewing the lease) are skipped, not waited for: the next sweep sees them.
 pub(super) async fn reclaim_expired(db: &PgDb, now: i64) -> Result<usize, StoreError> {
     let n = sqlx::query(
         "UPDATE events SET status = 'pending', locked_by = NULL, locked_until = NULL
-         WHERE id IN (SELECT id FROM events WHERE status = 'running' AND locked_until < $1
-                      FOR UPDATE SKIP LOCKED)",
+         WHERE id IN (
+             SELECT e.id FROM events e
+             WHERE e.status = 'running'
+               AND (e.locked_until < $1
+                    OR (strpos(e.locked_by, ':') > 0
+                        AND NOT EXISTS (
+                            SELECT 1 FROM pg_locks l
+                            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                              AND l.classid = ($2::int4)::oid
+                              AND l.objid = (hashtext(split_part(e.locked_by, ':', 1)))::oid)))
+             FOR UPDATE SKIP LOCKED)",
     )
     .bind(now)
+    .bind(crate::store::postgres::INSTANCE_ALIVE_CLASS)
     .execute(db.pool())
     .await?
     .rows_affected();
