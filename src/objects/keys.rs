@@ -37,6 +37,18 @@ impl fmt::Display for ObjectKey {
     }
 }
 
+/// The prefix under which every merchant's prefix lies.
+pub fn users_prefix() -> ObjectKey {
+    ObjectKey("users/".to_string())
+}
+
+/// The merchant named by a listed "folder" under `users/` (`users/<uuid>/`); `None` for
+/// anything else, so only a valid UUID ever becomes part of a key again.
+pub fn merchant_of_listing(folder: &str) -> Option<MerchantId> {
+    let id = folder.strip_prefix("users/")?.strip_suffix('/')?;
+    MerchantId::parse(id).ok()
+}
+
 pub fn merchant_prefix(merchant: &MerchantId) -> ObjectKey {
     ObjectKey(format!("users/{}/", merchant))
 }
@@ -97,6 +109,24 @@ pub fn testkit(name: &GraphId) -> ObjectKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_uuid_folders_name_merchants() {
+        let id = "0b7e7a1e-33c4-4b7c-9b7e-1e2f3a4b5c6d";
+        assert_eq!(
+            merchant_of_listing(&format!("users/{id}/")).map(|m| m.to_string()),
+            Some(id.to_string())
+        );
+        for bad in [
+            "users/../",
+            "users/x/",
+            &format!("users/{id}"),
+            &format!("backups/{id}/"),
+            &format!("users/{id}/shopify/"),
+        ] {
+            assert!(merchant_of_listing(bad).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn layout() {

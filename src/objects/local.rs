@@ -145,6 +145,31 @@ impl LocalStore {
         .map_err(|e| io_err(prefix, e))?
     }
 
+    /// The "folders" directly under `prefix` (`<prefix><name>/`), as an S3 listing with
+    /// the delimiter `/` gives them.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let dir = self.path(prefix.trim_end_matches('/'));
+        let p = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_err(&p, e)),
+            };
+            let mut out = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err(&p, e))?;
+                if entry.file_type().map_err(|e| io_err(&p, e))?.is_dir() {
+                    out.push(format!("{p}{}/", entry.file_name().to_string_lossy()));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| io_err(prefix, e))?
+    }
+
     pub async fn check_ready(&self) -> Result<(), ObjectError> {
         let meta = tokio::fs::metadata(&self.root)
             .await

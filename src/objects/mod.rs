@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::config::StorageSettings;
 use crate::crypto::sha256_hex;
+use crate::ids::MerchantId;
 pub use keys::ObjectKey;
 pub use local::LocalStore;
 pub use s3::S3Store;
@@ -158,6 +159,20 @@ impl ObjectStore {
         Ok(raw
             .iter()
             .filter_map(|k| ObjectKey::from_listing(prefix, k))
+            .collect())
+    }
+
+    /// The merchants that have objects: the `users/<uuid>/` folders, listed with a delimiter
+    /// (one request per 1,000 merchants on S3), whatever the database remembers.
+    pub async fn merchants(&self) -> Result<Vec<MerchantId>, ObjectError> {
+        let users = keys::users_prefix();
+        let folders = match &*self.backend {
+            Backend::S3(s) => s.list_folders(users.as_str()).await?,
+            Backend::Local(l) => l.list_folders(users.as_str()).await?,
+        };
+        Ok(folders
+            .iter()
+            .filter_map(|f| keys::merchant_of_listing(f))
             .collect())
     }
 

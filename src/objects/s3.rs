@@ -325,6 +325,28 @@ impl S3Store {
         Ok(out)
     }
 
+    /// The "folders" directly under `prefix`: common prefixes ending in `/`.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| io_err(prefix, describe(&e)))?;
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+        }
+        Ok(out)
+    }
+
     pub async fn check_ready(&self) -> Result<(), ObjectError> {
         self.client
             .head_bucket()

@@ -18,7 +18,7 @@ use super::jobs::ShopifyWebhook;
 use super::SyncError;
 use crate::ids::{MerchantId, ShopDomain};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
-use crate::objects::keys;
+use crate::objects::{keys, ObjectKey};
 use crate::platforms::shopify::api::ApiError;
 use crate::platforms::shopify::client::ShopifyError;
 use crate::state::AppState;
@@ -102,7 +102,7 @@ pub async fn redact_shop(
     shop: &ShopDomain,
     why: &str,
 ) -> Result<usize, SyncError> {
-    let mut deleted = 0;
+    let deleted;
     if let Some(rec) = state.tokens.shop(shop).await? {
         // Recorded first, where a restore of an older `tokens.db` cannot undo it.
         let what = Deleted::Shop {
@@ -125,10 +125,41 @@ pub async fn redact_shop(
         state.catalog.remove_shop(shop).await?;
         state.tokens.delete_shop(shop).await?;
     } else {
+        deleted = redact_unknown_shop(state, shop).await?;
         state.catalog.remove_shop(shop).await?;
     }
     state.events.untrack(GroupKey::shop(shop).as_str()).await?;
     tracing::info!(%shop, objects_deleted = deleted, why, "shop data deleted");
+    Ok(deleted)
+}
+
+/// A shop the database does not know (e.g. after a restore of a backup older than its
+/// install) may still have objects: they are found by looking under every merchant's prefix
+/// for the shop's folder. Rare and idempotent, so one listing per merchant (16 at a time) is
+/// an acceptable cost; each merchant found is recorded in the ledger before its objects go.
+async fn redact_unknown_shop(state: &AppState, shop: &ShopDomain) -> Result<usize, SyncError> {
+    use futures::{StreamExt, TryStreamExt};
+    let merchants = state.objects.merchants().await?;
+    let found: Vec<(MerchantId, Vec<ObjectKey>)> = futures::stream::iter(merchants)
+        .map(|m| async move {
+            let keys = state.objects.list(&keys::shop_prefix(&m, shop)).await?;
+            Ok::<_, SyncError>((m, keys))
+        })
+        .buffer_unordered(16)
+        .try_filter(|(_, keys)| futures::future::ready(!keys.is_empty()))
+        .try_collect()
+        .await?;
+    let mut deleted = 0;
+    for (merchant, keys) in found {
+        let what = Deleted::Shop {
+            shop: shop.clone(),
+            merchant,
+        };
+        state.ledger.record(what).await?;
+        state.objects.delete_many(&keys).await?;
+        tracing::info!(%shop, %merchant, objects = keys.len(), "objects of a shop the database did not know deleted");
+        deleted += keys.len();
+    }
     Ok(deleted)
 }
 

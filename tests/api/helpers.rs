@@ -449,6 +449,16 @@ impl ChildServer {
         self.stderr.lock().unwrap().join("\n")
     }
 
+    /// SIGSTOP: the process is frozen (as by a VM pause) with its connections open.
+    pub fn pause(&self) {
+        unsafe_kill(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        unsafe_kill(self.child.id(), "CONT");
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         unsafe_kill(self.child.id(), "TERM");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use salesbot_simulators::graph::{FakeGraph, FakeGraphConfig};
 use salesbot_simulators::shopify::{FakeConfig, FakeShopify};
-use salesbot_sync::ids::{MerchantId, PageId, Psid};
+use salesbot_sync::ids::{MerchantId, PageId, Psid, ShopDomain};
 use salesbot_sync::objects::keys;
 use serde_json::Value;
 use sqlx::Row;
@@ -188,6 +188,188 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
         !logs.contains(&database),
         "the database URL is never logged"
     );
+}
+
+/// `n` signed Messenger deliveries to `url`, one message each over `conversations`
+/// conversations; returns the mids acknowledged with 200.
+async fn deliver_messages(
+    fake: &FakeGraph,
+    url: &str,
+    page: &str,
+    tag: &str,
+    n: usize,
+) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let psid = format!("77700{:04}", i % 4);
+        let mid = format!("m_{tag}_{i}");
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"{page}","time":{t},"messaging":[{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{page}"}},"timestamp":{t},"message":{{"mid":"{mid}","text":"msg {i}"}}}}]}}]}}"#,
+            t = 1_700_000_000_000i64 + i as i64 * 1000
+        );
+        let r = client
+            .post(url)
+            .header("X-Hub-Signature-256", fake.signature_256(body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            acked.push(mid);
+        }
+    }
+    acked
+}
+
+/// Waits until the queue shows a running event of each kind, leased before `b` started.
+async fn running_kinds(pool: &sqlx::PgPool, kinds: &[&str]) {
+    eventually_within(
+        Duration::from_secs(30),
+        "jobs of each kind running",
+        || async {
+            let running: Vec<String> =
+                sqlx::query("SELECT DISTINCT kind FROM events WHERE status = 'running'")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+            kinds.iter().all(|k| running.iter().any(|r| r == k))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_instance_abandons_its_leased_work_and_every_message_is_stored_once() {
+    if !on_postgres() {
+        return; // the PostgreSQL pass runs it
+    }
+    let database = fresh_database_url().unwrap();
+    let s3 = start_s3().await;
+    let graph = FakeGraph::start(FakeGraphConfig::default()).await;
+    let shopify = FakeShopify::start(FakeConfig::default()).await;
+    let mut shared = graph.vars();
+    shared.extend(shopify.vars());
+    shared.extend(s3.vars());
+    shared.extend(vars(&[
+        ("DATABASE_URL", &database),
+        ("JOB_LEASE_SECS", "3"),
+        ("SHOPIFY_WEBHOOK_DEBOUNCE_MS", "0"),
+    ]));
+    // A merchant with a shop and a page, set up through an app on the shared database.
+    let setup_dir = tempfile::tempdir().unwrap();
+    let setup = spawn_app_at(setup_dir.path(), &shared).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (answer, cookie) = shopify_connect(&client, &setup.address, &shopify, "acme").await;
+    let merchant = MerchantId::parse(answer["user_uuid"].as_str().unwrap()).unwrap();
+    assert_eq!(fb_connect(&setup, &graph, &cookie, 0).await.0, 200);
+    drained(&setup).await;
+    setup.stop().await.unwrap();
+    let page = graph.page_ids(0)[0].clone();
+
+    // Instance A alone, with every object write taking 2 s: it holds a shop sync and
+    // conversation merges when it is frozen.
+    let da = tempfile::tempdir().unwrap();
+    let a = start_binary(da.path(), &served_at(free_port(), shared.clone()));
+    s3.set_put_delay(Duration::from_secs(2));
+    let mut acked = deliver_messages(&graph, &a.url("/facebook/webhook"), &page, "a", 40).await;
+    shopify.set_product_title("acme.myshopify.com", 1, "Renamed while paused");
+    let body = shopify
+        .product_webhook_body("acme.myshopify.com", 1)
+        .to_string();
+    let secret = shopify.config().api_secret;
+    let r = client
+        .post(a.url("/shopify/webhook"))
+        .header("X-Shopify-Topic", "products/update")
+        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            sign_b64(secret.as_bytes(), body.as_bytes()),
+        )
+        .header("X-Shopify-Event-Id", "paused-1")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pool = pg(&database).await;
+    running_kinds(&pool, &["facebook_message", "shopify"]).await;
+    a.pause();
+
+    // Instance B takes A's work over once A's leases ran out with no renewal (A's session,
+    // and so its liveness lock, is still open: it is not dead, only frozen).
+    s3.set_put_delay(Duration::ZERO);
+    let db = tempfile::tempdir().unwrap();
+    let b = start_binary(db.path(), &served_at(free_port(), shared.clone()));
+    acked.extend(deliver_messages(&graph, &b.url("/facebook/webhook"), &page, "b", 8).await);
+    assert_eq!(acked.len(), 48, "every delivery acknowledged");
+    let root = s3.root.path().join(S3_BUCKET);
+    eventually_within(
+        Duration::from_secs(60),
+        "B stores every message",
+        || async {
+            let stored = stored_mids(&root);
+            acked.iter().all(|m| stored.contains_key(m))
+        },
+    )
+    .await;
+    let products = s3.object_path(
+        keys::shop_products(&merchant, &ShopDomain::parse("acme.myshopify.com").unwrap()).as_str(),
+    );
+    eventually_within(
+        Duration::from_secs(30),
+        "B writes the shop's change",
+        || async {
+            String::from_utf8_lossy(&std::fs::read(&products).unwrap_or_default())
+                .contains("Renamed while paused")
+        },
+    )
+    .await;
+
+    // A wakes up: it writes nothing more for the work it lost, and says so.
+    a.resume();
+    eventually_within(Duration::from_secs(30), "A abandons its jobs", || async {
+        a.logs().contains("job abandoned")
+    })
+    .await;
+    eventually_within(Duration::from_secs(30), "queue settled", || async {
+        let open: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM events WHERE status IN ('pending', 'running', 'failed', 'dead')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+        open == 0
+    })
+    .await;
+    let stored = stored_mids(&root);
+    let missing: Vec<&String> = acked.iter().filter(|m| !stored.contains_key(*m)).collect();
+    assert!(missing.is_empty(), "never stored: {missing:?}");
+    let twice: Vec<(&String, &usize)> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(&products).unwrap())
+            .contains("Renamed while paused"),
+        "the older snapshot was not written last"
+    );
+    let abandoned = a
+        .logs()
+        .lines()
+        .filter(|l| l.contains("job abandoned"))
+        .count();
+    assert!(
+        abandoned >= 2,
+        "the shop sync and a merge abandoned: {abandoned}"
+    );
+    drop((a, b));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -72,6 +72,13 @@ async fn common_cases(store: &ObjectStore) {
         .unwrap();
     let listed = store.list(&keys::merchant_prefix(&m)).await.unwrap();
     assert_eq!(listed.len(), 2, "{listed:?}");
+    // The merchants with objects, one per folder under `users/`, found without listing
+    // their objects.
+    let mut merchants = store.merchants().await.unwrap();
+    merchants.sort();
+    let mut expected = vec![m, other];
+    expected.sort();
+    assert_eq!(merchants, expected);
     assert_eq!(
         store
             .delete_prefix(&keys::shop_prefix(&m, &shop))

@@ -1223,3 +1223,48 @@ async fn a_redacted_shop_stays_deleted_after_a_restore_of_an_older_backup() {
         .unwrap();
     assert_eq!(shops, vec!["bravo.myshopify.com"]);
 }
+
+#[tokio::test]
+async fn a_redaction_of_a_shop_the_database_forgot_still_deletes_its_objects() {
+    let env = env().await;
+    let (status, acme_body, _) = connect(&env, "acme").await;
+    assert_eq!(status, 200);
+    let (status, bravo_body, _) = connect(&env, "bravo").await;
+    assert_eq!(status, 200);
+    drained(&env.app).await;
+    let merchant = |b: &Value| MerchantId::parse(b["user_uuid"].as_str().unwrap()).unwrap();
+    let (acme_uuid, bravo_uuid) = (merchant(&acme_body), merchant(&bravo_body));
+    let acme = ShopDomain::parse("acme.myshopify.com").unwrap();
+    let bravo = ShopDomain::parse("bravo.myshopify.com").unwrap();
+    let stored = |m: &MerchantId, shop: &ShopDomain| {
+        env.s3
+            .object_path(keys::shop_products(m, shop).as_str())
+            .exists()
+    };
+    assert!(stored(&acme_uuid, &acme) && stored(&bravo_uuid, &bravo));
+
+    // The database no longer knows acme (a tokens.db restored from before its install); its
+    // objects are still in the bucket. Uninstalled at Shopify, then 48 hours later:
+    env.app.state.tokens.delete_shop(&acme).await.unwrap();
+    env.fake.revoke_tokens(acme.as_str());
+    assert_eq!(post_topic(&env, "shop/redact", "r-1", None).await, 200);
+    drained(&env.app).await;
+
+    assert!(!stored(&acme_uuid, &acme));
+    assert!(!env
+        .s3
+        .object_path(keys::shop_metadata(&acme_uuid, &acme).as_str())
+        .exists());
+    // Nothing of another merchant's shop went with it.
+    assert!(stored(&bravo_uuid, &bravo));
+    assert!(env
+        .s3
+        .object_path(keys::shop_metadata(&bravo_uuid, &bravo).as_str())
+        .exists());
+    let rows = env.app.state.events.rows().await.unwrap();
+    assert!(
+        rows.iter().all(|r| r.status == EventStatus::Done),
+        "{rows:?}"
+    );
+    env.app.stop().await.unwrap();
+}
