@@ -184,7 +184,10 @@ async fn simulate(
             };
             let text = format!("Hi! Is the demo product still in stock? (message {n})");
             let mid = graph.add_message(&page, psid, &text, false);
-            let body = graph.message_webhook(&page, &mid);
+            // None: the page is not subscribed to the field that carries it.
+            let Some(body) = graph.message_webhook(&page, &mid) else {
+                continue;
+            };
             match graph.emit_webhook(&facebook_webhook, &body).await {
                 Ok(status) => {
                     tracing::info!(target: "demo", %page, status, "simulated a Messenger message")

@@ -68,7 +68,11 @@ pub async fn start(
         (shops, pages)
     };
     let now = now_millis();
+    // Shopify's webhook subscriptions are checked daily; a page's Messenger fields on every
+    // poll but the one a connect starts (which has just subscribed it), so that
+    // `salesbot-sync poll` repairs a page at once (SPEC §3.1).
     let checks = trigger == RunTrigger::Schedule;
+    let page_checks = trigger != RunTrigger::Connect;
     let mut events: Vec<NewEvent> = Vec::new();
     for shop in shops {
         let at = now + offset(shop.as_str(), window);
@@ -87,7 +91,7 @@ pub async fn start(
     }
     for page in pages {
         let at = now + offset(page.as_str(), window);
-        if checks {
+        if page_checks {
             let check = PageSubscriptionCheck {
                 page: page.clone(),
                 run,

@@ -318,19 +318,18 @@ impl Job for PageSubscriptionCheck {
     async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
         let page = &batch[0].page;
         let rec = pages::active_page(state, page).await?;
-        let subscribed =
-            match pages::ensure_subscribed(graph(state)?, page, &rec.access_token).await {
-                Ok(s) => s,
-                Err(FbError::Graph(e)) => {
-                    return Err(pages::on_graph_error(state, &rec, e).await.into())
-                }
-                Err(e) => return Err(e.into()),
-            };
-        if subscribed {
+        let missing = match pages::ensure_subscribed(graph(state)?, page, &rec.access_token).await {
+            Ok(m) => m,
+            Err(FbError::Graph(e)) => {
+                return Err(pages::on_graph_error(state, &rec, e).await.into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !missing.is_empty() {
             metrics::counter!("subscriptions_repaired_total", "platform" => "facebook")
                 .increment(1);
-            tracing::warn!(%page, "the app's page subscription was missing and has been re-created");
+            tracing::warn!(%page, missing = %missing.join(","), "the app's page subscription lacked fields and has been re-created with every field");
         }
-        Ok(JobOutput::done().with_result(json!({"missing": subscribed})))
+        Ok(JobOutput::done().with_result(json!({"missing": missing})))
     }
 }

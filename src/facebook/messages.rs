@@ -18,19 +18,19 @@ pub fn customer_of(item: &Value, page_id: &str) -> Option<String> {
 }
 
 /// Whether a messaging item is kept in a conversation: messages (incl. echoes and
-/// attachments) and postbacks; delivery/read receipts, reactions and the like are not.
+/// attachments), postbacks and referrals (an ad or m.me link the customer came from);
+/// delivery/read receipts and the like are not.
 pub fn is_conversation_entry(item: &Value) -> bool {
-    item.get("message").is_some() || item.get("postback").is_some()
+    item.get("message").is_some()
+        || item.get("postback").is_some()
+        || item.get("referral").is_some()
 }
 
-/// The identity of an entry: the message `mid`, the postback's `mid`, else a stable key from
-/// the postback's sender, time and payload.
+/// The identity of an entry: the message `mid`, the postback's `mid`, for a referral (which
+/// has none) its sender and time, else a stable key from the postback's sender, time and
+/// payload.
 pub fn entry_id(item: &Value) -> Option<String> {
     if let Some(mid) = item.pointer("/message/mid").and_then(Value::as_str) {
-        return Some(mid.to_string());
-    }
-    let pb = item.get("postback")?;
-    if let Some(mid) = pb.get("mid").and_then(Value::as_str) {
         return Some(mid.to_string());
     }
     let sender = item
@@ -38,6 +38,15 @@ pub fn entry_id(item: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .unwrap_or("");
     let ts = item.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
+    if item.get("message").is_none() && item.get("postback").is_none() {
+        return item
+            .get("referral")
+            .map(|_| format!("referral:{sender}:{ts}"));
+    }
+    let pb = item.get("postback")?;
+    if let Some(mid) = pb.get("mid").and_then(Value::as_str) {
+        return Some(mid.to_string());
+    }
     let payload = pb.get("payload").and_then(Value::as_str).unwrap_or("");
     Some(format!(
         "postback:{sender}:{ts}:{}",

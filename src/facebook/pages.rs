@@ -12,8 +12,21 @@ use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
 use crate::store::tokens::{AccountStatus, PageRecord};
 
-/// Fields the app subscribes a page to.
-pub const SUBSCRIBED_FIELDS: [&str; 3] = ["name", "category", "messages"];
+/// Fields the app subscribes a page to (SPEC §3.1): the page changes it refreshes metadata
+/// on, and every Messenger field a conversation entry arrives on. Meta sends the page's own
+/// replies only on `message_echoes`, and every event of a conversation another app controls
+/// (Page Inbox, a help desk) only on `standby`.
+pub const SUBSCRIBED_FIELDS: [&str; 9] = [
+    "name",
+    "category",
+    "messages",
+    "message_echoes",
+    "messaging_postbacks",
+    "messaging_referrals",
+    "message_edits",
+    "message_reactions",
+    "standby",
+];
 
 /// The page's record if anything may still be written for it: connected and not being
 /// deleted. A page waiting for re-authorisation still takes merges (they need no token).
@@ -98,36 +111,39 @@ pub async fn unsubscribe(
     Ok(())
 }
 
-/// Subscribes the app to the page's `name,category,messages` unless *this* app already is
-/// (another app's subscription does not count). Returns whether it had to subscribe.
+/// Subscribes the app to every field of [`SUBSCRIBED_FIELDS`] unless *this* app already is
+/// (another app's subscription does not count). Returns the fields that were missing (empty:
+/// nothing was done).
 pub async fn ensure_subscribed(
     graph: &GraphClient,
     page: &PageId,
     token: &SecretString,
-) -> Result<bool, FbError> {
+) -> Result<Vec<&'static str>, FbError> {
     let app_id = graph.settings().app_id.as_str();
     let current = graph
         .get(graph.url(&format!("{page}/subscribed_apps"), &[]), token)
         .await?;
-    let already = current
+    let ours: Vec<&str> = current
         .get("data")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter(|app| app.get("id").and_then(Value::as_str) == Some(app_id))
-        .any(|app| {
-            let fields: Vec<&str> = app
-                .get("subscribed_fields")
+        .flat_map(|app| {
+            app.get("subscribed_fields")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
-                .collect();
-            SUBSCRIBED_FIELDS.iter().all(|f| fields.contains(f))
-        });
-    if already {
-        tracing::debug!(%page, "app already subscribed to name,category,messages");
-        return Ok(false);
+        })
+        .collect();
+    let missing: Vec<&'static str> = SUBSCRIBED_FIELDS
+        .into_iter()
+        .filter(|f| !ours.contains(f))
+        .collect();
+    if missing.is_empty() {
+        tracing::debug!(%page, "app already subscribed to every field");
+        return Ok(missing);
     }
     let r = graph
         .post(
@@ -139,7 +155,7 @@ pub async fn ensure_subscribed(
         )
         .await?;
     if r.get("success").and_then(Value::as_bool) == Some(true) {
-        Ok(true)
+        Ok(missing)
     } else {
         Err(FbError::Graph(GraphError::Permanent(
             "subscribed_apps did not report success".into(),

@@ -36,10 +36,11 @@ pub fn fan_out(body: &[u8]) -> Result<FanOut, JobError> {
             rejected.push(format!("entry {ei}: invalid page id {raw_id:?}"));
             continue;
         };
-        for item in entry
-            .get("messaging")
-            .and_then(Value::as_array)
+        // A conversation another app controls (Conversation Routing) arrives under
+        // `standby`, in the same item shape: stored alike.
+        for item in ["messaging", "standby"]
             .into_iter()
+            .filter_map(|list| entry.get(list).and_then(Value::as_array))
             .flatten()
         {
             if !messages::is_conversation_entry(item) {
@@ -117,6 +118,34 @@ mod tests {
         assert!(
             evs[3].run_at().is_some(),
             "metadata refreshes are debounced"
+        );
+    }
+
+    #[test]
+    fn standby_items_and_referrals_are_conversation_entries() {
+        // A routed conversation (another app controls it) and a click-to-Messenger ad.
+        let body = br#"{"object":"page","entry":[{"id":"100","time":1,"standby":[
+            {"sender":{"id":"7"},"recipient":{"id":"100"},"timestamp":1,"message":{"mid":"m7","text":"agent?"}},
+            {"sender":{"id":"7"},"recipient":{"id":"100"},"timestamp":2,"read":{"watermark":1}}
+          ],"messaging":[
+            {"sender":{"id":"8"},"recipient":{"id":"100"},"timestamp":3,"referral":{"ref":"x","source":"ADS","type":"OPEN_THREAD","ads_context_data":{"product_id":"42"}}},
+            {"sender":{"id":"8"},"recipient":{"id":"100"},"timestamp":4,"reaction":{"mid":"m7","action":"react","reaction":"love","emoji":"x"}}
+          ]}]}"#;
+        let evs = jobs_of(body).unwrap().events;
+        assert_eq!(
+            evs.len(),
+            2,
+            "the read receipt and the reaction are not entries"
+        );
+        let mut groups: Vec<&str> = evs.iter().map(|e| e.group_key()).collect();
+        groups.sort();
+        assert_eq!(groups, ["fbconv:100:7", "fbconv:100:8"]);
+        let referral: serde_json::Value =
+            serde_json::json!({"sender":{"id":"8"},"timestamp":3,"referral":{}});
+        assert_eq!(
+            messages::entry_id(&referral).as_deref(),
+            Some("referral:8:3"),
+            "a referral has no mid: unique by sender and time"
         );
     }
 

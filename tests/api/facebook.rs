@@ -710,3 +710,116 @@ async fn data_deletion_callback_deletes_the_users_pages_and_reports_status() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     env.app.stop().await.unwrap();
 }
+
+/// A delivery with the same items in a new envelope (Meta retries with its own `time`).
+fn redelivered(body: &Value) -> Vec<u8> {
+    let mut again = body.clone();
+    again["entry"][0]["time"] = json!(1_900_000_000_000i64);
+    again.to_string().into_bytes()
+}
+
+#[tokio::test]
+async fn every_messenger_field_is_subscribed_and_each_reaches_its_conversation() {
+    let env = fb_env().await;
+    let (merchant, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let page = env.fake.page_ids(0)[0].clone();
+    let pid = PageId::parse(&page).unwrap();
+    let every = [
+        "category",
+        "message_echoes",
+        "message_edits",
+        "message_reactions",
+        "messages",
+        "messaging_postbacks",
+        "messaging_referrals",
+        "name",
+        "standby",
+    ];
+    let sorted = |mut f: Vec<String>| {
+        f.sort();
+        f
+    };
+    assert_eq!(sorted(env.fake.subscribed_fields(&page)), every);
+
+    // The page's reply (only on `message_echoes`), a conversation a help desk controls (only
+    // on `standby`), a button tap and a click-to-Messenger ad: the fake sends each only on its
+    // subscribed field, and each becomes an entry of its conversation.
+    let psids = env.fake.psids(&page);
+    let (psid, routed_psid) = (psids[3].clone(), psids[4].clone());
+    let reply = env.fake.add_message(&page, &psid, "We ship tomorrow", true);
+    env.fake.set_routed_elsewhere(&page, &routed_psid, true);
+    let routed = env
+        .fake
+        .add_message(&page, &routed_psid, "Can an agent help?", false);
+    let t = 1_800_000_000_000i64;
+    let bodies = [
+        env.fake.message_webhook(&page, &reply).unwrap(),
+        env.fake.message_webhook(&page, &routed).unwrap(),
+        env.fake
+            .postback_webhook(&page, &psid, "Buy now", "BUY_42", t)
+            .unwrap(),
+        env.fake
+            .ad_referral_webhook(&page, &psid, "6045246247433", "42", t + 100)
+            .unwrap(),
+    ];
+    assert!(bodies[1]["entry"][0]["standby"].is_array());
+    for body in &bodies {
+        let status = post_signed(&env.app, &env.fake, body.to_string().as_bytes()).await;
+        assert_eq!(status, 200);
+    }
+    drained(&env.app).await;
+    let conv = |p: &str| {
+        read(
+            &env.s3,
+            &keys::conversation(&merchant, &pid, &Psid::parse(p).unwrap()),
+        )
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+    };
+    let items = conv(&psid);
+    assert!(items
+        .iter()
+        .any(|i| i["message"]["mid"] == reply.as_str() && i["message"]["is_echo"] == true));
+    assert!(items.iter().any(|i| i["postback"]["payload"] == "BUY_42"));
+    let referrals: Vec<&Value> = items
+        .iter()
+        .filter(|i| i.get("referral").is_some())
+        .collect();
+    assert_eq!(referrals.len(), 1, "{items:?}");
+    assert_eq!(
+        referrals[0]["referral"]["ads_context_data"]["product_id"],
+        "42"
+    );
+    assert!(conv(&routed_psid)
+        .iter()
+        .any(|i| i["message"]["mid"] == routed.as_str()));
+
+    // Each redelivered in a new envelope: nothing is written.
+    let puts = env.s3.puts();
+    for body in &bodies {
+        assert_eq!(
+            post_signed(&env.app, &env.fake, &redelivered(body)).await,
+            200
+        );
+    }
+    drained(&env.app).await;
+    assert_eq!(env.s3.puts(), puts, "a redelivery writes nothing");
+    assert_eq!(conv(&psid).len(), items.len());
+
+    // A page subscribed before these fields existed is re-subscribed by the next poll.
+    env.fake
+        .preset_subscribed(&page, &["name", "category", "messages"]);
+    let posts = env.fake.subscribe_posts(&page);
+    let report = poll_everything(&env.app).await;
+    assert_eq!(report.failed(), 0, "{:?}", report.failures);
+    assert_eq!(env.fake.subscribe_posts(&page), posts + 1);
+    assert_eq!(sorted(env.fake.subscribed_fields(&page)), every);
+    // Already complete: the next poll posts nothing.
+    poll_everything(&env.app).await;
+    assert_eq!(env.fake.subscribe_posts(&page), posts + 1);
+    env.app.stop().await.unwrap();
+}

@@ -125,6 +125,9 @@ pub(super) struct Page {
     pub(super) other_apps: Vec<(String, Vec<String>)>,
     pub(super) conversations: Vec<Conversation>,
     pub(super) long_psid: Option<String>,
+    /// Conversations another app controls (Conversation Routing): Meta delivers their
+    /// events to our app only under `standby`.
+    pub(super) routed_elsewhere: std::collections::HashSet<String>,
 }
 
 impl FakeGraph {
@@ -229,6 +232,7 @@ impl State {
                 other_apps: Vec::new(),
                 conversations,
                 long_psid,
+                routed_elsewhere: Default::default(),
             },
         );
         id

@@ -383,8 +383,45 @@ async fn fake_graph_conversations_and_messages_paging() {
         convs[0]["participants"]["data"][0]["id"],
         "7000000000000001"
     );
-    let hook = fake.message_webhook(&page, &reply);
+    // Webhook fields arrive only when subscribed: the page's reply only on `message_echoes`,
+    // a conversation another app controls only on `standby`.
+    fake.preset_subscribed(&page, &["messages"]);
+    assert!(fake.message_webhook(&page, &reply).is_none());
+    fake.preset_subscribed(&page, &["messages", "message_echoes"]);
+    let hook = fake.message_webhook(&page, &reply).unwrap();
     assert_eq!(hook["entry"][0]["messaging"][0]["message"]["is_echo"], true);
+    assert_eq!(
+        hook["entry"][0]["messaging"][0]["sender"]["id"],
+        page.as_str()
+    );
+    fake.set_routed_elsewhere(&page, "7000000000000001", true);
+    assert!(fake.message_webhook(&page, &reply).is_none());
+    fake.preset_subscribed(&page, &["messages", "message_echoes", "standby"]);
+    let hook = fake.message_webhook(&page, &reply).unwrap();
+    assert!(hook["entry"][0].get("messaging").is_none());
+    assert_eq!(
+        hook["entry"][0]["standby"][0]["message"]["mid"],
+        reply.as_str()
+    );
+    assert!(fake
+        .postback_webhook(&page, "7000000000000002", "Buy", "BUY_1", 1)
+        .is_none());
+    fake.preset_subscribed(&page, &["messaging_postbacks", "messaging_referrals"]);
+    let pb = fake
+        .postback_webhook(&page, "7000000000000002", "Buy", "BUY_1", 1)
+        .unwrap();
+    assert_eq!(
+        pb["entry"][0]["messaging"][0]["postback"]["payload"],
+        "BUY_1"
+    );
+    let rf = fake
+        .ad_referral_webhook(&page, "7000000000000002", "6045246247433", "42", 2)
+        .unwrap();
+    assert_eq!(
+        rf["entry"][0]["messaging"][0]["referral"]["ads_context_data"]["product_id"],
+        "42"
+    );
+    fake.preset_subscribed(&page, &[]);
     assert!(fake.signature_256(b"{}").starts_with("sha256="));
 
     // Page tokens only; user tokens are refused like Graph does.

@@ -37,9 +37,24 @@ impl FakeGraph {
         self.st().subscribe_posts.get(page_id).copied().unwrap_or(0)
     }
 
+    /// Another app (a help desk, Page Inbox) controls the conversation with `psid`, or no
+    /// longer does: while it does, its events reach our app only under `standby`.
+    pub fn set_routed_elsewhere(&self, page_id: &str, psid: &str, elsewhere: bool) {
+        let mut st = self.st();
+        let routed = &mut st.page_mut(page_id).routed_elsewhere;
+        if elsewhere {
+            routed.insert(psid.to_string());
+        } else {
+            routed.remove(psid);
+        }
+    }
+
     /// The Messenger webhook delivery Meta would send for a stored message
-    /// (`{"object":"page","entry":[{"id","time","messaging":[…]}]}`; page messages are echoes).
-    pub fn message_webhook(&self, page_id: &str, mid: &str) -> Value {
+    /// (`{"object":"page","entry":[{"id","time","messaging":[…]}]}`), or `None` when our app
+    /// is not subscribed to the field that carries it: a customer's message comes on
+    /// `messages`, the page's own reply only on `message_echoes`, and any event of a
+    /// conversation another app controls only on `standby` (as `entry[].standby[]`).
+    pub fn message_webhook(&self, page_id: &str, mid: &str) -> Option<Value> {
         let st = self.st();
         let page = st.page(page_id);
         let (conv, m) = page
@@ -47,12 +62,6 @@ impl FakeGraph {
             .iter()
             .find_map(|c| c.messages.iter().find(|m| m.id == mid).map(|m| (c, m)))
             .unwrap_or_else(|| panic!("no message {mid} on page {page_id}"));
-        let ts = m.created.timestamp_millis();
-        let (sender, recipient) = if m.from_page {
-            (page.id.as_str(), conv.psid.as_str())
-        } else {
-            (conv.psid.as_str(), page.id.as_str())
-        };
         let mut message = json!({"mid": m.id});
         if !m.text.is_empty() {
             message["text"] = json!(m.text);
@@ -68,19 +77,72 @@ impl FakeGraph {
             message["is_echo"] = json!(true);
             message["app_id"] = json!(st.config.app_id.parse::<u64>().unwrap_or(0));
         }
-        json!({
-            "object": "page",
-            "entry": [{
-                "id": page.id,
-                "time": ts,
-                "messaging": [{
-                    "sender": {"id": sender},
-                    "recipient": {"id": recipient},
-                    "timestamp": ts,
-                    "message": message,
-                }],
-            }],
-        })
+        let field = if m.from_page {
+            "message_echoes"
+        } else {
+            "messages"
+        };
+        let event = Event {
+            psid: &conv.psid,
+            from_page: m.from_page,
+            ts: m.created.timestamp_millis(),
+            key: "message",
+            body: message,
+        };
+        st.messenger_delivery(page_id, field, event)
+    }
+
+    /// The delivery of a customer's tap on a button (`messaging_postbacks`).
+    pub fn postback_webhook(
+        &self,
+        page_id: &str,
+        psid: &str,
+        title: &str,
+        payload: &str,
+        ts: i64,
+    ) -> Option<Value> {
+        let body = json!({"mid": format!("m_pb_{psid}_{ts}"), "title": title, "payload": payload});
+        let event = Event {
+            psid,
+            from_page: false,
+            ts,
+            key: "postback",
+            body,
+        };
+        self.st()
+            .messenger_delivery(page_id, "messaging_postbacks", event)
+    }
+
+    /// The delivery of a customer entering from a click-to-Messenger ad for `product_id`
+    /// (`messaging_referrals`, `source: ADS`, with `ads_context_data`).
+    pub fn ad_referral_webhook(
+        &self,
+        page_id: &str,
+        psid: &str,
+        ad_id: &str,
+        product_id: &str,
+        ts: i64,
+    ) -> Option<Value> {
+        let body = json!({
+            "ref": "spring_sale",
+            "source": "ADS",
+            "type": "OPEN_THREAD",
+            "ad_id": ad_id,
+            "ads_context_data": {
+                "ad_title": "Spring sale",
+                "photo_url": "https://scontent.example/ad.jpg",
+                "product_id": product_id,
+            },
+        });
+        let event = Event {
+            psid,
+            from_page: false,
+            ts,
+            key: "referral",
+            body,
+        };
+        self.st()
+            .messenger_delivery(page_id, "messaging_referrals", event)
     }
 
     /// Delivers a webhook `body` to the app's callback `url`, signed as Meta signs it
@@ -104,7 +166,45 @@ impl FakeGraph {
     }
 }
 
+/// One Messenger event of a conversation, before it is wrapped in a delivery.
+struct Event<'a> {
+    psid: &'a str,
+    from_page: bool,
+    ts: i64,
+    /// `message`, `postback`, `referral`, …
+    key: &'static str,
+    body: Value,
+}
+
 impl State {
+    /// A delivery of `event` as Meta sends it on `field`, or `None` when our app is not
+    /// subscribed to what carries it (`standby` instead of `field` for a conversation
+    /// another app controls).
+    fn messenger_delivery(&self, page_id: &str, field: &str, event: Event<'_>) -> Option<Value> {
+        let page = self.page(page_id);
+        let standby = page.routed_elsewhere.contains(event.psid);
+        let field = if standby { "standby" } else { field };
+        if !page.subscribed.iter().any(|f| f == field) {
+            return None;
+        }
+        let (sender, recipient) = if event.from_page {
+            (page.id.as_str(), event.psid)
+        } else {
+            (event.psid, page.id.as_str())
+        };
+        let mut item = json!({
+            "sender": {"id": sender},
+            "recipient": {"id": recipient},
+            "timestamp": event.ts,
+        });
+        item[event.key] = event.body;
+        let list = if standby { "standby" } else { "messaging" };
+        Some(json!({
+            "object": "page",
+            "entry": [{"id": page.id, "time": event.ts, list: [item]}],
+        }))
+    }
+
     /// `/{page}/subscribed_apps` with the page's own token: `POST` subscribes our app with
     /// `subscribed_fields`, `DELETE` unsubscribes it, `GET` lists every app subscribed.
     pub(super) fn handle_subscribed_apps(
