@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
                 psid: Psid::parse(&format!("{}", 9_100_000_000u64 + (i % args.groups) as u64))
                     .expect("digits"),
                 item: json!({"message": {"mid": format!("m{i}"), "text": "hi"}, "timestamp": i}),
+                wait: 0,
             }
             .to_event()
         })

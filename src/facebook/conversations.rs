@@ -240,9 +240,27 @@ pub async fn merge_entries(
     psid: &Psid,
     entries: Vec<Value>,
 ) -> Result<(PutOutcome, String), FbError> {
+    let (outcome, sha, _) = merge_with_changes(state, rec, psid, entries).await?;
+    Ok((outcome, sha))
+}
+
+/// `merge_entries` for items that may hold edits and reactions; also returns the changes
+/// whose message is not stored yet.
+pub async fn merge_with_changes(
+    state: &AppState,
+    rec: &PageRecord,
+    psid: &Psid,
+    items: Vec<Value>,
+) -> Result<(PutOutcome, String, Vec<Value>), FbError> {
     let key = keys::conversation(&rec.merchant, &rec.page_id, psid);
-    Ok(state
+    let mut waiting = Vec::new();
+    let (outcome, sha) = state
         .objects
-        .update_json(&key, move |cur| messages::merge(cur, &entries))
-        .await?)
+        .update_json(&key, |cur| {
+            let (merged, w) = messages::merge_with_changes(cur, &items);
+            waiting = w;
+            merged
+        })
+        .await?;
+    Ok((outcome, sha, waiting))
 }

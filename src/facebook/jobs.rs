@@ -17,7 +17,7 @@ use crate::ids::{PageId, Psid};
 use crate::jobs::{DedupeKey, GroupKey, Job, JobError, JobOutput};
 use crate::objects::PutOutcome;
 use crate::state::AppState;
-use crate::store::events::{Pool, RunId};
+use crate::store::events::{NewEvent, Pool, RunId};
 
 /// How long page metadata refreshes wait after a `changes` event, so a burst of edits becomes
 /// one fetch.
@@ -63,12 +63,53 @@ impl Job for FacebookDelivery {
     }
 }
 
-/// One Messenger item (message, echo, attachment, postback) for one conversation.
+/// One Messenger item (message, echo, attachment, postback, referral, edit, reaction) for one
+/// conversation.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FacebookMessage {
     pub page: PageId,
     pub psid: Psid,
     pub item: Value,
+    /// For an edit or reaction that came before its message: how many times it has been
+    /// queued again to wait for it (0: as delivered).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How long an edit or reaction waits for its message before its `n`-th new try: quickly at
+/// first (the message is usually a moment behind), then hourly, for as long as any work is
+/// retried (SPEC §9: 72 hours); then it is dropped with a warning.
+fn wait_before(n: u32) -> Option<Duration> {
+    const STEPS: [u64; 6] = [2, 10, 60, 300, 1_800, 3_600];
+    let secs = STEPS[(n as usize).min(STEPS.len() - 1)];
+    let waited: u64 = (0..n)
+        .map(|k| STEPS[(k as usize).min(STEPS.len() - 1)])
+        .sum();
+    (waited + secs <= 72 * 3_600).then(|| Duration::from_secs(secs))
+}
+
+/// The changes of `page`/`psid` whose message was not stored, queued again for later.
+fn queue_waiting(page: &PageId, psid: &Psid, waiting: Vec<(Value, u32)>) -> Vec<NewEvent> {
+    let now = crate::store::now_millis();
+    let mut events = Vec::new();
+    for (item, wait) in waiting {
+        let Some(delay) = wait_before(wait) else {
+            tracing::warn!(%page, %psid, "an edit or reaction whose message never arrived is dropped");
+            continue;
+        };
+        let again = FacebookMessage {
+            page: page.clone(),
+            psid: psid.clone(),
+            item,
+            wait: wait + 1,
+        };
+        events.push(again.to_event().at(now + delay.as_millis() as i64));
+    }
+    events
 }
 
 impl FacebookMessage {
@@ -90,6 +131,12 @@ impl Job for FacebookMessage {
 
     fn dedupe_key(&self) -> DedupeKey {
         let id = super::messages::entry_id(&self.item).unwrap_or_default();
+        if self.wait > 0 {
+            return DedupeKey::new(
+                Self::KIND,
+                &[&self.page, &id, &format!("wait{}", self.wait)],
+            );
+        }
         FacebookMessage::dedupe_for(&self.page, &id)
     }
 
@@ -99,19 +146,38 @@ impl Job for FacebookMessage {
 
     async fn run(state: &AppState, batch: Vec<Self>) -> Result<JobOutput, JobError> {
         // One group = one conversation, but be strict anyway: bucket by (page, psid).
-        let mut by_conv: BTreeMap<(PageId, Psid), Vec<Value>> = BTreeMap::new();
+        let mut by_conv: BTreeMap<(PageId, Psid), Vec<(Value, u32)>> = BTreeMap::new();
         for m in batch {
-            by_conv.entry((m.page, m.psid)).or_default().push(m.item);
+            by_conv
+                .entry((m.page, m.psid))
+                .or_default()
+                .push((m.item, m.wait));
         }
-        let mut written = 0;
+        let (mut written, mut later) = (0, Vec::new());
         for ((page, psid), items) in by_conv {
             // A merge needs no token: a page waiting for re-authorisation keeps its messages.
             let rec = writable_page(state, &page).await?;
-            let (outcome, _) = conversations::merge_entries(state, &rec, &psid, items).await?;
+            let waits: Vec<(String, u32)> = items
+                .iter()
+                .filter_map(|(i, w)| super::messages::entry_id(i).map(|id| (id, *w)))
+                .collect();
+            let values = items.into_iter().map(|(i, _)| i).collect();
+            let (outcome, _, waiting) =
+                conversations::merge_with_changes(state, &rec, &psid, values).await?;
             written += usize::from(outcome == PutOutcome::Written);
-            tracing::debug!(%page, %psid, ?outcome, "conversation merged");
+            tracing::debug!(%page, %psid, ?outcome, waiting = waiting.len(), "conversation merged");
+            let waiting = waiting.into_iter().map(|i| {
+                let id = super::messages::entry_id(&i);
+                let w = waits
+                    .iter()
+                    .find(|(x, _)| Some(x) == id.as_ref())
+                    .map_or(0, |(_, w)| *w);
+                (i, w)
+            });
+            later.extend(queue_waiting(&page, &psid, waiting.collect()));
         }
-        Ok(JobOutput::done().with_result(json!({"written": written})))
+        let result = json!({"written": written, "waiting_for_their_message": later.len()});
+        Ok(JobOutput::done().with_result(result).then_events(later))
     }
 }
 

@@ -30,6 +30,9 @@ pub fn is_conversation_entry(item: &Value) -> bool {
 /// has none) its sender and time, else a stable key from the postback's sender, time and
 /// payload.
 pub fn entry_id(item: &Value) -> Option<String> {
+    if super::changes::is_change(item) {
+        return super::changes::change_id(item);
+    }
     if let Some(mid) = item.pointer("/message/mid").and_then(Value::as_str) {
         return Some(mid.to_string());
     }
@@ -61,6 +64,28 @@ fn timestamp(item: &Value) -> i64 {
 /// Merges `new` entries into `existing` (a JSON array): unique by entry id, the stored
 /// version wins, sorted by timestamp then id. Returns the merged array.
 pub fn merge(existing: Option<Value>, new: &[Value]) -> Value {
+    merge_with_changes(existing, new).0
+}
+
+/// `merge`, where `new` may also hold edits and reactions: they are applied (oldest first)
+/// after the entries are merged; those whose message is not stored are handed back.
+pub fn merge_with_changes(existing: Option<Value>, new: &[Value]) -> (Value, Vec<Value>) {
+    let (mut changes, entries): (Vec<&Value>, Vec<&Value>) =
+        new.iter().partition(|v| super::changes::is_change(v));
+    let mut merged = merge_entries(existing, entries);
+    changes.sort_by_key(|c| timestamp(c));
+    let mut waiting = Vec::new();
+    if let Value::Array(items) = &mut merged {
+        for c in changes {
+            if super::changes::apply(items, c) == super::changes::Applied::NoTarget {
+                waiting.push(c.clone());
+            }
+        }
+    }
+    (merged, waiting)
+}
+
+fn merge_entries(existing: Option<Value>, new: Vec<&Value>) -> Value {
     let mut items: Vec<Value> = existing
         .and_then(|v| match v {
             Value::Array(a) => Some(a),
@@ -71,7 +96,7 @@ pub fn merge(existing: Option<Value>, new: &[Value]) -> Value {
     for n in new {
         if let Some(id) = entry_id(n) {
             if seen.insert(id) {
-                items.push(n.clone());
+                items.push((*n).clone());
             }
         }
     }

@@ -2,6 +2,7 @@
 //! data deletion callback, as queued jobs.
 
 pub mod answer;
+pub mod changes;
 pub mod conversations;
 pub mod deletion;
 pub mod disconnect;

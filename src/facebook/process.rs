@@ -43,7 +43,7 @@ pub fn fan_out(body: &[u8]) -> Result<FanOut, JobError> {
             .filter_map(|list| entry.get(list).and_then(Value::as_array))
             .flatten()
         {
-            if !messages::is_conversation_entry(item) {
+            if !messages::is_conversation_entry(item) && !super::changes::is_change(item) {
                 continue; // delivery/read receipts and the like are not conversation entries
             }
             let psid =
@@ -57,6 +57,7 @@ pub fn fan_out(body: &[u8]) -> Result<FanOut, JobError> {
                     page: page.clone(),
                     psid,
                     item: item.clone(),
+                    wait: 0,
                 }
                 .to_event(),
             );
@@ -134,12 +135,12 @@ mod tests {
         let evs = jobs_of(body).unwrap().events;
         assert_eq!(
             evs.len(),
-            2,
-            "the read receipt and the reaction are not entries"
+            3,
+            "the read receipt is not an entry; the reaction changes one"
         );
         let mut groups: Vec<&str> = evs.iter().map(|e| e.group_key()).collect();
         groups.sort();
-        assert_eq!(groups, ["fbconv:100:7", "fbconv:100:8"]);
+        assert_eq!(groups, ["fbconv:100:7", "fbconv:100:8", "fbconv:100:8"]);
         let referral: serde_json::Value =
             serde_json::json!({"sender":{"id":"8"},"timestamp":3,"referral":{}});
         assert_eq!(

@@ -823,3 +823,113 @@ async fn every_messenger_field_is_subscribed_and_each_reaches_its_conversation()
     assert_eq!(env.fake.subscribe_posts(&page), posts + 1);
     env.app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn edits_and_reactions_change_their_message_even_when_they_come_first() {
+    let env = fb_env().await;
+    let (merchant, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let page = env.fake.page_ids(0)[0].clone();
+    let psid = env.fake.psids(&page)[2].clone();
+    let key = keys::conversation(
+        &merchant,
+        &PageId::parse(&page).unwrap(),
+        &Psid::parse(&psid).unwrap(),
+    );
+    let message = |mid: &str| {
+        read(&env.s3, &key)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["message"]["mid"] == mid)
+            .map(|e| e["message"].clone())
+    };
+    let (app, fake) = (&env.app, &env.fake);
+    let post = |body: Value| {
+        let bytes = body.to_string().into_bytes();
+        async move { post_signed(app, fake, &bytes).await }
+    };
+
+    let mid = env
+        .fake
+        .add_message(&page, &psid, "the blue hoodie?", false);
+    assert_eq!(
+        post(env.fake.message_webhook(&page, &mid).unwrap()).await,
+        200
+    );
+    let t = 1_800_000_000_000i64;
+    let edit = env
+        .fake
+        .edit_message(&page, &mid, "the red hoodie?", t)
+        .unwrap();
+    let love = env
+        .fake
+        .reaction_webhook(&page, &psid, &mid, ("react", true), t + 1)
+        .unwrap();
+    assert_eq!(post(edit.clone()).await, 200);
+    assert_eq!(post(love.clone()).await, 200);
+    drained(&env.app).await;
+    let m = message(&mid).unwrap();
+    assert_eq!(m["text"], "the red hoodie?");
+    assert_eq!(
+        m["edits"],
+        json!([{"text": "the blue hoodie?", "timestamp": t}])
+    );
+    assert_eq!(m["reactions"][0]["sender"], page.as_str());
+    assert_eq!(m["reactions"][0]["reaction"], "love");
+
+    // Redelivered in new envelopes: nothing is written.
+    let puts = env.s3.puts();
+    for body in [&edit, &love] {
+        assert_eq!(
+            post_signed(&env.app, &env.fake, &redelivered(body)).await,
+            200
+        );
+    }
+    drained(&env.app).await;
+    assert_eq!(env.s3.puts(), puts, "a redelivered change writes nothing");
+
+    // The page takes its reaction back.
+    let unlove = env
+        .fake
+        .reaction_webhook(&page, &psid, &mid, ("unreact", true), t + 2)
+        .unwrap();
+    assert_eq!(post(unlove).await, 200);
+    drained(&env.app).await;
+    assert!(message(&mid).unwrap().get("reactions").is_none());
+
+    // An edit delivered before its message: kept, and applied once the message is stored.
+    let late = env.fake.add_message(&page, &psid, "size M", false);
+    let early_edit = env
+        .fake
+        .edit_message(&page, &late, "size L", t + 3)
+        .unwrap();
+    let original = {
+        let mut m = env.fake.message_webhook(&page, &late).unwrap();
+        m["entry"][0]["messaging"][0]["message"]["text"] = json!("size M");
+        m
+    };
+    assert_eq!(post(early_edit).await, 200);
+    let events = env.app.state.events.clone();
+    eventually("the early edit waits in the queue", || {
+        let events = events.clone();
+        async move {
+            events
+                .rows()
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.dedupe_key.contains("wait1") && r.status == EventStatus::Pending)
+        }
+    })
+    .await;
+    assert!(message(&late).is_none());
+    assert_eq!(post(original).await, 200);
+    eventually("the early edit applied", || async {
+        message(&late).is_some_and(|m| m["text"] == "size L" && m["edits"][0]["text"] == "size M")
+    })
+    .await;
+    env.app.stop().await.unwrap();
+}

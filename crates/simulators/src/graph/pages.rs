@@ -128,6 +128,8 @@ pub(super) struct Page {
     /// Conversations another app controls (Conversation Routing): Meta delivers their
     /// events to our app only under `standby`.
     pub(super) routed_elsewhere: std::collections::HashSet<String>,
+    /// How many times each message (by mid) was edited.
+    pub(super) edit_counts: std::collections::HashMap<String, i64>,
 }
 
 impl FakeGraph {
@@ -233,6 +235,7 @@ impl State {
                 conversations,
                 long_psid,
                 routed_elsewhere: Default::default(),
+                edit_counts: Default::default(),
             },
         );
         id

@@ -92,6 +92,61 @@ impl FakeGraph {
         st.messenger_delivery(page_id, field, event)
     }
 
+    /// Message `mid` is edited to `text` by whoever sent it: Graph then returns the new text,
+    /// and Meta sends `message_edit` (`{mid, text, num_edit}`) on `message_edits`.
+    pub fn edit_message(&self, page_id: &str, mid: &str, text: &str, ts: i64) -> Option<Value> {
+        let mut st = self.st();
+        let page = st.page_mut(page_id);
+        let (psid, from_page) = page
+            .conversations
+            .iter_mut()
+            .find_map(|c| {
+                let psid = c.psid.clone();
+                c.messages.iter_mut().find(|m| m.id == mid).map(|m| {
+                    m.text = text.to_string();
+                    (psid, m.from_page)
+                })
+            })
+            .unwrap_or_else(|| panic!("no message {mid} on page {page_id}"));
+        let n = page.edit_counts.entry(mid.to_string()).or_insert(0);
+        *n += 1;
+        let body = json!({"mid": mid, "text": text, "num_edit": *n});
+        let event = Event {
+            psid: &psid,
+            from_page,
+            ts,
+            key: "message_edit",
+            body,
+        };
+        st.messenger_delivery(page_id, "message_edits", event)
+    }
+
+    /// A reaction to message `mid` by the customer or the page (`action`: `react` or
+    /// `unreact`), as Meta sends it on `message_reactions`.
+    pub fn reaction_webhook(
+        &self,
+        page_id: &str,
+        psid: &str,
+        mid: &str,
+        (action, by_page): (&str, bool),
+        ts: i64,
+    ) -> Option<Value> {
+        let mut body = json!({"mid": mid, "action": action});
+        if action == "react" {
+            body["reaction"] = json!("love");
+            body["emoji"] = json!("\u{2764}\u{FE0F}");
+        }
+        let event = Event {
+            psid,
+            from_page: by_page,
+            ts,
+            key: "reaction",
+            body,
+        };
+        self.st()
+            .messenger_delivery(page_id, "message_reactions", event)
+    }
+
     /// The delivery of a customer's tap on a button (`messaging_postbacks`).
     pub fn postback_webhook(
         &self,
