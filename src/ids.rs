@@ -268,3 +268,41 @@ mod tests {
         assert_ne!(MerchantId::random(), MerchantId::random());
     }
 }
+
+/// A UTC calendar month (`yyyy-mm`): where a conversation's entries older than its window
+/// are kept (`conversations/<psid>/<yyyy-mm>.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Month {
+    year: i32,
+    month: u32,
+}
+
+impl Month {
+    /// The UTC month of a Unix time in milliseconds (before 1970 or unreadable: 1970-01).
+    pub fn of_millis(ms: i64) -> Month {
+        use chrono::Datelike;
+        let t = chrono::DateTime::from_timestamp_millis(ms.max(0)).unwrap_or_default();
+        Month {
+            year: t.year(),
+            month: t.month(),
+        }
+    }
+
+    /// `yyyy-mm` with a four-digit year and a month 01–12.
+    pub fn parse(s: &str) -> Option<Month> {
+        let (y, m) = s.split_once('-')?;
+        let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(y, 4) || !digits(m, 2) {
+            return None;
+        }
+        let month: u32 = m.parse().ok()?;
+        let year: i32 = y.parse().ok()?;
+        (1..=12).contains(&month).then_some(Month { year, month })
+    }
+}
+
+impl fmt::Display for Month {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}

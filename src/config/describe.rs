@@ -139,6 +139,7 @@ impl Settings {
             self.retry_horizon.as_secs_f64() / 3600.0,
         );
         lines.add("JOB_LEASE_SECS", self.job_lease.as_secs());
+        lines.add("CONVERSATION_WINDOW", self.conversation_window);
     }
 
     fn describe_database(&self, lines: &mut Lines) {

@@ -83,6 +83,9 @@ pub struct Settings {
     /// A running job's lease (`JOB_LEASE_SECS`), renewed every third of it while the job runs:
     /// when an instance dies, another takes its jobs over once their leases run out.
     pub job_lease: Duration,
+    /// How many of a conversation's newest entries its `<psid>.json` holds
+    /// (`CONVERSATION_WINDOW`); older ones are in month objects (SPEC §3.1).
+    pub conversation_window: usize,
     /// A scheduled poll's jobs are spread over this long (`POLL_WINDOW_MINUTES`), so a tick
     /// does not start every shop and page at once.
     pub poll_window: Duration,
@@ -228,6 +231,7 @@ impl Settings {
             .hours("RETRY_HORIZON_HOURS", 72.0)
             .unwrap_or(Duration::from_secs(72 * 3600));
         let job_lease = read_job_lease(&mut r);
+        let conversation_window = read_conversation_window(&mut r);
         let poll_window = r
             .parse::<u64>("POLL_WINDOW_MINUTES", "60", "a number of minutes")
             .map(|m| Duration::from_secs(m * 60))
@@ -263,6 +267,7 @@ impl Settings {
             workers,
             retry_horizon,
             job_lease,
+            conversation_window,
             poll_window,
             edge,
             generated_secrets: r.generated,
@@ -332,6 +337,18 @@ fn read_log_format(r: &mut Reader) -> LogFormat {
             ));
             LogFormat::Text
         }
+    }
+}
+
+fn read_conversation_window(r: &mut Reader) -> usize {
+    match r.parse::<usize>("CONVERSATION_WINDOW", "1000", "a number of entries") {
+        Some(0) => {
+            r.problems
+                .push("CONVERSATION_WINDOW is malformed (must be at least 1)".into());
+            1000
+        }
+        Some(n) => n,
+        None => 1000,
     }
 }
 

@@ -9,17 +9,18 @@
 //! Every write of a conversation object goes through `merge_entries` here (webhook merges and
 //! polls alike).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::pages::{active_page, on_graph_error, writable_page};
-use super::{graph, messages, FbError};
-use crate::ids::MerchantId;
+use super::{graph, messages, window, FbError};
+use crate::crypto::sha256_hex;
+use crate::ids::{MerchantId, Month};
 use crate::ids::{PageId, Psid};
 use crate::objects::keys;
-use crate::objects::PutOutcome;
+use crate::objects::{canonical_json, ObjectError, PutOutcome};
 use crate::platforms::facebook::client::{GraphClient, GraphError};
 use crate::state::AppState;
 use crate::store::tokens::{PageRecord, Watermark};
@@ -245,7 +246,12 @@ pub async fn merge_entries(
 }
 
 /// `merge_entries` for items that may hold edits and reactions; also returns the changes
-/// whose message is not stored yet.
+/// whose message is not stored yet. The window (`<psid>.json`) is read and written whole;
+/// month objects only when entries roll over into them, a late entry belongs there, or a
+/// change's message is not in the window. Month objects are written before the window, so an
+/// entry that leaves the window is in its month first (a crash between the two leaves it in
+/// both for a moment, never in neither). Parsing, merging and hashing run on the blocking
+/// pool, not the threads that answer webhooks.
 pub async fn merge_with_changes(
     state: &AppState,
     rec: &PageRecord,
@@ -253,14 +259,82 @@ pub async fn merge_with_changes(
     items: Vec<Value>,
 ) -> Result<(PutOutcome, String, Vec<Value>), FbError> {
     let key = keys::conversation(&rec.merchant, &rec.page_id, psid);
-    let mut waiting = Vec::new();
-    let (outcome, sha) = state
-        .objects
-        .update_json(&key, |cur| {
-            let (merged, w) = messages::merge_with_changes(cur, &items);
-            waiting = w;
-            merged
-        })
-        .await?;
+    let current = state.objects.get_with_sha256(&key).await?;
+    let stored_sha = current.as_ref().and_then(|(_, sha)| sha.clone());
+    let size = state.config.conversation_window;
+    let k = key.to_string();
+    let (merged, bytes, sha) = tokio::task::spawn_blocking(move || {
+        let bad = |e: serde_json::Error| ObjectError::BadJson {
+            key: k.clone(),
+            reason: e.to_string(),
+        };
+        let cur = match current {
+            Some((body, _)) => Some(serde_json::from_slice::<Value>(&body).map_err(bad)?),
+            None => None,
+        };
+        let mut m = window::merge(cur, &items, size);
+        let bytes = canonical_json(&std::mem::take(&mut m.window)).map_err(bad)?;
+        let sha = sha256_hex(&bytes);
+        Ok::<_, ObjectError>((m, bytes, sha))
+    })
+    .await
+    .map_err(|e| ObjectError::Io {
+        key: key.to_string(),
+        reason: format!("merge task: {e}"),
+    })??;
+    let (mut outcome, waiting) =
+        merge_months(state, rec, psid, merged.to_months, merged.unresolved).await?;
+    // A conversation with no entry yet (only a change waiting for its message) has no object.
+    let nothing = stored_sha.is_none() && bytes.as_slice() == b"[]";
+    if stored_sha.as_deref() != Some(sha.as_str()) && !nothing {
+        state
+            .objects
+            .put(&key, bytes, &sha, "application/json")
+            .await?;
+        outcome = PutOutcome::Written;
+    }
     Ok((outcome, sha, waiting))
+}
+
+/// Writes entries into their month objects and looks for the messages of `changes` there
+/// (newest month first); returns whether anything was written and the changes still without
+/// their message.
+async fn merge_months(
+    state: &AppState,
+    rec: &PageRecord,
+    psid: &Psid,
+    mut months: BTreeMap<Month, Vec<Value>>,
+    mut changes: Vec<Value>,
+) -> Result<(PutOutcome, Vec<Value>), FbError> {
+    let folder = keys::conversation_months(&rec.merchant, &rec.page_id, psid);
+    if !changes.is_empty() {
+        for k in state.objects.list(&folder).await? {
+            if let Some(m) = keys::month_of_listing(&folder, &k) {
+                months.entry(m).or_default();
+            }
+        }
+    }
+    let mut outcome = PutOutcome::Unchanged;
+    for (month, entries) in months.into_iter().rev() {
+        let mut items = entries;
+        items.extend(changes.iter().cloned());
+        if items.is_empty() {
+            continue;
+        }
+        let key = keys::conversation_month(&rec.merchant, &rec.page_id, psid, &month);
+        let mut left = Vec::new();
+        let (o, _) = state
+            .objects
+            .update_json(&key, |cur| {
+                let (merged, w) = messages::merge_with_changes(cur, &items);
+                left = w;
+                merged
+            })
+            .await?;
+        changes = left;
+        if o == PutOutcome::Written {
+            outcome = o;
+        }
+    }
+    Ok((outcome, changes))
 }

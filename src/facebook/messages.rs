@@ -57,7 +57,7 @@ pub fn entry_id(item: &Value) -> Option<String> {
     ))
 }
 
-fn timestamp(item: &Value) -> i64 {
+pub(super) fn timestamp(item: &Value) -> i64 {
     item.get("timestamp").and_then(Value::as_i64).unwrap_or(0)
 }
 
@@ -85,7 +85,7 @@ pub fn merge_with_changes(existing: Option<Value>, new: &[Value]) -> (Value, Vec
     (merged, waiting)
 }
 
-fn merge_entries(existing: Option<Value>, new: Vec<&Value>) -> Value {
+pub(super) fn merge_entries(existing: Option<Value>, new: Vec<&Value>) -> Value {
     let mut items: Vec<Value> = existing
         .and_then(|v| match v {
             Value::Array(a) => Some(a),

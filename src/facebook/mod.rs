@@ -14,6 +14,7 @@ pub mod pages;
 pub mod process;
 pub mod selftest;
 pub mod webhook;
+pub mod window;
 
 use crate::config::{FacebookSettings, NotConfigured};
 use crate::jobs::JobError;

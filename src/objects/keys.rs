@@ -8,7 +8,7 @@ use std::fmt;
 
 #[cfg(feature = "testkit")]
 use crate::ids::GraphId;
-use crate::ids::{MerchantId, PageId, Psid, ShopDomain};
+use crate::ids::{MerchantId, Month, PageId, Psid, ShopDomain};
 
 /// A key built by this module. Prefix keys end in `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +79,34 @@ pub fn conversation(merchant: &MerchantId, page: &PageId, psid: &Psid) -> Object
         page_prefix(merchant, page),
         psid
     ))
+}
+
+/// The folder of a conversation's month objects (entries older than its window).
+pub fn conversation_months(merchant: &MerchantId, page: &PageId, psid: &Psid) -> ObjectKey {
+    ObjectKey(format!(
+        "{}conversations/{}/",
+        page_prefix(merchant, page),
+        psid
+    ))
+}
+
+/// One month of a conversation's older entries: `conversations/<psid>/<yyyy-mm>.json`.
+pub fn conversation_month(
+    merchant: &MerchantId,
+    page: &PageId,
+    psid: &Psid,
+    month: &Month,
+) -> ObjectKey {
+    ObjectKey(format!(
+        "{}{month}.json",
+        conversation_months(merchant, page, psid)
+    ))
+}
+
+/// The month a listed key under `conversation_months` names, if it is one.
+pub fn month_of_listing(folder: &ObjectKey, key: &ObjectKey) -> Option<Month> {
+    let name = key.as_str().strip_prefix(folder.as_str())?;
+    Month::parse(name.strip_suffix(".json")?)
 }
 
 /// Prefix of every database backup in the object store.

@@ -129,7 +129,7 @@ impl ObjectStore {
 
     /// The body and the SHA-256 the store holds for it (S3: the `sha256` metadata returned
     /// with the body; local: computed), so a read-modify-write needs no extra HEAD.
-    async fn get_with_sha256(
+    pub async fn get_with_sha256(
         &self,
         key: &ObjectKey,
     ) -> Result<Option<(Vec<u8>, Option<String>)>, ObjectError> {

@@ -933,3 +933,153 @@ async fn edits_and_reactions_change_their_message_even_when_they_come_first() {
     .await;
     env.app.stop().await.unwrap();
 }
+
+/// One signed delivery of `items` (messaging items) for `page`.
+fn delivery_of(page: &str, items: Vec<Value>) -> Vec<u8> {
+    json!({"object": "page", "entry": [{"id": page, "time": 1, "messaging": items}]})
+        .to_string()
+        .into_bytes()
+}
+
+fn customer_message(page: &str, psid: &str, mid: &str, ts: i64) -> Value {
+    json!({"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": ts,
+           "message": {"mid": mid, "text": format!("text of {mid}")}})
+}
+
+/// Every mid of the conversation's window and month objects, with the month objects' names.
+fn conversation_mids(
+    s3: &S3Server,
+    window_key: &keys::ObjectKey,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let path = s3.object_path(window_key.as_str());
+    let mids_of = |p: &std::path::Path| -> Vec<String> {
+        let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"]["mid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let window = mids_of(&path);
+    let folder = path.with_extension("");
+    let mut months: Vec<String> = std::fs::read_dir(&folder)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    months.sort();
+    let mut older = Vec::new();
+    for m in &months {
+        older.extend(mids_of(&folder.join(m)));
+    }
+    (window, older, months)
+}
+
+#[tokio::test]
+async fn a_long_conversation_keeps_its_newest_entries_in_the_window_and_the_rest_by_month() {
+    let env = fb_env_with(
+        FakeGraphConfig::default(),
+        &vars(&[("CONVERSATION_WINDOW", "100")]),
+    )
+    .await;
+    let (merchant, cookie) = session(&env.app).await;
+    assert_eq!(fb_connect(&env.app, &env.fake, &cookie, 0).await.0, 200);
+    drained(&env.app).await;
+    let page = env.fake.page_ids(0)[0].clone();
+    let pid = PageId::parse(&page).unwrap();
+    let psid = "7100000000000001";
+    let key = keys::conversation(&merchant, &pid, &Psid::parse(psid).unwrap());
+    // 2026-01-01T00:00:00Z; 230 messages, one every 13.9 hours: the oldest 130 span three months.
+    let jan = 1_767_225_600_000i64;
+    let step = 50_000_000i64;
+    let mids: Vec<String> = (0..230).map(|i| format!("m_long_{i:04}")).collect();
+    for chunk in (0..230).collect::<Vec<i64>>().chunks(23) {
+        let items = chunk
+            .iter()
+            .map(|&i| customer_message(&page, psid, &mids[i as usize], jan + i * step))
+            .collect();
+        assert_eq!(
+            post_signed(&env.app, &env.fake, &delivery_of(&page, items)).await,
+            200
+        );
+        drained(&env.app).await;
+    }
+    let (window, older, months) = conversation_mids(&env.s3, &key);
+    assert_eq!(window, mids[130..], "the window holds the newest 100");
+    assert_eq!(months, ["2026-01.json", "2026-02.json", "2026-03.json"]);
+    let mut all = older.clone();
+    all.extend(window.clone());
+    all.sort();
+    assert_eq!(all, mids, "every entry exactly once");
+
+    // A late message from January goes to its month; the window is not rewritten.
+    let late = "m_long_late";
+    let puts = env.s3.puts();
+    let items = vec![customer_message(
+        &page,
+        psid,
+        late,
+        jan + 5 * 86_400_000 + 1,
+    )];
+    assert_eq!(
+        post_signed(&env.app, &env.fake, &delivery_of(&page, items)).await,
+        200
+    );
+    drained(&env.app).await;
+    assert_eq!(env.s3.puts(), puts + 1, "one month object written");
+    let jan_obj: Value = serde_json::from_slice(
+        &std::fs::read(
+            env.s3
+                .object_path(key.as_str())
+                .with_extension("")
+                .join("2026-01.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(jan_obj
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["message"]["mid"] == late));
+    let (window_after, _, _) = conversation_mids(&env.s3, &key);
+    assert_eq!(window_after, window);
+
+    // A conversation stored whole by an earlier version (over the window) is split on its
+    // next merge, losing nothing.
+    let legacy_psid = "7100000000000002";
+    let legacy_key = keys::conversation(&merchant, &pid, &Psid::parse(legacy_psid).unwrap());
+    let legacy: Vec<Value> = (0..250)
+        .map(|i| customer_message(&page, legacy_psid, &format!("m_old_{i:04}"), jan + i * step))
+        .collect();
+    env.app
+        .state
+        .objects
+        .put_json_if_changed(&legacy_key, &legacy)
+        .await
+        .unwrap();
+    let items = vec![customer_message(
+        &page,
+        legacy_psid,
+        "m_old_new",
+        jan + 300 * step,
+    )];
+    assert_eq!(
+        post_signed(&env.app, &env.fake, &delivery_of(&page, items)).await,
+        200
+    );
+    drained(&env.app).await;
+    let (window, older, _) = conversation_mids(&env.s3, &legacy_key);
+    assert_eq!(window.len(), 100);
+    assert_eq!(window.last().unwrap(), "m_old_new");
+    assert_eq!(older.len() + window.len(), 251);
+    let mut all = older;
+    all.extend(window);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 251, "nothing lost, nothing twice");
+    env.app.stop().await.unwrap();
+}
