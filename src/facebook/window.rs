@@ -1,5 +1,6 @@
 //! A conversation's window (SPEC §3.1): `<psid>.json` holds its newest `CONVERSATION_WINDOW`
-//! entries and older ones live in `<psid>/<yyyy-mm>.json`, so the cost of storing a new
+//! entries (and up to a quarter more, see `slack`) and older ones live in
+//! `<psid>/<yyyy-mm>.json`, so the cost of storing a new
 //! message does not grow with the conversation's history. This module is the pure part (what
 //! goes where); `conversations::merge_with_changes` reads and writes the objects.
 
@@ -20,6 +21,11 @@ pub struct WindowMerge {
     pub to_months: BTreeMap<Month, Vec<Value>>,
     /// Edits and reactions whose message is not in the window.
     pub unresolved: Vec<Value>,
+}
+
+/// How many entries beyond its size a window holds before the oldest move to their months.
+pub fn slack(size: usize) -> usize {
+    (size / 4).max(1)
 }
 
 /// The sort key of an entry: timestamp, then id.
@@ -54,8 +60,16 @@ pub fn merge(current: Option<Value>, new: &[Value], size: usize) -> WindowMerge 
             unresolved.push(c.clone());
         }
     }
+    // Entries leave the window in batches: it may hold up to a quarter more than its size,
+    // and when that is full the oldest go at once (one write per month they belong to). Rolling
+    // one entry out with every message would rewrite a month object each time, and a busy
+    // month is far larger than the window.
     let mut to_months: BTreeMap<Month, Vec<Value>> = BTreeMap::new();
-    let over = window.len().saturating_sub(size);
+    let over = if window.len() > size + slack(size) {
+        window.len() - size
+    } else {
+        0
+    };
     for e in window.drain(..over).chain(late.into_iter().cloned()) {
         to_months
             .entry(Month::of_millis(timestamp(&e)))

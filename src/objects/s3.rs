@@ -306,45 +306,43 @@ impl S3Store {
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| io_err(prefix, describe(&e)))?;
-            out.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-        }
-        Ok(out)
+        Ok(self.list_pages(prefix, None).await?.0)
     }
 
     /// The "folders" directly under `prefix`: common prefixes ending in `/`.
     pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
-        let mut out = Vec::new();
+        Ok(self.list_pages(prefix, Some("/")).await?.1)
+    }
+
+    /// Every page of a listing: the keys, and the common prefixes when `delimiter` is set.
+    async fn list_pages(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<String>), ObjectError> {
+        let (mut keys, mut folders) = (Vec::new(), Vec::new());
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
-            .delimiter("/")
+            .set_delimiter(delimiter.map(str::to_string))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| io_err(prefix, describe(&e)))?;
-            out.extend(
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            folders.extend(
                 page.common_prefixes()
                     .iter()
                     .filter_map(|p| p.prefix().map(str::to_string)),
             );
         }
-        Ok(out)
+        Ok((keys, folders))
     }
 
     pub async fn check_ready(&self) -> Result<(), ObjectError> {

@@ -1008,7 +1008,13 @@ async fn a_long_conversation_keeps_its_newest_entries_in_the_window_and_the_rest
         drained(&env.app).await;
     }
     let (window, older, months) = conversation_mids(&env.s3, &key);
-    assert_eq!(window, mids[130..], "the window holds the newest 100");
+    // The newest 100, and up to 25 more before a batch moves out.
+    assert!((100..=125).contains(&window.len()), "{}", window.len());
+    assert_eq!(
+        window,
+        mids[230 - window.len()..],
+        "the window holds the newest"
+    );
     assert_eq!(months, ["2026-01.json", "2026-02.json", "2026-03.json"]);
     let mut all = older.clone();
     all.extend(window.clone());
