@@ -190,6 +190,37 @@ async fn two_instances_share_the_queue_and_the_survivor_finishes_a_killed_ones_w
     );
 }
 
+/// Renames acme's product `n` at the fake Shopify and posts the signed `products/update`
+/// delivery (with event id `event`) to the server at `base`; returns the HTTP status.
+async fn rename_product(
+    client: &reqwest::Client,
+    base: &str,
+    shopify: &FakeShopify,
+    (n, title, event): (usize, &str, &str),
+) -> u16 {
+    shopify.set_product_title("acme.myshopify.com", n, title);
+    let body = shopify
+        .product_webhook_body("acme.myshopify.com", n)
+        .to_string();
+    let secret = shopify.config().api_secret;
+    client
+        .post(format!("{base}/shopify/webhook"))
+        .header("X-Shopify-Topic", "products/update")
+        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
+        .header(
+            "X-Shopify-Hmac-Sha256",
+            sign_b64(secret.as_bytes(), body.as_bytes()),
+        )
+        .header("X-Shopify-Event-Id", event)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// `n` signed Messenger deliveries to `url`, one message each over `conversations`
 /// conversations; returns the mids acknowledged with 200.
 async fn deliver_messages(
@@ -279,26 +310,11 @@ async fn a_paused_instance_abandons_its_leased_work_and_every_message_is_stored_
     let a = start_binary(da.path(), &served_at(free_port(), shared.clone()));
     s3.set_put_delay(Duration::from_secs(2));
     let mut acked = deliver_messages(&graph, &a.url("/facebook/webhook"), &page, "a", 40).await;
-    shopify.set_product_title("acme.myshopify.com", 1, "Renamed while paused");
-    let body = shopify
-        .product_webhook_body("acme.myshopify.com", 1)
-        .to_string();
-    let secret = shopify.config().api_secret;
-    let r = client
-        .post(a.url("/shopify/webhook"))
-        .header("X-Shopify-Topic", "products/update")
-        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
-        .header(
-            "X-Shopify-Hmac-Sha256",
-            sign_b64(secret.as_bytes(), body.as_bytes()),
-        )
-        .header("X-Shopify-Event-Id", "paused-1")
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let renamed = (1, "Renamed while paused", "paused-1");
+    assert_eq!(
+        rename_product(&client, &a.url(""), &shopify, renamed).await,
+        200
+    );
     let pool = pg(&database).await;
     running_kinds(&pool, &["facebook_message", "shopify"]).await;
     a.pause();
@@ -482,26 +498,11 @@ async fn copy_to_postgres_moves_a_sqlite_install_that_keeps_working() {
     let (status, _) = crate::facebook::fb_connect(&app, &graph, &cookie, 0).await;
     assert_eq!(status, 200);
     drained(&app).await;
-    shopify.set_product_title("acme.myshopify.com", 3, "Moved to PostgreSQL");
-    let body = shopify
-        .product_webhook_body("acme.myshopify.com", 3)
-        .to_string();
-    let secret = shopify.config().api_secret;
-    let r = client
-        .post(app.url("/shopify/webhook"))
-        .header("X-Shopify-Topic", "products/update")
-        .header("X-Shopify-Shop-Domain", "acme.myshopify.com")
-        .header(
-            "X-Shopify-Hmac-Sha256",
-            sign_b64(secret.as_bytes(), body.as_bytes()),
-        )
-        .header("X-Shopify-Event-Id", "moved-1")
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let renamed = (3, "Moved to PostgreSQL", "moved-1");
+    assert_eq!(
+        rename_product(&client, &app.address, &shopify, renamed).await,
+        200
+    );
     app.stop().await.unwrap();
 
     // The copy: into a new database, verified.
